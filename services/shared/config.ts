@@ -1,0 +1,158 @@
+/**
+ * Configuration, read from the environment and validated once at start-up.
+ * A bad value throws ConfigError naming the variable, so a misconfigured node never starts half-way.
+ * Pure: no framework imports.
+ */
+
+export type Mode = "embedded" | "cluster";
+
+export interface Config {
+  mode: Mode;
+  port: number;
+  nodeId: string | undefined;
+  namespace: string;
+  services: string[];
+  logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace";
+  /** postgres://… or undefined for the embedded PGlite server. */
+  databaseUrl: string | undefined;
+  databasePoolMax: number;
+  dataDir: string;
+  embeddedPgPort: number;
+  transporter: string | undefined;
+  cacher: string | undefined;
+  redisUrl: string | undefined;
+  celeryBrokerUrl: string | undefined;
+  celeryResultBackend: string | undefined;
+  celeryQueue: string;
+  celeryTaskPrefix: string;
+  oidc: {
+    /** undefined: the embedded provider runs (never in production). */
+    issuer: string | undefined;
+    clientId: string;
+    clientSecret: string | undefined;
+    audience: string;
+    rolesClaim: string;
+    embeddedPort: number;
+  };
+  publicUrl: string;
+  frontendUrl: string;
+  labStartTimeoutS: number;
+  labMaxLifetimeS: number;
+  maxActiveInstancesPerStudent: number;
+  bodyLimitBytes: number;
+  version: string;
+}
+
+export const ALL_SERVICES = ["api-gateway", "auth", "courses", "labs", "lab-instances", "access", "tasks"] as const;
+
+export class ConfigError extends Error {
+  constructor(readonly variable: string, problem: string) {
+    super(`Invalid configuration: ${variable} ${problem}`);
+    this.name = "ConfigError";
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+function str(env: Env, name: string): string | undefined {
+  const v = env[name];
+  return v === undefined || v.trim() === "" ? undefined : v.trim();
+}
+
+function int(env: Env, name: string, def: number, min: number, max: number): number {
+  const raw = str(env, name);
+  if (raw === undefined) return def;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(name, `must be an integer, got "${raw}"`);
+  const n = Number(raw);
+  if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+function url(env: Env, name: string, protocols: string[]): string | undefined {
+  const raw = str(env, name);
+  if (raw === undefined) return undefined;
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError(name, `must be a URL (${protocols.join(" or ")}), got "${raw}"`);
+  }
+  if (!protocols.includes(parsed.protocol)) {
+    throw new ConfigError(name, `must use ${protocols.join(" or ")}, got "${parsed.protocol}"`);
+  }
+  return raw;
+}
+
+function httpOrigin(env: Env, name: string, def: string): string {
+  const v = url(env, name, ["http:", "https:"]) ?? def;
+  return v.replace(/\/+$/, "");
+}
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace"] as const;
+
+export function loadConfig(env: Env = process.env): Config {
+  const servicesRaw = str(env, "SERVICES");
+  const services = servicesRaw ? servicesRaw.split(",").map((s) => s.trim()).filter(Boolean) : [...ALL_SERVICES];
+  for (const s of services) {
+    if (!(ALL_SERVICES as readonly string[]).includes(s)) {
+      throw new ConfigError("SERVICES", `names an unknown service "${s}" (known: ${ALL_SERVICES.join(", ")})`);
+    }
+  }
+  const logLevelRaw = (str(env, "LOGLEVEL") ?? "info").toLowerCase();
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevelRaw)) {
+    throw new ConfigError("LOGLEVEL", `must be one of ${LOG_LEVELS.join(", ")}`);
+  }
+
+  const transporter = str(env, "TRANSPORTER");
+  if (transporter !== undefined && !/^(amqps?|redis|nats|mqtt|tcp):\/\//.test(transporter) && transporter !== "TCP") {
+    throw new ConfigError("TRANSPORTER", `must be a transporter URL such as amqp://…, got "${transporter}"`);
+  }
+  const cacherRaw = str(env, "CACHER");
+  let cacher: string | undefined;
+  if (cacherRaw !== undefined) {
+    if (/^memory$/i.test(cacherRaw)) cacher = undefined;
+    else cacher = url(env, "CACHER", ["redis:", "rediss:"]);
+  }
+  const port = int(env, "PORT", 8000, 1, 65535);
+  const publicUrl = httpOrigin(env, "PUBLIC_URL", `http://localhost:${port}`);
+
+  const issuer = url(env, "OIDC_ISSUER", ["http:", "https:"]);
+  const clientSecret = str(env, "OIDC_CLIENT_SECRET");
+  const databaseUrl = url(env, "DATABASE_URL", ["postgres:", "postgresql:"]);
+
+  return {
+    // Cluster mode as soon as any external part is configured: JSON logs, no demo seeding.
+    mode: databaseUrl || transporter ? "cluster" : "embedded",
+    port,
+    nodeId: str(env, "NODEID"),
+    namespace: str(env, "NAMESPACE") ?? "autolabs",
+    services,
+    logLevel: logLevelRaw as Config["logLevel"],
+    databaseUrl,
+    databasePoolMax: int(env, "DATABASE_POOL_MAX", 10, 1, 200),
+    dataDir: str(env, "DATA_DIR") ?? ".data",
+    embeddedPgPort: int(env, "EMBEDDED_PG_PORT", 54329, 1, 65535),
+    transporter,
+    cacher,
+    redisUrl: url(env, "REDIS_URL", ["redis:", "rediss:"]),
+    celeryBrokerUrl: url(env, "CELERY_BROKER_URL", ["amqp:", "amqps:"]),
+    celeryResultBackend: url(env, "CELERY_RESULT_BACKEND", ["redis:", "rediss:"]),
+    celeryQueue: str(env, "CELERY_QUEUE") ?? "celery",
+    celeryTaskPrefix: str(env, "CELERY_TASK_PREFIX") ?? "celery_workers",
+    oidc: {
+      issuer: issuer?.replace(/\/+$/, ""),
+      clientId: str(env, "OIDC_CLIENT_ID") ?? "autolabs-backend",
+      clientSecret,
+      audience: str(env, "OIDC_AUDIENCE") ?? "autolabs-api",
+      rolesClaim: str(env, "OIDC_ROLES_CLAIM") ?? "urn:zitadel:iam:org:project:roles",
+      embeddedPort: int(env, "EMBEDDED_IDP_PORT", port + 1, 1, 65535),
+    },
+    publicUrl,
+    frontendUrl: httpOrigin(env, "FRONTEND_URL", publicUrl),
+    labStartTimeoutS: int(env, "LAB_START_TIMEOUT_S", 300, 1, 86400),
+    labMaxLifetimeS: int(env, "LAB_MAX_LIFETIME_S", 14400, 60, 30 * 86400),
+    maxActiveInstancesPerStudent: int(env, "MAX_ACTIVE_INSTANCES_PER_STUDENT", 3, 1, 100),
+    bodyLimitBytes: int(env, "BODY_LIMIT_BYTES", 256 * 1024, 1024, 16 * 1024 * 1024),
+    version: str(env, "APP_VERSION") ?? "0.1.0",
+  };
+}

@@ -1,0 +1,27 @@
+/** Who is calling. Small on purpose: it travels in ctx.meta on every call. */
+export type Role = "admin" | "teacher" | "student";
+export const ROLES: readonly Role[] = ["admin", "teacher", "student"];
+
+export interface UserPrincipal {
+  kind: "user";
+  id: number;
+  role: Role;
+}
+
+/** Timers, relays and operators in the REPL act as the system; it passes every access rule. */
+export interface SystemPrincipal {
+  kind: "system";
+  reason: string;
+}
+
+export type Principal = UserPrincipal | SystemPrincipal;
+
+export const systemPrincipal = (reason: string): SystemPrincipal => ({ kind: "system", reason });
+
+export interface RequestMeta {
+  user?: Principal | null;
+  requestId?: string;
+  /** Set by actions to tell the gateway the HTTP status (201, 202, 204). */
+  $statusCode?: number;
+  $responseHeaders?: Record<string, string>;
+}
