@@ -1,0 +1,103 @@
+/**
+ * The one place where access rules are enforced. Every action of a service using this mixin declares
+ * `access` next to its definition; an action without a declaration makes the service fail to start
+ * (deny by default, caught at boot rather than in production).
+ *
+ *   access: { roles: ["admin", "teacher"], load: loadCourse, decide: (p, course) => decideCourse(p, course, "manage") }
+ *
+ * Order: no principal → 401; role not allowed → 403; `load` the object once (null → 404) and keep it in
+ * ctx.locals.entity for the handler; `decide` → 404 (may not know it exists) or 403 (may see, may not act).
+ * The system principal (timers, relays, the REPL) passes every rule. A call with no principal at all is
+ * refused, so an internal caller must say explicitly that it acts as the system.
+ */
+import type { Context, ServiceSchema, Service, ActionSchema, ActionHandler } from "moleculer";
+import { Errors } from "moleculer";
+// Brings moleculer-web's `rest` property into ActionSchema for every service that uses this mixin.
+import type {} from "moleculer-web";
+import type { Decision } from "../services/access/access.rules";
+import { roleAllowed } from "../services/access/access.rules";
+import { forbidden, notFound, unauthorized } from "../services/shared/errors";
+import type { Principal, RequestMeta, Role, UserPrincipal } from "../services/shared/principal";
+
+export interface AccessDeclaration<E = unknown> {
+  /** Anyone, even anonymous, may call (health, the login redirect). Says so explicitly. */
+  public?: true;
+  /** Roles allowed to call at all; the system principal always may. [] means system only. */
+  roles: readonly Role[];
+  /** Name of the object for the 404 message ("Course"). */
+  entity?: string;
+  /** Loads the object the call is about, once; null answers 404. */
+  load?: (this: Service, ctx: Context<Record<string, unknown>, RequestMeta>) => Promise<E | null>;
+  /** Attribute rule over the loaded object. */
+  decide?: (principal: UserPrincipal, entity: E) => Decision;
+}
+
+declare module "moleculer" {
+  interface ActionSchema {
+    access?: AccessDeclaration<never> | AccessDeclaration<any>;
+  }
+}
+
+export interface AccessLocals<E> {
+  entity: E;
+}
+
+/** The principal of a call that passed the access check. */
+export function principalOf(ctx: Context<unknown, RequestMeta>): Principal {
+  const p = ctx.meta.user;
+  if (!p) throw unauthorized();
+  return p;
+}
+
+/** The object loaded by the access check (declared `load`). */
+export function entityOf<E>(ctx: Context): E {
+  return (ctx.locals as AccessLocals<E>).entity;
+}
+
+function isPrincipal(value: unknown): value is Principal {
+  if (!value || typeof value !== "object") return false;
+  const v = value as Record<string, unknown>;
+  if (v.kind === "system") return typeof v.reason === "string";
+  return v.kind === "user" && Number.isInteger(v.id) && (v.role === "admin" || v.role === "teacher" || v.role === "student");
+}
+
+function guard(name: string, decl: AccessDeclaration<unknown>, handler: ActionHandler): ActionHandler {
+  if (decl.public) return handler;
+  return async function (this: Service, ctx: Context<Record<string, unknown>, RequestMeta>) {
+    const principal = ctx.meta.user;
+    if (!isPrincipal(principal)) throw unauthorized();
+    if (!roleAllowed(principal, decl.roles)) throw forbidden();
+    if (decl.load) {
+      const entity = await decl.load.call(this, ctx);
+      if (entity === null || entity === undefined) throw notFound(decl.entity ?? "Object");
+      (ctx.locals as AccessLocals<unknown>).entity = entity;
+      if (decl.decide && principal.kind === "user") {
+        const decision = decl.decide(principal, entity);
+        if (decision === "not_found") throw notFound(decl.entity ?? "Object");
+        if (decision === "forbidden") throw forbidden();
+      }
+    } else if (decl.decide) {
+      throw new Errors.ServiceSchemaError(`${name}: access.decide needs access.load`, {});
+    }
+    return handler.call(this, ctx);
+  };
+}
+
+/** `merged` is a Moleculer lifecycle hook its typings omit: it sees the schema after all mixins merged. */
+const accessMixin = {
+  merged(schema: ServiceSchema) {
+    for (const [name, def] of Object.entries(schema.actions ?? {})) {
+      if (def === false) continue;
+      const action: ActionSchema = typeof def === "function" ? { handler: def } : (def as ActionSchema);
+      const full = `${schema.name}.${name}`;
+      if (!action.access) {
+        throw new Errors.ServiceSchemaError(`${full} declares no access rule (deny by default)`, { action: full });
+      }
+      if (!action.handler) throw new Errors.ServiceSchemaError(`${full} has no handler`, { action: full });
+      action.handler = guard(full, action.access as AccessDeclaration<unknown>, action.handler);
+      schema.actions![name] = action;
+    }
+  },
+};
+
+export const AccessMixin = accessMixin as Partial<ServiceSchema>;

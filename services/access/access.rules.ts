@@ -1,0 +1,54 @@
+/**
+ * Attribute rules (ABAC) of DESIGN's access section, as pure decisions.
+ * "not_found" when the caller may not even know the object exists (no existence leak),
+ * "forbidden" when they may see it but not do this to it.
+ */
+import type { Principal, Role } from "../shared/principal";
+
+export type Decision = "allow" | "forbidden" | "not_found";
+
+/** What a caller needs to do with an object. */
+export type Need = "view" | "manage" | "review";
+
+export interface CourseFacts {
+  owner_id: number;
+  /** The caller is a student assigned to the course. */
+  callerAssigned: boolean;
+}
+
+export interface LabFacts {
+  created_by: number;
+  status: string;
+  /** The lab is attached to a course the caller owns (teacher) or is assigned to (student). */
+  callerReachesViaCourse: boolean;
+}
+
+export function roleAllowed(principal: Principal, roles: readonly Role[]): boolean {
+  return principal.kind === "system" || roles.includes(principal.role);
+}
+
+/** owner_of_course manages; assigned_to_course views; admin and system do everything. */
+export function decideCourse(p: Principal, course: CourseFacts, need: Need): Decision {
+  if (p.kind === "system" || p.role === "admin") return "allow";
+  const owner = p.role === "teacher" && course.owner_id === p.id;
+  if (owner) return need === "review" ? "forbidden" : "allow";
+  const assigned = p.role === "student" && course.callerAssigned;
+  if (!assigned) return "not_found";
+  return need === "view" ? "allow" : "forbidden";
+}
+
+/**
+ * created_lab manages its lab (an admin reviews it). Teachers see approved labs (the catalogue they attach
+ * to courses) and labs attached to their courses; students see approved labs of courses they are assigned to.
+ */
+export function decideLab(p: Principal, lab: LabFacts, need: Need): Decision {
+  if (p.kind === "system" || p.role === "admin") return "allow";
+  const creator = lab.created_by === p.id;
+  let visible: boolean;
+  if (p.role === "teacher") visible = creator || lab.status === "approved" || lab.callerReachesViaCourse;
+  else visible = lab.status === "approved" && lab.callerReachesViaCourse;
+  if (!visible) return "not_found";
+  if (need === "view") return "allow";
+  if (need === "manage") return creator && p.role === "teacher" ? "allow" : "forbidden";
+  return "forbidden";
+}

@@ -1,0 +1,191 @@
+/**
+ * The HTTP edge: `/api/v1` aliases only (mappingPolicy restrict), JSON bodies only, CORS for FRONTEND_URL,
+ * authentication into a small principal, errors as `{"detail"}`, a request id on every answer, health.
+ */
+import { randomUUID } from "node:crypto";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { CallingOptions, Context, Service, ServiceSchema } from "moleculer";
+import ApiGateway, { type ApiSettingsSchema } from "moleculer-web";
+import Redis from "ioredis";
+import { AccessMixin } from "../../mixins/access.mixin";
+import { platformOf } from "../runtime/platform";
+import { unauthorized, unsupportedMediaType, badRequest } from "../shared/errors";
+import type { Principal, RequestMeta } from "../shared/principal";
+import { toHttpAnswer } from "./http-errors";
+
+interface GatewayRequest extends IncomingMessage {
+  $ctx?: Context<unknown, RequestMeta>;
+  $alias?: { path?: string; fullPath?: string };
+  body?: unknown;
+}
+
+type Check = "ok" | "embedded" | string;
+
+interface HealthReport {
+  status: "healthy" | "unhealthy";
+  checks: { database: Check; redis: Check; rabbitmq: Check };
+  version: string;
+}
+
+type GatewayMethods = {
+  authenticate(ctx: Context<unknown, RequestMeta>, route: unknown, req: IncomingMessage): Promise<Principal | null>;
+  checkDatabase(): Promise<Check>;
+  checkRedis(): Promise<Check>;
+  checkRabbit(): Check;
+};
+type GatewayVars = { redis: Redis | null };
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,100}$/;
+const BODY_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return Promise.race([
+    p,
+    new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms).unref()),
+  ]);
+}
+
+/** A client's X-Request-Id is kept only if it is a plain token (it lands in our logs). */
+function assignRequestId(options: { requestID?: string }, req: IncomingMessage): void {
+  const given = req.headers["x-request-id"];
+  options.requestID = typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
+}
+
+function pathParamsOf(req: GatewayRequest): string[] {
+  const path = req.$alias?.path ?? "";
+  return [...path.matchAll(/:([A-Za-z_]+)/g)].map((m) => m[1]);
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  const len = req.headers["content-length"];
+  return (len !== undefined && len !== "0") || req.headers["transfer-encoding"] !== undefined;
+}
+
+function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSchema, GatewayMethods, GatewayVars> {
+  const { config } = platformOf(broker);
+  return {
+    name: "api-gateway",
+    mixins: [ApiGateway, AccessMixin],
+
+    settings: {
+      port: config.port,
+      ip: "0.0.0.0",
+      // moleculer-web also accepts a function here (its typings say only an object).
+      rootCallOptions: assignRequestId as unknown as CallingOptions,
+      cors: {
+        origin: [config.frontendUrl, config.publicUrl],
+        methods: ["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+        allowedHeaders: ["Content-Type", "Authorization", "X-Request-Id", "Last-Event-ID"],
+        exposedHeaders: ["X-Request-Id"],
+        credentials: true,
+        maxAge: 600,
+      },
+      routes: [
+        {
+          name: "api-v1",
+          path: "/api/v1",
+          autoAliases: true,
+          mappingPolicy: "restrict",
+          authentication: true,
+          aliases: { "GET /health": "api-gateway.health" },
+          bodyParsers: { json: { strict: true, limit: config.bodyLimitBytes }, urlencoded: false },
+          callOptions: { timeout: 30_000 },
+          logging: true,
+          onBeforeCall(ctx: Context<unknown, RequestMeta>, _route: unknown, req: GatewayRequest) {
+            if (BODY_METHODS.has(req.method ?? "") && hasBody(req)) {
+              const type = (req.headers["content-type"] ?? "").split(";")[0].trim().toLowerCase();
+              if (type !== "application/json") throw unsupportedMediaType();
+              if (req.body !== undefined && (typeof req.body !== "object" || Array.isArray(req.body) || req.body === null)) {
+                throw badRequest("Request body must be a JSON object");
+              }
+            }
+            ctx.meta.requestId = ctx.requestID ?? undefined;
+          },
+        },
+      ],
+      onError(request: IncomingMessage, res: ServerResponse, err: Error) {
+        const req = request as GatewayRequest;
+        const answer = toHttpAnswer(err, { method: req.method ?? "GET", pathParams: pathParamsOf(req) });
+        const requestId = req.$ctx?.requestID ?? "-";
+        if (answer.serverFault) {
+          this.logger.error(`[${requestId}] ${req.method} ${req.url} → ${answer.status}:`, err.name, err.message, err.stack ?? "");
+        }
+        if (!res.headersSent) {
+          res.setHeader("Content-Type", "application/json; charset=utf-8");
+          if (requestId !== "-") res.setHeader("X-Request-Id", requestId);
+          res.writeHead(answer.status);
+        }
+        res.end(JSON.stringify(answer.body));
+      },
+      log4XXResponses: false,
+      logRequestParams: null,
+      logResponseData: null,
+    },
+
+    actions: {
+      health: {
+        access: { public: true, roles: [] },
+        async handler(ctx: Context<unknown, RequestMeta>): Promise<HealthReport> {
+          const [database, redis] = await Promise.all([this.checkDatabase(), this.checkRedis()]);
+          const checks = { database, redis, rabbitmq: this.checkRabbit() };
+          const healthy = Object.values(checks).every((c) => c === "ok" || c === "embedded");
+          if (!healthy) ctx.meta.$statusCode = 503;
+          return { status: healthy ? "healthy" : "unhealthy", checks, version: config.version };
+        },
+      },
+    },
+
+    methods: {
+      /** Bearer JWT → the small principal; no credentials → anonymous (the access rule then answers 401). */
+      async authenticate(ctx: Context<unknown, RequestMeta>, _route: unknown, req: IncomingMessage): Promise<Principal | null> {
+        const header = req.headers.authorization;
+        if (header === undefined) return null;
+        const match = /^Bearer ([A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]*)$/.exec(header);
+        if (!match) throw unauthorized("Malformed Authorization header: expected 'Bearer <JWT>'");
+        return ctx.call<Principal, { token: string }>("auth.authenticate", { token: match[1] });
+      },
+      async checkDatabase(): Promise<Check> {
+        try {
+          await withTimeout(platformOf(this.broker).sequelize.query("SELECT 1"), 2000, "database");
+          return "ok";
+        } catch (err) {
+          return `failed: ${(err as Error).message}`;
+        }
+      },
+      async checkRedis(): Promise<Check> {
+        if (!this.redis) return "embedded";
+        try {
+          await withTimeout(this.redis.ping(), 1000, "redis");
+          return "ok";
+        } catch (err) {
+          return `failed: ${(err as Error).message}`;
+        }
+      },
+      checkRabbit(): Check {
+        const transit = this.broker.transit;
+        if (!config.transporter || !transit) return "embedded";
+        return transit.connected && !transit.disconnecting ? "ok" : "failed: transporter disconnected";
+      },
+    },
+
+    created() {
+      const url = config.redisUrl ?? config.cacher;
+      this.redis = url
+        ? new Redis(url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 1000 })
+        : null;
+      this.redis?.on("error", () => {
+        /* reported by the health check */
+      });
+    },
+
+    async started() {
+      await this.redis?.connect().catch(() => undefined);
+    },
+
+    async stopped() {
+      this.redis?.disconnect();
+    },
+  };
+}
+
+export default createGateway;

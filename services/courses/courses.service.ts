@@ -1,0 +1,407 @@
+/**
+ * Courses: a teacher's course, its students (course_students) and the labs attached to it (course_labs).
+ */
+import type { Context, Service, ServiceSchema } from "moleculer";
+import { AccessMixin, entityOf, principalOf } from "../../mixins/access.mixin";
+import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../mixins/db.mixin";
+import { decideCourse, decideLab, type Decision } from "../access/access.rules";
+import { conflict, notFound, validationError } from "../shared/errors";
+import type { ListSpec } from "../shared/listing";
+import type { Principal, RequestMeta, UserPrincipal } from "../shared/principal";
+import { defineCourseModels, type CourseModel, type CourseRow } from "./courses.model";
+
+interface IdParams {
+  id: number;
+}
+interface CreateParams {
+  name: string;
+  description?: string;
+  owner_id?: number;
+}
+interface UpdateParams extends IdParams {
+  name?: string;
+  description?: string;
+  owner_id?: number;
+}
+interface AssignParams extends IdParams {
+  student_ids: number[];
+}
+interface StudentParams extends IdParams {
+  student_id: number;
+}
+interface LabParams extends IdParams {
+  lab_id: number;
+}
+
+/** A course as the access check loads it: the row plus the one fact the rules need about the caller. */
+export interface LoadedCourse extends CourseRow {
+  caller_assigned: boolean;
+}
+
+type Ctx<P = Record<string, unknown>> = Context<P, RequestMeta>;
+type CoursesMethods = {
+  checkOwner(ownerId: number): Promise<void>;
+  activeInstanceCount(where: string, bind: Record<string, unknown>): Promise<number>;
+  courseChanged(event: string, payload: Record<string, unknown>): Promise<void>;
+};
+type CoursesThis = Service & DbMethods & CoursesMethods & { model: CourseModel };
+
+const ID = { type: "number", integer: true, positive: true, convert: true } as const;
+const NAME = { type: "string", trim: true, min: 1, max: 200 } as const;
+const DESCRIPTION = { type: "string", trim: true, max: 5000, optional: true } as const;
+
+const COURSE_LIST: ListSpec<"created_at" | "updated_at" | "name" | "id", { owner_id: "int"; q: "string" }> = {
+  sortable: ["created_at", "updated_at", "name", "id"],
+  defaultSort: "-created_at",
+  filters: { owner_id: "int", q: "string" },
+};
+const STUDENT_LIST: ListSpec<"assigned_at" | "name" | "email" | "id", { q: "string" }> = {
+  sortable: ["assigned_at", "name", "email", "id"],
+  defaultSort: "name",
+  filters: { q: "string" },
+};
+const COURSE_LAB_LIST: ListSpec<"created_at" | "name" | "id", { status: "enum:draft|pending_approval|approved|rejected" }> = {
+  sortable: ["created_at", "name", "id"],
+  defaultSort: "name",
+  filters: { status: "enum:draft|pending_approval|approved|rejected" },
+};
+
+const COURSE_COLUMNS = "id, name, description, owner_id, created_at, updated_at";
+const LAB_COLUMNS =
+  "l.id, l.name, l.description, l.docker_image, l.resources, l.network_isolated, l.max_lifetime_s, l.status, l.rejection_reason, l.created_by, l.approved_by, l.created_at, l.updated_at";
+const ACTIVE_STATUSES = "('pending','running','stopping')";
+
+/** Loads the course named by `id` with the caller's assignment, in one query. */
+async function loadCourse(this: Service, ctx: Ctx): Promise<LoadedCourse | null> {
+  const self = this as CoursesThis;
+  const p = ctx.meta.user;
+  const callerId = p && p.kind === "user" ? p.id : 0;
+  return self.selectOne<LoadedCourse>(
+    `SELECT ${COURSE_COLUMNS},
+            EXISTS (SELECT 1 FROM course_students cs WHERE cs.course_id = c.id AND cs.student_id = $caller) AS caller_assigned
+       FROM courses c WHERE c.id = $id`,
+    { id: Number(ctx.params.id), caller: callerId },
+  );
+}
+
+const view = (p: UserPrincipal, c: LoadedCourse): Decision =>
+  decideCourse(p, { owner_id: c.owner_id, callerAssigned: c.caller_assigned }, "view");
+const manage = (p: UserPrincipal, c: LoadedCourse): Decision =>
+  decideCourse(p, { owner_id: c.owner_id, callerAssigned: c.caller_assigned }, "manage");
+
+const COURSE_ACCESS = { entity: "Course", load: loadCourse } as const;
+
+function publicCourse(c: CourseRow): CourseRow {
+  return {
+    id: c.id,
+    name: c.name,
+    description: c.description,
+    owner_id: c.owner_id,
+    created_at: c.created_at,
+    updated_at: c.updated_at,
+  };
+}
+
+
+const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods, { model: CourseModel }> = {
+  name: "courses",
+  mixins: [DbMixin(defineCourseModels), AccessMixin],
+  settings: { rest: "/courses" },
+
+  actions: {
+    list: {
+      rest: "GET /",
+      access: { roles: ["admin", "teacher", "student"] },
+      params: listParams(Object.keys(COURSE_LIST.filters)),
+      cache: { keys: ["#user.kind", "#user.id", "#user.role", "offset", "limit", "sort", "owner_id", "q"], ttl: 600 },
+      async handler(ctx: Ctx) {
+        const q = parseListOrThrow(ctx.params, COURSE_LIST);
+        const p = principalOf(ctx);
+        const where: string[] = [];
+        const bind: Record<string, unknown> = {};
+        if (p.kind === "user" && p.role === "teacher") {
+          where.push("c.owner_id = $me");
+          bind.me = p.id;
+        } else if (p.kind === "user" && p.role === "student") {
+          where.push("EXISTS (SELECT 1 FROM course_students cs WHERE cs.course_id = c.id AND cs.student_id = $me)");
+          bind.me = p.id;
+        }
+        if (q.filters.owner_id !== undefined) {
+          where.push("c.owner_id = $owner");
+          bind.owner = q.filters.owner_id;
+        }
+        if (q.filters.q !== undefined) {
+          where.push("c.name ILIKE $q");
+          bind.q = `%${q.filters.q.replace(/[\\%_]/g, "\\$&")}%`;
+        }
+        const fromWhere = `FROM courses c ${where.length ? "WHERE " + where.join(" AND ") : ""}`;
+        return this.selectPage<CourseRow>(COURSE_COLUMNS, fromWhere, bind, q);
+      },
+    },
+
+    create: {
+      rest: "POST /",
+      access: { roles: ["admin", "teacher"] },
+      params: { name: NAME, description: DESCRIPTION, owner_id: { ...ID, optional: true } },
+      async handler(ctx: Ctx<CreateParams>) {
+        const p = principalOf(ctx);
+        let ownerId: number;
+        if (p.kind === "user" && p.role === "teacher") {
+          if (ctx.params.owner_id !== undefined && ctx.params.owner_id !== p.id) {
+            throw validationError([{ loc: ["body", "owner_id"], msg: "A teacher creates courses they own", type: "value_error" }]);
+          }
+          ownerId = p.id;
+        } else {
+          if (ctx.params.owner_id === undefined) {
+            throw validationError([{ loc: ["body", "owner_id"], msg: "Field required", type: "missing" }]);
+          }
+          await this.checkOwner(ctx.params.owner_id);
+          ownerId = ctx.params.owner_id;
+        }
+        const row = await this.model.create({ name: ctx.params.name, description: ctx.params.description ?? "", owner_id: ownerId });
+        const created = await this.selectOne<CourseRow>(`SELECT ${COURSE_COLUMNS} FROM courses WHERE id = $id`, { id: row.get("id") });
+        await this.courseChanged("courses.changed", { course_id: created!.id });
+        ctx.meta.$statusCode = 201;
+        return created;
+      },
+    },
+
+    get: {
+      rest: "GET /:id",
+      access: { roles: ["admin", "teacher", "student"], ...COURSE_ACCESS, decide: view },
+      params: { id: ID },
+      cache: { keys: ["#user.kind", "#user.id", "#user.role", "id"], ttl: 600 },
+      async handler(ctx: Ctx<IdParams>) {
+        return publicCourse(entityOf<LoadedCourse>(ctx));
+      },
+    },
+
+    update: {
+      rest: "PUT /:id",
+      access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
+      params: { id: ID, name: { ...NAME, optional: true }, description: DESCRIPTION, owner_id: { ...ID, optional: true } },
+      async handler(ctx: Ctx<UpdateParams>) {
+        const course = entityOf<LoadedCourse>(ctx);
+        const p = principalOf(ctx);
+        const changes: Partial<CourseRow> = {};
+        if (ctx.params.name !== undefined) changes.name = ctx.params.name;
+        if (ctx.params.description !== undefined) changes.description = ctx.params.description;
+        if (ctx.params.owner_id !== undefined && ctx.params.owner_id !== course.owner_id) {
+          if (p.kind === "user" && p.role !== "admin") {
+            throw validationError([{ loc: ["body", "owner_id"], msg: "Only an admin hands a course to another teacher", type: "value_error" }]);
+          }
+          await this.checkOwner(ctx.params.owner_id);
+          changes.owner_id = ctx.params.owner_id;
+        }
+        if (Object.keys(changes).length === 0) return publicCourse(course);
+        const rows = await this.select<CourseRow>(
+          `UPDATE courses SET ${Object.keys(changes).map((k) => `${k} = $${k}`).join(", ")}, updated_at = now()
+            WHERE id = $id RETURNING ${COURSE_COLUMNS}`,
+          { ...changes, id: course.id },
+        );
+        await this.courseChanged(changes.owner_id !== undefined ? "courses.owner-changed" : "courses.changed", {
+          course_id: course.id,
+          owner_id: rows[0].owner_id,
+          previous_owner_id: course.owner_id,
+        });
+        return rows[0];
+      },
+    },
+
+    remove: {
+      rest: "DELETE /:id",
+      access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
+      params: { id: ID },
+      async handler(ctx: Ctx<IdParams>) {
+        const course = entityOf<LoadedCourse>(ctx);
+        await this.sequelize().transaction(async (transaction) => {
+          // Lock the course so no instance starts in it while we check and delete.
+          await this.select("SELECT id FROM courses WHERE id = $id FOR UPDATE", { id: course.id }, transaction);
+          const active = await this.selectOne<{ n: string }>(
+            `SELECT count(*) AS n FROM lab_instances WHERE course_id = $id AND status IN ${ACTIVE_STATUSES}`,
+            { id: course.id },
+            transaction,
+          );
+          if (Number(active?.n ?? 0) > 0) {
+            throw conflict(`Course has ${active!.n} active lab instance(s); stop them before deleting the course`);
+          }
+          await this.sequelize().query("DELETE FROM courses WHERE id = $id", { bind: { id: course.id }, transaction });
+        });
+        await this.courseChanged("courses.removed", { course_id: course.id });
+        ctx.meta.$statusCode = 204;
+        return null;
+      },
+    },
+
+    students: {
+      rest: "GET /:id/students",
+      access: { roles: ["admin", "teacher", "student"], ...COURSE_ACCESS, decide: manage },
+      params: { id: ID, ...listParams(Object.keys(STUDENT_LIST.filters)) },
+      async handler(ctx: Ctx<IdParams>) {
+        const q = parseListOrThrow(ctx.params, STUDENT_LIST);
+        const bind: Record<string, unknown> = { course: ctx.params.id };
+        let filter = "";
+        if (q.filters.q !== undefined) {
+          filter = "AND (u.name ILIKE $q OR u.email ILIKE $q)";
+          bind.q = `%${q.filters.q.replace(/[\\%_]/g, "\\$&")}%`;
+        }
+        return this.selectPage(
+          "u.id, u.email, u.name, u.role, cs.assigned_at",
+          `FROM course_students cs JOIN users u ON u.id = cs.student_id WHERE cs.course_id = $course ${filter}`,
+          bind,
+          { ...q, sort: { field: q.sort.field === "assigned_at" ? "cs.assigned_at" : `u.${q.sort.field}`, direction: q.sort.direction } },
+        );
+      },
+    },
+
+    assignStudents: {
+      rest: "POST /:id/students",
+      access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
+      params: { id: ID, student_ids: { type: "array", items: ID, min: 1, max: 500, unique: true } },
+      async handler(ctx: Ctx<AssignParams>) {
+        const course = entityOf<LoadedCourse>(ctx);
+        const ids = ctx.params.student_ids;
+        const students = await this.select<{ id: number }>("SELECT id FROM users WHERE id = ANY($ids) AND role = 'student'", { ids });
+        const found = new Set(students.map((s) => s.id));
+        const missing = ids.filter((id) => !found.has(id));
+        if (missing.length > 0) {
+          throw validationError(
+            missing.map((id) => ({ loc: ["body", "student_ids", ids.indexOf(id)], msg: `User ${id} is not a student`, type: "value_error" })),
+          );
+        }
+        const added = await this.select<{ student_id: number }>(
+          `INSERT INTO course_students (course_id, student_id)
+           SELECT $course, unnest($ids::int[]) ON CONFLICT DO NOTHING RETURNING student_id`,
+          { course: course.id, ids },
+        );
+        const addedIds = added.map((r) => r.student_id).sort((a, b) => a - b);
+        for (const studentId of addedIds) {
+          this.broker.broadcast("courses.student-assigned", { course_id: course.id, student_id: studentId });
+        }
+        if (addedIds.length > 0) await this.clearCache();
+        return { course_id: course.id, added: addedIds, already_assigned: ids.filter((id) => !addedIds.includes(id)) };
+      },
+    },
+
+    removeStudent: {
+      rest: "DELETE /:id/students/:student_id",
+      access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
+      params: { id: ID, student_id: ID },
+      async handler(ctx: Ctx<StudentParams>) {
+        const course = entityOf<LoadedCourse>(ctx);
+        const removed = await this.select<{ student_id: number }>(
+          "DELETE FROM course_students WHERE course_id = $course AND student_id = $student RETURNING student_id",
+          { course: course.id, student: ctx.params.student_id },
+        );
+        if (removed.length === 0) throw notFound("Student in this course");
+        // lab-instances listens and stops the student's instances in this course.
+        await this.courseChanged("courses.student-removed", { course_id: course.id, student_id: ctx.params.student_id });
+        ctx.meta.$statusCode = 204;
+        return null;
+      },
+    },
+
+    labs: {
+      rest: "GET /:id/labs",
+      access: { roles: ["admin", "teacher", "student"], ...COURSE_ACCESS, decide: view },
+      params: { id: ID, ...listParams(Object.keys(COURSE_LAB_LIST.filters)) },
+      cache: { keys: ["#user.kind", "#user.id", "#user.role", "id", "offset", "limit", "sort", "status"], ttl: 600 },
+      async handler(ctx: Ctx<IdParams>) {
+        const q = parseListOrThrow(ctx.params, COURSE_LAB_LIST);
+        const p = principalOf(ctx);
+        const where = ["cl.course_id = $course"];
+        const bind: Record<string, unknown> = { course: ctx.params.id };
+        if (p.kind === "user" && p.role === "student") where.push("l.status = 'approved'");
+        if (q.filters.status !== undefined) {
+          where.push("l.status = $status");
+          bind.status = q.filters.status;
+        }
+        return this.selectPage(
+          LAB_COLUMNS,
+          `FROM course_labs cl JOIN labs l ON l.id = cl.lab_id WHERE ${where.join(" AND ")}`,
+          bind,
+          { ...q, sort: { field: `l.${q.sort.field}`, direction: q.sort.direction } },
+        );
+      },
+    },
+
+    attachLab: {
+      rest: "POST /:id/labs",
+      access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
+      params: { id: ID, lab_id: ID },
+      async handler(ctx: Ctx<LabParams>) {
+        const course = entityOf<LoadedCourse>(ctx);
+        const lab = await this.selectOne<{ id: number; created_by: number; status: string }>(
+          "SELECT id, created_by, status FROM labs WHERE id = $id",
+          { id: ctx.params.lab_id },
+        );
+        const p = principalOf(ctx) as Principal;
+        // A teacher attaches labs they can see: their own or approved ones (the catalogue).
+        if (!lab || (p.kind === "user" && decideLab(p, { ...lab, callerReachesViaCourse: false }, "view") !== "allow")) {
+          throw notFound("Lab");
+        }
+        const inserted = await this.select<{ lab_id: number }>(
+          "INSERT INTO course_labs (course_id, lab_id) VALUES ($course, $lab) ON CONFLICT DO NOTHING RETURNING lab_id",
+          { course: course.id, lab: lab.id },
+        );
+        if (inserted.length > 0) {
+          await this.courseChanged("courses.lab-attached", { course_id: course.id, lab_id: lab.id });
+          ctx.meta.$statusCode = 201;
+        }
+        return { course_id: course.id, lab_id: lab.id };
+      },
+    },
+
+    detachLab: {
+      rest: "DELETE /:id/labs/:lab_id",
+      access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
+      params: { id: ID, lab_id: ID },
+      async handler(ctx: Ctx<LabParams>) {
+        const course = entityOf<LoadedCourse>(ctx);
+        const active = await this.activeInstanceCount("course_id = $course AND lab_id = $lab", { course: course.id, lab: ctx.params.lab_id });
+        if (active > 0) throw conflict(`Lab has ${active} active instance(s) in this course; stop them before detaching it`);
+        const removed = await this.select<{ lab_id: number }>(
+          "DELETE FROM course_labs WHERE course_id = $course AND lab_id = $lab RETURNING lab_id",
+          { course: course.id, lab: ctx.params.lab_id },
+        );
+        if (removed.length === 0) throw notFound("Lab in this course");
+        await this.courseChanged("courses.lab-detached", { course_id: course.id, lab_id: ctx.params.lab_id });
+        ctx.meta.$statusCode = 204;
+        return null;
+      },
+    },
+  },
+
+  events: {
+    // Lab approval and edits change what course lab lists show.
+    "labs.changed": {
+      handler() {
+        return this.clearCache();
+      },
+    },
+  },
+
+  methods: {
+    /** Admin may give a course to a teacher; the owner must be an existing teacher. */
+    async checkOwner(ownerId: number): Promise<void> {
+      const owner = await this.selectOne<{ role: string }>("SELECT role FROM users WHERE id = $id", { id: ownerId });
+      if (!owner || owner.role !== "teacher") {
+        throw validationError([{ loc: ["body", "owner_id"], msg: "owner_id must be the id of a teacher", type: "value_error" }]);
+      }
+    },
+    async activeInstanceCount(where: string, bind: Record<string, unknown>): Promise<number> {
+      const row = await this.selectOne<{ n: string }>(
+        `SELECT count(*) AS n FROM lab_instances WHERE ${where} AND status IN ${ACTIVE_STATUSES}`,
+        bind,
+      );
+      return Number(row?.n ?? 0);
+    },
+    /** Writes that change what a caller may see drop every cached course answer, on every node. */
+    async courseChanged(event: string, payload: Record<string, unknown>): Promise<void> {
+      await this.clearCache();
+      this.broker.broadcast(event, payload);
+    },
+  },
+};
+
+export default CoursesService;
