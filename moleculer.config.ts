@@ -1,0 +1,71 @@
+/**
+ * Broker options from the validated config (services/shared/config.ts): Moleculer's own names
+ * (TRANSPORTER, CACHER, NAMESPACE, NODEID, LOGLEVEL) come from the environment through it.
+ * Embedded mode: no transporter, Memory cacher, readable logs. Cluster: AMQP transporter, Redis cacher,
+ * JSON logs. Every log line carries the request id of the action it belongs to.
+ */
+import type { BrokerOptions, LoggerConfig } from "moleculer";
+import { loadConfig, type Config } from "./services/shared/config";
+import { RequestContextMiddleware, currentRequestId } from "./services/runtime/request-context";
+
+type Bindings = { nodeID: string; mod: string };
+type FormatterHelpers = { printArgs: (args: unknown[]) => unknown[] };
+
+function jsonFormatter(type: string, args: unknown[], bindings: Bindings, { printArgs }: FormatterHelpers): string[] {
+  return [
+    JSON.stringify({
+      time: new Date().toISOString(),
+      level: type,
+      node: bindings.nodeID,
+      mod: bindings.mod,
+      request_id: currentRequestId(),
+      msg: printArgs(args).join(" "),
+    }),
+  ];
+}
+
+function readableFormatter(type: string, args: unknown[], bindings: Bindings, { printArgs }: FormatterHelpers): unknown[] {
+  const rid = currentRequestId();
+  return [
+    `[${new Date().toISOString().substring(11, 23)}]`,
+    type.toUpperCase().padEnd(5),
+    `${bindings.mod.toUpperCase()}${rid ? ` <${rid}>` : ""}:`,
+    ...printArgs(args),
+  ];
+}
+
+export function brokerOptions(config: Config): BrokerOptions {
+  const logger: LoggerConfig = {
+    type: "Console",
+    options: {
+      level: config.logLevel,
+      colors: config.mode === "embedded",
+      formatter: (config.mode === "cluster" ? jsonFormatter : readableFormatter) as unknown as string,
+    },
+  };
+  return {
+    namespace: config.namespace,
+    nodeID: config.nodeId,
+    logger,
+    logLevel: config.logLevel,
+    // A connection string selects the transporter by its scheme (amqp:// → AMQP).
+    transporter: (config.transporter ?? null) as BrokerOptions["transporter"],
+    cacher: (config.cacher
+      ? { type: "Redis", options: { prefix: `${config.namespace}-cache`, ttl: 600, redis: config.cacher, monitor: false } }
+      : { type: "Memory", options: { ttl: 600, clone: true } }) as BrokerOptions["cacher"],
+    serializer: "JSON",
+    requestTimeout: 30_000,
+    retryPolicy: { enabled: false },
+    // Graceful shutdown: stopping waits for in-flight requests (up to 10 s).
+    tracking: { enabled: true, shutdownTimeout: 10_000 },
+    registry: { strategy: "RoundRobin", preferLocal: true },
+    circuitBreaker: { enabled: false },
+    validator: true,
+    metrics: { enabled: false },
+    tracing: { enabled: false },
+    middlewares: [RequestContextMiddleware],
+  };
+}
+
+/** For tools that load this file on their own (moleculer-runner): options from the current environment. */
+export default (): BrokerOptions => brokerOptions(loadConfig());

@@ -1,0 +1,319 @@
+/**
+ * Labs: a docker image with its resources, and the approval workflow
+ * (draft → pending_approval → approved | rejected; see labs.rules.ts).
+ */
+import type { Context, ServiceSchema } from "moleculer";
+import { AccessMixin, entityOf, principalOf } from "../../mixins/access.mixin";
+import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../mixins/db.mixin";
+import { decideLab, type Decision, type Need } from "../access/access.rules";
+import { conflict, forbidden, validationError, type ValidationProblem } from "../shared/errors";
+import type { Principal, RequestMeta, UserPrincipal } from "../shared/principal";
+import { defineLabModel, type LabModel, type LabRow } from "./labs.model";
+import {
+  LAB_LIST_SPEC,
+  dockerImageProblems,
+  nextStatus,
+  parseRejectionReason,
+  parseResources,
+  statusAfterEdit,
+  transitionPatch,
+  type LabAction,
+  type LabChanges,
+  type LabResources,
+} from "./labs.rules";
+
+interface IdParams {
+  id: number;
+}
+interface LabBody {
+  name?: string;
+  description?: string;
+  docker_image?: unknown;
+  resources?: unknown;
+  network_isolated?: boolean;
+  max_lifetime_s?: number | null;
+}
+type UpdateParams = IdParams & LabBody;
+interface RejectParams extends IdParams {
+  reason?: unknown;
+}
+
+/** A lab as the access check loads it: the row plus whether the caller reaches it through a course. */
+export interface LoadedLab extends LabRow {
+  caller_reaches: boolean;
+}
+
+type Ctx<P = Record<string, unknown>> = Context<P, RequestMeta>;
+type LabsMethods = {
+  validateBody(body: LabBody, partial: boolean): { changes: LabChanges; problems: ValidationProblem[] };
+  transition(ctx: Ctx<IdParams>, action: LabAction, reason?: string): Promise<LabRow>;
+  labChanged(lab: LabRow): void;
+};
+
+const ID = { type: "number", integer: true, positive: true, convert: true } as const;
+const NAME = { type: "string", trim: true, min: 1, max: 200 } as const;
+/** A lab lives at least a minute and at most 30 days; null means LAB_MAX_LIFETIME_S. */
+const LIFETIME = { type: "number", integer: true, min: 60, max: 30 * 86400, optional: true, nullable: true } as const;
+const BODY_PARAMS = {
+  name: NAME,
+  description: { type: "string", trim: true, max: 5000, optional: true },
+  docker_image: { type: "any" },
+  resources: { type: "any" },
+  network_isolated: { type: "boolean", optional: true },
+  max_lifetime_s: LIFETIME,
+} as const;
+const PARTIAL_BODY_PARAMS = {
+  name: { ...NAME, optional: true },
+  description: BODY_PARAMS.description,
+  docker_image: { type: "any", optional: true },
+  resources: { type: "any", optional: true },
+  network_isolated: BODY_PARAMS.network_isolated,
+  max_lifetime_s: LIFETIME,
+} as const;
+
+export const LAB_COLUMNS =
+  "id, name, description, docker_image, resources, network_isolated, max_lifetime_s, status, rejection_reason, created_by, approved_by, created_at, updated_at";
+const ACTIVE_STATUSES = "('pending','running','stopping')";
+
+/** The lab named by `id`, with the one fact the rules need about the caller, in one query. */
+async function loadLab(this: unknown, ctx: Ctx): Promise<LoadedLab | null> {
+  const self = this as DbMethods;
+  const p = ctx.meta.user;
+  const callerId = p && p.kind === "user" ? p.id : 0;
+  return self.selectOne<LoadedLab>(
+    `SELECT ${LAB_COLUMNS},
+            EXISTS (SELECT 1 FROM course_labs cl JOIN courses c ON c.id = cl.course_id
+                     WHERE cl.lab_id = l.id
+                       AND (c.owner_id = $caller
+                            OR EXISTS (SELECT 1 FROM course_students cs WHERE cs.course_id = c.id AND cs.student_id = $caller))
+                   ) AS caller_reaches
+       FROM labs l WHERE l.id = $id`,
+    { id: Number(ctx.params.id), caller: callerId },
+  );
+}
+
+const decide =
+  (need: Need) =>
+  (p: UserPrincipal, lab: LoadedLab): Decision =>
+    decideLab(p, { created_by: lab.created_by, status: lab.status, callerReachesViaCourse: lab.caller_reaches }, need);
+
+const LAB_ACCESS = { entity: "Lab", load: loadLab } as const;
+
+function publicLab(l: LabRow): LabRow {
+  const { caller_reaches: _c, ...row } = l as LoadedLab;
+  return row;
+}
+
+function actorRole(p: Principal): "admin" | "teacher" | "student" {
+  // The system principal acts with an admin's authority (operators in the REPL).
+  return p.kind === "system" ? "admin" : p.role;
+}
+
+const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { model: LabModel }> = {
+  name: "labs",
+  mixins: [DbMixin(defineLabModel), AccessMixin],
+  settings: { rest: "/labs" },
+
+  actions: {
+    list: {
+      rest: "GET /",
+      access: { roles: ["admin", "teacher", "student"] },
+      params: listParams(Object.keys(LAB_LIST_SPEC.filters)),
+      async handler(ctx: Ctx) {
+        const q = parseListOrThrow(ctx.params, LAB_LIST_SPEC);
+        const p = principalOf(ctx);
+        const where: string[] = [];
+        const bind: Record<string, unknown> = {};
+        const reachable = `EXISTS (SELECT 1 FROM course_labs cl JOIN courses c ON c.id = cl.course_id WHERE cl.lab_id = l.id AND %s)`;
+        if (p.kind === "user" && p.role === "teacher") {
+          where.push(`(l.created_by = $me OR l.status = 'approved' OR ${reachable.replace("%s", "c.owner_id = $me")})`);
+          bind.me = p.id;
+        } else if (p.kind === "user" && p.role === "student") {
+          where.push(
+            `l.status = 'approved' AND ${reachable.replace(
+              "%s",
+              "EXISTS (SELECT 1 FROM course_students cs WHERE cs.course_id = c.id AND cs.student_id = $me)",
+            )}`,
+          );
+          bind.me = p.id;
+        }
+        if (q.filters.status !== undefined) {
+          where.push("l.status = $status");
+          bind.status = q.filters.status;
+        }
+        if (q.filters.course_id !== undefined) {
+          where.push("EXISTS (SELECT 1 FROM course_labs f WHERE f.lab_id = l.id AND f.course_id = $course)");
+          bind.course = q.filters.course_id;
+        }
+        return this.selectPage<LabRow>(LAB_COLUMNS, `FROM labs l ${where.length ? "WHERE " + where.join(" AND ") : ""}`, bind, q);
+      },
+    },
+
+    create: {
+      rest: "POST /",
+      access: { roles: ["admin", "teacher"] },
+      params: BODY_PARAMS,
+      async handler(ctx: Ctx<LabBody>) {
+        const { changes, problems } = this.validateBody(ctx.params, false);
+        if (problems.length > 0) throw validationError(problems);
+        const p = principalOf(ctx);
+        const [row] = await this.select<LabRow>(
+          `INSERT INTO labs (name, description, docker_image, resources, network_isolated, max_lifetime_s, status, created_by)
+           VALUES ($name, $description, $image, $resources::jsonb, $isolated, $lifetime, 'draft', $me)
+           RETURNING ${LAB_COLUMNS}`,
+          {
+            name: changes.name,
+            description: changes.description ?? "",
+            image: changes.docker_image,
+            resources: JSON.stringify(changes.resources),
+            isolated: changes.network_isolated ?? false,
+            lifetime: changes.max_lifetime_s ?? null,
+            me: p.kind === "user" ? p.id : null,
+          },
+        );
+        this.labChanged(row);
+        ctx.meta.$statusCode = 201;
+        return row;
+      },
+    },
+
+    get: {
+      rest: "GET /:id",
+      access: { roles: ["admin", "teacher", "student"], ...LAB_ACCESS, decide: decide("view") },
+      params: { id: ID },
+      async handler(ctx: Ctx<IdParams>) {
+        return publicLab(entityOf<LoadedLab>(ctx));
+      },
+    },
+
+    update: {
+      rest: "PUT /:id",
+      access: { roles: ["admin", "teacher"], ...LAB_ACCESS, decide: decide("manage") },
+      params: { id: ID, ...PARTIAL_BODY_PARAMS },
+      async handler(ctx: Ctx<UpdateParams>) {
+        const lab = entityOf<LoadedLab>(ctx);
+        const { changes, problems } = this.validateBody(ctx.params, true);
+        if (problems.length > 0) throw validationError(problems);
+        const outcome = statusAfterEdit(lab, changes, actorRole(principalOf(ctx)));
+        if (!outcome.ok) throw forbidden(outcome.detail);
+        const set: Record<string, unknown> = { ...changes, status: outcome.status, approved_by: outcome.approved_by };
+        if (changes.resources) set.resources = JSON.stringify(changes.resources);
+        const columns = Object.keys(set).filter((k) => set[k] !== undefined);
+        const [row] = await this.select<LabRow>(
+          `UPDATE labs SET ${columns.map((c) => (c === "resources" ? "resources = $resources::jsonb" : `${c} = $${c}`)).join(", ")}
+            WHERE id = $id RETURNING ${LAB_COLUMNS}`,
+          { ...Object.fromEntries(columns.map((c) => [c, set[c]])), id: lab.id },
+        );
+        if (outcome.reapproval_required) {
+          this.logger.info(`Lab ${lab.id} changed ${outcome.changed.join(", ")}: back to pending_approval`);
+        }
+        this.labChanged(row);
+        return row;
+      },
+    },
+
+    remove: {
+      rest: "DELETE /:id",
+      access: { roles: ["admin", "teacher"], ...LAB_ACCESS, decide: decide("manage") },
+      params: { id: ID },
+      async handler(ctx: Ctx<IdParams>) {
+        const lab = entityOf<LoadedLab>(ctx);
+        await this.sequelize().transaction(async (transaction) => {
+          await this.select("SELECT id FROM labs WHERE id = $id FOR UPDATE", { id: lab.id }, transaction);
+          const active = await this.selectOne<{ n: string }>(
+            `SELECT count(*) AS n FROM lab_instances WHERE lab_id = $id AND status IN ${ACTIVE_STATUSES}`,
+            { id: lab.id },
+            transaction,
+          );
+          if (Number(active?.n ?? 0) > 0) {
+            throw conflict(`Lab has ${active!.n} active instance(s); stop them before deleting the lab`);
+          }
+          // Finished instances are history of this lab only; they go with it.
+          await this.sequelize().query("DELETE FROM lab_instances WHERE lab_id = $id", { bind: { id: lab.id }, transaction });
+          await this.sequelize().query("DELETE FROM labs WHERE id = $id", { bind: { id: lab.id }, transaction });
+        });
+        this.labChanged({ ...lab, status: "deleted" } as unknown as LabRow);
+        ctx.meta.$statusCode = 204;
+        return null;
+      },
+    },
+
+    submit: {
+      rest: "POST /:id/submit",
+      access: { roles: ["admin", "teacher"], ...LAB_ACCESS, decide: decide("manage") },
+      params: { id: ID },
+      handler(ctx: Ctx<IdParams>) {
+        return this.transition(ctx, "submit");
+      },
+    },
+
+    approve: {
+      rest: "POST /:id/approve",
+      access: { roles: ["admin"], ...LAB_ACCESS },
+      params: { id: ID },
+      handler(ctx: Ctx<IdParams>) {
+        return this.transition(ctx, "approve");
+      },
+    },
+
+    reject: {
+      rest: "POST /:id/reject",
+      access: { roles: ["admin"], ...LAB_ACCESS },
+      params: { id: ID, reason: { type: "any", optional: true } },
+      handler(ctx: Ctx<RejectParams>) {
+        const reason = parseRejectionReason({ reason: ctx.params.reason });
+        if (!reason.ok) throw validationError(reason.problems);
+        return this.transition(ctx, "reject", reason.value);
+      },
+    },
+  },
+
+  methods: {
+    /** Checks image and resources with the Kubernetes grammars; collects every problem at once. */
+    validateBody(body: LabBody, partial: boolean) {
+      const problems: ValidationProblem[] = [];
+      const changes: LabChanges = {};
+      if (body.name !== undefined) changes.name = body.name;
+      if (body.description !== undefined) changes.description = body.description;
+      if (body.network_isolated !== undefined) changes.network_isolated = body.network_isolated;
+      if (body.max_lifetime_s !== undefined) changes.max_lifetime_s = body.max_lifetime_s;
+      if (body.docker_image !== undefined || !partial) {
+        const p = dockerImageProblems(body.docker_image);
+        if (p.length > 0) problems.push(...p);
+        else changes.docker_image = body.docker_image as string;
+      }
+      if (body.resources !== undefined || !partial) {
+        const r = parseResources(body.resources);
+        if (r.ok) changes.resources = r.value as LabResources;
+        else problems.push(...r.problems);
+      }
+      return { changes, problems };
+    },
+
+    async transition(ctx: Ctx<IdParams>, action: LabAction, reason?: string): Promise<LabRow> {
+      const lab = entityOf<LoadedLab>(ctx);
+      const p = principalOf(ctx);
+      const next = nextStatus(lab.status, action, actorRole(p));
+      if (!next.ok) throw next.code === "FORBIDDEN" ? forbidden(next.detail) : conflict(next.detail);
+      const patch = transitionPatch(action, p.kind === "user" ? p.id : 0, reason);
+      // An operator approving from the REPL is not a user: no approver id to record.
+      if (p.kind === "system") patch.approved_by = null;
+      // Conditional on the status we decided from: a concurrent transition makes this one a 409, not a lost update.
+      const rows = await this.select<LabRow>(
+        `UPDATE labs SET status = $status, approved_by = $approved_by, rejection_reason = $reason
+          WHERE id = $id AND status = $from RETURNING ${LAB_COLUMNS}`,
+        { status: patch.status, approved_by: patch.approved_by, reason: patch.rejection_reason, id: lab.id, from: lab.status },
+      );
+      if (rows.length === 0) throw conflict("The lab changed meanwhile; reload it and try again");
+      this.labChanged(rows[0]);
+      return rows[0];
+    },
+
+    /** Courses (cached lab lists) and permissions depend on labs: tell every node. */
+    labChanged(lab: LabRow) {
+      this.broker.broadcast("labs.changed", { lab_id: lab.id, status: lab.status });
+    },
+  },
+};
+
+export default LabsService;

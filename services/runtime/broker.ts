@@ -1,0 +1,31 @@
+/**
+ * Builds a broker of this platform: options from the config, the shared pool attached, and the services
+ * SERVICES names (all seven by default). Used by `npm start`, the REPL and the integration tests alike.
+ */
+import { ServiceBroker, type BrokerOptions, type ServiceSchema } from "moleculer";
+import type { Sequelize } from "sequelize";
+import { brokerOptions } from "../../moleculer.config";
+import type { Config } from "../shared/config";
+import { attachPlatform } from "./platform";
+import createGateway from "../api-gateway/api-gateway.service";
+import CoursesService from "../courses/courses.service";
+import LabsService from "../labs/labs.service";
+
+type ServiceFactory = ServiceSchema | ((broker: ServiceBroker) => ServiceSchema);
+
+const SERVICES: Record<string, ServiceFactory> = {
+  "api-gateway": createGateway as (broker: ServiceBroker) => ServiceSchema,
+  courses: CoursesService as ServiceSchema,
+  labs: LabsService as ServiceSchema,
+};
+
+export function createPlatformBroker(config: Config, sequelize: Sequelize, overrides: Partial<BrokerOptions> = {}): ServiceBroker {
+  const broker = new ServiceBroker({ ...brokerOptions(config), ...overrides });
+  attachPlatform(broker, { config, sequelize });
+  for (const name of config.services) {
+    const factory = SERVICES[name];
+    if (!factory) continue;
+    broker.createService(typeof factory === "function" ? factory(broker) : factory);
+  }
+  return broker;
+}

@@ -1,0 +1,153 @@
+/**
+ * Integration harness: a real platform node in the test process (services chosen per test), a fresh
+ * database on the real PostgreSQL with the migrations applied, the embedded IdP as a real child process,
+ * and the HTTP gateway on a free port. Everything is torn down by stop().
+ */
+import { randomBytes } from "node:crypto";
+import type { AddressInfo } from "node:net";
+import type { Server } from "node:http";
+import type { ServiceBroker } from "moleculer";
+import { Client } from "pg";
+import type { Sequelize } from "sequelize";
+import { createPlatformBroker } from "../../services/runtime/broker";
+import { migrateUp } from "../../services/runtime/migrator";
+import { loadConfig, type Config } from "../../services/shared/config";
+import { createSequelize } from "../../services/shared/db";
+import { startIdp, type TestIdp } from "./idp";
+
+export const PG_ADMIN_URL = process.env.TEST_PG_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+export const REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379/3";
+export const AMQP_URL = process.env.TEST_AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
+
+export interface TestDatabase {
+  url: string;
+  name: string;
+  drop(): Promise<void>;
+}
+
+/** A new, migrated database on the real PostgreSQL. */
+export async function createTestDatabase(): Promise<TestDatabase> {
+  const name = `autolabs_t_${randomBytes(5).toString("hex")}`;
+  const admin = new Client({ connectionString: PG_ADMIN_URL });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(PG_ADMIN_URL);
+  url.pathname = `/${name}`;
+  const sequelize = createSequelize(url.toString(), { poolMax: 2 });
+  await migrateUp(sequelize);
+  await sequelize.close();
+  return {
+    url: url.toString(),
+    name,
+    async drop() {
+      const c = new Client({ connectionString: PG_ADMIN_URL });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await c.end();
+    },
+  };
+}
+
+export interface PlatformNode {
+  broker: ServiceBroker;
+  sequelize: Sequelize;
+  config: Config;
+  /** http://127.0.0.1:<port> of this node's gateway (when it runs one). */
+  url: string;
+  stop(): Promise<void>;
+}
+
+/** Starts one node with the given env (merged over the test defaults) against `databaseUrl`. */
+export async function startNode(databaseUrl: string, env: Record<string, string> = {}): Promise<PlatformNode> {
+  const config = loadConfig({ DATABASE_URL: databaseUrl, LOGLEVEL: "warn", ...env });
+  // Port 0: any free port, read back below.
+  config.port = 0;
+  const sequelize = createSequelize(databaseUrl, { poolMax: config.databasePoolMax });
+  const broker = createPlatformBroker(config, sequelize);
+  await broker.start();
+  let url = "";
+  if (config.services.includes("api-gateway")) {
+    const gateway = broker.getLocalService("api-gateway") as unknown as { server: Server };
+    url = `http://127.0.0.1:${(gateway.server.address() as AddressInfo).port}`;
+  }
+  return {
+    broker,
+    sequelize,
+    config,
+    url,
+    async stop() {
+      await broker.stop();
+      await sequelize.close();
+    },
+  };
+}
+
+export interface TestPlatform extends PlatformNode {
+  db: TestDatabase;
+  idp: TestIdp;
+  /** A Bearer access token of a demo account (admin, teacher, student, student2). */
+  token(account: string): Promise<string>;
+  /** The users row id of a demo account (created on its first authenticated request). */
+  userId(account: string): Promise<number>;
+  /** fetch against the gateway with JSON and an optional account's token. */
+  api(method: string, path: string, opts?: { as?: string; body?: unknown; headers?: Record<string, string> }): Promise<ApiResponse>;
+}
+
+export interface ApiResponse {
+  status: number;
+  headers: Headers;
+  body: unknown;
+  // Convenience for tests that know the shape.
+  json<T>(): T;
+}
+
+/** The usual case: one node with every service, a fresh database, the embedded IdP. */
+export async function startTestPlatform(env: Record<string, string> = {}): Promise<TestPlatform> {
+  const [db, idp] = await Promise.all([createTestDatabase(), startIdp()]);
+  const node = await startNode(db.url, { OIDC_ISSUER: idp.issuer, ...env });
+  const tokens = new Map<string, string>();
+  const token = async (account: string) => {
+    let t = tokens.get(account);
+    if (!t) {
+      t = (await idp.getToken(account)).accessToken;
+      tokens.set(account, t);
+    }
+    return t;
+  };
+  const api: TestPlatform["api"] = async (method, path, opts = {}) => {
+    const headers: Record<string, string> = { ...opts.headers };
+    if (opts.as) headers.authorization = `Bearer ${await token(opts.as)}`;
+    let body: string | undefined;
+    if (opts.body !== undefined) {
+      body = typeof opts.body === "string" ? opts.body : JSON.stringify(opts.body);
+      headers["content-type"] ??= "application/json";
+    }
+    const res = await fetch(`${node.url}/api/v1${path}`, { method, headers, body });
+    const text = await res.text();
+    let parsed: unknown = text;
+    try {
+      parsed = text ? JSON.parse(text) : null;
+    } catch {
+      /* not JSON: keep the text */
+    }
+    return { status: res.status, headers: res.headers, body: parsed, json: <T>() => parsed as T };
+  };
+  const userId = async (account: string) => {
+    const me = await api("GET", "/auth/me", { as: account });
+    if (me.status !== 200) throw new Error(`/auth/me for ${account}: ${me.status} ${JSON.stringify(me.body)}`);
+    return (me.body as { id: number }).id;
+  };
+  return {
+    ...node,
+    db,
+    idp,
+    token,
+    userId,
+    api,
+    async stop() {
+      await node.stop();
+      await Promise.all([db.drop(), idp.stop()]);
+    },
+  };
+}
