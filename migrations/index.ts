@@ -1,0 +1,12 @@
+/**
+ * Every migration, in order. Listed explicitly (no glob) so the same list works from ts-jest (.ts sources)
+ * and from the compiled dist/ (.js), and a forgotten import is a compile error, not a silently skipped file.
+ * Names are stored in schema_migrations: never rename or reorder a migration that has shipped.
+ */
+import type { QueryInterface } from "sequelize";
+import type { RunnableMigration } from "umzug";
+import * as m0001 from "./0001-initial-schema";
+
+export const migrations: ReadonlyArray<RunnableMigration<QueryInterface>> = [
+  { name: "0001-initial-schema", up: m0001.up, down: m0001.down },
+];
