@@ -28,6 +28,7 @@ interface HealthReport {
 }
 
 type GatewayMethods = {
+  refreshAliases(): void;
   authenticate(ctx: Context<unknown, RequestMeta>, route: unknown, req: IncomingMessage): Promise<Principal | null>;
   checkDatabase(): Promise<Check>;
   checkRedis(): Promise<Check>;
@@ -123,6 +124,12 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
     },
 
     actions: {
+      // moleculer-web's own actions: `rest` serves every HTTP request (each routed action checks its own
+      // rule); route changes over the bus are switched off; the alias list is for operators (system).
+      rest: { access: { public: true, roles: [] } },
+      listAliases: { access: { roles: [] } },
+      addRoute: false,
+      removeRoute: false,
       health: {
         access: { public: true, roles: [] },
         async handler(ctx: Context<unknown, RequestMeta>): Promise<HealthReport> {
@@ -135,7 +142,19 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
       },
     },
 
+    events: {
+      // Local services are all registered now: route them at once instead of after moleculer-web's debounce,
+      // so the node never answers 404 for a route it has.
+      "$broker.started"() {
+        this.refreshAliases();
+      },
+    },
+
     methods: {
+      refreshAliases() {
+        const self = this as unknown as { routes: { opts: { autoAliases?: boolean } }[]; regenerateAutoAliases(r: unknown): void };
+        for (const route of self.routes) if (route.opts.autoAliases) self.regenerateAutoAliases(route);
+      },
       /** Bearer JWT → the small principal; no credentials → anonymous (the access rule then answers 401). */
       async authenticate(ctx: Context<unknown, RequestMeta>, _route: unknown, req: IncomingMessage): Promise<Principal | null> {
         const header = req.headers.authorization;

@@ -162,6 +162,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         const created = await this.selectOne<CourseRow>(`SELECT ${COURSE_COLUMNS} FROM courses WHERE id = $id`, { id: row.get("id") });
         await this.courseChanged("courses.changed", { course_id: created!.id });
         ctx.meta.$statusCode = 201;
+        ctx.meta.$location = `/api/v1/courses/${created!.id}`;
         return created;
       },
     },

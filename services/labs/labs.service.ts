@@ -173,6 +173,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
         );
         this.labChanged(row);
         ctx.meta.$statusCode = 201;
+        ctx.meta.$location = `/api/v1/labs/${row.id}`;
         return row;
       },
     },

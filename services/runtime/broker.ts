@@ -10,11 +10,13 @@ import { attachPlatform } from "./platform";
 import createGateway from "../api-gateway/api-gateway.service";
 import CoursesService from "../courses/courses.service";
 import LabsService from "../labs/labs.service";
+import AuthService from "../auth/auth.service";
 
 type ServiceFactory = ServiceSchema | ((broker: ServiceBroker) => ServiceSchema);
 
 const SERVICES: Record<string, ServiceFactory> = {
   "api-gateway": createGateway as (broker: ServiceBroker) => ServiceSchema,
+  auth: AuthService as ServiceSchema,
   courses: CoursesService as ServiceSchema,
   labs: LabsService as ServiceSchema,
 };

@@ -23,5 +23,7 @@ export interface RequestMeta {
   requestId?: string;
   /** Set by actions to tell the gateway the HTTP status (201, 202, 204). */
   $statusCode?: number;
+  /** Location header of a 201. */
+  $location?: string;
   $responseHeaders?: Record<string, string>;
 }

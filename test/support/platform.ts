@@ -105,7 +105,14 @@ export interface ApiResponse {
 /** The usual case: one node with every service, a fresh database, the embedded IdP. */
 export async function startTestPlatform(env: Record<string, string> = {}): Promise<TestPlatform> {
   const [db, idp] = await Promise.all([createTestDatabase(), startIdp()]);
-  const node = await startNode(db.url, { OIDC_ISSUER: idp.issuer, ...env });
+  let node: PlatformNode;
+  try {
+    node = await startNode(db.url, { OIDC_ISSUER: idp.issuer, ...env });
+  } catch (err) {
+    // A failed start must not leave the IdP child running (jest would never exit).
+    await Promise.allSettled([db.drop(), idp.stop()]);
+    throw err;
+  }
   const tokens = new Map<string, string>();
   const token = async (account: string) => {
     let t = tokens.get(account);
