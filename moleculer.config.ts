@@ -64,6 +64,9 @@ export function brokerOptions(config: Config): BrokerOptions {
     metrics: { enabled: false },
     tracing: { enabled: false },
     middlewares: [RequestContextMiddleware],
+    // start.ts owns SIGTERM: broker first, then the pool and the child processes (Moleculer's own handler
+    // would exit right after the broker and leave the embedded IdP and PGlite behind).
+    skipProcessEventRegistration: true,
   };
 }
 
