@@ -1,0 +1,100 @@
+/**
+ * Identity rules: turn verified token claims into our identity. Pure (no framework imports) so the
+ * gateway, the auth service and the unit tests share one definition.
+ */
+import type { Role } from "../shared/principal";
+
+/** Highest privilege first: when a user holds several roles, the first match wins. */
+const ROLE_PRECEDENCE: readonly Role[] = ["admin", "teacher", "student"];
+
+/** Limits we store (users.external_id / email / name); longer values are not trusted verbatim. */
+const MAX_SUB_LENGTH = 255;
+const MAX_EMAIL_LENGTH = 320;
+const MAX_NAME_LENGTH = 200;
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === "object" && v !== null && !Array.isArray(v);
+
+/**
+ * Maps the Zitadel project roles claim to one platform role.
+ * Shape: `{"teacher": {"<orgId>": "<org domain>"}, "admin": {...}}` — keys are role names, each value
+ * is the map of organisations that granted it. Several roles → the highest wins; unknown keys are
+ * ignored; a key whose value is not a non-empty org map is not a grant we recognise; no role → null
+ * (the caller denies: deny by default).
+ */
+export function roleFromClaim(claim: unknown): Role | null {
+  if (!isPlainObject(claim)) return null;
+  const granted = new Set<Role>();
+  for (const [key, orgs] of Object.entries(claim)) {
+    // Zitadel role keys are case-sensitive, but an org that defines "Teacher" still means teacher.
+    const name = key.trim().toLowerCase();
+    const role = ROLE_PRECEDENCE.find((r) => r === name);
+    if (role === undefined) continue;
+    if (!isPlainObject(orgs) || Object.keys(orgs).length === 0) continue;
+    granted.add(role);
+  }
+  return ROLE_PRECEDENCE.find((r) => granted.has(r)) ?? null;
+}
+
+export interface ClaimsIdentity {
+  /** The IdP's `sub`, stored as users.external_id. Opaque string (Zitadel's are 18+ digits: never a number). */
+  externalId: string;
+  email: string | null;
+  name: string | null;
+  /** null: the IdP granted no platform role; the caller must refuse access. */
+  role: Role | null;
+}
+
+/**
+ * Thrown for claims we cannot build an identity from. Same shape as the platform's `unauthorized()`
+ * (Moleculer errors: numeric `code` = HTTP status, string `type`), without importing Moleculer.
+ */
+export class InvalidClaimsError extends Error {
+  readonly code = 401;
+  readonly type = "UNAUTHORIZED";
+  constructor(detail: string) {
+    super(detail);
+    this.name = "InvalidClaimsError";
+  }
+}
+
+function cleanString(v: unknown, max: number): string | null {
+  if (typeof v !== "string") return null;
+  const s = v.trim();
+  return s.length > 0 && s.length <= max ? s : null;
+}
+
+function cleanEmail(v: unknown): string | null {
+  const s = cleanString(v, MAX_EMAIL_LENGTH);
+  // Deliberately loose: the IdP owns email validation; we only refuse what is clearly not an address.
+  return s !== null && /^[^\s@]+@[^\s@]+$/.test(s) ? s : null;
+}
+
+function displayName(p: Record<string, unknown>): string | null {
+  const full = cleanString(p.name, MAX_NAME_LENGTH);
+  if (full) return full;
+  const parts = [cleanString(p.given_name, MAX_NAME_LENGTH), cleanString(p.family_name, MAX_NAME_LENGTH)].filter(
+    (s): s is string => s !== null,
+  );
+  if (parts.length > 0) return cleanString(parts.join(" "), MAX_NAME_LENGTH);
+  return cleanString(p.preferred_username, MAX_NAME_LENGTH);
+}
+
+/**
+ * Builds our identity from a VERIFIED token payload (access token or ID token). `sub` is required;
+ * email and name are optional because Zitadel leaves them out of access tokens unless the app
+ * asserts user info into them.
+ */
+export function claimsToIdentity(payload: unknown, rolesClaim: string): ClaimsIdentity {
+  if (!isPlainObject(payload)) throw new InvalidClaimsError("Invalid token claims");
+  const sub = payload.sub;
+  if (typeof sub !== "string" || sub.trim() === "" || sub.length > MAX_SUB_LENGTH || sub !== sub.trim()) {
+    throw new InvalidClaimsError("Token has no valid subject");
+  }
+  return {
+    externalId: sub,
+    email: cleanEmail(payload.email),
+    name: displayName(payload),
+    role: roleFromClaim(payload[rolesClaim]),
+  };
+}

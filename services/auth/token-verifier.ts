@@ -1,0 +1,188 @@
+/**
+ * Local validation of Bearer JWT access tokens against the IdP's JWKS (Zitadel or the embedded one).
+ *
+ * Outcomes, by error `code`:
+ *  - UNAUTHORIZED (401): anything wrong with the token itself — format, algorithm outside the
+ *    allow-list (so `none` and HS256-with-the-public-key never get near a key), signature, unknown
+ *    kid, issuer, audience, exp/nbf. The detail stays short and never echoes token content.
+ *  - SERVICE_UNAVAILABLE (503): we could not get the IdP's keys (discovery or JWKS unreachable with
+ *    no usable cached keys). A client's token is not "wrong" because our IdP is down.
+ *
+ * Keys are cached by jose (refetched after cacheMaxAge; an unknown kid triggers at most one refetch
+ * per cooldown, so random kids cannot hammer the IdP). If a refetch fails, the last good key set is
+ * still used, so an IdP blip does not log everyone out.
+ */
+import {
+  createLocalJWKSet,
+  createRemoteJWKSet,
+  errors as joseErrors,
+  jwtVerify,
+  type JSONWebKeySet,
+  type JWTPayload,
+  type JWTVerifyGetKey,
+} from "jose";
+import { serviceUnavailable, unauthorized } from "../shared/errors";
+
+export type VerifierAlgorithm = "RS256" | "ES256";
+
+export interface TokenVerifierOptions {
+  issuer: string;
+  /** Accepted `aud` (the token's aud may be an array containing it). */
+  audience: string;
+  /** Skips discovery when given. */
+  jwksUri?: string;
+  algorithms: VerifierAlgorithm[];
+  clockToleranceS: number;
+  /** Per request to the IdP (discovery, JWKS). Default 5000. */
+  httpTimeoutMs?: number;
+  /** Minimum time between JWKS refetches caused by unknown kids. Default 30000. */
+  jwksCooldownMs?: number;
+  /** Age after which the cached JWKS is refetched. Default 600000. */
+  jwksMaxAgeMs?: number;
+}
+
+export interface TokenVerifier {
+  /** Verified payload, or throws UNAUTHORIZED / SERVICE_UNAVAILABLE (see module doc). */
+  verify(token: string): Promise<JWTPayload>;
+  /** Resolves discovery and loads the keys now (e.g. at boot); throws SERVICE_UNAVAILABLE on failure. */
+  warmUp(): Promise<void>;
+}
+
+/** Longer than any sane access token: refuse before parsing. */
+const MAX_TOKEN_LENGTH = 16 * 1024;
+/** After a failed discovery, fail fast for this long instead of stalling every request on a timeout. */
+const DISCOVERY_RETRY_MS = 5000;
+
+/** Key-selection failures caused by the token (its kid/alg), not by the IdP being unreachable. */
+const TOKEN_KEY_ERRORS = new Set<string>([
+  joseErrors.JWKSNoMatchingKey.code,
+  joseErrors.JWKSMultipleMatchingKeys.code,
+  joseErrors.JOSENotSupported.code,
+  joseErrors.JWKInvalid.code,
+  joseErrors.JOSEAlgNotAllowed.code,
+]);
+
+/** Marks a failure to obtain keys, so verify() can answer 503 rather than 401. */
+class IdpUnavailable extends Error {}
+
+const errorCode = (err: unknown): string | undefined =>
+  typeof err === "object" && err !== null && typeof (err as { code?: unknown }).code === "string"
+    ? (err as { code: string }).code
+    : undefined;
+
+function toUnauthorized(err: unknown): Error {
+  if (err instanceof joseErrors.JWTExpired) return unauthorized("Token expired");
+  if (err instanceof joseErrors.JWTClaimValidationFailed) {
+    if (err.claim === "nbf") return unauthorized("Token not yet valid");
+    if (err.claim === "iss" || err.claim === "aud") return unauthorized("Token not issued for this service");
+  }
+  return unauthorized("Invalid token");
+}
+
+export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
+  const issuer = opts.issuer.replace(/\/+$/, "");
+  const timeoutMs = opts.httpTimeoutMs ?? 5000;
+  if (opts.algorithms.length === 0) throw new Error("createTokenVerifier: algorithms must not be empty");
+
+  let remote: ReturnType<typeof createRemoteJWKSet> | undefined;
+  let pendingDiscovery: Promise<URL> | undefined;
+  let discoveryFailedAt = 0;
+  let lastGoodKeys: JSONWebKeySet | undefined;
+
+  async function discoverJwksUri(): Promise<URL> {
+    const url = `${issuer}/.well-known/openid-configuration`;
+    let doc: { issuer?: unknown; jwks_uri?: unknown };
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), headers: { accept: "application/json" } });
+      if (res.status !== 200) throw new Error(`status ${res.status}`);
+      doc = (await res.json()) as typeof doc;
+    } catch (err) {
+      throw new IdpUnavailable(`discovery failed: ${(err as Error).message}`);
+    }
+    // OIDC Discovery §4.3: a document naming another issuer must not be used.
+    if (doc.issuer !== issuer || typeof doc.jwks_uri !== "string" || !/^https?:\/\//.test(doc.jwks_uri)) {
+      throw new IdpUnavailable("discovery document does not match the configured issuer");
+    }
+    return new URL(doc.jwks_uri);
+  }
+
+  async function remoteSet(): Promise<ReturnType<typeof createRemoteJWKSet>> {
+    if (remote) return remote;
+    let jwksUrl: URL;
+    if (opts.jwksUri) {
+      jwksUrl = new URL(opts.jwksUri);
+    } else {
+      if (Date.now() - discoveryFailedAt < DISCOVERY_RETRY_MS) throw new IdpUnavailable("discovery recently failed");
+      // One discovery in flight for all concurrent callers.
+      pendingDiscovery ??= discoverJwksUri().finally(() => {
+        pendingDiscovery = undefined;
+      });
+      try {
+        jwksUrl = await pendingDiscovery;
+      } catch (err) {
+        discoveryFailedAt = Date.now();
+        throw err;
+      }
+    }
+    remote ??= createRemoteJWKSet(jwksUrl, {
+      timeoutDuration: timeoutMs,
+      cooldownDuration: opts.jwksCooldownMs ?? 30_000,
+      cacheMaxAge: opts.jwksMaxAgeMs ?? 600_000,
+    });
+    return remote;
+  }
+
+  const getKey: JWTVerifyGetKey = async (header, token) => {
+    const set = await remoteSet();
+    try {
+      const key = await set(header, token);
+      lastGoodKeys = set.jwks();
+      return key;
+    } catch (err) {
+      const code = errorCode(err);
+      if (code !== undefined && TOKEN_KEY_ERRORS.has(code)) throw err;
+      // The fetch failed. Fall back to the last good keys; a kid they lack stays unknowable → 503.
+      if (lastGoodKeys) {
+        try {
+          return await createLocalJWKSet(lastGoodKeys)(header, token);
+        } catch (localErr) {
+          if (errorCode(localErr) !== joseErrors.JWKSNoMatchingKey.code) throw localErr;
+        }
+      }
+      throw new IdpUnavailable(`JWKS unavailable: ${(err as Error).message}`);
+    }
+  };
+
+  async function verify(token: string): Promise<JWTPayload> {
+    if (typeof token !== "string" || token.length === 0 || token.length > MAX_TOKEN_LENGTH) {
+      throw unauthorized("Invalid token");
+    }
+    try {
+      const { payload } = await jwtVerify(token, getKey, {
+        issuer,
+        audience: opts.audience,
+        algorithms: opts.algorithms,
+        clockTolerance: opts.clockToleranceS,
+        requiredClaims: ["sub", "exp"],
+      });
+      return payload;
+    } catch (err) {
+      if (err instanceof IdpUnavailable) throw serviceUnavailable("Identity provider unavailable");
+      throw toUnauthorized(err);
+    }
+  }
+
+  return {
+    verify,
+    async warmUp() {
+      try {
+        const set = await remoteSet();
+        await set.reload();
+        lastGoodKeys = set.jwks();
+      } catch (err) {
+        if (err instanceof IdpUnavailable) throw serviceUnavailable("Identity provider unavailable");
+        throw serviceUnavailable(`Identity provider unavailable: ${(err as Error).message}`);
+      }
+    },
+  };
+}

@@ -1,0 +1,98 @@
+/**
+ * Test helper: the embedded IdP as a real child process (oidc-provider is ESM-only and must not be
+ * loaded into jest). Needs `npx tsc -p tsconfig.json` first (npm test does it).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { runCodeFlow, type CodeFlowTokens } from "../../services/auth/oidc-code-flow";
+import type { PrivateJwks } from "../../services/auth/embedded-idp";
+
+const IDP_SCRIPT = resolve(__dirname, "../../dist/services/auth/embedded-idp.js");
+const READY = /embedded IdP listening on (http:\/\/\S+)/;
+
+export interface IdpOptions {
+  /** Access token lifetime (EMBEDDED_IDP_ACCESS_TOKEN_TTL_S). */
+  accessTokenTtlS?: number;
+  /** Extra env for the child (e.g. OIDC_AUDIENCE). */
+  env?: Record<string, string>;
+  /** Fixed port (restart tests); default 0 = any free port, chosen by the child itself (no race). */
+  port?: number;
+  /** Reuse a data dir (restart tests); by default a fresh temp dir, removed on stop(). */
+  dataDir?: string;
+  startTimeoutMs?: number;
+}
+
+export interface TestIdp {
+  issuer: string;
+  port: number;
+  dataDir: string;
+  /** The provider's private signing keys, read from its data dir (to forge near-valid tokens). */
+  privateJwks(): PrivateJwks;
+  getToken(account: string, password?: string): Promise<CodeFlowTokens>;
+  /** Output so far, for diagnosing failures. */
+  output(): string;
+  stop(): Promise<void>;
+}
+
+export async function startIdp(opts: IdpOptions = {}): Promise<TestIdp> {
+  if (!existsSync(IDP_SCRIPT)) {
+    throw new Error(`${IDP_SCRIPT} missing: run \`npx tsc -p tsconfig.json\` before jest`);
+  }
+  const ownDir = opts.dataDir === undefined;
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), "autolabs-idp-"));
+  // A minimal, explicit env: the developer's own OIDC_* settings must not leak into the test.
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? "",
+    NODE_ENV: "test",
+    ...(opts.accessTokenTtlS !== undefined ? { EMBEDDED_IDP_ACCESS_TOKEN_TTL_S: String(opts.accessTokenTtlS) } : {}),
+    ...opts.env,
+  };
+  const child: ChildProcess = spawn(process.execPath, [IDP_SCRIPT, "--port", String(opts.port ?? 0), "--data-dir", dataDir], {
+    env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  child.stdout?.on("data", (d: Buffer) => (out += d.toString()));
+  child.stderr?.on("data", (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((res) => child.once("exit", (code) => res(code)));
+
+  const issuer = await new Promise<string>((res, rej) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      rej(new Error(`embedded IdP not ready within timeout:\n${out}`));
+    }, opts.startTimeoutMs ?? 20_000);
+    const onData = () => {
+      const m = READY.exec(out);
+      if (m?.[1]) {
+        clearTimeout(timer);
+        child.stdout?.off("data", onData);
+        res(m[1]);
+      }
+    };
+    child.stdout?.on("data", onData);
+    void exited.then((code) => {
+      clearTimeout(timer);
+      rej(new Error(`embedded IdP exited (${code}) before ready:\n${out}`));
+    });
+  });
+
+  return {
+    issuer,
+    port: Number(new URL(issuer).port),
+    dataDir,
+    privateJwks: () => JSON.parse(readFileSync(join(dataDir, "idp", "jwks.json"), "utf8")) as PrivateJwks,
+    getToken: (account, password) => runCodeFlow({ issuer, account, password }),
+    output: () => out,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGTERM");
+        const killer = setTimeout(() => child.kill("SIGKILL"), 5000);
+        await exited;
+        clearTimeout(killer);
+      }
+      if (ownDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
