@@ -46,7 +46,8 @@ type CoursesMethods = {
 };
 type CoursesThis = Service & DbMethods & CoursesMethods & { model: CourseModel };
 
-const ID = { type: "number", integer: true, positive: true, convert: true } as const;
+/** Ids are PostgreSQL integers: a larger number can name no row, and must not reach SQL (out of range → 500). */
+const ID = { type: "number", integer: true, positive: true, max: 2_147_483_647, convert: true } as const;
 const NAME = { type: "string", trim: true, min: 1, max: 200 } as const;
 const DESCRIPTION = { type: "string", trim: true, max: 5000, optional: true } as const;
 

@@ -50,7 +50,8 @@ type LabsMethods = {
   labChanged(lab: LabRow): void;
 };
 
-const ID = { type: "number", integer: true, positive: true, convert: true } as const;
+/** Ids are PostgreSQL integers: a larger number can name no row, and must not reach SQL (out of range → 500). */
+const ID = { type: "number", integer: true, positive: true, max: 2_147_483_647, convert: true } as const;
 const NAME = { type: "string", trim: true, min: 1, max: 200 } as const;
 /** A lab lives at least a minute and at most 30 days; null means LAB_MAX_LIFETIME_S. */
 const LIFETIME = { type: "number", integer: true, min: 60, max: 30 * 86400, optional: true, nullable: true } as const;
