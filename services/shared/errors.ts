@@ -1,6 +1,7 @@
 /**
- * Error factories. Every error the platform raises on purpose carries a string `code`; callers branch
- * on `code` (or `type`), never on `instanceof`: errors cross nodes as plain objects.
+ * Error factories over Moleculer's errors: `code` is the HTTP status (number) and `type` the string error
+ * code (ErrorCode below). Callers branch on `type`/`code`, never on `instanceof`: errors cross nodes as
+ * plain objects.
  */
 import { Errors } from "moleculer";
 

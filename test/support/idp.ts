@@ -9,7 +9,9 @@ import { join, resolve } from "node:path";
 import { runCodeFlow, type CodeFlowTokens } from "../../services/auth/oidc-code-flow";
 import type { PrivateJwks } from "../../services/auth/embedded-idp";
 
-const IDP_SCRIPT = resolve(__dirname, "../../dist/services/auth/embedded-idp.js");
+// Works from test/support (ts-jest) and from dist/test/support (benchmarks run the compiled harness).
+const ROOT = resolve(__dirname, __dirname.split(/[\\/]/).includes("dist") ? "../../.." : "../..");
+const IDP_SCRIPT = resolve(ROOT, "dist/services/auth/embedded-idp.js");
 const READY = /embedded IdP listening on (http:\/\/\S+)/;
 
 export interface IdpOptions {
