@@ -159,7 +159,8 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
       async authenticate(ctx: Context<unknown, RequestMeta>, _route: unknown, req: IncomingMessage): Promise<Principal | null> {
         const header = req.headers.authorization;
         if (header === undefined) return null;
-        const match = /^Bearer ([A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]*)$/.exec(header);
+        // The scheme name is case-insensitive (RFC 7235 §2.1): "bearer <JWT>" is the same credential.
+        const match = /^Bearer ([A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]*)$/i.exec(header);
         if (!match) throw unauthorized("Malformed Authorization header: expected 'Bearer <JWT>'");
         return ctx.call<Principal, { token: string }>("auth.authenticate", { token: match[1] });
       },
