@@ -11,6 +11,7 @@ import createGateway from "../api-gateway/api-gateway.service";
 import CoursesService from "../courses/courses.service";
 import LabsService from "../labs/labs.service";
 import AuthService from "../auth/auth.service";
+import AccessService from "../access/access.service";
 
 type ServiceFactory = ServiceSchema | ((broker: ServiceBroker) => ServiceSchema);
 
@@ -19,6 +20,7 @@ const SERVICES: Record<string, ServiceFactory> = {
   auth: AuthService as ServiceSchema,
   courses: CoursesService as ServiceSchema,
   labs: LabsService as ServiceSchema,
+  access: AccessService as ServiceSchema,
 };
 
 export function createPlatformBroker(config: Config, sequelize: Sequelize, overrides: Partial<BrokerOptions> = {}): ServiceBroker {

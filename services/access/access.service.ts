@@ -1,0 +1,322 @@
+/**
+ * Access: students' requests to join a course (access_requests) and their decision by the course owner
+ * or an admin (state machine and rules: access-requests.rules.ts).
+ *
+ * Nothing here is cached: who may enter a course is critical data, and a stale "pending" would let a
+ * teacher decide twice in the UI. Approval writes course_students, so it drops the courses cache itself.
+ */
+import type { Context, Service, ServiceSchema } from "moleculer";
+import { AccessMixin, entityOf, principalOf } from "../../mixins/access.mixin";
+import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../mixins/db.mixin";
+import type { Decision } from "./access.rules";
+import { conflict, forbidden, notFound, validationError } from "../shared/errors";
+import type { RequestMeta, UserPrincipal } from "../shared/principal";
+import { defineAccessRequestModel, type AccessRequestModel, type AccessRequestView } from "./access-requests.model";
+import {
+  ACCESS_REQUEST_LIST_SPEC,
+  DECISION_REASON_MAX,
+  REQUEST_MESSAGE_MAX,
+  decideAccessRequest,
+  nextRequestStatus,
+  parseOptionalText,
+  type AccessRequestAction,
+  type AccessRequestStatus,
+  type RequestNeed,
+} from "./access-requests.rules";
+
+interface IdParams {
+  id: number;
+}
+interface CreateParams {
+  course_id: number;
+  message?: unknown;
+}
+interface RejectParams extends IdParams {
+  reason?: unknown;
+}
+
+type Ctx<P = Record<string, unknown>> = Context<P, RequestMeta>;
+type AccessMethods = {
+  transition(ctx: Ctx<IdParams>, action: AccessRequestAction, reason: string | null): Promise<AccessRequestView>;
+  viewById(id: number): Promise<AccessRequestView | null>;
+  pendingIdOf(studentId: number, courseId: number): Promise<number | null>;
+};
+type AccessThis = Service & DbMethods & AccessMethods;
+
+/** Ids are int4 in the schema: a larger number must be a 422, not a PostgreSQL range error (500). */
+const ID = { type: "number", integer: true, positive: true, max: 2_147_483_647, convert: true } as const;
+const PENDING_INDEX = "access_requests_one_pending_idx";
+
+/**
+ * A request with what a UI shows beside it (course name, the student's name and email, who decided),
+ * joined once. A derived table, so list filters and sorts name plain columns (`id`, `created_at`) without
+ * ambiguity; PostgreSQL flattens it, so the indexes on access_requests still serve the filters.
+ */
+const REQUEST_VIEW = `(
+  SELECT ar.id, ar.student_id, ar.course_id, ar.message, ar.status, ar.decided_by, ar.decision_reason,
+         ar.created_at, ar.decided_at,
+         c.name AS course_name, c.owner_id AS course_owner_id,
+         u.name AS student_name, u.email AS student_email,
+         d.name AS decided_by_name
+    FROM access_requests ar
+    JOIN courses c ON c.id = ar.course_id
+    JOIN users u ON u.id = ar.student_id
+    LEFT JOIN users d ON d.id = ar.decided_by
+) r`;
+const VIEW_COLUMNS =
+  "id, student_id, course_id, message, status, decided_by, decision_reason, created_at, decided_at, course_name, course_owner_id, student_name, student_email, decided_by_name";
+
+/** The PostgreSQL error under Sequelize's wrapper: branch on SQLSTATE and constraint, not on classes. */
+function pgErrorOf(err: unknown): { code?: string; constraint?: string } {
+  const e = err as { parent?: { code?: string; constraint?: string }; original?: { code?: string; constraint?: string } };
+  return e?.parent ?? e?.original ?? {};
+}
+
+async function loadRequest(this: Service, ctx: Ctx): Promise<AccessRequestView | null> {
+  return (this as AccessThis).viewById(Number(ctx.params.id));
+}
+
+const rule =
+  (need: RequestNeed) =>
+  (p: UserPrincipal, r: AccessRequestView): Decision =>
+    decideAccessRequest(p, { student_id: r.student_id, course_owner_id: r.course_owner_id }, need);
+
+const REQUEST_ACCESS = { entity: "Access request", load: loadRequest } as const;
+
+const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, { model: AccessRequestModel }> = {
+  name: "access",
+  mixins: [DbMixin(defineAccessRequestModel), AccessMixin],
+  // Root, with full paths on each action: this service also owns permission decisions, which may get
+  // routes of their own beside /access-requests.
+  settings: { rest: "/" },
+
+  actions: {
+    list: {
+      rest: "GET /access-requests",
+      access: { roles: ["admin", "teacher", "student"] },
+      params: listParams(Object.keys(ACCESS_REQUEST_LIST_SPEC.filters)),
+      async handler(ctx: Ctx) {
+        const q = parseListOrThrow(ctx.params, ACCESS_REQUEST_LIST_SPEC);
+        const p = principalOf(ctx);
+        const where: string[] = [];
+        const bind: Record<string, unknown> = {};
+        // Scope first: a student sees own requests, a teacher those for own courses, an admin all.
+        if (p.kind === "user" && p.role === "student") {
+          where.push("student_id = $me");
+          bind.me = p.id;
+        } else if (p.kind === "user" && p.role === "teacher") {
+          where.push("course_owner_id = $me");
+          bind.me = p.id;
+        }
+        if (q.filters.status !== undefined) {
+          where.push("status = $status");
+          bind.status = q.filters.status;
+        }
+        if (q.filters.course_id !== undefined) {
+          where.push("course_id = $course");
+          bind.course = q.filters.course_id;
+        }
+        if (q.filters.student_id !== undefined) {
+          where.push("student_id = $student");
+          bind.student = q.filters.student_id;
+        }
+        return this.selectPage<AccessRequestView>(
+          VIEW_COLUMNS,
+          `FROM ${REQUEST_VIEW} ${where.length ? "WHERE " + where.join(" AND ") : ""}`,
+          bind,
+          q,
+        );
+      },
+    },
+
+    create: {
+      rest: "POST /access-requests",
+      // Only a student asks to join; a teacher or admin assigns directly (POST /courses/{id}/students).
+      access: { roles: ["student"] },
+      params: { course_id: ID, message: { type: "any", optional: true } },
+      async handler(ctx: Ctx<CreateParams>) {
+        const p = principalOf(ctx);
+        // The system principal passes the role check but is nobody who could join a course.
+        if (p.kind !== "user") throw forbidden("Only a student can request access to a course");
+        const message = parseOptionalText(ctx.params.message, "message", REQUEST_MESSAGE_MAX);
+        if (!message.ok) throw validationError(message.problems);
+        const courseId = ctx.params.course_id;
+
+        // Any existing course may be asked for: students have no course catalogue, they learn the id from
+        // the teacher. So an unknown id is a plain 404, and a known one reveals only that it exists.
+        const facts = await this.selectOne<{ assigned: boolean; pending_id: number | null }>(
+          `SELECT EXISTS (SELECT 1 FROM course_students cs WHERE cs.course_id = c.id AND cs.student_id = $me) AS assigned,
+                  (SELECT ar.id FROM access_requests ar
+                    WHERE ar.course_id = c.id AND ar.student_id = $me AND ar.status = 'pending') AS pending_id
+             FROM courses c WHERE c.id = $course`,
+          { course: courseId, me: p.id },
+        );
+        if (!facts) throw notFound("Course");
+        if (facts.assigned) throw conflict("You are already assigned to this course", { course_id: courseId });
+        if (facts.pending_id !== null) {
+          throw conflict(`You already have a pending request for this course (request ${facts.pending_id})`, {
+            request_id: facts.pending_id,
+          });
+        }
+
+        let id: number;
+        try {
+          const [row] = await this.select<{ id: number }>(
+            `INSERT INTO access_requests (student_id, course_id, message, status)
+             VALUES ($me, $course, $message, 'pending') RETURNING id`,
+            { me: p.id, course: courseId, message: message.value },
+          );
+          id = row.id;
+        } catch (err) {
+          // The checks above are advisory; the partial unique index is what makes a double submit lose
+          // race-free, and the foreign key catches a course deleted in between.
+          const pg = pgErrorOf(err);
+          if (pg.code === "23505" && pg.constraint === PENDING_INDEX) {
+            const pendingId = await this.pendingIdOf(p.id, courseId);
+            throw conflict(`You already have a pending request for this course (request ${pendingId ?? "?"})`, {
+              request_id: pendingId,
+            });
+          }
+          if (pg.code === "23503") throw notFound("Course");
+          throw err;
+        }
+
+        const created = await this.viewById(id);
+        // Deleted between the INSERT and this read (course or user removed): nothing left to show.
+        if (!created) throw notFound("Course");
+        this.broker.broadcast("access-requests.changed", {
+          request_id: id,
+          course_id: courseId,
+          student_id: p.id,
+          status: "pending",
+        });
+        ctx.meta.$statusCode = 201;
+        ctx.meta.$location = `/api/v1/access-requests/${id}`;
+        return created;
+      },
+    },
+
+    get: {
+      rest: "GET /access-requests/:id",
+      access: { roles: ["admin", "teacher", "student"], ...REQUEST_ACCESS, decide: rule("view") },
+      params: { id: ID },
+      async handler(ctx: Ctx<IdParams>) {
+        return entityOf<AccessRequestView>(ctx);
+      },
+    },
+
+    approve: {
+      rest: "POST /access-requests/:id/approve",
+      access: { roles: ["admin", "teacher"], ...REQUEST_ACCESS, decide: rule("decide") },
+      params: { id: ID },
+      handler(ctx: Ctx<IdParams>) {
+        return this.transition(ctx, "approve", null);
+      },
+    },
+
+    reject: {
+      rest: "POST /access-requests/:id/reject",
+      access: { roles: ["admin", "teacher"], ...REQUEST_ACCESS, decide: rule("decide") },
+      params: { id: ID, reason: { type: "any", optional: true } },
+      handler(ctx: Ctx<RejectParams>) {
+        // Optional: unlike a lab (whose author must fix something), a student has nothing to repair, and a
+        // required text would only collect "no". When given it is stored and shown to the student.
+        const reason = parseOptionalText(ctx.params.reason, "reason", DECISION_REASON_MAX);
+        if (!reason.ok) throw validationError(reason.problems);
+        return this.transition(ctx, "reject", reason.value);
+      },
+    },
+
+    cancel: {
+      rest: "POST /access-requests/:id/cancel",
+      // Role check first: teachers and admins never cancel (they reject), so they hear 403 without a lookup.
+      access: { roles: ["student"], ...REQUEST_ACCESS, decide: rule("cancel") },
+      params: { id: ID },
+      handler(ctx: Ctx<IdParams>) {
+        return this.transition(ctx, "cancel", null);
+      },
+    },
+  },
+
+  methods: {
+    /**
+     * Moves a pending request on. The UPDATE is conditional on status = 'pending', so of two concurrent
+     * decisions exactly one changes the row; the other finds nothing to update and answers 409.
+     * Approval assigns the student in the same transaction: an approved request always means an assigned
+     * student, even if the process dies right after.
+     */
+    async transition(ctx: Ctx<IdParams>, action: AccessRequestAction, reason: string | null): Promise<AccessRequestView> {
+      const request = entityOf<AccessRequestView>(ctx);
+      const p = principalOf(ctx);
+      // Fast path with a readable detail; the conditional UPDATE below is what actually decides.
+      const next = nextRequestStatus(request.status, action);
+      if (!next.ok) throw conflict(next.detail);
+      const actor = p.kind === "user" ? p.id : null;
+
+      const outcome = await this.sequelize().transaction(async (transaction) => {
+        const updated = await this.select<{ id: number; course_id: number; student_id: number }>(
+          `UPDATE access_requests
+              SET status = $status, decided_by = $actor, decided_at = now(), decision_reason = $reason
+            WHERE id = $id AND status = 'pending'
+        RETURNING id, course_id, student_id`,
+          { status: next.status, actor, reason, id: request.id },
+          transaction,
+        );
+        if (updated.length === 0) {
+          // Someone decided (or the row went) between our load and this UPDATE.
+          const now = await this.selectOne<{ status: AccessRequestStatus }>(
+            "SELECT status FROM access_requests WHERE id = $id",
+            { id: request.id },
+            transaction,
+          );
+          if (!now) throw notFound("Access request");
+          const again = nextRequestStatus(now.status, action);
+          throw conflict(again.ok ? "The access request changed meanwhile; reload it and try again" : again.detail);
+        }
+        let assigned = false;
+        if (action === "approve") {
+          // ON CONFLICT: an admin may have assigned the student directly meanwhile; approval still stands.
+          const added = await this.select<{ student_id: number }>(
+            `INSERT INTO course_students (course_id, student_id) VALUES ($course, $student)
+             ON CONFLICT DO NOTHING RETURNING student_id`,
+            { course: updated[0].course_id, student: updated[0].student_id },
+            transaction,
+          );
+          assigned = added.length > 0;
+        }
+        return { ...updated[0], assigned };
+      });
+
+      if (outcome.assigned) {
+        // The write to course_students happened here, not in the courses service, so its cached answers
+        // (a student's GET /courses, GET /courses/{id}) must be dropped here. One shared cacher (Redis in
+        // a cluster, Memory in one process) makes this visible to every node.
+        await this.broker.cacher?.clean("courses.**");
+        this.broker.broadcast("courses.student-assigned", { course_id: outcome.course_id, student_id: outcome.student_id });
+      }
+      this.broker.broadcast("access-requests.changed", {
+        request_id: outcome.id,
+        course_id: outcome.course_id,
+        student_id: outcome.student_id,
+        status: next.status,
+      });
+      const view = await this.viewById(outcome.id);
+      if (!view) throw notFound("Access request");
+      return view;
+    },
+
+    async viewById(id: number): Promise<AccessRequestView | null> {
+      return this.selectOne<AccessRequestView>(`SELECT ${VIEW_COLUMNS} FROM ${REQUEST_VIEW} WHERE id = $id`, { id });
+    },
+
+    async pendingIdOf(studentId: number, courseId: number): Promise<number | null> {
+      const row = await this.selectOne<{ id: number }>(
+        "SELECT id FROM access_requests WHERE student_id = $student AND course_id = $course AND status = 'pending'",
+        { student: studentId, course: courseId },
+      );
+      return row?.id ?? null;
+    },
+  },
+};
+
+export default AccessService;
