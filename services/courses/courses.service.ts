@@ -227,6 +227,12 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           if (Number(active?.n ?? 0) > 0) {
             throw conflict(`Course has ${active!.n} active lab instance(s); stop them before deleting the course`);
           }
+          // Finished instances are history of this course only; they go with it (as with a deleted lab).
+          // Left in place, their foreign key refuses the DELETE and the caller got a 500.
+          await this.sequelize().query(`DELETE FROM lab_instances WHERE course_id = $id AND status NOT IN ${ACTIVE_STATUSES}`, {
+            bind: { id: course.id },
+            transaction,
+          });
           await this.sequelize().query("DELETE FROM courses WHERE id = $id", { bind: { id: course.id }, transaction });
         });
         await this.courseChanged("courses.removed", { course_id: course.id });
