@@ -48,6 +48,8 @@ type CoursesThis = Service & DbMethods & CoursesMethods & { model: CourseModel }
 
 /** Ids are PostgreSQL integers: a larger number can name no row, and must not reach SQL (out of range → 500). */
 const ID = { type: "number", integer: true, positive: true, max: 2_147_483_647, convert: true } as const;
+/** An id in a JSON body is a JSON number: converting would take true, [7] or "0x10" for ids 1, 7 and 16. */
+const BODY_ID = { type: "number", integer: true, positive: true, max: 2_147_483_647 } as const;
 const NAME = { type: "string", trim: true, min: 1, max: 200 } as const;
 const DESCRIPTION = { type: "string", trim: true, max: 5000, optional: true } as const;
 
@@ -143,7 +145,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
     create: {
       rest: "POST /",
       access: { roles: ["admin", "teacher"] },
-      params: { name: NAME, description: DESCRIPTION, owner_id: { ...ID, optional: true } },
+      params: { name: NAME, description: DESCRIPTION, owner_id: { ...BODY_ID, optional: true } },
       async handler(ctx: Ctx<CreateParams>) {
         const p = principalOf(ctx);
         let ownerId: number;
@@ -181,7 +183,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
     update: {
       rest: "PUT /:id",
       access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
-      params: { id: ID, name: { ...NAME, optional: true }, description: DESCRIPTION, owner_id: { ...ID, optional: true } },
+      params: { id: ID, name: { ...NAME, optional: true }, description: DESCRIPTION, owner_id: { ...BODY_ID, optional: true } },
       async handler(ctx: Ctx<UpdateParams>) {
         const course = entityOf<LoadedCourse>(ctx);
         const p = principalOf(ctx);
@@ -265,7 +267,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
     assignStudents: {
       rest: "POST /:id/students",
       access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
-      params: { id: ID, student_ids: { type: "array", items: ID, min: 1, max: 500, unique: true } },
+      params: { id: ID, student_ids: { type: "array", items: BODY_ID, min: 1, max: 500, unique: true } },
       async handler(ctx: Ctx<AssignParams>) {
         const course = entityOf<LoadedCourse>(ctx);
         const ids = ctx.params.student_ids;
@@ -336,7 +338,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
     attachLab: {
       rest: "POST /:id/labs",
       access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
-      params: { id: ID, lab_id: ID },
+      params: { id: ID, lab_id: BODY_ID },
       async handler(ctx: Ctx<LabParams>) {
         const course = entityOf<LoadedCourse>(ctx);
         const lab = await this.selectOne<{ id: number; created_by: number; status: string }>(
