@@ -357,6 +357,8 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         if (inserted.length > 0) {
           await this.courseChanged("courses.lab-attached", { course_id: course.id, lab_id: lab.id });
           ctx.meta.$statusCode = 201;
+          // The new link, as DELETE names it (a 201 without Location also makes moleculer-web warn on every call).
+          ctx.meta.$location = `/api/v1/courses/${course.id}/labs/${lab.id}`;
         }
         return { course_id: course.id, lab_id: lab.id };
       },
