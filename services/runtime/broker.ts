@@ -11,6 +11,7 @@ import createGateway from "../api-gateway/api-gateway.service";
 import CoursesService from "../courses/courses.service";
 import LabsService from "../labs/labs.service";
 import AuthService from "../auth/auth.service";
+import TasksService from "../tasks/tasks.service";
 import AccessService from "../access/access.service";
 
 type ServiceFactory = ServiceSchema | ((broker: ServiceBroker) => ServiceSchema);
@@ -20,6 +21,7 @@ const SERVICES: Record<string, ServiceFactory> = {
   auth: AuthService as ServiceSchema,
   courses: CoursesService as ServiceSchema,
   labs: LabsService as ServiceSchema,
+  tasks: TasksService as ServiceSchema,
   access: AccessService as ServiceSchema,
 };
 
