@@ -7,6 +7,7 @@
 import type { BrokerOptions, LoggerConfig } from "moleculer";
 import { loadConfig, type Config } from "./services/shared/config";
 import { RequestContextMiddleware, currentRequestId } from "./services/runtime/request-context";
+import { ResilientRedisCacher } from "./services/runtime/resilient-redis-cacher";
 
 type Bindings = { nodeID: string; mod: string };
 type FormatterHelpers = { printArgs: (args: unknown[]) => unknown[] };
@@ -50,9 +51,9 @@ export function brokerOptions(config: Config): BrokerOptions {
     logLevel: config.logLevel,
     // A connection string selects the transporter by its scheme (amqp:// → AMQP).
     transporter: (config.transporter ?? null) as BrokerOptions["transporter"],
-    cacher: (config.cacher
-      ? { type: "Redis", options: { prefix: `${config.namespace}-cache`, ttl: 600, redis: config.cacher, monitor: false } }
-      : { type: "Memory", options: { ttl: 600, clone: true } }) as BrokerOptions["cacher"],
+    cacher: config.cacher
+      ? new ResilientRedisCacher({ prefix: `${config.namespace}-cache`, ttl: 600, url: config.cacher })
+      : { type: "Memory", options: { ttl: 600, clone: true } },
     serializer: "JSON",
     requestTimeout: 30_000,
     retryPolicy: { enabled: false },
