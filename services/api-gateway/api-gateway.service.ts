@@ -9,13 +9,14 @@ import ApiGateway, { type ApiSettingsSchema } from "moleculer-web";
 import Redis from "ioredis";
 import { AccessMixin } from "../../mixins/access.mixin";
 import { platformOf } from "../runtime/platform";
-import { unauthorized, unsupportedMediaType, badRequest } from "../shared/errors";
+import { unauthorized, unsupportedMediaType, badRequest, forbidden } from "../shared/errors";
 import type { Principal, RequestMeta } from "../shared/principal";
+import { checkCsrf, cookiePolicy, readAuthCookies, trustedOrigins } from "../auth/web-session.rules";
 import { toHttpAnswer } from "./http-errors";
 
 interface GatewayRequest extends IncomingMessage {
   $ctx?: Context<unknown, RequestMeta>;
-  $alias?: { path?: string; fullPath?: string };
+  $alias?: { path?: string; fullPath?: string; action?: string };
   body?: unknown;
 }
 
@@ -38,6 +39,8 @@ type GatewayVars = { redis: Redis | null };
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,100}$/;
 const BODY_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+/** The browser-login actions: they get the auth cookies in ctx.meta and are not authenticated by them. */
+const LOGIN_ACTIONS = new Set(["auth.login", "auth.callback", "auth.logout"]);
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([
@@ -64,6 +67,8 @@ function hasBody(req: IncomingMessage): boolean {
 
 function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSchema, GatewayMethods, GatewayVars> {
   const { config } = platformOf(broker);
+  const sessionCookies = cookiePolicy(config.publicUrl);
+  const csrfOrigins = trustedOrigins(config.frontendUrl, config.publicUrl);
   return {
     name: "api-gateway",
     mixins: [ApiGateway, AccessMixin],
@@ -155,14 +160,43 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
         const self = this as unknown as { routes: { opts: { autoAliases?: boolean } }[]; regenerateAutoAliases(r: unknown): void };
         for (const route of self.routes) if (route.opts.autoAliases) self.regenerateAutoAliases(route);
       },
-      /** Bearer JWT → the small principal; no credentials → anonymous (the access rule then answers 401). */
+      /**
+       * Bearer JWT, else the session cookie → the small principal; neither → anonymous (the access rule then
+       * answers 401). Bearer wins over a cookie and is never CSRF-checked (browsers do not attach it on their
+       * own); a cookie-authenticated change must pass the CSRF check (403). A session store that is down
+       * answers 503 (never anonymous).
+       */
       async authenticate(ctx: Context<unknown, RequestMeta>, _route: unknown, req: IncomingMessage): Promise<Principal | null> {
         const header = req.headers.authorization;
-        if (header === undefined) return null;
-        // The scheme name is case-insensitive (RFC 7235 §2.1): "bearer <JWT>" is the same credential.
-        const match = /^Bearer ([A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]*)$/i.exec(header);
-        if (!match) throw unauthorized("Malformed Authorization header: expected 'Bearer <JWT>'");
-        return ctx.call<Principal, { token: string }>("auth.authenticate", { token: match[1] });
+        if (header !== undefined) {
+          // The scheme name is case-insensitive (RFC 7235 §2.1): "bearer <JWT>" is the same credential.
+          const match = /^Bearer ([A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]*)$/i.exec(header);
+          if (!match) throw unauthorized("Malformed Authorization header: expected 'Bearer <JWT>'");
+          return ctx.call<Principal, { token: string }>("auth.authenticate", { token: match[1] });
+        }
+        const cookies = readAuthCookies(req.headers.cookie, sessionCookies);
+        const action = (req as GatewayRequest).$alias?.action;
+        const csrf = () => {
+          const verdict = checkCsrf(
+            {
+              method: req.method ?? "GET",
+              contentType: req.headers["content-type"],
+              origin: req.headers.origin,
+              secFetchSite: req.headers["sec-fetch-site"] as string | undefined,
+            },
+            csrfOrigins,
+          );
+          if (!verdict.ok) throw forbidden(verdict.reason);
+        };
+        if (action !== undefined && LOGIN_ACTIONS.has(action)) {
+          // Starting a login changes nothing of the user's (and a form post must work); logout does.
+          if (action === "auth.logout" && cookies.session !== undefined) csrf();
+          ctx.meta.authCookies = cookies;
+          return null;
+        }
+        if (cookies.session === undefined) return null;
+        csrf();
+        return ctx.call<Principal | null, { sid: string }>("auth.resolveSession", { sid: cookies.session });
       },
       async checkDatabase(): Promise<Check> {
         try {

@@ -11,6 +11,14 @@
  *   redirect URI base), FRONTEND_URL (post-logout redirect), OIDC_CLIENT_ID / OIDC_CLIENT_SECRET
  *   (backend client; secret defaults to DEV_CLIENT_SECRET), OIDC_AUDIENCE (access token `aud`),
  *   OIDC_ROLES_CLAIM, EMBEDDED_IDP_ACCESS_TOKEN_TTL_S (test knob: access token lifetime, default 3600).
+ * Knobs to make it look like another IdP (a second instance in tests, or a frontend developer's setup):
+ *   EMBEDDED_IDP_HOST (issuer host, default localhost: issuer http://<host>:<port>),
+ *   EMBEDDED_IDP_KEY_ALG (RS256 | ES256: the type of a NEWLY created signing key; an existing jwks.json is
+ *   used as it is, and its first key's alg signs), EMBEDDED_IDP_ROLE_ORGS ("<orgId>:<domain>,…": the
+ *   organisations granting every role in the roles claim), EMBEDDED_IDP_ROLES_IN_ID_TOKEN (false: the roles
+ *   claim only at userinfo and in access tokens, as Zitadel without "assert roles on authentication"),
+ *   EMBEDDED_IDP_ACCOUNTS_FILE (JSON `{"<login>": {"roles": ["teacher"], "name"?, "email"?, "sub"?}}`, re-read
+ *   at every use: changes or adds accounts while the IdP runs, e.g. a role change before the next login).
  * Prints "embedded IdP listening on <issuer>" on stdout when ready; exits cleanly on SIGTERM/SIGINT.
  *
  * Demo accounts (password = account name): admin, teacher, student, student2 — see DEMO_ACCOUNTS.
@@ -77,6 +85,83 @@ export function zitadelRolesClaim(role: Role): Record<string, Record<string, str
 
 export const findDemoAccount = (login: string): DemoAccount | undefined => DEMO_ACCOUNTS.find((a) => a.login === login);
 
+/** An account as the running provider sees it: a demo account, possibly changed by the accounts file. */
+export interface IdpAccount {
+  login: string;
+  sub: string;
+  email: string;
+  name: string;
+  givenName: string;
+  familyName: string;
+  /** Role keys of the roles claim, as granted (unknown names and no role at all are possible). */
+  roles: string[];
+}
+
+/** `{"<role>": {"<orgId>": "<domain>", …}}` for every role, granted by every one of `orgs`. */
+export function rolesClaimOf(roles: readonly string[], orgs: Record<string, string>): Record<string, Record<string, string>> {
+  return Object.fromEntries(roles.map((r) => [r, { ...orgs }]));
+}
+
+/** "<orgId>:<domain>,…" (EMBEDDED_IDP_ROLE_ORGS); default: the demo organisation. */
+export function parseRoleOrgs(raw: string | undefined): Record<string, string> {
+  if (raw === undefined || raw.trim() === "") return { [DEMO_ORG_ID]: DEMO_ORG_DOMAIN };
+  const orgs: Record<string, string> = {};
+  for (const item of raw.split(",")) {
+    const m = /^\s*([0-9A-Za-z_-]{1,64}):([0-9A-Za-z.-]{1,253})\s*$/.exec(item);
+    if (!m) throw new Error(`EMBEDDED_IDP_ROLE_ORGS must be "<orgId>:<domain>,…", got "${raw}"`);
+    orgs[m[1]!] = m[2]!;
+  }
+  return orgs;
+}
+
+const LOGIN_RE = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** A stable Zitadel-like sub for an account that only the accounts file defines. */
+function derivedSub(login: string): string {
+  const n = BigInt(`0x${createHash("sha256").update(login).digest("hex").slice(0, 15)}`) % 10n ** 16n;
+  return `38${n.toString().padStart(16, "0")}`;
+}
+
+/**
+ * The demo accounts merged with the accounts file (when given). A malformed file is reported and
+ * ignored (the demo accounts still work); an entry with a bad login or roles list is skipped.
+ */
+export function loadAccounts(file: string | undefined, warn: (msg: string) => void = () => undefined): IdpAccount[] {
+  const accounts = new Map<string, IdpAccount>(DEMO_ACCOUNTS.map((a) => [a.login, { ...a, roles: [a.role] }]));
+  if (file === undefined) return [...accounts.values()];
+  let parsed: unknown;
+  try {
+    parsed = existsSync(file) ? JSON.parse(readFileSync(file, "utf8")) : {};
+  } catch (err) {
+    warn(`accounts file ${file} ignored: ${(err as Error).message}`);
+    return [...accounts.values()];
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    warn(`accounts file ${file} ignored: not a JSON object`);
+    return [...accounts.values()];
+  }
+  for (const [login, raw] of Object.entries(parsed as Record<string, unknown>)) {
+    const o = (typeof raw === "object" && raw !== null ? raw : {}) as Record<string, unknown>;
+    const roles = o.roles;
+    if (!LOGIN_RE.test(login) || !Array.isArray(roles) || !roles.every((r) => typeof r === "string")) {
+      warn(`accounts file ${file}: entry "${login}" skipped (needs a plain login and a "roles" list)`);
+      continue;
+    }
+    const base = accounts.get(login);
+    const name = typeof o.name === "string" ? o.name : base?.name ?? login;
+    accounts.set(login, {
+      login,
+      sub: typeof o.sub === "string" && /^[0-9A-Za-z-]{1,64}$/.test(o.sub) ? o.sub : base?.sub ?? derivedSub(login),
+      email: typeof o.email === "string" ? o.email : base?.email ?? `${login}@autolabs.local`,
+      name,
+      givenName: base?.givenName ?? name.split(" ")[0] ?? name,
+      familyName: base?.familyName ?? name.split(" ").slice(1).join(" "),
+      roles: roles as string[],
+    });
+  }
+  return [...accounts.values()];
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Signing keys
 
@@ -84,17 +169,30 @@ export interface PrivateJwks {
   keys: (JsonWebKey & { kid: string; alg: string; use: string })[];
 }
 
+export type SigningAlg = "RS256" | "ES256";
+
 /** RFC 7638 thumbprint: a stable, content-derived kid. */
-function rsaThumbprint(jwk: JsonWebKey): string {
-  const canonical = JSON.stringify({ e: jwk.e, kty: jwk.kty, n: jwk.n });
+function thumbprint(jwk: JsonWebKey): string {
+  const canonical =
+    jwk.kty === "EC"
+      ? JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y })
+      : JSON.stringify({ e: jwk.e, kty: jwk.kty, n: jwk.n });
   return createHash("sha256").update(canonical).digest("base64url");
+}
+
+/** A new private signing key as a JWK: RSA 2048 for RS256, P-256 for ES256. */
+export function generateSigningKey(alg: SigningAlg): PrivateJwks["keys"][number] {
+  const { privateKey } =
+    alg === "ES256" ? generateKeyPairSync("ec", { namedCurve: "P-256" }) : generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const jwk = privateKey.export({ format: "jwk" });
+  return { ...jwk, kid: thumbprint(jwk), alg, use: "sig" };
 }
 
 /**
  * Loads `<dataDir>/idp/jwks.json`, creating an RS256 key on first start. Persisted so tokens issued
  * before a restart still verify after it (the JWKS stays the same).
  */
-export function loadOrCreateJwks(dataDir: string): PrivateJwks {
+export function loadOrCreateJwks(dataDir: string, alg: SigningAlg = "RS256"): PrivateJwks {
   const dir = join(dataDir, "idp");
   const file = join(dir, "jwks.json");
   if (existsSync(file)) {
@@ -105,9 +203,7 @@ export function loadOrCreateJwks(dataDir: string): PrivateJwks {
     }
     return parsed as PrivateJwks;
   }
-  const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
-  const jwk = privateKey.export({ format: "jwk" });
-  const jwks: PrivateJwks = { keys: [{ ...jwk, kid: rsaThumbprint(jwk), alg: "RS256", use: "sig" }] };
+  const jwks: PrivateJwks = { keys: [generateSigningKey(alg)] };
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   // Write-then-rename: a crash mid-write never leaves a truncated key file behind.
   const tmp = `${file}.${process.pid}.tmp`;
@@ -200,12 +296,12 @@ button{width:100%;padding:.5rem;margin:.25rem 0;cursor:pointer}input{width:100%;
 ${body}</body></html>`;
 }
 
-function loginPage(uid: string, clientId: string, error?: string): string {
+function loginPage(uid: string, clientId: string, accountList: readonly IdpAccount[], error?: string): string {
   const action = `/interaction/${encodeURIComponent(uid)}/login`;
-  const accounts = DEMO_ACCOUNTS.map(
+  const accounts = accountList.map(
     (a) => `<form method="post" action="${escapeHtml(action)}">
 <input type="hidden" name="login" value="${escapeHtml(a.login)}"><input type="hidden" name="password" value="${escapeHtml(a.login)}">
-<button type="submit">Sign in as <strong>${escapeHtml(a.login)}</strong> — ${escapeHtml(a.name)} (${a.role})</button></form>`,
+<button type="submit">Sign in as <strong>${escapeHtml(a.login)}</strong> — ${escapeHtml(a.name)} (${escapeHtml(a.roles.join(", ") || "no role")})</button></form>`,
   ).join("\n");
   return page(
     "Sign in — AutoLabs (embedded IdP)",
@@ -230,6 +326,16 @@ export interface EmbeddedIdpOptions {
   dataDir: string;
   config: Config;
   accessTokenTtlS?: number;
+  /** Issuer host (default localhost). */
+  host?: string;
+  /** Type of a newly created signing key (default RS256). */
+  keyAlg?: SigningAlg;
+  /** Organisations granting the roles (default: the demo organisation). */
+  roleOrgs?: Record<string, string>;
+  /** false: the roles claim is left out of ID tokens (userinfo and access tokens still carry it). */
+  rolesInIdToken?: boolean;
+  /** JSON file changing or adding accounts; re-read at every use. */
+  accountsFile?: string;
   /** Where the ready line and warnings go. */
   log?: { info(msg: string): void; warn(msg: string): void };
 }
@@ -252,8 +358,16 @@ const passwordMatches = (given: string, expected: string): boolean => {
   return timingSafeEqual(a, b);
 };
 
-function buildConfiguration(mod: OidcProviderModule, opts: EmbeddedIdpOptions, jwks: PrivateJwks): object {
+function buildConfiguration(
+  mod: OidcProviderModule,
+  opts: EmbeddedIdpOptions,
+  jwks: PrivateJwks,
+  accounts: () => IdpAccount[],
+): object {
   const { config } = opts;
+  // The first key signs (a rotated-in key goes first, the old one stays listed for tokens already out).
+  const signingAlg = jwks.keys[0]!.alg;
+  const orgs = opts.roleOrgs ?? { [DEMO_ORG_ID]: DEMO_ORG_DOMAIN };
   const { audience, rolesClaim } = config.oidc;
   const resource = resourceIndicatorFor(audience);
   const accessTokenTTL = opts.accessTokenTtlS ?? 3600;
@@ -273,6 +387,7 @@ function buildConfiguration(mod: OidcProviderModule, opts: EmbeddedIdpOptions, j
         grant_types: ["authorization_code", "refresh_token"],
         response_types: ["code"],
         token_endpoint_auth_method: "client_secret_basic",
+        id_token_signed_response_alg: signingAlg,
       },
       {
         client_id: CLI_CLIENT_ID,
@@ -283,6 +398,7 @@ function buildConfiguration(mod: OidcProviderModule, opts: EmbeddedIdpOptions, j
         grant_types: ["authorization_code"],
         response_types: ["code"],
         token_endpoint_auth_method: "none",
+        id_token_signed_response_alg: signingAlg,
       },
     ],
     // Authorization code only: no implicit/hybrid flows, tokens never travel in the URL.
@@ -298,11 +414,12 @@ function buildConfiguration(mod: OidcProviderModule, opts: EmbeddedIdpOptions, j
     // Put scope claims (email, name) into the ID token too, not only at userinfo.
     conformIdTokenClaims: false,
     async findAccount(_ctx: unknown, sub: string) {
-      const account = DEMO_ACCOUNTS.find((a) => a.sub === sub);
+      const account = accounts().find((a) => a.sub === sub);
       if (!account) return undefined;
       return {
         accountId: account.sub,
-        async claims() {
+        async claims(use: string) {
+          const roles = use === "id_token" && opts.rolesInIdToken === false ? {} : { [rolesClaim]: rolesClaimOf(account.roles, orgs) };
           return {
             sub: account.sub,
             email: account.email,
@@ -311,7 +428,7 @@ function buildConfiguration(mod: OidcProviderModule, opts: EmbeddedIdpOptions, j
             given_name: account.givenName,
             family_name: account.familyName,
             preferred_username: account.login,
-            [rolesClaim]: zitadelRolesClaim(account.role),
+            ...roles,
           };
         },
       };
@@ -319,9 +436,9 @@ function buildConfiguration(mod: OidcProviderModule, opts: EmbeddedIdpOptions, j
     // Access tokens carry who and which role, so the backend needs no userinfo call (Zitadel does the
     // same with "user roles/info inside access token").
     async extraTokenClaims(_ctx: unknown, token: TokenLike) {
-      const account = token.accountId ? DEMO_ACCOUNTS.find((a) => a.sub === token.accountId) : undefined;
+      const account = token.accountId ? accounts().find((a) => a.sub === token.accountId) : undefined;
       if (!account) return undefined;
-      return { email: account.email, name: account.name, [rolesClaim]: zitadelRolesClaim(account.role) };
+      return { email: account.email, name: account.name, [rolesClaim]: rolesClaimOf(account.roles, orgs) };
     },
     features: {
       devInteractions: { enabled: false },
@@ -353,7 +470,7 @@ function buildConfiguration(mod: OidcProviderModule, opts: EmbeddedIdpOptions, j
             audience,
             accessTokenTTL,
             accessTokenFormat: "jwt",
-            jwt: { sign: { alg: "RS256" } },
+            jwt: { sign: { alg: signingAlg } },
           };
         },
       },
@@ -433,6 +550,7 @@ async function handleInteraction(
   req: IncomingMessage,
   res: ServerResponse,
   path: string,
+  accounts: () => IdpAccount[],
 ): Promise<void> {
   const m = /^\/interaction\/([A-Za-z0-9_-]+)(?:\/(login|abort))?$/.exec(path);
   if (!m) return sendHtml(res, 404, page("Not found", "<h1>Not found</h1>"));
@@ -458,10 +576,12 @@ async function handleInteraction(
   if (action === "login" && req.method === "POST") {
     if (details.prompt.name !== "login") return sendHtml(res, 400, page("Error", "<h1>No sign-in pending</h1>"));
     const form = await readForm(req);
-    const account = findDemoAccount(form.get("login")?.trim() ?? "");
+    const list = accounts();
+    const login = form.get("login")?.trim() ?? "";
+    const account = list.find((a) => a.login === login);
     if (!account || !passwordMatches(form.get("password") ?? "", account.login)) {
       // 401 (not 200) so a headless client can tell a rejected login from the next page.
-      return sendHtml(res, 401, loginPage(details.uid, clientId, "Unknown account or wrong password."));
+      return sendHtml(res, 401, loginPage(details.uid, clientId, list, "Unknown account or wrong password."));
     }
     const to = await provider.interactionResult(
       req,
@@ -473,7 +593,7 @@ async function handleInteraction(
   }
 
   if (action === undefined && req.method === "GET") {
-    if (details.prompt.name === "login") return sendHtml(res, 200, loginPage(details.uid, clientId));
+    if (details.prompt.name === "login") return sendHtml(res, 200, loginPage(details.uid, clientId, accounts()));
     if (details.prompt.name === "consent") {
       const to = await provider.interactionResult(req, res, await autoConsent(provider, details), {
         mergeWithLastSubmission: true,
@@ -500,7 +620,8 @@ export async function startEmbeddedIdp(opts: EmbeddedIdpOptions): Promise<Runnin
     "WARNING: starting the EMBEDDED development OIDC provider (demo accounts with known passwords, " +
       "in-memory sessions). Never use it in production: set OIDC_ISSUER to your Zitadel instead.",
   );
-  const jwks = loadOrCreateJwks(opts.dataDir);
+  const jwks = loadOrCreateJwks(opts.dataDir, opts.keyAlg);
+  const accounts = () => loadAccounts(opts.accountsFile, (msg) => log.warn(`embedded IdP: ${msg}`));
   // oidc-provider is ESM-only; Node >= 20.19 loads it through require(esm). Lazy: importing this module
   // for its constants must not load it.
   const mod = require("oidc-provider") as OidcProviderModule;
@@ -519,16 +640,16 @@ export async function startEmbeddedIdp(opts: EmbeddedIdpOptions): Promise<Runnin
     server.listen(opts.port, () => resolve());
   });
   const port = (server.address() as AddressInfo).port;
-  const issuer = `http://localhost:${port}`;
+  const issuer = `http://${opts.host ?? "localhost"}:${port}`;
 
-  const provider = new mod.Provider(issuer, buildConfiguration(mod, opts, jwks));
+  const provider = new mod.Provider(issuer, buildConfiguration(mod, opts, jwks, accounts));
   provider.on("server_error", (_ctx: unknown, err: unknown) => log.warn(`embedded IdP server error: ${String(err)}`));
   const providerCallback = provider.callback();
 
   handler = (req, res) => {
     const path = (req.url ?? "/").split("?")[0] ?? "/";
     if (path.startsWith("/interaction/")) {
-      handleInteraction(provider, req, res, path).catch((err: unknown) => {
+      handleInteraction(provider, req, res, path, accounts).catch((err: unknown) => {
         log.warn(`embedded IdP interaction error: ${String(err)}`);
         if (!res.headersSent) sendHtml(res, 500, page("Error", "<h1>Something went wrong</h1>"));
         else res.end();
@@ -575,6 +696,25 @@ function parseTtl(raw: string | undefined): number | undefined {
   return Number(raw);
 }
 
+/** The EMBEDDED_IDP_* knobs that make this provider look like another IdP (see the module doc). */
+function envKnobs(env: NodeJS.ProcessEnv): Pick<EmbeddedIdpOptions, "host" | "keyAlg" | "roleOrgs" | "rolesInIdToken" | "accountsFile"> {
+  const host = env.EMBEDDED_IDP_HOST?.trim() || undefined;
+  if (host !== undefined && !/^[A-Za-z0-9.-]{1,253}$/.test(host)) throw new Error(`EMBEDDED_IDP_HOST must be a host name, got "${host}"`);
+  const alg = env.EMBEDDED_IDP_KEY_ALG?.trim().toUpperCase() || undefined;
+  if (alg !== undefined && alg !== "RS256" && alg !== "ES256") throw new Error(`EMBEDDED_IDP_KEY_ALG must be RS256 or ES256, got "${alg}"`);
+  const inIdToken = env.EMBEDDED_IDP_ROLES_IN_ID_TOKEN?.trim().toLowerCase();
+  if (inIdToken !== undefined && inIdToken !== "" && inIdToken !== "true" && inIdToken !== "false") {
+    throw new Error(`EMBEDDED_IDP_ROLES_IN_ID_TOKEN must be true or false, got "${inIdToken}"`);
+  }
+  return {
+    host,
+    keyAlg: alg as SigningAlg | undefined,
+    roleOrgs: parseRoleOrgs(env.EMBEDDED_IDP_ROLE_ORGS),
+    rolesInIdToken: inIdToken !== "false",
+    accountsFile: env.EMBEDDED_IDP_ACCOUNTS_FILE?.trim() || undefined,
+  };
+}
+
 async function main(): Promise<void> {
   const config = loadConfig();
   const argv = process.argv.slice(2);
@@ -583,6 +723,7 @@ async function main(): Promise<void> {
     port: parsePort(argValue(argv, "port"), config.oidc.embeddedPort),
     dataDir: argValue(argv, "data-dir") ?? config.dataDir,
     accessTokenTtlS: parseTtl(process.env.EMBEDDED_IDP_ACCESS_TOKEN_TTL_S),
+    ...envKnobs(process.env),
   });
   let stopping = false;
   const stop = (signal: string) => {

@@ -41,9 +41,17 @@ export interface TokenVerifierOptions {
   jwksMaxAgeMs?: number;
 }
 
+/** Per-call checks that differ from the Bearer defaults: ID tokens share the keys but not the audience. */
+export interface VerifyOverrides {
+  /** Accepted `aud` instead of the configured one (an ID token's is the client id). */
+  audience?: string;
+  /** Claims that must be present; default ["sub", "exp"]. */
+  requiredClaims?: string[];
+}
+
 export interface TokenVerifier {
   /** Verified payload, or throws UNAUTHORIZED / SERVICE_UNAVAILABLE (see module doc). */
-  verify(token: string): Promise<JWTPayload>;
+  verify(token: string, overrides?: VerifyOverrides): Promise<JWTPayload>;
   /** Resolves discovery and loads the keys now (e.g. at boot); throws SERVICE_UNAVAILABLE on failure. */
   warmUp(): Promise<void>;
 }
@@ -153,17 +161,17 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
     }
   };
 
-  async function verify(token: string): Promise<JWTPayload> {
+  async function verify(token: string, overrides: VerifyOverrides = {}): Promise<JWTPayload> {
     if (typeof token !== "string" || token.length === 0 || token.length > MAX_TOKEN_LENGTH) {
       throw unauthorized("Invalid token");
     }
     try {
       const { payload } = await jwtVerify(token, getKey, {
         issuer,
-        audience: opts.audience,
+        audience: overrides.audience ?? opts.audience,
         algorithms: opts.algorithms,
         clockTolerance: opts.clockToleranceS,
-        requiredClaims: ["sub", "exp"],
+        requiredClaims: overrides.requiredClaims ?? ["sub", "exp"],
       });
       return payload;
     } catch (err) {

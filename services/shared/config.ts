@@ -33,9 +33,17 @@ export interface Config {
     audience: string;
     rolesClaim: string;
     embeddedPort: number;
+    /** Scopes of the browser login (OIDC_SCOPES, space-separated; must contain openid). */
+    scopes: string;
+    /** Minimum time between JWKS refetches caused by an unknown kid (OIDC_JWKS_COOLDOWN_MS). */
+    jwksCooldownMs: number;
   };
   publicUrl: string;
   frontendUrl: string;
+  /** Cookie sessions live this long from login, fixed (not sliding): SESSION_TTL_S, default 1 h. */
+  sessionTtlS: number;
+  /** How long a users row (role, existence) may be served from the cache: USERS_CACHE_TTL_S, default 5 min. */
+  usersCacheTtlS: number;
   labStartTimeoutS: number;
   labMaxLifetimeS: number;
   maxActiveInstancesPerStudent: number;
@@ -119,6 +127,10 @@ export function loadConfig(env: Env = process.env): Config {
   const issuer = url(env, "OIDC_ISSUER", ["http:", "https:"]);
   const clientSecret = str(env, "OIDC_CLIENT_SECRET");
   const databaseUrl = url(env, "DATABASE_URL", ["postgres:", "postgresql:"]);
+  const scopes = (str(env, "OIDC_SCOPES") ?? "openid profile email").split(/\s+/).filter(Boolean);
+  if (!scopes.includes("openid") || !scopes.every((s) => /^[\x21\x23-\x5B\x5D-\x7E]+$/.test(s))) {
+    throw new ConfigError("OIDC_SCOPES", "must be space-separated scope names including openid");
+  }
 
   return {
     // Cluster mode as soon as any external part is configured: JSON logs, no demo seeding.
@@ -146,9 +158,13 @@ export function loadConfig(env: Env = process.env): Config {
       audience: str(env, "OIDC_AUDIENCE") ?? "autolabs-api",
       rolesClaim: str(env, "OIDC_ROLES_CLAIM") ?? "urn:zitadel:iam:org:project:roles",
       embeddedPort: int(env, "EMBEDDED_IDP_PORT", port + 1, 1, 65535),
+      scopes: [...new Set(scopes)].join(" "),
+      jwksCooldownMs: int(env, "OIDC_JWKS_COOLDOWN_MS", 30_000, 1000, 3_600_000),
     },
     publicUrl,
     frontendUrl: httpOrigin(env, "FRONTEND_URL", publicUrl),
+    sessionTtlS: int(env, "SESSION_TTL_S", 3600, 1, 7 * 86400),
+    usersCacheTtlS: int(env, "USERS_CACHE_TTL_S", 300, 1, 3600),
     labStartTimeoutS: int(env, "LAB_START_TIMEOUT_S", 300, 1, 86400),
     labMaxLifetimeS: int(env, "LAB_MAX_LIFETIME_S", 14400, 60, 30 * 86400),
     maxActiveInstancesPerStudent: int(env, "MAX_ACTIVE_INSTANCES_PER_STUDENT", 3, 1, 100),

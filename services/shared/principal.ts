@@ -25,5 +25,10 @@ export interface RequestMeta {
   $statusCode?: number;
   /** Location header of a 201. */
   $location?: string;
-  $responseHeaders?: Record<string, string>;
+  $responseHeaders?: Record<string, string | string[]>;
+  /**
+   * The browser-login cookies, passed by the gateway only to the auth actions that manage them (login,
+   * callback, logout). Secrets: never logged, never forwarded elsewhere.
+   */
+  authCookies?: { session?: string; login?: string };
 }
