@@ -3,7 +3,7 @@
  * the existing pool and never synced. The generic CRUD actions of moleculer-db are removed: every action a
  * service exposes is written and access-checked by that service.
  */
-import type { Service, ServiceBroker, ServiceSchema } from "moleculer";
+import type { Context, Service, ServiceBroker, ServiceSchema } from "moleculer";
 import DbService from "moleculer-db";
 import SequelizeDbAdapter from "moleculer-db-adapter-sequelize";
 import { QueryTypes, type ModelStatic, type Model, type Sequelize, type Transaction } from "sequelize";
@@ -61,6 +61,8 @@ export interface Page<T> {
 export type DbMethods = {
   /** From moleculer-db: drops this service's cached answers (and tells other nodes). */
   clearCache(): Promise<void>;
+  /** Drops another service's cached answers after a write it did not make (on every node). */
+  invalidateCache(service: string): Promise<void>;
   sequelize(): Sequelize;
   select<T extends object>(sql: string, bind?: Record<string, unknown>, transaction?: Transaction): Promise<T[]>;
   selectOne<T extends object>(sql: string, bind?: Record<string, unknown>, transaction?: Transaction): Promise<T | null>;
@@ -73,6 +75,10 @@ export type DbMethods = {
 };
 
 const dbMethods: Omit<DbMethods, "clearCache"> & ThisType<Service & DbMethods> = {
+  async invalidateCache(service: string) {
+    await this.broker.cacher?.clean(`${service}.**`);
+    this.broker.broadcast(`cache.clean.${service}`);
+  },
   sequelize(): Sequelize {
     return platformOf(this.broker).sequelize;
   },
@@ -108,6 +114,16 @@ export function DbMixin(define: DefineModel): Partial<ServiceSchema> {
     model: { name: "shared" },
     actions: Object.fromEntries(DISABLED_DB_ACTIONS.map((a) => [a, false])),
     methods: dbMethods,
+    events: {
+      // moleculer-db broadcasts `cache.clean.<service>` after a write. A shared cacher (Redis) is already
+      // clean; a node-local one (Memory, e.g. a cluster without CACHER) must drop its copies itself.
+      "cache.clean.*"(this: Service, ctx: Context) {
+        const cacher = this.broker.cacher;
+        if (!cacher || ctx.nodeID === this.broker.nodeID || platformOf(this.broker).config.cacher) return;
+        const service = (ctx.eventName ?? "").slice("cache.clean.".length);
+        if (service === this.name) return cacher.clean(`${service}.**`);
+      },
+    },
   } as unknown as Partial<ServiceSchema>;
 }
 

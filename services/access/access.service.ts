@@ -289,9 +289,8 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
 
       if (outcome.assigned) {
         // The write to course_students happened here, not in the courses service, so its cached answers
-        // (a student's GET /courses, GET /courses/{id}) must be dropped here. One shared cacher (Redis in
-        // a cluster, Memory in one process) makes this visible to every node.
-        await this.broker.cacher?.clean("courses.**");
+        // (a student's GET /courses, GET /courses/{id}) must be dropped here, on every node.
+        await this.invalidateCache("courses");
         this.broker.broadcast("courses.student-assigned", { course_id: outcome.course_id, student_id: outcome.student_id });
       }
       this.broker.broadcast("access-requests.changed", {

@@ -13,6 +13,9 @@ import { QueryTypes } from "sequelize";
 import { createSequelize } from "../../services/shared/db";
 import { startEmbeddedPostgres, type EmbeddedPostgres } from "../../services/runtime/embedded-postgres";
 import { migrateUp } from "../../services/runtime/migrator";
+import { migrations } from "../../migrations";
+
+const ALL_MIGRATIONS = migrations.map((m) => m.name);
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -64,7 +67,7 @@ describe("embedded PostgreSQL (pglite-server)", () => {
     const sequelize = createSequelize(server.url, { poolMax: 4 });
     try {
       started = Date.now();
-      expect(await migrateUp(sequelize)).toEqual(["0001-initial-schema"]);
+      expect(await migrateUp(sequelize)).toEqual(ALL_MIGRATIONS);
       const migrateMs = Date.now() - started;
       console.log(`PGlite cold start (initdb) ${coldMs} ms, migrate up ${migrateMs} ms`);
       await sequelize.query("INSERT INTO users (external_id, email, role) VALUES ('persisted', 'p@example.org', 'teacher')");

@@ -15,6 +15,9 @@ import type { Sequelize } from "sequelize";
 import { advisoryLockKey, createSequelize } from "../../services/shared/db";
 import { startEmbeddedPostgres, type EmbeddedPostgres } from "../../services/runtime/embedded-postgres";
 import { MIGRATION_LOCK, migrateDown, migrateUp, migrationStatus } from "../../services/runtime/migrator";
+import { migrations } from "../../migrations";
+
+const ALL_MIGRATIONS = migrations.map((m) => m.name);
 
 const ADMIN_URL = process.env.TEST_PG_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -155,7 +158,7 @@ describe.each([
 
   test("up creates every table and index; a second up applies nothing", async () => {
     const started = Date.now();
-    expect(await migrateUp(sequelize)).toEqual(["0001-initial-schema"]);
+    expect(await migrateUp(sequelize)).toEqual(ALL_MIGRATIONS);
     // Reported figure: how long the whole schema takes on this backend.
     console.log(`${_name}: migrate up took ${Date.now() - started} ms`);
     expect(await tables()).toEqual(TABLES);
@@ -163,16 +166,16 @@ describe.each([
     const names = idx.rows.map((r) => r.indexname);
     for (const i of INDEXES) expect(names).toContain(i);
     expect(await migrateUp(sequelize)).toEqual([]);
-    expect(await migrationStatus(sequelize)).toEqual({ executed: ["0001-initial-schema"], pending: [] });
+    expect(await migrationStatus(sequelize)).toEqual({ executed: ALL_MIGRATIONS, pending: [] });
   });
 
   test("down --to 0 drops everything, up rebuilds it", async () => {
-    expect(await migrateDown(sequelize, { to: 0 })).toEqual(["0001-initial-schema"]);
+    expect(await migrateDown(sequelize, { to: 0 })).toEqual([...ALL_MIGRATIONS].reverse());
     expect(await tables()).toEqual([]);
     const fn = await db.query("SELECT 1 FROM pg_proc WHERE proname = 'autolabs_set_updated_at'");
     expect(fn.rowCount).toBe(0);
-    expect(await migrationStatus(sequelize)).toEqual({ executed: [], pending: ["0001-initial-schema"] });
-    expect(await migrateUp(sequelize)).toEqual(["0001-initial-schema"]);
+    expect(await migrationStatus(sequelize)).toEqual({ executed: [], pending: ALL_MIGRATIONS });
+    expect(await migrateUp(sequelize)).toEqual(ALL_MIGRATIONS);
     expect(await tables()).toEqual(TABLES);
   });
 
@@ -181,7 +184,7 @@ describe.each([
     const other = createSequelize(backend.url, { poolMax: 2 });
     try {
       const [a, b] = await Promise.all([migrateUp(sequelize), migrateUp(other)]);
-      expect([...a, ...b]).toEqual(["0001-initial-schema"]);
+      expect([...a, ...b]).toEqual(ALL_MIGRATIONS);
     } finally {
       await other.close();
     }
@@ -413,7 +416,7 @@ describe("migration lock on PostgreSQL", () => {
       const t = await other.query("SELECT to_regclass('public.users') AS t");
       expect(t.rows[0].t).toBeNull();
       await other.query("SELECT pg_advisory_unlock($1::bigint)", [advisoryLockKey(MIGRATION_LOCK).toString()]);
-      expect(await run).toEqual(["0001-initial-schema"]);
+      expect(await run).toEqual(ALL_MIGRATIONS);
     } finally {
       await other.end();
     }
