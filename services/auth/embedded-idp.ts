@@ -16,7 +16,7 @@
  *   EMBEDDED_IDP_KEY_ALG (RS256 | ES256: the type of a NEWLY created signing key; an existing jwks.json is
  *   used as it is, and its first key's alg signs), EMBEDDED_IDP_ROLE_ORGS ("<orgId>:<domain>,…": the
  *   organisations granting every role in the roles claim), EMBEDDED_IDP_ROLES_IN_ID_TOKEN (false: the roles
- *   claim only at userinfo and in access tokens, as Zitadel without "assert roles on authentication"),
+ *   claim only in access tokens (and userinfo), as Zitadel without "assert roles on authentication"),
  *   EMBEDDED_IDP_ACCOUNTS_FILE (JSON `{"<login>": {"roles": ["teacher"], "name"?, "email"?, "sub"?}}`, re-read
  *   at every use: changes or adds accounts while the IdP runs, e.g. a role change before the next login).
  * Prints "embedded IdP listening on <issuer>" on stdout when ready; exits cleanly on SIGTERM/SIGINT.

@@ -1,6 +1,6 @@
 /**
  * The backend as an OpenID Connect relying party (authorization code flow with PKCE): discovery, the
- * authorization URL, the code exchange and userinfo. Plain `fetch`; ID token signatures are checked by
+ * authorization URL and the code exchange. Plain `fetch`; ID token signatures are checked by
  * the token verifier (same JWKS cache as Bearer tokens), not here.
  *
  * Failures, by error `code`:
@@ -25,7 +25,6 @@ export interface ProviderMetadata {
   issuer: string;
   authorization_endpoint: string;
   token_endpoint: string;
-  userinfo_endpoint?: string;
   /** RFC 9207: the IdP adds `iss` to its authorization responses, so the callback must check it. */
   authorization_response_iss_parameter_supported?: boolean;
 }
@@ -39,7 +38,6 @@ export interface OidcClient {
   metadata(): Promise<ProviderMetadata>;
   authorizationUrl(p: { state: string; nonce: string; codeChallenge: string }): Promise<string>;
   exchangeCode(code: string, codeVerifier: string): Promise<TokenResponse>;
-  userinfo(accessToken: string): Promise<Record<string, unknown>>;
 }
 
 /** Discovery is refetched after this long (endpoints rarely move), and retried this soon after a failure. */
@@ -87,7 +85,6 @@ export function createOidcClient(opts: OidcClientOptions): OidcClient {
       issuer,
       authorization_endpoint: doc.authorization_endpoint,
       token_endpoint: doc.token_endpoint,
-      userinfo_endpoint: isHttpUrl(doc.userinfo_endpoint) ? doc.userinfo_endpoint : undefined,
       authorization_response_iss_parameter_supported: doc.authorization_response_iss_parameter_supported === true,
     };
   }
@@ -168,18 +165,6 @@ export function createOidcClient(opts: OidcClientOptions): OidcClient {
         throw badRequest("Login failed: the identity provider returned no ID token");
       }
       return { idToken: body.id_token, accessToken: typeof body.access_token === "string" ? body.access_token : undefined };
-    },
-
-    async userinfo(accessToken) {
-      const meta = await metadata();
-      if (!meta.userinfo_endpoint) return {};
-      const res = await call(meta.userinfo_endpoint, {
-        headers: { authorization: `Bearer ${accessToken}`, accept: "application/json" },
-      });
-      if (res.status >= 500) throw idpDown();
-      // A signed (JWT) userinfo answer is not asked for; anything but JSON is treated as nothing known.
-      const body = res.status === 200 ? await readJson(res) : null;
-      return body ?? {};
     },
   };
 }

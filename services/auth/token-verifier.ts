@@ -10,7 +10,8 @@
  *
  * Keys are cached by jose (refetched after cacheMaxAge; an unknown kid triggers at most one refetch
  * per cooldown, so random kids cannot hammer the IdP). If a refetch fails, the last good key set is
- * still used, so an IdP blip does not log everyone out.
+ * still used, so an IdP blip does not log everyone out; and for one cooldown after a failed fetch no
+ * request tries again (an IdP that is down is asked at most once per cooldown, not once per request).
  */
 import {
   createLocalJWKSet,
@@ -96,6 +97,8 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
   let pendingDiscovery: Promise<URL> | undefined;
   let discoveryFailedAt = 0;
   let lastGoodKeys: JSONWebKeySet | undefined;
+  let fetchFailedAt = 0;
+  const cooldownMs = opts.jwksCooldownMs ?? 30_000;
 
   async function discoverJwksUri(): Promise<URL> {
     const url = `${issuer}/.well-known/openid-configuration`;
@@ -134,14 +137,29 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
     }
     remote ??= createRemoteJWKSet(jwksUrl, {
       timeoutDuration: timeoutMs,
-      cooldownDuration: opts.jwksCooldownMs ?? 30_000,
+      cooldownDuration: cooldownMs,
       cacheMaxAge: opts.jwksMaxAgeMs ?? 600_000,
     });
     return remote;
   }
 
+  /** The last good keys while the IdP cannot be asked; a kid they lack stays unknowable → 503. */
+  async function fromLastGood(header: Parameters<JWTVerifyGetKey>[0], token: Parameters<JWTVerifyGetKey>[1], why: string) {
+    if (lastGoodKeys) {
+      try {
+        return await createLocalJWKSet(lastGoodKeys)(header, token);
+      } catch (localErr) {
+        if (errorCode(localErr) !== joseErrors.JWKSNoMatchingKey.code) throw localErr;
+      }
+    }
+    throw new IdpUnavailable(`JWKS unavailable: ${why}`);
+  }
+
   const getKey: JWTVerifyGetKey = async (header, token) => {
     const set = await remoteSet();
+    if (lastGoodKeys && Date.now() - fetchFailedAt < cooldownMs) {
+      return fromLastGood(header, token, "a recent fetch failed");
+    }
     try {
       const key = await set(header, token);
       lastGoodKeys = set.jwks();
@@ -149,15 +167,9 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
     } catch (err) {
       const code = errorCode(err);
       if (code !== undefined && TOKEN_KEY_ERRORS.has(code)) throw err;
-      // The fetch failed. Fall back to the last good keys; a kid they lack stays unknowable → 503.
-      if (lastGoodKeys) {
-        try {
-          return await createLocalJWKSet(lastGoodKeys)(header, token);
-        } catch (localErr) {
-          if (errorCode(localErr) !== joseErrors.JWKSNoMatchingKey.code) throw localErr;
-        }
-      }
-      throw new IdpUnavailable(`JWKS unavailable: ${(err as Error).message}`);
+      // The fetch failed: back off for one cooldown, serving the last good keys meanwhile.
+      fetchFailedAt = Date.now();
+      return fromLastGood(header, token, (err as Error).message);
     }
   };
 
