@@ -143,7 +143,15 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
           bind.status = q.filters.status;
         }
         if (q.filters.course_id !== undefined) {
-          where.push("EXISTS (SELECT 1 FROM course_labs f WHERE f.lab_id = l.id AND f.course_id = $course)");
+          // Only through a course the caller may see (owner_of_course / assigned_to_course): filtering by another
+          // teacher's course must not tell what that course holds (its approved labs are in the catalogue anyway).
+          let courseVisible = "";
+          if (p.kind === "user" && p.role === "teacher") {
+            courseVisible = " AND EXISTS (SELECT 1 FROM courses fc WHERE fc.id = f.course_id AND fc.owner_id = $me)";
+          } else if (p.kind === "user" && p.role === "student") {
+            courseVisible = " AND EXISTS (SELECT 1 FROM course_students fs WHERE fs.course_id = f.course_id AND fs.student_id = $me)";
+          }
+          where.push(`EXISTS (SELECT 1 FROM course_labs f WHERE f.lab_id = l.id AND f.course_id = $course${courseVisible})`);
           bind.course = q.filters.course_id;
         }
         return this.selectPage<LabRow>(LAB_COLUMNS, `FROM labs l ${where.length ? "WHERE " + where.join(" AND ") : ""}`, bind, q);
