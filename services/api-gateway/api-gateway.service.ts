@@ -130,9 +130,11 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
 
     actions: {
       // moleculer-web's own actions: `rest` serves every HTTP request (each routed action checks its own
-      // rule); route changes over the bus are switched off; the alias list is for operators (system).
+      // rule); route changes over the bus are switched off; the alias list is for operators (system), through
+      // the broker only: `rest: null` drops moleculer-web's own "GET /list-aliases", which autoAliases would
+      // otherwise publish as /api/v1/api-gateway/list-aliases (a route outside the API).
       rest: { access: { public: true, roles: [] } },
-      listAliases: { access: { roles: [] } },
+      listAliases: { rest: null, access: { roles: [] } },
       addRoute: false,
       removeRoute: false,
       health: {
