@@ -52,3 +52,21 @@ export function decideLab(p: Principal, lab: LabFacts, need: Need): Decision {
   if (need === "manage") return creator && p.role === "teacher" ? "allow" : "forbidden";
   return "forbidden";
 }
+
+export interface LabInstanceFacts {
+  student_id: number;
+  /** owner_id of the instance's course. */
+  course_owner_id: number;
+}
+
+/**
+ * A student sees and stops only their own instances; a teacher those in courses they own; admin all.
+ * Anyone else may not learn the instance exists.
+ */
+export function decideLabInstance(p: Principal, inst: LabInstanceFacts, need: Need): Decision {
+  if (p.kind === "system" || p.role === "admin") return "allow";
+  const own = p.role === "student" && inst.student_id === p.id;
+  const teaches = p.role === "teacher" && inst.course_owner_id === p.id;
+  if (!own && !teaches) return "not_found";
+  return need === "review" ? "forbidden" : "allow";
+}

@@ -13,6 +13,7 @@ import { unauthorized, unsupportedMediaType, badRequest, forbidden } from "../sh
 import type { Principal, RequestMeta } from "../shared/principal";
 import { checkCsrf, cookiePolicy, readAuthCookies, trustedOrigins } from "../auth/web-session.rules";
 import { toHttpAnswer } from "./http-errors";
+import { LabInstanceStreams, withEventStreamCallOptions, type StreamedInstance } from "./sse";
 
 interface GatewayRequest extends IncomingMessage {
   $ctx?: Context<unknown, RequestMeta>;
@@ -69,6 +70,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
   const { config } = platformOf(broker);
   const sessionCookies = cookiePolicy(config.publicUrl);
   const csrfOrigins = trustedOrigins(config.frontendUrl, config.publicUrl);
+  const streams = new LabInstanceStreams();
   return {
     name: "api-gateway",
     mixins: [ApiGateway, AccessMixin],
@@ -77,7 +79,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
       port: config.port,
       ip: "0.0.0.0",
       // moleculer-web also accepts a function here (its typings say only an object).
-      rootCallOptions: assignRequestId as unknown as CallingOptions,
+      rootCallOptions: withEventStreamCallOptions(assignRequestId) as unknown as CallingOptions,
       cors: {
         origin: [config.frontendUrl, config.publicUrl],
         methods: ["GET", "POST", "PUT", "DELETE", "OPTIONS"],
@@ -93,7 +95,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
           autoAliases: true,
           mappingPolicy: "restrict",
           authentication: true,
-          aliases: { "GET /health": "api-gateway.health" },
+          aliases: { "GET /health": "api-gateway.health", "GET /lab-instances/:id/events": streams.handler },
           bodyParsers: { json: { strict: true, limit: config.bodyLimitBytes }, urlencoded: false },
           callOptions: { timeout: 30_000 },
           logging: true,
@@ -154,6 +156,10 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
       // so the node never answers 404 for a route it has.
       "$broker.started"() {
         this.refreshAliases();
+      },
+      // Feeds the SSE streams of lab instances open on this node (services/api-gateway/sse.ts).
+      "lab-instances.status-changed"(ctx: Context<StreamedInstance>) {
+        streams.publish(ctx.params);
       },
     },
 
@@ -239,6 +245,8 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
     },
 
     async stopped() {
+      // Runs before moleculer-web closes the server, which would otherwise wait for the open streams.
+      streams.closeAll();
       this.redis?.disconnect();
     },
   };

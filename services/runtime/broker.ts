@@ -12,6 +12,7 @@ import CoursesService from "../courses/courses.service";
 import LabsService from "../labs/labs.service";
 import AuthService from "../auth/auth.service";
 import TasksService from "../tasks/tasks.service";
+import LabInstancesService from "../lab-instances/lab-instances.service";
 import AccessService from "../access/access.service";
 
 type ServiceFactory = ServiceSchema | ((broker: ServiceBroker) => ServiceSchema);
@@ -22,6 +23,7 @@ const SERVICES: Record<string, ServiceFactory> = {
   courses: CoursesService as ServiceSchema,
   labs: LabsService as ServiceSchema,
   tasks: TasksService as ServiceSchema,
+  "lab-instances": LabInstancesService as ServiceSchema,
   access: AccessService as ServiceSchema,
 };
 

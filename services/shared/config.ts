@@ -47,6 +47,8 @@ export interface Config {
   labStartTimeoutS: number;
   labMaxLifetimeS: number;
   maxActiveInstancesPerStudent: number;
+  /** How often the lab-instance sweeper looks for timed-out starts and expired lifetimes (ms). */
+  labSweepIntervalMs: number;
   bodyLimitBytes: number;
   version: string;
 }
@@ -168,6 +170,7 @@ export function loadConfig(env: Env = process.env): Config {
     labStartTimeoutS: int(env, "LAB_START_TIMEOUT_S", 300, 1, 86400),
     labMaxLifetimeS: int(env, "LAB_MAX_LIFETIME_S", 14400, 60, 30 * 86400),
     maxActiveInstancesPerStudent: int(env, "MAX_ACTIVE_INSTANCES_PER_STUDENT", 3, 1, 100),
+    labSweepIntervalMs: int(env, "LAB_SWEEP_INTERVAL_MS", 10_000, 50, 3_600_000),
     bodyLimitBytes: int(env, "BODY_LIMIT_BYTES", 256 * 1024, 1024, 16 * 1024 * 1024),
     version: str(env, "APP_VERSION") ?? "0.1.0",
   };

@@ -1,0 +1,606 @@
+/**
+ * Lab instances: a student's own running copy of a lab (a pod the Celery workers create).
+ *
+ * PostgreSQL is the source of truth. Every change of an instance happens in one transaction that locks the
+ * instance row, asks the pure lifecycle rules (lab-instances.rules.ts) what the event does, writes it with
+ * an UPDATE conditional on the status it decided from, and records any Celery task in the outbox
+ * (services/tasks/outbox.ts) in the same transaction. After the commit: `lab-instances.status-changed`
+ * (the public JSON, for SSE streams) and `tasks.enqueued` (wakes the relay) are broadcast.
+ *
+ * Task ids: lab_instances.celery_task_id is the start_lab task's id (results are matched against it);
+ * stop_lab and cleanup_lab ids live only in their task_outbox rows (lab_instance_id links them).
+ *
+ * PGlite caveat: inside a transaction every query passes `{ transaction }` (see services/shared/db.ts).
+ */
+import type { Context, ServiceSchema } from "moleculer";
+import type { Transaction } from "sequelize";
+import { AccessMixin, entityOf, principalOf } from "../../mixins/access.mixin";
+import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../mixins/db.mixin";
+import { decideCourse, decideLabInstance, type Decision, type Need } from "../access/access.rules";
+import { platformOf } from "../runtime/platform";
+import { advisoryLockKey } from "../shared/db";
+import { conflict, notFound } from "../shared/errors";
+import type { ListSpec } from "../shared/listing";
+import { systemPrincipal, type RequestMeta, type UserPrincipal } from "../shared/principal";
+import { TASKS_ENQUEUED_EVENT, enqueueTask } from "../tasks/outbox";
+import { INSTANCE_COLUMNS, defineLabInstanceModel, type LabInstanceModel, type LabInstanceRow } from "./lab-instances.model";
+import {
+  ACTIVE_STATUSES,
+  INSTANCE_STATUSES,
+  decide,
+  lifetimeSeconds,
+  resultEvent,
+  stopAnswer,
+  type InstanceEvent,
+  type InstanceStatus,
+  type Outcome,
+  type TaskName,
+  type TaskState,
+} from "./lab-instances.rules";
+
+/** Broadcast on every status change, with the instance's public JSON. */
+export const STATUS_CHANGED_EVENT = "lab-instances.status-changed";
+
+interface IdParams {
+  id: number;
+}
+interface StartParams {
+  lab_id: number;
+  course_id: number;
+}
+export interface ApplyTaskResultParams {
+  task_id: string;
+  task_name: TaskName;
+  lab_instance_id: number;
+  status: TaskState;
+  result?: unknown;
+  error?: string;
+}
+export interface ApplyTaskResultAnswer {
+  /** Something was written (a status change, a task, stopped_at); false: the result changed nothing. */
+  applied: boolean;
+  /** Status after applying; null when the instance no longer exists. */
+  status: InstanceStatus | null;
+  note?: string;
+}
+export interface SweepReport {
+  /** false: another node holds the sweep lock and swept this round. */
+  swept: boolean;
+  timed_out: number[];
+  expired: number[];
+}
+interface StudentRemoved {
+  course_id: number;
+  student_id: number;
+}
+
+/** An instance as the access check loads it: the row plus its course's owner. */
+export interface LoadedInstance extends LabInstanceRow {
+  course_owner_id: number;
+}
+/** The course named in a start request, with whether the caller is assigned to it. */
+interface LoadedCourse {
+  id: number;
+  owner_id: number;
+  caller_assigned: boolean;
+}
+/** A locked row inside a transition, with what a start needs to compute its expiry. */
+interface LockedRow extends LabInstanceRow {
+  lab_max_lifetime_s: number | null;
+}
+interface Transition {
+  before: InstanceStatus;
+  row: LabInstanceRow;
+  outcome: Outcome;
+  changed: boolean;
+  enqueued: boolean;
+  wrote: boolean;
+}
+
+type Ctx<P = Record<string, unknown>> = Context<P, RequestMeta>;
+type Methods = {
+  transition(
+    id: number,
+    event: InstanceEvent,
+    opts?: { start?: StartFields; skip?: (row: LockedRow) => string | null },
+  ): Promise<Transition | null>;
+  applyOutcome(t: Transaction, row: LockedRow, outcome: Outcome, start?: StartFields): Promise<Omit<Transition, "before" | "outcome">>;
+  announce(changed: LabInstanceRow[], enqueued: boolean): void;
+  sweep(): Promise<SweepReport>;
+};
+type Vars = { model: LabInstanceModel; sweepTimer: NodeJS.Timeout | null; sweeping: Promise<SweepReport> | null };
+type StartFields = { k8s_pod_name: string; connection_url: string };
+
+const ID = { type: "number", integer: true, positive: true, convert: true } as const;
+const COLUMNS = INSTANCE_COLUMNS.join(", ");
+const I_COLUMNS = INSTANCE_COLUMNS.map((c) => `i.${c}`).join(", ");
+const ACTIVE_SQL = `(${ACTIVE_STATUSES.map((s) => `'${s}'`).join(", ")})`;
+const SWEEP_LOCK = advisoryLockKey("lab-instances.sweep").toString();
+/** Rows per sweep statement: a backlog drains over a few ticks instead of one huge transaction. */
+const SWEEP_BATCH = 100;
+
+type SortField = "created_at" | "updated_at" | "started_at" | "expires_at" | "status" | "id";
+type Filters = { status: `enum:${string}`; lab_id: "int"; course_id: "int"; student_id: "int" };
+const INSTANCE_LIST: ListSpec<SortField, Filters> = {
+  sortable: ["created_at", "updated_at", "started_at", "expires_at", "status", "id"],
+  defaultSort: "-created_at",
+  filters: { status: `enum:${INSTANCE_STATUSES.join("|")}`, lab_id: "int", course_id: "int", student_id: "int" },
+};
+
+async function loadInstance(this: unknown, ctx: Ctx): Promise<LoadedInstance | null> {
+  const self = this as DbMethods;
+  return self.selectOne<LoadedInstance>(
+    `SELECT ${I_COLUMNS}, c.owner_id AS course_owner_id
+       FROM lab_instances i JOIN courses c ON c.id = i.course_id
+      WHERE i.id = $id`,
+    { id: Number(ctx.params.id) },
+  );
+}
+
+async function loadStartCourse(this: unknown, ctx: Ctx): Promise<LoadedCourse | null> {
+  const self = this as DbMethods;
+  const p = ctx.meta.user;
+  return self.selectOne<LoadedCourse>(
+    `SELECT c.id, c.owner_id,
+            EXISTS (SELECT 1 FROM course_students cs WHERE cs.course_id = c.id AND cs.student_id = $caller) AS caller_assigned
+       FROM courses c WHERE c.id = $id`,
+    { id: Number(ctx.params.course_id), caller: p && p.kind === "user" ? p.id : 0 },
+  );
+}
+
+const instanceRule =
+  (need: Need) =>
+  (p: UserPrincipal, inst: LoadedInstance): Decision =>
+    decideLabInstance(p, { student_id: inst.student_id, course_owner_id: inst.course_owner_id }, need);
+
+const INSTANCE_ACCESS = { entity: "Lab instance", load: loadInstance } as const;
+
+export function publicInstance(row: LabInstanceRow): LabInstanceRow {
+  return Object.fromEntries(INSTANCE_COLUMNS.map((c) => [c, row[c]])) as unknown as LabInstanceRow;
+}
+
+function isActiveUniqueViolation(err: unknown): boolean {
+  const e = err as { name?: string; parent?: { code?: string; constraint?: string } };
+  return (
+    (e?.name === "SequelizeUniqueConstraintError" || e?.parent?.code === "23505") &&
+    e?.parent?.constraint === "lab_instances_one_active_idx"
+  );
+}
+
+const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, Vars> = {
+  name: "lab-instances",
+  mixins: [DbMixin(defineLabInstanceModel), AccessMixin],
+  settings: { rest: "/lab-instances" },
+
+  actions: {
+    // Not cached: statuses change all the time and a stale "pending" would mislead the UI.
+    list: {
+      rest: "GET /",
+      access: { roles: ["admin", "teacher", "student"] },
+      params: listParams(Object.keys(INSTANCE_LIST.filters)),
+      async handler(ctx: Ctx) {
+        const q = parseListOrThrow(ctx.params, INSTANCE_LIST);
+        const p = principalOf(ctx);
+        const where: string[] = [];
+        const bind: Record<string, unknown> = {};
+        if (p.kind === "user" && p.role === "student") {
+          where.push("i.student_id = $me");
+          bind.me = p.id;
+        } else if (p.kind === "user" && p.role === "teacher") {
+          where.push("EXISTS (SELECT 1 FROM courses c WHERE c.id = i.course_id AND c.owner_id = $me)");
+          bind.me = p.id;
+        }
+        for (const f of ["status", "lab_id", "course_id", "student_id"] as const) {
+          if (q.filters[f] !== undefined) {
+            where.push(`i.${f} = $${f}`);
+            bind[f] = q.filters[f];
+          }
+        }
+        return this.selectPage<LabInstanceRow>(
+          I_COLUMNS,
+          `FROM lab_instances i ${where.length ? "WHERE " + where.join(" AND ") : ""}`,
+          bind,
+          { ...q, sort: { field: `i.${q.sort.field}`, direction: q.sort.direction } },
+        );
+      },
+    },
+
+    /**
+     * Start a lab: 202 with the pending instance. 404 when the course is not the caller's or the lab is not
+     * attached to it; 409 when the lab is not approved, when the student already has an active instance of
+     * this lab (the detail names it), or when they are at MAX_ACTIVE_INSTANCES_PER_STUDENT.
+     */
+    create: {
+      rest: "POST /",
+      access: {
+        roles: ["student"],
+        entity: "Course",
+        load: loadStartCourse,
+        decide: (p: UserPrincipal, c: LoadedCourse) => decideCourse(p, { owner_id: c.owner_id, callerAssigned: c.caller_assigned }, "view"),
+      },
+      params: { lab_id: ID, course_id: ID },
+      async handler(ctx: Ctx<StartParams>) {
+        const me = principalOf(ctx) as UserPrincipal;
+        const { config } = platformOf(this.broker);
+        const sequelize = this.sequelize();
+        const { lab_id: labId, course_id: courseId } = ctx.params;
+        let created: LabInstanceRow;
+        try {
+          created = await sequelize.transaction(async (transaction) => {
+            // One start of this student at a time, on every node: the "already active" and cap checks below
+            // then see every instance committed before, so they are race-free (the unique index stays the backstop).
+            await this.select("SELECT id FROM users WHERE id = $me FOR UPDATE", { me: me.id }, transaction);
+            // FOR SHARE: removing the student from the course waits for this start, so its stop of the
+            // student's instances sees this one.
+            const assigned = await this.select(
+              "SELECT 1 AS ok FROM course_students WHERE course_id = $course AND student_id = $me FOR SHARE",
+              { course: courseId, me: me.id },
+              transaction,
+            );
+            if (assigned.length === 0) throw notFound("Course");
+            const lab = await this.selectOne<{ status: string }>(
+              `SELECT l.status FROM course_labs cl JOIN labs l ON l.id = cl.lab_id
+                WHERE cl.course_id = $course AND cl.lab_id = $lab FOR SHARE OF cl`,
+              { course: courseId, lab: labId },
+              transaction,
+            );
+            // Not attached to this course: the student may not learn whether such a lab exists.
+            if (!lab) throw notFound("Lab");
+            if (lab.status !== "approved") {
+              throw conflict(`Lab ${labId} is not approved (status: ${lab.status}); it can be started once an administrator approves it`);
+            }
+            const active = await this.select<{ id: number; lab_id: number; status: InstanceStatus }>(
+              `SELECT id, lab_id, status FROM lab_instances WHERE student_id = $me AND status IN ${ACTIVE_SQL} ORDER BY id`,
+              { me: me.id },
+              transaction,
+            );
+            const same = active.find((a) => a.lab_id === labId);
+            if (same) {
+              throw conflict(`You already have an active instance of lab ${labId}: lab instance ${same.id} (${same.status})`, {
+                lab_instance_id: same.id,
+              });
+            }
+            if (active.length >= config.maxActiveInstancesPerStudent) {
+              throw conflict(
+                `At most ${config.maxActiveInstancesPerStudent} lab instances may be active at once; stop one of ${active
+                  .map((a) => a.id)
+                  .join(", ")} first`,
+                { active_instance_ids: active.map((a) => a.id) },
+              );
+            }
+            const [row] = await this.select<{ id: number }>(
+              `INSERT INTO lab_instances (lab_id, course_id, student_id, status) VALUES ($lab, $course, $me, 'pending') RETURNING id`,
+              { lab: labId, course: courseId, me: me.id },
+              transaction,
+            );
+            const taskId = await enqueueTask(sequelize, transaction, {
+              name: "start_lab",
+              kwargs: { lab_instance_id: row.id, lab_id: labId, student_id: me.id },
+              labInstanceId: row.id,
+              queue: config.celeryQueue,
+            });
+            const [withTask] = await this.select<LabInstanceRow>(
+              `UPDATE lab_instances SET celery_task_id = $task WHERE id = $id RETURNING ${COLUMNS}`,
+              { task: taskId, id: row.id },
+              transaction,
+            );
+            return withTask;
+          });
+        } catch (err) {
+          if (!isActiveUniqueViolation(err)) throw err;
+          // Only reachable if something inserts without the user-row lock; answer like the check above.
+          const other = await this.selectOne<{ id: number; status: string }>(
+            `SELECT id, status FROM lab_instances WHERE student_id = $me AND lab_id = $lab AND status IN ${ACTIVE_SQL}`,
+            { me: me.id, lab: labId },
+          );
+          throw conflict(
+            `You already have an active instance of lab ${labId}${other ? `: lab instance ${other.id} (${other.status})` : ""}`,
+            { lab_instance_id: other?.id ?? null },
+          );
+        }
+        this.announce([created], true);
+        ctx.meta.$statusCode = 202;
+        // Where to watch the start (moleculer-web sets $location only for 201 and redirects).
+        ctx.meta.$responseHeaders = { Location: `/api/v1/lab-instances/${created.id}` };
+        return publicInstance(created);
+      },
+    },
+
+    get: {
+      rest: "GET /:id",
+      access: { roles: ["admin", "teacher", "student"], ...INSTANCE_ACCESS, decide: instanceRule("view") },
+      params: { id: ID },
+      async handler(ctx: Ctx<IdParams>) {
+        return publicInstance(entityOf<LoadedInstance>(ctx));
+      },
+    },
+
+    /**
+     * 202 with the instance. pending|running → stopping (+ stop_lab). Already stopping or stopped: 202 with
+     * the instance unchanged (idempotent: a retry must not fail). failed|expired: 409, nothing to stop.
+     */
+    stop: {
+      rest: "POST /:id/stop",
+      access: { roles: ["admin", "teacher", "student"], ...INSTANCE_ACCESS, decide: instanceRule("manage") },
+      params: { id: ID },
+      async handler(ctx: Ctx<IdParams>) {
+        const inst = entityOf<LoadedInstance>(ctx);
+        const t = await this.transition(inst.id, { kind: "stop" });
+        if (!t) throw notFound("Lab instance");
+        if (stopAnswer(t.before) === "conflict") {
+          throw conflict(`Lab instance ${inst.id} has already ended (${t.before}); there is nothing to stop`);
+        }
+        ctx.meta.$statusCode = 202;
+        return publicInstance(t.row);
+      },
+    },
+
+    connection: {
+      rest: "GET /:id/connection",
+      access: { roles: ["admin", "teacher", "student"], ...INSTANCE_ACCESS, decide: instanceRule("view") },
+      params: { id: ID },
+      async handler(ctx: Ctx<IdParams>) {
+        const inst = entityOf<LoadedInstance>(ctx);
+        if (inst.status !== "running") {
+          throw conflict(`Lab instance ${inst.id} is ${inst.status}; connection details exist only while it is running`);
+        }
+        return {
+          id: inst.id,
+          status: inst.status,
+          connection_url: inst.connection_url,
+          k8s_pod_name: inst.k8s_pod_name,
+          started_at: inst.started_at,
+          expires_at: inst.expires_at,
+        };
+      },
+    },
+
+    /**
+     * A worker's final result for one of an instance's tasks (called by the tasks service). Idempotent and
+     * monotone: a duplicate or late result never moves an instance backwards (see lab-instances.rules.ts).
+     */
+    applyTaskResult: {
+      access: { roles: [] },
+      params: {
+        task_id: { type: "string", min: 1, max: 255 },
+        task_name: { type: "enum", values: ["start_lab", "stop_lab", "cleanup_lab"] },
+        lab_instance_id: ID,
+        status: { type: "enum", values: ["SUCCESS", "FAILURE", "REVOKED"] },
+        result: { type: "any", optional: true },
+        error: { type: "string", optional: true, nullable: true },
+      },
+      async handler(ctx: Ctx<ApplyTaskResultParams>): Promise<ApplyTaskResultAnswer> {
+        const { task_id, task_name, lab_instance_id: id, status, result, error } = ctx.params;
+        const { event, start } = resultEvent(task_name, status, result, error ?? undefined);
+        const t = await this.transition(id, event, {
+          start,
+          // A start result answers the start task this instance recorded, not some other one.
+          skip: (row) =>
+            task_name === "start_lab" && row.celery_task_id !== null && row.celery_task_id !== task_id
+              ? `start result of task ${task_id} is not this instance's start task ${row.celery_task_id}`
+              : null,
+        });
+        if (!t) {
+          this.logger.warn(`Result of ${task_name} ${task_id} for lab instance ${id}, which no longer exists: ignored`);
+          return { applied: false, status: null, note: "lab instance not found" };
+        }
+        const note = t.outcome.ignored;
+        if (note) this.logger.info(`Lab instance ${id}: ${task_name} ${status} (${task_id}): ${note}`);
+        if (task_name === "cleanup_lab" && status !== "SUCCESS") {
+          this.logger.error(`Lab instance ${id}: cleanup_lab ${task_id} ${status}: ${error ?? "no error text"}; its resources may remain`);
+        }
+        return { applied: t.wrote, status: t.row.status, ...(note ? { note } : {}) };
+      },
+    },
+
+    /** One sweep now (tests, operators in the REPL); the timer does the same every LAB_SWEEP_INTERVAL_MS. */
+    sweep: {
+      access: { roles: [] },
+      handler(): Promise<SweepReport> {
+        return this.sweep();
+      },
+    },
+  },
+
+  events: {
+    /** The student left the course: their instances in it stop (as the system: nobody asked in person). */
+    "courses.student-removed": {
+      async handler(ctx: Context<StudentRemoved>) {
+        const { course_id, student_id } = ctx.params;
+        const rows = await this.select<{ id: number }>(
+          `SELECT id FROM lab_instances WHERE course_id = $course AND student_id = $student AND status IN ('pending', 'running')`,
+          { course: course_id, student: student_id },
+        );
+        for (const { id } of rows) {
+          try {
+            await ctx.call("lab-instances.stop", { id }, { meta: { user: systemPrincipal(`student ${student_id} removed from course ${course_id}`) } });
+          } catch (err) {
+            // Ended meanwhile (409) or another node of this service got there first: nothing left to do.
+            const code = (err as { code?: number }).code;
+            if (code !== 409 && code !== 404) throw err;
+          }
+        }
+        if (rows.length > 0) {
+          this.logger.info(`Student ${student_id} removed from course ${course_id}: stopping lab instance(s) ${rows.map((r) => r.id).join(", ")}`);
+        }
+      },
+    },
+  },
+
+  methods: {
+    /** Lock the instance, decide, write, enqueue; announce after the commit. null: no such instance. */
+    async transition(id, event, opts = {}) {
+      const result = await this.sequelize().transaction(async (transaction) => {
+        const row = await this.selectOne<LockedRow>(
+          `SELECT ${I_COLUMNS}, l.max_lifetime_s AS lab_max_lifetime_s
+             FROM lab_instances i JOIN labs l ON l.id = i.lab_id
+            WHERE i.id = $id FOR UPDATE OF i`,
+          { id },
+          transaction,
+        );
+        if (!row) return null;
+        const skipped = opts.skip?.(row) ?? null;
+        const outcome: Outcome = skipped ? { ignored: skipped } : decide(row.status, event);
+        const written = await this.applyOutcome(transaction, row, outcome, opts.start);
+        return { before: row.status, outcome, ...written };
+      });
+      if (result) this.announce(result.changed ? [result.row] : [], result.enqueued);
+      return result;
+    },
+
+    /** Writes one decided outcome for a row locked in `t`. */
+    async applyOutcome(t, row, outcome, start) {
+      const sequelize = this.sequelize();
+      const { config } = platformOf(this.broker);
+      let current: LabInstanceRow = row;
+      let changed = false;
+      let wrote = false;
+      if (outcome.to) {
+        const set = ["status = $to"];
+        const bind: Record<string, unknown> = { id: row.id, from: row.status, to: outcome.to };
+        if (outcome.to === "running") {
+          if (!start) throw new Error("a move to running needs the start result");
+          set.push(
+            "k8s_pod_name = $pod",
+            "connection_url = $url",
+            "started_at = now()",
+            "expires_at = now() + $lifetime::integer * interval '1 second'",
+          );
+          Object.assign(bind, {
+            pod: start.k8s_pod_name,
+            url: start.connection_url,
+            lifetime: lifetimeSeconds(row.lab_max_lifetime_s, config.labMaxLifetimeS),
+          });
+        }
+        if (outcome.error !== undefined) {
+          set.push("error = $error");
+          bind.error = outcome.error;
+        }
+        if (outcome.podGone) set.push("stopped_at = COALESCE(stopped_at, now())");
+        // Conditional on the status decided from: belt and braces next to the row lock.
+        const rows = await this.select<LabInstanceRow>(
+          `UPDATE lab_instances SET ${set.join(", ")} WHERE id = $id AND status = $from RETURNING ${COLUMNS}`,
+          bind,
+          t,
+        );
+        if (rows.length === 0) throw conflict(`Lab instance ${row.id} changed meanwhile; try again`);
+        current = rows[0];
+        changed = true;
+        wrote = true;
+      } else if (outcome.podGone && row.stopped_at === null) {
+        const rows = await this.select<LabInstanceRow>(
+          `UPDATE lab_instances SET stopped_at = now() WHERE id = $id AND status = $from RETURNING ${COLUMNS}`,
+          { id: row.id, from: row.status },
+          t,
+        );
+        if (rows[0]) current = rows[0];
+        wrote = rows.length > 0;
+      }
+      let enqueued = false;
+      if (outcome.enqueue) {
+        await enqueueTask(sequelize, t, {
+          name: outcome.enqueue,
+          kwargs: { lab_instance_id: row.id },
+          labInstanceId: row.id,
+          queue: config.celeryQueue,
+        });
+        enqueued = true;
+        wrote = true;
+      }
+      return { row: publicInstance(current), changed, enqueued, wrote };
+    },
+
+    /** After a commit: tell SSE streams (every gateway node) and wake the outbox relay. */
+    announce(changed, enqueued) {
+      for (const row of changed) this.broker.broadcast(STATUS_CHANGED_EVENT, publicInstance(row));
+      if (enqueued) this.broker.broadcast(TASKS_ENQUEUED_EVENT, {});
+    },
+
+    /**
+     * pending past LAB_START_TIMEOUT_S → failed (+ cleanup_lab); running past expires_at → expired
+     * (+ cleanup_lab). One node at a time: a transaction-scoped advisory try-lock, so a node that finds it
+     * taken skips the round rather than queueing behind it; SKIP LOCKED and the per-row rules keep even
+     * overlapping sweeps correct. Concurrent calls in this process share one sweep.
+     */
+    sweep() {
+      if (this.sweeping) return this.sweeping;
+      const { config } = platformOf(this.broker);
+      const run = async (): Promise<SweepReport> => {
+        const report: SweepReport = { swept: false, timed_out: [], expired: [] };
+        const changed: LabInstanceRow[] = [];
+        await this.sequelize().transaction(async (transaction) => {
+          const lock = await this.selectOne<{ locked: boolean }>(
+            "SELECT pg_try_advisory_xact_lock($key::bigint) AS locked",
+            { key: SWEEP_LOCK },
+            transaction,
+          );
+          if (!lock?.locked) return;
+          report.swept = true;
+          const rounds: { sql: string; bind: Record<string, unknown>; event: InstanceEvent; ids: number[] }[] = [
+            {
+              sql: `status = 'pending' AND created_at < now() - $timeout::integer * interval '1 second' ORDER BY created_at`,
+              bind: { timeout: config.labStartTimeoutS },
+              event: { kind: "start_timed_out", timeoutS: config.labStartTimeoutS },
+              ids: report.timed_out,
+            },
+            {
+              sql: `status = 'running' AND expires_at < now() ORDER BY expires_at`,
+              bind: {},
+              event: { kind: "lifetime_exceeded" },
+              ids: report.expired,
+            },
+          ];
+          for (const round of rounds) {
+            const rows = await this.select<LockedRow>(
+              `SELECT ${COLUMNS}, NULL::integer AS lab_max_lifetime_s FROM lab_instances
+                WHERE ${round.sql} LIMIT ${SWEEP_BATCH} FOR UPDATE SKIP LOCKED`,
+              round.bind,
+              transaction,
+            );
+            for (const row of rows) {
+              const written = await this.applyOutcome(transaction, row, decide(row.status, round.event));
+              if (written.changed) {
+                changed.push(written.row);
+                round.ids.push(row.id);
+              }
+            }
+          }
+        });
+        this.announce(changed, changed.length > 0);
+        if (changed.length > 0) {
+          this.logger.info(
+            `Sweep: ${report.timed_out.length} start(s) timed out [${report.timed_out.join(", ")}], ` +
+              `${report.expired.length} lifetime(s) ran out [${report.expired.join(", ")}]; cleanup_lab scheduled`,
+          );
+        }
+        return report;
+      };
+      this.sweeping = run().finally(() => {
+        this.sweeping = null;
+      });
+      return this.sweeping;
+    },
+  },
+
+  created() {
+    this.sweepTimer = null;
+    this.sweeping = null;
+  },
+
+  async started() {
+    const { config } = platformOf(this.broker);
+    this.sweepTimer = setInterval(() => {
+      this.sweep().catch((err: Error) => this.logger.error("Sweep failed:", err.message));
+    }, config.labSweepIntervalMs);
+    this.sweepTimer.unref();
+  },
+
+  async stopped() {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
+    // The pool closes after the services stop: let a running sweep finish first.
+    await this.sweeping?.catch(() => undefined);
+  },
+};
+
+export default LabInstancesService;

@@ -1,0 +1,113 @@
+/**
+ * Lab instances on the embedded PostgreSQL (PGlite via pglite-server), the database `npm start` uses with no
+ * environment. PGlite runs one statement at a time and, while a transaction is open, serves only that
+ * connection: a query outside the transaction (or a lock wait across connections) would hang. This runs the
+ * contended paths there: 50 concurrent starts with their row locks, the sweeper's advisory try-lock every
+ * 100 ms, and the tasks service's simulated runner taking an instance to running and back to stopped.
+ *
+ * Pool of ONE connection: pglite-socket (0.2.x) interleaves the extended-protocol messages (Parse/Bind/
+ * Execute/Sync) of different connections outside a transaction, so with a pool of 10 concurrent queries
+ * clobber each other's unnamed statement ("unnamed prepared statement does not exist", or silently the
+ * wrong statement) and its queue can wedge for good: upstream electric-sql/pglite#1046 (fix proposed in
+ * #977). Here it failed 3 runs out of 3 with DATABASE_POOL_MAX=10 and never with 1. PGlite runs one
+ * statement at a time anyway, so one connection costs nothing (50 starts: ~650 ms vs ~950 ms).
+ */
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { startEmbeddedPostgres, type EmbeddedPostgres } from "../../services/runtime/embedded-postgres";
+import { migrateUp } from "../../services/runtime/migrator";
+import { createSequelize } from "../../services/shared/db";
+import { startIdp, type TestIdp } from "../support/idp";
+import { startNode, type ApiResponse, type PlatformNode } from "../support/platform";
+import { must, openStream, statusOf, until, world, type Instance, type World, type WorldPlatform } from "../support/lab-instances";
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const addr = s.address();
+      const port = typeof addr === "object" && addr ? addr.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const dataDir = mkdtempSync(path.join(tmpdir(), "autolabs-li-embedded-"));
+let pg: EmbeddedPostgres | undefined;
+let idp: TestIdp | undefined;
+let node: PlatformNode | undefined;
+let p: WorldPlatform;
+let w: World;
+const tokens = new Map<string, string>();
+
+async function token(account: string): Promise<string> {
+  let t = tokens.get(account);
+  if (!t) {
+    t = (await idp!.getToken(account)).accessToken;
+    tokens.set(account, t);
+  }
+  return t;
+}
+
+beforeAll(async () => {
+  pg = await startEmbeddedPostgres({ dataDir, port: await freePort(), maxConnections: 20 });
+  const migrator = createSequelize(pg.url, { poolMax: 1 });
+  await migrateUp(migrator);
+  await migrator.close();
+  idp = await startIdp();
+  node = await startNode(pg.url, { OIDC_ISSUER: idp.issuer, LAB_SWEEP_INTERVAL_MS: "100", DATABASE_POOL_MAX: "1" });
+  const n = node;
+  const api = async (method: string, apiPath: string, opts: { as?: string; body?: unknown; headers?: Record<string, string> } = {}) => {
+    const headers: Record<string, string> = { ...opts.headers };
+    if (opts.as) headers.authorization = `Bearer ${await token(opts.as)}`;
+    let body: string | undefined;
+    if (opts.body !== undefined) {
+      body = JSON.stringify(opts.body);
+      headers["content-type"] = "application/json";
+    }
+    const res = await fetch(`${n.url}/api/v1${apiPath}`, { method, headers, body });
+    const text = await res.text();
+    const parsed: unknown = text ? JSON.parse(text) : null;
+    const answer: ApiResponse = { status: res.status, headers: res.headers, body: parsed, json: <T>() => parsed as T };
+    return answer;
+  };
+  p = {
+    api,
+    userId: async (account: string) => must("me", await api("GET", "/auth/me", { as: account }), 200).json<{ id: number }>().id,
+    broker: n.broker,
+    sequelize: n.sequelize,
+    config: n.config,
+    url: n.url,
+  };
+  w = await world(p, 2);
+}, 180_000);
+
+afterAll(async () => {
+  await node?.stop();
+  await idp?.stop();
+  await pg?.stop();
+  if (existsSync(dataDir)) rmSync(dataDir, { recursive: true, force: true });
+}, 60_000);
+
+it("50 concurrent starts on PGlite: one 202, 49 × 409, no hang", async () => {
+  const t0 = Date.now();
+  const answers = await Promise.all(Array.from({ length: 50 }, () => w.start(w.labs[1])));
+  const ms = Date.now() - t0;
+  expect(answers.filter((a) => a.status === 202)).toHaveLength(1);
+  expect(answers.filter((a) => a.status === 409)).toHaveLength(49);
+  console.log(`PGlite: 50 concurrent starts of one lab: ${ms} ms`);
+}, 60_000);
+
+it("start → running by the simulated runner → stop → stopped, streamed over SSE", async () => {
+  const inst = must("start", await w.start(w.labs[0]), 202).json<Instance>();
+  const s = await openStream(p, `/lab-instances/${inst.id}/events`, await token("student"));
+  await until("running", async () => (await w.get(inst.id)).status === "running", 20_000);
+  must("connection", await p.api("GET", `/lab-instances/${inst.id}/connection`, { as: "student" }), 200);
+  must("stop", await p.api("POST", `/lab-instances/${inst.id}/stop`, { as: "student" }), 202);
+  await until("stopped", async () => (await w.get(inst.id)).status === "stopped", 20_000);
+  await s.ended;
+  expect(s.events.map(statusOf)).toEqual(["pending", "running", "stopping", "stopped"]);
+}, 60_000);

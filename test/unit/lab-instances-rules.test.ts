@@ -1,0 +1,206 @@
+import {
+  FINAL_STATUSES,
+  INSTANCE_STATUSES,
+  TRANSITIONS,
+  canTransition,
+  decide,
+  errorText,
+  expiresAt,
+  isActive,
+  isFinal,
+  lifetimeExceeded,
+  lifetimeSeconds,
+  parseStartResult,
+  resultEvent,
+  startTimedOut,
+  statusRank,
+  stopAnswer,
+  type InstanceEvent,
+  type InstanceStatus,
+  type TaskName,
+  type TaskState,
+} from "../../services/lab-instances/lab-instances.rules";
+
+const TASKS: TaskName[] = ["start_lab", "stop_lab", "cleanup_lab"];
+const STATES: TaskState[] = ["SUCCESS", "FAILURE", "REVOKED"];
+const EVENTS: InstanceEvent[] = [
+  { kind: "stop" },
+  { kind: "start_timed_out", timeoutS: 300 },
+  { kind: "lifetime_exceeded" },
+  ...TASKS.flatMap((task) => STATES.map((state): InstanceEvent => ({ kind: "result", task, state, error: "RuntimeError: boom" }))),
+];
+
+describe("lifecycle table", () => {
+  it("has the DESIGN transitions and nothing leaves a final status", () => {
+    expect(canTransition("pending", "running")).toBe(true);
+    expect(canTransition("running", "stopping")).toBe(true);
+    expect(canTransition("stopping", "stopped")).toBe(true);
+    expect(canTransition("running", "expired")).toBe(true);
+    for (const s of ["pending", "running", "stopping"] as InstanceStatus[]) expect(canTransition(s, "failed")).toBe(true);
+    for (const s of FINAL_STATUSES) expect(TRANSITIONS[s]).toEqual([]);
+    expect(canTransition("running", "pending")).toBe(false);
+    expect(canTransition("stopping", "running")).toBe(false);
+    expect(canTransition("pending", "expired")).toBe(false);
+  });
+
+  it("ranks grow strictly along every allowed transition (SSE ids never go backwards)", () => {
+    for (const from of INSTANCE_STATUSES) {
+      for (const to of TRANSITIONS[from]) expect(statusRank(to)).toBeGreaterThan(statusRank(from));
+    }
+  });
+
+  it("active and final partition the statuses", () => {
+    for (const s of INSTANCE_STATUSES) expect(isActive(s)).toBe(!isFinal(s));
+  });
+});
+
+describe("decide", () => {
+  it("every outcome for every status × event is an allowed transition (never backwards)", () => {
+    for (const s of INSTANCE_STATUSES) {
+      for (const e of EVENTS) {
+        const o = decide(s, e);
+        if (o.to !== undefined) expect([s, e, canTransition(s, o.to)]).toEqual([s, e, true]);
+        if (isFinal(s)) expect(o.to).toBeUndefined();
+      }
+    }
+  });
+
+  it("stop: pending and running go to stopping with stop_lab; others are left alone", () => {
+    expect(decide("pending", { kind: "stop" })).toEqual({ to: "stopping", enqueue: "stop_lab" });
+    expect(decide("running", { kind: "stop" })).toEqual({ to: "stopping", enqueue: "stop_lab" });
+    for (const s of ["stopping", "stopped", "failed", "expired"] as InstanceStatus[]) {
+      const o = decide(s, { kind: "stop" });
+      expect(o.to).toBeUndefined();
+      expect(o.enqueue).toBeUndefined();
+    }
+  });
+
+  it("start SUCCESS: pending → running; duplicate is a no-op; late → cleanup_lab without a status change", () => {
+    const ok: InstanceEvent = { kind: "result", task: "start_lab", state: "SUCCESS" };
+    expect(decide("pending", ok)).toEqual({ to: "running" });
+    expect(decide("running", ok)).toEqual({ ignored: "duplicate start result" });
+    for (const s of ["stopping", "stopped", "failed", "expired"] as InstanceStatus[]) {
+      const o = decide(s, ok);
+      expect(o.to).toBeUndefined();
+      expect(o.enqueue).toBe("cleanup_lab");
+    }
+  });
+
+  it("start FAILURE: pending → failed with the error and a cleanup; later statuses ignore it", () => {
+    const bad: InstanceEvent = { kind: "result", task: "start_lab", state: "FAILURE", error: "RuntimeError: no node fits" };
+    expect(decide("pending", bad)).toEqual({ to: "failed", error: "RuntimeError: no node fits", enqueue: "cleanup_lab" });
+    expect(decide("pending", { kind: "result", task: "start_lab", state: "REVOKED" }).error).toBe("start_lab was revoked");
+    for (const s of ["running", "stopping", "stopped", "failed", "expired"] as InstanceStatus[]) {
+      expect(decide(s, bad).to).toBeUndefined();
+      expect(decide(s, bad).enqueue).toBeUndefined();
+    }
+  });
+
+  it("stop and cleanup results finish a stopping instance; on a final one they only record the pod gone", () => {
+    for (const task of ["stop_lab", "cleanup_lab"] as TaskName[]) {
+      expect(decide("stopping", { kind: "result", task, state: "SUCCESS" })).toEqual({ to: "stopped", podGone: true });
+      for (const s of FINAL_STATUSES) {
+        const o = decide(s, { kind: "result", task, state: "SUCCESS" });
+        expect(o.to).toBeUndefined();
+        expect(o.podGone).toBe(true);
+      }
+      expect(decide("running", { kind: "result", task, state: "SUCCESS" }).to).toBeUndefined();
+    }
+    expect(decide("expired", { kind: "result", task: "cleanup_lab", state: "SUCCESS" }).to).toBeUndefined();
+  });
+
+  it("a failed stop fails the instance and tries a cleanup; a failed cleanup changes nothing", () => {
+    expect(decide("stopping", { kind: "result", task: "stop_lab", state: "FAILURE", error: "ApiException: 500" })).toEqual({
+      to: "failed",
+      error: "ApiException: 500",
+      enqueue: "cleanup_lab",
+    });
+    for (const s of INSTANCE_STATUSES) {
+      const o = decide(s, { kind: "result", task: "cleanup_lab", state: "FAILURE" });
+      expect(o.to).toBeUndefined();
+      expect(o.enqueue).toBeUndefined();
+    }
+  });
+
+  it("sweeper events act only on the status they are about", () => {
+    expect(decide("pending", { kind: "start_timed_out", timeoutS: 300 })).toEqual({
+      to: "failed",
+      error: "start timed out after 300 s",
+      enqueue: "cleanup_lab",
+    });
+    expect(decide("running", { kind: "lifetime_exceeded" })).toEqual({ to: "expired", enqueue: "cleanup_lab" });
+    expect(decide("running", { kind: "start_timed_out", timeoutS: 1 }).to).toBeUndefined();
+    expect(decide("pending", { kind: "lifetime_exceeded" }).to).toBeUndefined();
+    expect(decide("stopping", { kind: "lifetime_exceeded" }).to).toBeUndefined();
+  });
+});
+
+describe("stop answers", () => {
+  it("202 for stop/already, 409 for an instance that ended another way", () => {
+    expect(stopAnswer("pending")).toBe("stop");
+    expect(stopAnswer("running")).toBe("stop");
+    expect(stopAnswer("stopping")).toBe("already");
+    expect(stopAnswer("stopped")).toBe("already");
+    expect(stopAnswer("failed")).toBe("conflict");
+    expect(stopAnswer("expired")).toBe("conflict");
+  });
+});
+
+describe("times", () => {
+  it("lifetime: the lab's own, else the default", () => {
+    expect(lifetimeSeconds(600, 14400)).toBe(600);
+    expect(lifetimeSeconds(null, 14400)).toBe(14400);
+    expect(lifetimeSeconds(undefined, 14400)).toBe(14400);
+    expect(lifetimeSeconds(0, 14400)).toBe(14400);
+    expect(expiresAt(new Date("2025-01-01T00:00:00Z"), 3600).toISOString()).toBe("2025-01-01T01:00:00.000Z");
+  });
+
+  it("timeouts are strictly past the limit", () => {
+    const created = new Date("2025-01-01T00:00:00Z");
+    expect(startTimedOut(created, new Date("2025-01-01T00:05:00Z"), 300)).toBe(false);
+    expect(startTimedOut(created, new Date("2025-01-01T00:05:00.001Z"), 300)).toBe(true);
+    expect(lifetimeExceeded(null, new Date())).toBe(false);
+    expect(lifetimeExceeded(created, new Date("2025-01-01T00:00:00.001Z"))).toBe(true);
+    expect(lifetimeExceeded(created, created)).toBe(false);
+  });
+});
+
+describe("worker results", () => {
+  it("accepts the DESIGN start result", () => {
+    expect(
+      parseStartResult({ status: "running", k8s_pod_name: "lab-12", connection_url: "https://labs.example.test/i/12" }),
+    ).toEqual({ ok: true, k8s_pod_name: "lab-12", connection_url: "https://labs.example.test/i/12" });
+  });
+
+  it("refuses unusable or unsafe start results", () => {
+    for (const r of [
+      null,
+      "running",
+      [],
+      { status: "pending", k8s_pod_name: "p", connection_url: "https://x" },
+      { k8s_pod_name: "", connection_url: "https://x" },
+      { k8s_pod_name: "p" },
+      { k8s_pod_name: "p", connection_url: "not a url" },
+      { k8s_pod_name: "p", connection_url: "javascript:alert(1)" },
+      { k8s_pod_name: "p", connection_url: "data:text/html,hi" },
+      { k8s_pod_name: "p".repeat(254), connection_url: "https://x" },
+      { k8s_pod_name: "p", connection_url: `https://x/${"a".repeat(2100)}` },
+    ]) {
+      expect(parseStartResult(r).ok).toBe(false);
+    }
+  });
+
+  it("an unusable start SUCCESS becomes a failed start", () => {
+    const { event, start } = resultEvent("start_lab", "SUCCESS", { k8s_pod_name: "p", connection_url: "javascript:x" }, undefined);
+    expect(start).toBeUndefined();
+    expect(event).toMatchObject({ kind: "result", task: "start_lab", state: "FAILURE" });
+    expect(decide("pending", event)).toMatchObject({ to: "failed", enqueue: "cleanup_lab" });
+    expect((decide("pending", event).error ?? "").startsWith("InvalidResult: ")).toBe(true);
+  });
+
+  it("error texts are never empty and bounded", () => {
+    expect(errorText(undefined, "start_lab failed")).toBe("start_lab failed");
+    expect(errorText("   ", "x")).toBe("x");
+    expect(errorText("E".repeat(5000), "x").length).toBe(2000);
+  });
+});
