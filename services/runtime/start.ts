@@ -89,7 +89,11 @@ async function main(): Promise<void> {
     const needsIdp = !config.oidc.issuer && config.services.includes("auth");
     const idpStarting = needsIdp ? startIdp(config) : undefined;
 
-    running.sequelize = createSequelize(databaseUrl, { poolMax: config.databasePoolMax, applicationName: `autolabs-${config.nodeId ?? process.pid}` });
+    // One connection to PGlite: it runs one statement at a time anyway, and pglite-socket 0.2 interleaves
+    // the extended-protocol messages of concurrent connections (electric-sql/pglite#1046: wrong results,
+    // "unnamed prepared statement does not exist", or a jammed queue).
+    const poolMax = running.postgres ? 1 : config.databasePoolMax;
+    running.sequelize = createSequelize(databaseUrl, { poolMax, applicationName: `autolabs-${config.nodeId ?? process.pid}` });
     // The embedded database is ours to migrate; in a cluster the deploy runs `npm run migrate -- up` (an init container).
     if (running.postgres || process.env.MIGRATE_ON_START === "true") {
       const applied = await migrateUp(running.sequelize);
