@@ -8,6 +8,7 @@ import type { BrokerOptions, LoggerConfig } from "moleculer";
 import { loadConfig, type Config } from "./services/shared/config";
 import { RequestContextMiddleware, currentRequestId } from "./services/runtime/request-context";
 import { ResilientRedisCacher } from "./services/runtime/resilient-redis-cacher";
+import { PrometheusText } from "./services/runtime/prometheus-text";
 
 type Bindings = { nodeID: string; mod: string };
 type FormatterHelpers = { printArgs: (args: unknown[]) => unknown[] };
@@ -62,7 +63,15 @@ export function brokerOptions(config: Config): BrokerOptions {
     registry: { strategy: "RoundRobin", preferLocal: true },
     circuitBreaker: { enabled: false },
     validator: true,
-    metrics: { enabled: false },
+    // Served by the gateway at GET /metrics; METRICS_PORT adds Moleculer's own scrape port (nodes without a gateway).
+    metrics: {
+      enabled: true,
+      // Moleculer accepts reporter instances; its typings list only names and configs.
+      reporter: [
+        new PrometheusText() as unknown as "Prometheus",
+        ...(config.metricsPort ? [{ type: "Prometheus" as const, options: { port: config.metricsPort } }] : []),
+      ],
+    },
     tracing: { enabled: false },
     middlewares: [RequestContextMiddleware],
     // start.ts owns SIGTERM: broker first, then the pool and the child processes (Moleculer's own handler

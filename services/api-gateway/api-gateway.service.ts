@@ -13,6 +13,8 @@ import { unauthorized, unsupportedMediaType, badRequest, forbidden } from "../sh
 import type { Principal, RequestMeta } from "../shared/principal";
 import { checkCsrf, cookiePolicy, readAuthCookies, trustedOrigins } from "../auth/web-session.rules";
 import { toHttpAnswer } from "./http-errors";
+import { buildOpenApi, docsPage, type RouteDescription } from "./openapi";
+import { PrometheusText } from "../runtime/prometheus-text";
 import { LabInstanceStreams, withEventStreamCallOptions, type StreamedInstance } from "./sse";
 
 interface GatewayRequest extends IncomingMessage {
@@ -95,7 +97,11 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
           autoAliases: true,
           mappingPolicy: "restrict",
           authentication: true,
-          aliases: { "GET /health": "api-gateway.health", "GET /lab-instances/:id/events": streams.handler },
+          aliases: {
+            "GET /health": "api-gateway.health",
+            "GET /openapi.json": "api-gateway.openapi",
+            "GET /lab-instances/:id/events": streams.handler,
+          },
           bodyParsers: { json: { strict: true, limit: config.bodyLimitBytes }, urlencoded: false },
           callOptions: { timeout: 30_000 },
           logging: true,
@@ -108,6 +114,26 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
               }
             }
             ctx.meta.requestId = ctx.requestID ?? undefined;
+          },
+        },
+        {
+          // Outside the API: Prometheus scrape and the docs page. Nothing else is reachable here.
+          name: "ops",
+          path: "/",
+          mappingPolicy: "restrict",
+          authentication: false,
+          bodyParsers: false,
+          aliases: {
+            "GET metrics"(this: Service, _req: IncomingMessage, res: ServerResponse) {
+              const reporter = this.broker.metrics?.reporter?.find((r: unknown) => r instanceof PrometheusText) as PrometheusText | undefined;
+              res.setHeader("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+              res.end(reporter ? reporter.text() : "");
+            },
+            "GET api/docs"(_req: IncomingMessage, res: ServerResponse) {
+              res.setHeader("Content-Type", "text/html; charset=utf-8");
+              res.setHeader("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline'");
+              res.end(docsPage("/api/v1/openapi.json"));
+            },
           },
         },
       ],
@@ -139,6 +165,26 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
       listAliases: { rest: null, access: { roles: [] } },
       addRoute: false,
       removeRoute: false,
+      openapi: {
+        access: { public: true, roles: [] },
+        handler() {
+          const aliases = (this as unknown as { aliases: { method: string; fullPath: string; action?: string }[] }).aliases;
+          const actions = new Map(
+            (this.broker.registry.getActionList({ skipInternal: true }) as { name: string; action?: Record<string, unknown> }[]).map((a) => [a.name, a.action]),
+          );
+          const routes = aliases.map((a) => {
+            const action = a.action ? actions.get(a.action) : undefined;
+            return {
+              method: a.method,
+              path: a.fullPath,
+              action: a.action,
+              params: action?.params as Record<string, unknown> | undefined,
+              access: (action?.access as RouteDescription["access"]) ?? (a.action ? undefined : { roles: ["admin", "teacher", "student"] }),
+            };
+          });
+          return buildOpenApi(routes, { prefix: "/api/v1", version: config.version, serverUrl: config.publicUrl });
+        },
+      },
       health: {
         access: { public: true, roles: [] },
         async handler(ctx: Context<unknown, RequestMeta>): Promise<HealthReport> {

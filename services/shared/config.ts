@@ -50,6 +50,8 @@ export interface Config {
   /** How often the lab-instance sweeper looks for timed-out starts and expired lifetimes (ms). */
   labSweepIntervalMs: number;
   bodyLimitBytes: number;
+  /** Moleculer's Prometheus reporter on its own port (nodes without a gateway); off by default. */
+  metricsPort: number | undefined;
   version: string;
 }
 
@@ -172,6 +174,7 @@ export function loadConfig(env: Env = process.env): Config {
     maxActiveInstancesPerStudent: int(env, "MAX_ACTIVE_INSTANCES_PER_STUDENT", 3, 1, 100),
     labSweepIntervalMs: int(env, "LAB_SWEEP_INTERVAL_MS", 10_000, 50, 3_600_000),
     bodyLimitBytes: int(env, "BODY_LIMIT_BYTES", 256 * 1024, 1024, 16 * 1024 * 1024),
+    metricsPort: str(env, "METRICS_PORT") === undefined ? undefined : int(env, "METRICS_PORT", 0, 1, 65535),
     version: str(env, "APP_VERSION") ?? "0.1.0",
   };
 }

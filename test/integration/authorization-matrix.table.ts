@@ -90,6 +90,9 @@ export const MATRIX: readonly MatrixRow[] = [
   { route: "GET /health", cases: [
     { what: "health (public)", path: "/health", expect: [200, 200, 200, 200, 200, 200] },
   ] },
+  { route: "GET /openapi.json", cases: [
+    { what: "the API description (public)", path: "/openapi.json", expect: [200, 200, 200, 200, 200, 200] },
+  ] },
 
   // ───────────── auth: browser login (public), who am I ─────────────
   { route: "GET /auth/login", cases: [

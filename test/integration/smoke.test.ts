@@ -18,3 +18,23 @@ it("teacher creates a course", async () => {
   const list = await p.api("GET", "/courses", { as: "teacher" });
   expect(list.body).toMatchObject({ total: 1 });
 });
+
+it("serves the OpenAPI description, the docs page and Prometheus metrics", async () => {
+  const spec = await p.api("GET", "/openapi.json");
+  expect(spec.status).toBe(200);
+  const paths = (spec.body as { paths: Record<string, unknown> }).paths;
+  expect(Object.keys(paths)).toEqual(expect.arrayContaining(["/courses", "/courses/{id}", "/labs/{id}/approve", "/health"]));
+
+  const docs = await fetch(`${p.url}/api/docs`);
+  expect(docs.status).toBe(200);
+  expect(docs.headers.get("content-type")).toMatch(/text\/html/);
+  expect(await docs.text()).toContain("/api/v1/openapi.json");
+
+  const metrics = await fetch(`${p.url}/metrics`);
+  expect(metrics.status).toBe(200);
+  expect(metrics.headers.get("content-type")).toMatch(/text\/plain/);
+  expect(await metrics.text()).toMatch(/^moleculer_request_total\{.*action="courses\.list".*\} \d+$/m);
+
+  // Nothing else is routed outside /api/v1.
+  expect((await fetch(`${p.url}/$node/list`)).status).toBe(404);
+});

@@ -38,3 +38,11 @@ describe("loadConfig", () => {
     expect(loadConfig({ CACHER: "Memory" }).cacher).toBeUndefined();
   });
 });
+
+describe("METRICS_PORT", () => {
+  it("is off unless set, and validated when set", () => {
+    expect(loadConfig({}).metricsPort).toBeUndefined();
+    expect(loadConfig({ METRICS_PORT: "9100" }).metricsPort).toBe(9100);
+    expect(() => loadConfig({ METRICS_PORT: "x" })).toThrow(/METRICS_PORT must be an integer/);
+  });
+});
