@@ -48,7 +48,8 @@ export class ResilientRedisCacher extends Cachers.Redis {
     try {
       await super.close();
     } catch {
-      /* already disconnected */
+      // QUIT cannot reach a dead Redis; without this the client would go on reconnecting after the broker stopped.
+      (this as unknown as { client: { disconnect(): void } }).client.disconnect();
     }
   }
 
