@@ -9,6 +9,7 @@ import { loadConfig, type Config } from "./services/shared/config";
 import { RequestContextMiddleware, currentRequestId } from "./services/runtime/request-context";
 import { ResilientRedisCacher } from "./services/runtime/resilient-redis-cacher";
 import { PrometheusText } from "./services/runtime/prometheus-text";
+import { CoherentMemoryCacher } from "./services/runtime/coherent-cache";
 
 type Bindings = { nodeID: string; mod: string };
 type FormatterHelpers = { printArgs: (args: unknown[]) => unknown[] };
@@ -54,7 +55,7 @@ export function brokerOptions(config: Config): BrokerOptions {
     transporter: (config.transporter ?? null) as BrokerOptions["transporter"],
     cacher: config.cacher
       ? new ResilientRedisCacher({ prefix: `${config.namespace}-cache`, ttl: 600, url: config.cacher })
-      : { type: "Memory", options: { ttl: 600, clone: true } },
+      : new CoherentMemoryCacher({ ttl: 600, clone: true }),
     serializer: "JSON",
     requestTimeout: 30_000,
     retryPolicy: { enabled: false },

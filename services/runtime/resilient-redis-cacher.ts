@@ -4,17 +4,44 @@
  * than a short command timeout. An invalidation that could not reach Redis marks the cache dirty; the first
  * command that reaches Redis again empties this platform's whole cache first, so nothing cached before the
  * outage can be served after it.
+ *
+ * Coherent (services/runtime/coherent-cache.ts): each scope's epoch is a Redis counter shared by every node,
+ * and a fill is stored by a script only while that counter still holds the value read before the fill's
+ * database read. The counters live beside the cached entries, not under their prefix, so emptying the cache
+ * never resets an epoch to a value an in-flight fill has already seen.
  */
-import { Cachers } from "moleculer";
+import { Cachers, type Middleware } from "moleculer";
+import { CacheStats, coherentMiddleware, type CoherentCacher } from "./coherent-cache";
 
 const COMMAND_TIMEOUT_MS = 500;
 const WARN_EVERY_MS = 10_000;
 
 type RedisCacherOptions = ConstructorParameters<typeof Cachers.Redis>[0];
 
-export class ResilientRedisCacher extends Cachers.Redis {
+/** SET key only while the epoch counter still reads ARGV[2] (a missing counter reads "0"). */
+const SET_IF_EPOCH = `
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[2] then return 0 end
+if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3]) end
+return 1`;
+
+/** The parts of ioredis and Moleculer's serializer used here (the base class types neither). */
+interface RedisClient {
+  get(key: string): Promise<string | null>;
+  incr(key: string): Promise<number>;
+  eval(script: string, numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown>;
+}
+interface Serializer {
+  serialize(data: unknown): Buffer;
+}
+
+export class ResilientRedisCacher extends Cachers.Redis implements CoherentCacher {
+  readonly shared = true;
+  readonly stats = new CacheStats();
   private dirty = false;
   private lastWarning = 0;
+  private readonly epochPrefix: string;
+  /** Scopes whose epoch bump failed during an outage; bumped on recovery. */
+  private readonly missedBumps = new Set<string>();
 
   constructor(opts: { prefix: string; ttl: number; url: string }) {
     super({
@@ -30,10 +57,61 @@ export class ResilientRedisCacher extends Cachers.Redis {
         retryStrategy: (times: number) => Math.min(times * 200, 2000),
       },
     } as RedisCacherOptions);
+    // Entries are "<prefix>-<key>"; "<prefix>:epoch:<scope>" is outside every clean pattern.
+    this.epochPrefix = `${opts.prefix}:epoch:`;
+  }
+
+  override middleware(): Middleware {
+    return coherentMiddleware(this);
+  }
+
+  private get redis(): RedisClient {
+    return (this as unknown as { client: RedisClient }).client;
+  }
+
+  async epochOf(scope: string): Promise<string | null> {
+    try {
+      if (this.dirty && !(await this.recover())) return null;
+      return (await this.redis.get(this.epochPrefix + scope)) ?? "0";
+    } catch (err) {
+      this.degraded("get", err);
+      return null;
+    }
+  }
+
+  async setIfEpoch(key: string, data: unknown, ttlS: number | undefined, scope: string, epoch: string): Promise<boolean> {
+    if (this.dirty) return false;
+    try {
+      const serialized = (this as unknown as { serializer: Serializer }).serializer.serialize(data);
+      const ttl = ttlS ?? this.opts.ttl ?? 0;
+      const stored = await this.redis.eval(SET_IF_EPOCH, 2, (this.prefix ?? "") + key, this.epochPrefix + scope, serialized, epoch, ttl);
+      return stored === 1;
+    } catch (err) {
+      this.degraded("set", err);
+      return false;
+    }
+  }
+
+  /** Bump first, then clean: a fill that read the old epoch is refused even if it lands after the clean. */
+  async invalidate(scope: string, patterns: readonly string[]): Promise<void> {
+    try {
+      await this.redis.incr(this.epochPrefix + scope);
+    } catch (err) {
+      // The bump is lost: redo it and empty the whole cache as soon as Redis answers (store nothing till then).
+      this.missedBumps.add(scope);
+      this.dirty = true;
+      this.degraded("incr", err);
+    }
+    // A plain key is one DEL; a pattern is a SCAN over the keyspace.
+    const exact = patterns.filter((p) => !/[*?[\]\\]/.test(p));
+    const wild = patterns.filter((p) => !exact.includes(p));
+    if (exact.length > 0) await this.del(exact);
+    if (wild.length > 0) await this.clean(wild);
   }
 
   override init(broker: Parameters<InstanceType<typeof Cachers.Redis>["init"]>[0]): void {
     super.init(broker);
+    this.stats.bind(broker.metrics);
     // The base logs every reconnect failure with a stack (every 2 s during an outage): one warning per window is enough.
     const client = (this as unknown as { client: { removeAllListeners(e: string): void; on(e: string, f: (err: Error) => void): void } }).client;
     client.removeAllListeners("error");
@@ -65,6 +143,9 @@ export class ResilientRedisCacher extends Cachers.Redis {
   private async recover(): Promise<boolean> {
     if (!this.dirty) return true;
     try {
+      // Epochs first: a fill another node started before the outage must not land after the emptying.
+      for (const scope of this.missedBumps) await this.redis.incr(this.epochPrefix + scope);
+      this.missedBumps.clear();
       await super.clean("*");
       this.dirty = false;
       this.logger.info("Redis cacher back: cache emptied after invalidations missed during the outage");
