@@ -7,9 +7,11 @@ import type { Context, Service, ServiceBroker, ServiceSchema } from "moleculer";
 import DbService from "moleculer-db";
 import SequelizeDbAdapter from "moleculer-db-adapter-sequelize";
 import { QueryTypes, type ModelStatic, type Model, type Sequelize, type Transaction } from "sequelize";
+import { coherentCacherOf, readThrough } from "../services/runtime/coherent-cache";
 import { platformOf } from "../services/runtime/platform";
 import { parseListQuery, type FilterKind, type ListQuery, type ListSpec } from "../services/shared/listing";
 import { validationError } from "../services/shared/errors";
+import { systemPrincipal, type RequestMeta } from "../services/shared/principal";
 
 type DefineModel = (sequelize: Sequelize) => ModelStatic<Model>;
 
@@ -57,12 +59,38 @@ export interface Page<T> {
   limit: number;
 }
 
+/**
+ * Which cached answers read each table: a write to a table invalidates these scopes (service names) before
+ * it answers. The one place to look when a new cached action reads a table, or a new table is written.
+ * - courses: GET /courses, /courses/{id}, /courses/{id}/labs (rows, ownership, assignment).
+ * - access: permission decisions (access.check) over ownership, assignment, attachment and lab status.
+ * - users are cached by auth alone, which invalidates its own keys (services/auth/auth.service.ts).
+ */
+export const CACHES_READING = {
+  courses: ["courses", "access"],
+  course_students: ["courses", "access"],
+  course_labs: ["courses", "access"],
+  labs: ["courses", "access"],
+} as const satisfies Record<string, readonly string[]>;
+export type CachedTable = keyof typeof CACHES_READING;
+
+/** How long an invalidation waits for another node's node-local cache (a cluster without CACHER). */
+const REMOTE_INVALIDATION_TIMEOUT_MS = 5000;
+
 /** Query helpers every DB service gets; SQL text is always constant, values always bound. */
 export type DbMethods = {
-  /** From moleculer-db: drops this service's cached answers (and tells other nodes). */
+  /** Drops this service's cached answers on every node, before returning (replaces moleculer-db's broadcast). */
   clearCache(): Promise<void>;
-  /** Drops another service's cached answers after a write it did not make (on every node). */
-  invalidateCache(service: string): Promise<void>;
+  /**
+   * Drops a scope's cached answers (all, or the keys matching `patterns`) on every node, and refuses fills
+   * computed before this call. Awaited by writers after their commit, so the write's answer leaves only once
+   * no node can serve what it changed.
+   */
+  invalidateCache(scope: string, patterns?: readonly string[]): Promise<void>;
+  /** The writer's side of CACHES_READING: these tables changed (committed); invalidate what reads them. */
+  tablesChanged(...tables: CachedTable[]): Promise<void>;
+  /** A value through the cache under this service's scope (for answers cached by hand rather than `cache:`). */
+  cached<T>(key: string, ttlS: number, compute: () => Promise<T>): Promise<T>;
   sequelize(): Sequelize;
   select<T extends object>(sql: string, bind?: Record<string, unknown>, transaction?: Transaction): Promise<T[]>;
   selectOne<T extends object>(sql: string, bind?: Record<string, unknown>, transaction?: Transaction): Promise<T | null>;
@@ -74,10 +102,48 @@ export type DbMethods = {
   ): Promise<Page<T>>;
 };
 
-const dbMethods: Omit<DbMethods, "clearCache"> & ThisType<Service & DbMethods> = {
-  async invalidateCache(service: string) {
-    await this.broker.cacher?.clean(`${service}.**`);
-    this.broker.broadcast(`cache.clean.${service}`);
+/** Other nodes running `scope` (their node-local caches hold its answers). */
+function remoteNodesOf(broker: ServiceBroker, scope: string): string[] {
+  const list = broker.registry.getActionEndpoints(`${scope}.cacheInvalidate`);
+  if (!list) return [];
+  return list.endpoints.filter((e) => !e.local && e.isAvailable).map((e) => e.id);
+}
+
+const dbMethods: DbMethods & ThisType<Service & DbMethods> = {
+  clearCache() {
+    return this.invalidateCache(this.name);
+  },
+  async invalidateCache(scope: string, patterns?: readonly string[]) {
+    const cacher = coherentCacherOf(this.broker);
+    if (!cacher) return;
+    const matching = patterns ?? [`${scope}.**`];
+    await cacher.invalidate(scope, matching);
+    // Redis: every node reads the store just cleaned. Memory: each node running the scope cleans its own,
+    // asked by a call rather than an event so that this write answers only after they did.
+    if (cacher.shared) return;
+    await Promise.all(
+      remoteNodesOf(this.broker, scope).map((nodeID) =>
+        this.broker
+          .call(`${scope}.cacheInvalidate`, { patterns: matching }, {
+            nodeID,
+            timeout: REMOTE_INVALIDATION_TIMEOUT_MS,
+            meta: { user: systemPrincipal("cache invalidation") },
+          })
+          .catch((err: Error) => {
+            // The write is committed; the node's cache is emptied when it reconnects (Moleculer's Memory cacher).
+            this.logger.error(`cache: node ${nodeID} did not invalidate ${scope} (${err.message}); it may serve stale answers until its TTL`);
+          }),
+      ),
+    );
+  },
+  async tablesChanged(...tables: CachedTable[]) {
+    const scopes = new Set(tables.flatMap((t) => CACHES_READING[t]));
+    await Promise.all([...scopes].map((scope) => this.invalidateCache(scope)));
+  },
+  async cached<T>(key: string, ttlS: number, compute: () => Promise<T>): Promise<T> {
+    const cacher = coherentCacherOf(this.broker);
+    if (!cacher || cacher.connected === false) return compute();
+    return readThrough(cacher, this.name, key, ttlS, compute);
   },
   sequelize(): Sequelize {
     return platformOf(this.broker).sequelize;
@@ -112,18 +178,20 @@ export function DbMixin(define: DefineModel): Partial<ServiceSchema> {
     adapter: new SharedSequelizeAdapter(define),
     // moleculer-db insists on a model definition; ours comes from `define`.
     model: { name: "shared" },
-    actions: Object.fromEntries(DISABLED_DB_ACTIONS.map((a) => [a, false])),
-    methods: dbMethods,
-    events: {
-      // moleculer-db broadcasts `cache.clean.<service>` after a write. A shared cacher (Redis) is already
-      // clean; a node-local one (Memory, e.g. a cluster without CACHER) must drop its copies itself.
-      "cache.clean.*"(this: Service, ctx: Context) {
-        const cacher = this.broker.cacher;
-        if (!cacher || ctx.nodeID === this.broker.nodeID || platformOf(this.broker).config.cacher) return;
-        const service = (ctx.eventName ?? "").slice("cache.clean.".length);
-        if (service === this.name) return cacher.clean(`${service}.**`);
+    actions: {
+      ...Object.fromEntries(DISABLED_DB_ACTIONS.map((a) => [a, false])),
+      /** Another node's write asks this node to drop its node-local copies (see invalidateCache). */
+      cacheInvalidate: {
+        // Callable by other nodes, never published by the gateway; system principal only.
+        visibility: "public",
+        access: { roles: [] },
+        params: { patterns: { type: "array", items: { type: "string", min: 1, max: 200 }, min: 1, max: 50 } },
+        async handler(this: Service, ctx: Context<{ patterns: string[] }, RequestMeta>) {
+          await coherentCacherOf(this.broker)?.invalidate(this.name, ctx.params.patterns);
+        },
       },
     },
+    methods: dbMethods,
   } as unknown as Partial<ServiceSchema>;
 }
 

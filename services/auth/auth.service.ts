@@ -67,7 +67,6 @@ type AuthMethods = {
   /** The users row through the users cache (null: no such user; cached as well). */
   cachedUser(id: number): Promise<UserRow | null>;
   invalidateUser(id: number): Promise<void>;
-  dropCachedUser(id: number): Promise<void>;
 };
 type AuthVars = {
   model: UserModel;
@@ -302,36 +301,21 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
           return { items: [], total: 0, offset: q.offset, limit: q.limit };
         }
         // The answer depends only on the caller's role and the query: cached under both, dropped on any user change.
-        const cacher = this.broker.cacher;
         const key = `auth.users-list:${createHash("sha256").update(JSON.stringify([teacher ? "teacher" : "all", q])).digest("base64url")}`;
-        if (cacher) {
-          try {
-            const hit = await cacher.get(key);
-            if (hit) return hit;
-          } catch {
-            /* read the database */
+        return this.cached(key, platformOf(this.broker).config.usersCacheTtlS, () => {
+          const where: string[] = [];
+          const bind: Record<string, unknown> = {};
+          const role = teacher ? "student" : q.filters.role;
+          if (role) {
+            where.push("role = $role");
+            bind.role = role;
           }
-        }
-        const where: string[] = [];
-        const bind: Record<string, unknown> = {};
-        const role = teacher ? "student" : q.filters.role;
-        if (role) {
-          where.push("role = $role");
-          bind.role = role;
-        }
-        if (q.filters.q !== undefined) {
-          where.push("(name ILIKE $q OR email ILIKE $q)");
-          bind.q = `%${q.filters.q.replace(/[\\%_]/g, "\\$&")}%`;
-        }
-        const page = await this.selectPage<UserRow>(USER_COLUMNS, `FROM users ${where.length ? "WHERE " + where.join(" AND ") : ""}`, bind, q);
-        if (cacher) {
-          try {
-            await cacher.set(key, page, platformOf(this.broker).config.usersCacheTtlS);
-          } catch {
-            /* uncached */
+          if (q.filters.q !== undefined) {
+            where.push("(name ILIKE $q OR email ILIKE $q)");
+            bind.q = `%${q.filters.q.replace(/[\\%_]/g, "\\$&")}%`;
           }
-        }
-        return page;
+          return this.selectPage<UserRow>(USER_COLUMNS, `FROM users ${where.length ? "WHERE " + where.join(" AND ") : ""}`, bind, q);
+        });
       },
     },
 
@@ -356,16 +340,6 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
           if (mine) return user;
         }
         throw notFound("User");
-      },
-    },
-  },
-
-  events: {
-    /** Another node changed a user: drop our cached copy (the cacher may be this node's memory). */
-    "auth.user-changed": {
-      params: { id: { type: "number", integer: true, positive: true } },
-      async handler(ctx: Context<{ id: number }>) {
-        await this.dropCachedUser(ctx.params.id);
       },
     },
   },
@@ -429,41 +403,19 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
     },
 
     async cachedUser(id) {
-      const cacher = this.broker.cacher;
-      if (cacher) {
-        try {
-          const hit = (await cacher.get(USER_KEY(id))) as { row?: UserRow | null } | null;
-          if (hit && typeof hit === "object" && "row" in hit) return hit.row ?? null;
-        } catch {
-          /* the cache is an optimisation: read the database */
-        }
-      }
-      const row = await this.selectOne<UserRow>(`SELECT ${USER_COLUMNS} FROM users WHERE id = $id`, { id });
-      if (cacher) {
-        try {
-          await cacher.set(USER_KEY(id), { row }, platformOf(this.broker).config.usersCacheTtlS);
-        } catch {
-          /* ditto */
-        }
-      }
-      return row;
+      // Wrapped: "no such user" is an answer worth caching too (a bare null would read as a miss).
+      const hit = await this.cached(USER_KEY(id), platformOf(this.broker).config.usersCacheTtlS, async () => ({
+        row: await this.selectOne<UserRow>(`SELECT ${USER_COLUMNS} FROM users WHERE id = $id`, { id }),
+      }));
+      return hit.row;
     },
 
-    async dropCachedUser(id) {
-      const cacher = this.broker.cacher;
-      if (!cacher) return;
-      try {
-        await cacher.del(USER_KEY(id));
-        await cacher.clean(USER_LIST_KEYS);
-      } catch (err) {
-        this.logger.warn(`users cache: invalidation of user ${id} failed: ${(err as Error).message}`);
-      }
-    },
-
-    /** Here at once, on the other nodes through the event (their caches may be in-process). */
+    /**
+     * On every node before returning (a node-local cache is asked by a call, not an event), and a fill of
+     * this user's row computed before the change is refused (services/runtime/coherent-cache.ts).
+     */
     async invalidateUser(id) {
-      await this.dropCachedUser(id);
-      await this.broker.broadcast("auth.user-changed", { id });
+      await this.invalidateCache("auth", [USER_KEY(id), USER_LIST_KEYS]);
     },
   },
 

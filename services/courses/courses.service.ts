@@ -3,7 +3,7 @@
  */
 import type { Context, Service, ServiceSchema } from "moleculer";
 import { AccessMixin, entityOf, principalOf } from "../../mixins/access.mixin";
-import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../mixins/db.mixin";
+import { DbMixin, listParams, parseListOrThrow, type CachedTable, type DbMethods } from "../../mixins/db.mixin";
 import { decideCourse, decideLab, type Decision } from "../access/access.rules";
 import { conflict, notFound, validationError } from "../shared/errors";
 import type { ListSpec } from "../shared/listing";
@@ -42,7 +42,7 @@ type Ctx<P = Record<string, unknown>> = Context<P, RequestMeta>;
 type CoursesMethods = {
   checkOwner(ownerId: number): Promise<void>;
   activeInstanceCount(where: string, bind: Record<string, unknown>): Promise<number>;
-  courseChanged(event: string, payload: Record<string, unknown>): Promise<void>;
+  courseChanged(table: CachedTable, event: string, payload: Record<string, unknown>): Promise<void>;
 };
 type CoursesThis = Service & DbMethods & CoursesMethods & { model: CourseModel };
 
@@ -163,7 +163,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         }
         const row = await this.model.create({ name: ctx.params.name, description: ctx.params.description ?? "", owner_id: ownerId });
         const created = await this.selectOne<CourseRow>(`SELECT ${COURSE_COLUMNS} FROM courses WHERE id = $id`, { id: row.get("id") });
-        await this.courseChanged("courses.changed", { course_id: created!.id });
+        await this.courseChanged("courses", "courses.changed", { course_id: created!.id });
         ctx.meta.$statusCode = 201;
         ctx.meta.$location = `/api/v1/courses/${created!.id}`;
         return created;
@@ -203,7 +203,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
             WHERE id = $id RETURNING ${COURSE_COLUMNS}`,
           { ...changes, id: course.id },
         );
-        await this.courseChanged(changes.owner_id !== undefined ? "courses.owner-changed" : "courses.changed", {
+        await this.courseChanged("courses", changes.owner_id !== undefined ? "courses.owner-changed" : "courses.changed", {
           course_id: course.id,
           owner_id: rows[0].owner_id,
           previous_owner_id: course.owner_id,
@@ -237,7 +237,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           });
           await this.sequelize().query("DELETE FROM courses WHERE id = $id", { bind: { id: course.id }, transaction });
         });
-        await this.courseChanged("courses.removed", { course_id: course.id });
+        await this.courseChanged("courses", "courses.removed", { course_id: course.id });
         ctx.meta.$statusCode = 204;
         return null;
       },
@@ -285,10 +285,11 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           { course: course.id, ids },
         );
         const addedIds = added.map((r) => r.student_id).sort((a, b) => a - b);
+        // Caches first: a listener reacting to the event must not read a stale answer.
+        if (addedIds.length > 0) await this.tablesChanged("course_students");
         for (const studentId of addedIds) {
           this.broker.broadcast("courses.student-assigned", { course_id: course.id, student_id: studentId });
         }
-        if (addedIds.length > 0) await this.clearCache();
         return { course_id: course.id, added: addedIds, already_assigned: ids.filter((id) => !addedIds.includes(id)) };
       },
     },
@@ -305,7 +306,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         );
         if (removed.length === 0) throw notFound("Student in this course");
         // lab-instances listens and stops the student's instances in this course.
-        await this.courseChanged("courses.student-removed", { course_id: course.id, student_id: ctx.params.student_id });
+        await this.courseChanged("course_students", "courses.student-removed", { course_id: course.id, student_id: ctx.params.student_id });
         ctx.meta.$statusCode = 204;
         return null;
       },
@@ -355,7 +356,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           { course: course.id, lab: lab.id },
         );
         if (inserted.length > 0) {
-          await this.courseChanged("courses.lab-attached", { course_id: course.id, lab_id: lab.id });
+          await this.courseChanged("course_labs", "courses.lab-attached", { course_id: course.id, lab_id: lab.id });
           ctx.meta.$statusCode = 201;
           // The new link, as DELETE names it (a 201 without Location also makes moleculer-web warn on every call).
           ctx.meta.$location = `/api/v1/courses/${course.id}/labs/${lab.id}`;
@@ -377,21 +378,15 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           { course: course.id, lab: ctx.params.lab_id },
         );
         if (removed.length === 0) throw notFound("Lab in this course");
-        await this.courseChanged("courses.lab-detached", { course_id: course.id, lab_id: ctx.params.lab_id });
+        await this.courseChanged("course_labs", "courses.lab-detached", { course_id: course.id, lab_id: ctx.params.lab_id });
         ctx.meta.$statusCode = 204;
         return null;
       },
     },
   },
 
-  events: {
-    // Lab approval and edits change what course lab lists show.
-    "labs.changed": {
-      handler() {
-        return this.clearCache();
-      },
-    },
-  },
+  // Lab approval and edits change what course lab lists show: the labs service invalidates this cache itself,
+  // before it answers (a `labs.changed` listener here would run only after that answer).
 
   methods: {
     /** Admin may give a course to a teacher; the owner must be an existing teacher. */
@@ -408,9 +403,12 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
       );
       return Number(row?.n ?? 0);
     },
-    /** Writes that change what a caller may see drop every cached course answer, on every node. */
-    async courseChanged(event: string, payload: Record<string, unknown>): Promise<void> {
-      await this.clearCache();
+    /**
+     * After a committed write to `table`: drops every cached answer that reads it (course answers, permission
+     * decisions) on every node, then tells listeners. The caller answers only after this.
+     */
+    async courseChanged(table: CachedTable, event: string, payload: Record<string, unknown>): Promise<void> {
+      await this.tablesChanged(table);
       this.broker.broadcast(event, payload);
     },
   },

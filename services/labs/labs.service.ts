@@ -47,7 +47,7 @@ type Ctx<P = Record<string, unknown>> = Context<P, RequestMeta>;
 type LabsMethods = {
   validateBody(body: LabBody, partial: boolean): { changes: LabChanges; problems: ValidationProblem[] };
   transition(ctx: Ctx<IdParams>, action: LabAction, reason?: string): Promise<LabRow>;
-  labChanged(lab: LabRow): void;
+  labChanged(lab: LabRow): Promise<void>;
 };
 
 /** Ids are PostgreSQL integers: a larger number can name no row, and must not reach SQL (out of range → 500). */
@@ -180,7 +180,8 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
             me: p.kind === "user" ? p.id : null,
           },
         );
-        this.labChanged(row);
+        // A new lab is attached to no course yet: no cached answer reads it, nothing to invalidate.
+        this.broker.broadcast("labs.changed", { lab_id: row.id, status: row.status });
         ctx.meta.$statusCode = 201;
         ctx.meta.$location = `/api/v1/labs/${row.id}`;
         return row;
@@ -217,7 +218,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
         if (outcome.reapproval_required) {
           this.logger.info(`Lab ${lab.id} changed ${outcome.changed.join(", ")}: back to pending_approval`);
         }
-        this.labChanged(row);
+        await this.labChanged(row);
         return row;
       },
     },
@@ -242,7 +243,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
           await this.sequelize().query("DELETE FROM lab_instances WHERE lab_id = $id", { bind: { id: lab.id }, transaction });
           await this.sequelize().query("DELETE FROM labs WHERE id = $id", { bind: { id: lab.id }, transaction });
         });
-        this.labChanged({ ...lab, status: "deleted" } as unknown as LabRow);
+        await this.labChanged({ ...lab, status: "deleted" } as unknown as LabRow);
         ctx.meta.$statusCode = 204;
         return null;
       },
@@ -315,12 +316,16 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
         { status: patch.status, approved_by: patch.approved_by, reason: patch.rejection_reason, id: lab.id, from: lab.status },
       );
       if (rows.length === 0) throw conflict("The lab changed meanwhile; reload it and try again");
-      this.labChanged(rows[0]);
+      await this.labChanged(rows[0]);
       return rows[0];
     },
 
-    /** Courses (cached lab lists) and permissions depend on labs: tell every node. */
-    labChanged(lab: LabRow) {
+    /**
+     * Courses' cached lab lists and permission decisions read labs (and a deleted lab's course_labs rows):
+     * invalidated on every node before the write answers; then listeners are told.
+     */
+    async labChanged(lab: LabRow) {
+      await this.tablesChanged("labs", "course_labs");
       this.broker.broadcast("labs.changed", { lab_id: lab.id, status: lab.status });
     },
   },
