@@ -9,14 +9,21 @@
  * ctx.locals.entity for the handler; `decide` → 404 (may not know it exists) or 403 (may see, may not act).
  * The system principal (timers, relays, the REPL) passes every rule. A call with no principal at all is
  * refused, so an internal caller must say explicitly that it acts as the system.
+ *
+ * `check` is for a rule whose facts are not part of an object the action loads (lab-instances' start: the
+ * student's assignment, the lab's attachment and status): the mixin asks access.check, whose decisions are
+ * cached per caller and invalidated by every write to their facts. Where `load` already reads the caller's
+ * facts in its one query (courses, labs), `decide` over them is the rule: a `check` there would be a second
+ * query for facts already in hand.
  */
 import type { Context, ServiceSchema, Service, ActionSchema, ActionHandler } from "moleculer";
 import { Errors } from "moleculer";
 // Brings moleculer-web's `rest` property into ActionSchema for every service that uses this mixin.
 import type {} from "moleculer-web";
 import type { Decision } from "../services/access/access.rules";
+import type { PermissionAnswer, PermissionQuery } from "../services/access/permission.rules";
 import { roleAllowed } from "../services/access/access.rules";
-import { forbidden, notFound, unauthorized } from "../services/shared/errors";
+import { conflict, forbidden, notFound, unauthorized } from "../services/shared/errors";
 import type { Principal, RequestMeta, Role, UserPrincipal } from "../services/shared/principal";
 
 export interface AccessDeclaration<E = unknown> {
@@ -30,6 +37,8 @@ export interface AccessDeclaration<E = unknown> {
   load?: (this: Service, ctx: Context<Record<string, unknown>, RequestMeta>) => Promise<E | null>;
   /** Attribute rule over the loaded object. */
   decide?: (principal: UserPrincipal, entity: E) => Decision;
+  /** Attribute rule answered by access.check for the caller (cached); checked before `load`. */
+  check?: (ctx: Context<Record<string, unknown>, RequestMeta>) => PermissionQuery;
 }
 
 declare module "moleculer" {
@@ -67,6 +76,13 @@ function guard(name: string, decl: AccessDeclaration<unknown>, handler: ActionHa
     const principal = ctx.meta.user;
     if (!isPrincipal(principal)) throw unauthorized();
     if (!roleAllowed(principal, decl.roles)) throw forbidden();
+    if (decl.check && principal.kind === "user") {
+      // ctx.call carries ctx.meta.user: access.check decides for this caller and no one else.
+      const answer = await ctx.call<PermissionAnswer, PermissionQuery>("access.check", decl.check(ctx));
+      if (answer.decision === "not_found") throw notFound(answer.entity ?? decl.entity ?? "Object");
+      if (answer.decision === "forbidden") throw forbidden();
+      if (answer.decision === "conflict") throw conflict(answer.detail ?? "Not possible in the present state");
+    }
     if (decl.load) {
       const entity = await decl.load.call(this, ctx);
       if (entity === null || entity === undefined) throw notFound(decl.entity ?? "Object");

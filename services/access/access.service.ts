@@ -1,9 +1,17 @@
 /**
  * Access: students' requests to join a course (access_requests) and their decision by the course owner
- * or an admin (state machine and rules: access-requests.rules.ts).
+ * or an admin (state machine and rules: access-requests.rules.ts); and permission decisions for the caller
+ * (access.check, rules: permission.rules.ts).
  *
- * Nothing here is cached: who may enter a course is critical data, and a stale "pending" would let a
- * teacher decide twice in the UI. Approval writes course_students, so it drops the courses cache itself.
+ * Access requests are never cached: who may enter a course is critical data, and a stale "pending" would let
+ * a teacher decide twice in the UI. Approval writes course_students, so it invalidates what reads that
+ * table (courses' answers, permission decisions) itself, before it answers.
+ *
+ * Permission decisions are cached 10 minutes per (caller, rule, resource). Every write to a fact they read
+ * (course_students, courses.owner_id, course_labs, labs.status, a course or lab removed) invalidates them
+ * before the write answers (CACHES_READING in mixins/db.mixin.ts), on every node, and a decision computed
+ * from pre-write facts is never stored after that (services/runtime/coherent-cache.ts). Events cannot do
+ * this: a broadcast is not awaited, so the writer's answer could overtake the clean.
  */
 import type { Context, Service, ServiceSchema } from "moleculer";
 import { AccessMixin, entityOf, principalOf } from "../../mixins/access.mixin";
@@ -12,6 +20,7 @@ import type { Decision } from "./access.rules";
 import { conflict, forbidden, notFound, validationError } from "../shared/errors";
 import type { RequestMeta, UserPrincipal } from "../shared/principal";
 import { defineAccessRequestModel, type AccessRequestModel, type AccessRequestView } from "./access-requests.model";
+import { PERMISSION_RULES, decidePermission, type PermissionAnswer, type PermissionQuery } from "./permission.rules";
 import {
   ACCESS_REQUEST_LIST_SPEC,
   DECISION_REASON_MAX,
@@ -46,6 +55,8 @@ type AccessThis = Service & DbMethods & AccessMethods;
 /** Ids are int4 in the schema: a larger number must be a 422, not a PostgreSQL range error (500). */
 const ID = { type: "number", integer: true, positive: true, max: 2_147_483_647, convert: true } as const;
 const PENDING_INDEX = "access_requests_one_pending_idx";
+/** The seed's "permissions: 10 min". */
+const PERMISSIONS_TTL_S = 600;
 
 /**
  * A request with what a UI shows beside it (course name, the student's name and email, who decided),
@@ -91,6 +102,43 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
   settings: { rest: "/" },
 
   actions: {
+    /**
+     * May the CALLER do this? `{rule, course_id, lab_id?}` → `{decision: allow|not_found|forbidden, reason,
+     * entity?}`. Always about ctx.meta.user (there is no parameter naming another user), so one user can never
+     * learn another's rights. Called by other services (the access mixin's `check`), never routed over HTTP.
+     */
+    check: {
+      visibility: "public",
+      access: { roles: ["admin", "teacher", "student"] },
+      params: {
+        rule: { type: "enum", values: [...PERMISSION_RULES] },
+        course_id: ID,
+        lab_id: { ...ID, optional: true },
+      },
+      // The caller is in the key: an answer for one user is never served to another.
+      cache: { keys: ["#user.kind", "#user.id", "#user.role", "rule", "course_id", "lab_id"], ttl: PERMISSIONS_TTL_S },
+      async handler(ctx: Ctx<PermissionQuery>): Promise<PermissionAnswer> {
+        const p = principalOf(ctx);
+        const { rule, course_id: courseId, lab_id: labId } = ctx.params;
+        if (rule === "start_lab" && labId === undefined) {
+          throw validationError([{ loc: ["body", "lab_id"], msg: "Field required", type: "missing" }]);
+        }
+        // Every fact of every rule, in one query: the course, the caller's assignment, the lab as attached to it.
+        const row = await this.selectOne<{ owner_id: number; caller_assigned: boolean; lab_status: string | null }>(
+          `SELECT c.owner_id,
+                  EXISTS (SELECT 1 FROM course_students cs WHERE cs.course_id = c.id AND cs.student_id = $caller) AS caller_assigned,
+                  (SELECT l.status FROM course_labs cl JOIN labs l ON l.id = cl.lab_id
+                    WHERE cl.course_id = c.id AND cl.lab_id = $lab) AS lab_status
+             FROM courses c WHERE c.id = $course`,
+          { course: courseId, caller: p.kind === "user" ? p.id : 0, lab: labId ?? 0 },
+        );
+        return decidePermission(p, ctx.params, {
+          course: row && { owner_id: row.owner_id, caller_assigned: row.caller_assigned },
+          lab: row && row.lab_status !== null ? { status: row.lab_status } : null,
+        });
+      },
+    },
+
     list: {
       rest: "GET /access-requests",
       access: { roles: ["admin", "teacher", "student"] },
@@ -288,9 +336,9 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
       });
 
       if (outcome.assigned) {
-        // The write to course_students happened here, not in the courses service, so its cached answers
-        // (a student's GET /courses, GET /courses/{id}) must be dropped here, on every node.
-        await this.invalidateCache("courses");
+        // The write to course_students happened here, not in the courses service, so what reads that table
+        // (a student's GET /courses, GET /courses/{id}, their permission decisions) is dropped here, on every node.
+        await this.tablesChanged("course_students");
         this.broker.broadcast("courses.student-assigned", { course_id: outcome.course_id, student_id: outcome.student_id });
       }
       this.broker.broadcast("access-requests.changed", {

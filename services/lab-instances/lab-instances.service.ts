@@ -16,7 +16,7 @@ import type { Context, ServiceSchema } from "moleculer";
 import type { Transaction } from "sequelize";
 import { AccessMixin, entityOf, principalOf } from "../../mixins/access.mixin";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../mixins/db.mixin";
-import { decideCourse, decideLabInstance, type Decision, type Need } from "../access/access.rules";
+import { decideLabInstance, type Decision, type Need } from "../access/access.rules";
 import { platformOf } from "../runtime/platform";
 import { advisoryLockKey } from "../shared/db";
 import { conflict, notFound } from "../shared/errors";
@@ -78,12 +78,6 @@ interface StudentRemoved {
 export interface LoadedInstance extends LabInstanceRow {
   course_owner_id: number;
 }
-/** The course named in a start request, with whether the caller is assigned to it. */
-interface LoadedCourse {
-  id: number;
-  owner_id: number;
-  caller_assigned: boolean;
-}
 /** A locked row inside a transition, with what a start needs to compute its expiry. */
 interface LockedRow extends LabInstanceRow {
   lab_max_lifetime_s: number | null;
@@ -134,17 +128,6 @@ async function loadInstance(this: unknown, ctx: Ctx): Promise<LoadedInstance | n
        FROM lab_instances i JOIN courses c ON c.id = i.course_id
       WHERE i.id = $id`,
     { id: Number(ctx.params.id) },
-  );
-}
-
-async function loadStartCourse(this: unknown, ctx: Ctx): Promise<LoadedCourse | null> {
-  const self = this as DbMethods;
-  const p = ctx.meta.user;
-  return self.selectOne<LoadedCourse>(
-    `SELECT c.id, c.owner_id,
-            EXISTS (SELECT 1 FROM course_students cs WHERE cs.course_id = c.id AND cs.student_id = $caller) AS caller_assigned
-       FROM courses c WHERE c.id = $id`,
-    { id: Number(ctx.params.course_id), caller: p && p.kind === "user" ? p.id : 0 },
   );
 }
 
@@ -212,11 +195,13 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
      */
     create: {
       rest: "POST /",
+      // The start rule (assigned AND attached AND approved) is a permission decision of the access service,
+      // cached per student, course and lab: a refused or repeated start costs no query here. The transaction
+      // below checks the same facts again under locks, so a decision is never the last word on a start.
       access: {
         roles: ["student"],
         entity: "Course",
-        load: loadStartCourse,
-        decide: (p: UserPrincipal, c: LoadedCourse) => decideCourse(p, { owner_id: c.owner_id, callerAssigned: c.caller_assigned }, "view"),
+        check: (ctx) => ({ rule: "start_lab", course_id: Number(ctx.params.course_id), lab_id: Number(ctx.params.lab_id) }),
       },
       params: { lab_id: ID, course_id: ID },
       async handler(ctx: Ctx<StartParams>) {

@@ -11,7 +11,8 @@ import type { ApplyTaskResultAnswer, ApplyTaskResultParams } from "../../service
 /** What the helpers need of a platform (startTestPlatform's, or one built by hand on another database). */
 export type WorldPlatform = Pick<TestPlatform, "api" | "userId" | "broker" | "sequelize" | "config" | "url">;
 
-export const WITHOUT_TASKS = "api-gateway,auth,courses,labs,lab-instances";
+// access answers the start rule (access.check) for lab-instances.
+export const WITHOUT_TASKS = "api-gateway,auth,courses,labs,lab-instances,access";
 export const RESOURCES = { cpu: "500m", memory: "512Mi", storage: "1Gi" };
 export const STATUS_KEYS = [
   "celery_task_id",
