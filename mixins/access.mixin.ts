@@ -70,7 +70,7 @@ function isPrincipal(value: unknown): value is Principal {
   return v.kind === "user" && Number.isInteger(v.id) && (v.role === "admin" || v.role === "teacher" || v.role === "student");
 }
 
-function guard(name: string, decl: AccessDeclaration<unknown>, handler: ActionHandler): ActionHandler {
+function guard(decl: AccessDeclaration<unknown>, handler: ActionHandler): ActionHandler {
   if (decl.public) return handler;
   return async function (this: Service, ctx: Context<Record<string, unknown>, RequestMeta>) {
     const principal = ctx.meta.user;
@@ -92,8 +92,6 @@ function guard(name: string, decl: AccessDeclaration<unknown>, handler: ActionHa
         if (decision === "not_found") throw notFound(decl.entity ?? "Object");
         if (decision === "forbidden") throw forbidden();
       }
-    } else if (decl.decide) {
-      throw new Errors.ServiceSchemaError(`${name}: access.decide needs access.load`, {});
     }
     return handler.call(this, ctx);
   };
@@ -110,7 +108,10 @@ const accessMixin = {
         throw new Errors.ServiceSchemaError(`${full} declares no access rule (deny by default)`, { action: full });
       }
       if (!action.handler) throw new Errors.ServiceSchemaError(`${full} has no handler`, { action: full });
-      action.handler = guard(full, action.access as AccessDeclaration<unknown>, action.handler);
+      if (action.access.decide && !action.access.load) {
+        throw new Errors.ServiceSchemaError(`${full}: access.decide needs access.load`, { action: full });
+      }
+      action.handler = guard(action.access as AccessDeclaration<unknown>, action.handler);
       schema.actions![name] = action;
     }
   },
