@@ -16,7 +16,7 @@ import { AccessMixin, principalOf } from "../../mixins/access.mixin";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../mixins/db.mixin";
 import { platformOf } from "../runtime/platform";
 import { badRequest, forbidden, notFound } from "../shared/errors";
-import type { ListSpec } from "../shared/listing";
+import { containsPattern, type ListSpec } from "../shared/listing";
 import type { RequestMeta, Role, UserPrincipal } from "../shared/principal";
 import { claimsToIdentity, type ClaimsIdentity } from "./auth.rules";
 import { BACKEND_CALLBACK_PATH, DEV_CLIENT_SECRET } from "./embedded-idp";
@@ -312,7 +312,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
           }
           if (q.filters.q !== undefined) {
             where.push("(name ILIKE $q OR email ILIKE $q)");
-            bind.q = `%${q.filters.q.replace(/[\\%_]/g, "\\$&")}%`;
+            bind.q = containsPattern(q.filters.q);
           }
           return this.selectPage<UserRow>(USER_COLUMNS, `FROM users ${where.length ? "WHERE " + where.join(" AND ") : ""}`, bind, q);
         });

@@ -6,7 +6,7 @@ import { AccessMixin, entityOf, principalOf } from "../../mixins/access.mixin";
 import { DbMixin, listParams, parseListOrThrow, type CachedTable, type DbMethods } from "../../mixins/db.mixin";
 import { decideCourse, decideLab, type Decision } from "../access/access.rules";
 import { conflict, notFound, validationError } from "../shared/errors";
-import type { ListSpec } from "../shared/listing";
+import { containsPattern, type ListSpec } from "../shared/listing";
 import type { Principal, RequestMeta, UserPrincipal } from "../shared/principal";
 import { defineCourseModels, type CourseModel, type CourseRow } from "./courses.model";
 
@@ -135,7 +135,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         }
         if (q.filters.q !== undefined) {
           where.push("c.name ILIKE $q");
-          bind.q = `%${q.filters.q.replace(/[\\%_]/g, "\\$&")}%`;
+          bind.q = containsPattern(q.filters.q);
         }
         const fromWhere = `FROM courses c ${where.length ? "WHERE " + where.join(" AND ") : ""}`;
         return this.selectPage<CourseRow>(COURSE_COLUMNS, fromWhere, bind, q);
@@ -253,7 +253,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         let filter = "";
         if (q.filters.q !== undefined) {
           filter = "AND (u.name ILIKE $q OR u.email ILIKE $q)";
-          bind.q = `%${q.filters.q.replace(/[\\%_]/g, "\\$&")}%`;
+          bind.q = containsPattern(q.filters.q);
         }
         return this.selectPage(
           "u.id, u.email, u.name, u.role, cs.assigned_at",

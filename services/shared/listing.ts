@@ -247,3 +247,8 @@ export function orderBy(sort: Sort, tieBreaker = "id"): [string, SortDirection][
   if (sort.field !== tieBreaker) order.push([tieBreaker, sort.direction]);
   return order;
 }
+
+/** An ILIKE pattern matching `text` anywhere, with LIKE's own wildcards in it taken literally. */
+export function containsPattern(text: string): string {
+  return `%${text.replace(/[\\%_]/g, "\\$&")}%`;
+}

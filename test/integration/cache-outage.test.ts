@@ -4,22 +4,13 @@
  * entry cached before the outage is served after it. Uses a Redis server of its own on a free port.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { createServer, type AddressInfo } from "node:net";
 import Redis from "ioredis";
 import { startTestPlatform, type TestPlatform } from "../support/platform";
+import { freePort } from "../support/net";
 
 let redisProc: ChildProcess;
 let redisPort: number;
 let p: TestPlatform;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = createServer().listen(0, "127.0.0.1", () => {
-      const port = (srv.address() as AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 async function startRedis(port: number): Promise<ChildProcess> {
   const proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });

@@ -14,20 +14,9 @@ import { createSequelize } from "../../services/shared/db";
 import { startEmbeddedPostgres, type EmbeddedPostgres } from "../../services/runtime/embedded-postgres";
 import { migrateUp } from "../../services/runtime/migrator";
 import { migrations } from "../../migrations";
+import { freePort } from "../support/net";
 
 const ALL_MIGRATIONS = migrations.map((m) => m.name);
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const addr = s.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function alive(pid: number): boolean {
   try {

@@ -13,7 +13,6 @@
  * statement at a time anyway, so one connection costs nothing (50 starts: ~650 ms vs ~950 ms).
  */
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { startEmbeddedPostgres, type EmbeddedPostgres } from "../../services/runtime/embedded-postgres";
@@ -22,18 +21,7 @@ import { createSequelize } from "../../services/shared/db";
 import { startIdp, type TestIdp } from "../support/idp";
 import { startNode, type ApiResponse, type PlatformNode } from "../support/platform";
 import { must, openStream, statusOf, until, world, type Instance, type World, type WorldPlatform } from "../support/lab-instances";
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const addr = s.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
+import { freePort } from "../support/net";
 
 const dataDir = mkdtempSync(path.join(tmpdir(), "autolabs-li-embedded-"));
 let pg: EmbeddedPostgres | undefined;

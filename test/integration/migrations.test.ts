@@ -7,7 +7,6 @@
  */
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Client } from "pg";
@@ -16,6 +15,7 @@ import { advisoryLockKey, createSequelize } from "../../services/shared/db";
 import { startEmbeddedPostgres, type EmbeddedPostgres } from "../../services/runtime/embedded-postgres";
 import { MIGRATION_LOCK, migrateDown, migrateUp, migrationStatus } from "../../services/runtime/migrator";
 import { migrations } from "../../migrations";
+import { freePort } from "../support/net";
 
 const ALL_MIGRATIONS = migrations.map((m) => m.name);
 
@@ -62,18 +62,6 @@ const INDEXES = [
 interface Backend {
   url: string;
   teardown(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const addr = s.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 async function realPostgres(): Promise<Backend> {

@@ -6,7 +6,6 @@
  * service is a test double recording applyTaskResult calls.
  */
 import { mkdtempSync, rmSync } from "fs";
-import { createServer } from "net";
 import { tmpdir } from "os";
 import path from "path";
 import { createTestDatabase, startNode, type PlatformNode } from "../support/platform";
@@ -27,6 +26,7 @@ import {
   waitFor,
   type ApplierDouble,
 } from "../support/tasks";
+import { freePort } from "../support/net";
 
 jest.setTimeout(120_000);
 
@@ -37,14 +37,6 @@ const ENV = (nodeId: string) => ({ SERVICES: "tasks", NODEID: nodeId, DATABASE_P
 interface Backend {
   url: string;
   drop(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const addr = s.address();
-  await new Promise<void>((r) => s.close(() => r()));
-  return typeof addr === "object" && addr ? addr.port : 0;
 }
 
 async function pglite(): Promise<Backend> {

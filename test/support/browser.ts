@@ -8,6 +8,7 @@
  * front of the platform: PUBLIC_URL can then be https://… while the gateway listens on plain http.
  */
 import { CookieJar } from "../../services/auth/oidc-code-flow";
+export { freePort } from "./net";
 
 export interface Hop {
   method: string;
@@ -207,14 +208,3 @@ export function setCookieNamed(setCookies: readonly string[], name: string): str
 }
 
 /** A TCP port free right now (bound by the caller soon after; tests only). */
-export async function freePort(): Promise<number> {
-  const { createServer } = await import("node:net");
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}

@@ -1,4 +1,5 @@
 import {
+  containsPattern,
   DEFAULT_LIMIT,
   MAX_LIMIT,
   MAX_OFFSET,
@@ -315,5 +316,12 @@ describe("orderBy", () => {
       ["name", "ASC"],
       ["student_id", "ASC"],
     ]);
+  });
+});
+
+describe("containsPattern", () => {
+  it("wraps in % and escapes LIKE's wildcards and the escape character", () => {
+    expect(containsPattern("net")).toBe("%net%");
+    expect(containsPattern("100%_a\\b")).toBe("%100\\%\\_a\\\\b%");
   });
 });
