@@ -161,11 +161,14 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           await this.checkOwner(ctx.params.owner_id);
           ownerId = ctx.params.owner_id;
         }
-        const row = await this.model.create({ name: ctx.params.name, description: ctx.params.description ?? "", owner_id: ownerId });
-        const created = await this.selectOne<CourseRow>(`SELECT ${COURSE_COLUMNS} FROM courses WHERE id = $id`, { id: row.get("id") });
-        await this.courseChanged("courses", "courses.changed", { course_id: created!.id });
+        // One statement: the row as stored (defaults and timestamps included).
+        const [created] = await this.select<CourseRow>(
+          `INSERT INTO courses (name, description, owner_id) VALUES ($name, $description, $owner) RETURNING ${COURSE_COLUMNS}`,
+          { name: ctx.params.name, description: ctx.params.description ?? "", owner: ownerId },
+        );
+        await this.courseChanged("courses", "courses.changed", { course_id: created.id });
         ctx.meta.$statusCode = 201;
-        ctx.meta.$location = `/api/v1/courses/${created!.id}`;
+        ctx.meta.$location = `/api/v1/courses/${created.id}`;
         return created;
       },
     },
