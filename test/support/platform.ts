@@ -61,7 +61,8 @@ export interface PlatformNode {
 /** Starts one node with the given env (merged over the test defaults) against `databaseUrl`. */
 export async function startNode(databaseUrl: string, env: Record<string, string> = {}): Promise<PlatformNode> {
   // Unique node ids: several nodes of one test live in one process (Moleculer's default is host-pid).
-  const config = loadConfig({ DATABASE_URL: databaseUrl, LOGLEVEL: "warn", NODEID: `test-${randomBytes(4).toString("hex")}`, ...env });
+  // Errors only: the expected warnings of outage tests would bury a failure's own output (TEST_LOGLEVEL to see more).
+  const config = loadConfig({ DATABASE_URL: databaseUrl, LOGLEVEL: process.env.TEST_LOGLEVEL ?? "error", NODEID: `test-${randomBytes(4).toString("hex")}`, ...env });
   // Port 0: any free port, read back below (unless the test needs a known one, e.g. for PUBLIC_URL).
   if (env.PORT === undefined) config.port = 0;
   const sequelize = createSequelize(databaseUrl, { poolMax: config.databasePoolMax });
