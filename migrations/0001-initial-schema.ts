@@ -20,8 +20,9 @@
  *   access_requests (a request to join a deleted course, or by a deleted user, is void).
  * - NO ACTION (refuse) where deleting would destroy history or lose track of real resources: a user who owns
  *   courses or created labs, and anything referenced by lab_instances (an instance may still have a pod; its
- *   row is how we find and clean it up). Services check first and answer 409; the constraint is the race-free
- *   backstop. NO ACTION rather than RESTRICT: same effect here, but PostgreSQL 18 (hence PGlite) reports a
+ *   row is how we find and clean it up). Services answer 409 while a course or lab has active instances, and
+ *   delete its finished instance rows in the same transaction as the course or lab; the constraint is the
+ *   race-free backstop. NO ACTION rather than RESTRICT: same effect here, but PostgreSQL 18 (hence PGlite) reports a
  *   RESTRICT violation as SQLSTATE 23001, which Sequelize does not map to ForeignKeyConstraintError; NO ACTION
  *   is 23503 on every version.
  * - SET NULL for "who decided" references (labs.approved_by, access_requests.decided_by) and for
