@@ -2,12 +2,12 @@
  * Test helper: the embedded IdP as a real child process (oidc-provider is ESM-only and must not be
  * loaded into jest). Needs `npx tsc -p tsconfig.json` first (npm test does it).
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { runCodeFlow, type CodeFlowTokens } from "../../services/auth/oidc-code-flow";
 import type { PrivateJwks } from "../../services/auth/embedded-idp";
+import { startReadyChild } from "../../services/runtime/child-process";
 
 // Works from test/support (ts-jest) and from dist/test/support (benchmarks run the compiled harness).
 const ROOT = resolve(__dirname, __dirname.split(/[\\/]/).includes("dist") ? "../../.." : "../..");
@@ -51,34 +51,15 @@ export async function startIdp(opts: IdpOptions = {}): Promise<TestIdp> {
     ...(opts.accessTokenTtlS !== undefined ? { EMBEDDED_IDP_ACCESS_TOKEN_TTL_S: String(opts.accessTokenTtlS) } : {}),
     ...opts.env,
   };
-  const child: ChildProcess = spawn(process.execPath, [IDP_SCRIPT, "--port", String(opts.port ?? 0), "--data-dir", dataDir], {
+  const idp = await startReadyChild({
+    name: "embedded IdP",
+    command: process.execPath,
+    args: [IDP_SCRIPT, "--port", String(opts.port ?? 0), "--data-dir", dataDir],
     env,
-    stdio: ["ignore", "pipe", "pipe"],
+    ready: READY,
+    timeoutMs: opts.startTimeoutMs ?? 20_000,
   });
-  let out = "";
-  child.stdout?.on("data", (d: Buffer) => (out += d.toString()));
-  child.stderr?.on("data", (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<number | null>((res) => child.once("exit", (code) => res(code)));
-
-  const issuer = await new Promise<string>((res, rej) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      rej(new Error(`embedded IdP not ready within timeout:\n${out}`));
-    }, opts.startTimeoutMs ?? 20_000);
-    const onData = () => {
-      const m = READY.exec(out);
-      if (m?.[1]) {
-        clearTimeout(timer);
-        child.stdout?.off("data", onData);
-        res(m[1]);
-      }
-    };
-    child.stdout?.on("data", onData);
-    void exited.then((code) => {
-      clearTimeout(timer);
-      rej(new Error(`embedded IdP exited (${code}) before ready:\n${out}`));
-    });
-  });
+  const issuer = idp.readyValue;
 
   return {
     issuer,
@@ -86,14 +67,9 @@ export async function startIdp(opts: IdpOptions = {}): Promise<TestIdp> {
     dataDir,
     privateJwks: () => JSON.parse(readFileSync(join(dataDir, "idp", "jwks.json"), "utf8")) as PrivateJwks,
     getToken: (account, password) => runCodeFlow({ issuer, account, password }),
-    output: () => out,
+    output: idp.output,
     async stop() {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill("SIGTERM");
-        const killer = setTimeout(() => child.kill("SIGKILL"), 5000);
-        await exited;
-        clearTimeout(killer);
-      }
+      await idp.stop(5000);
       if (ownDir) rmSync(dataDir, { recursive: true, force: true });
     },
   };
