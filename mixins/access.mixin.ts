@@ -35,15 +35,15 @@ export interface AccessDeclaration<E = unknown> {
   entity?: string;
   /** Loads the object the call is about, once; null answers 404. */
   load?: (this: Service, ctx: Context<Record<string, unknown>, RequestMeta>) => Promise<E | null>;
-  /** Attribute rule over the loaded object. */
-  decide?: (principal: UserPrincipal, entity: E) => Decision;
+  /** Attribute rule over the loaded object (method syntax: a declaration over any entity type fits ActionSchema). */
+  decide?(principal: UserPrincipal, entity: E): Decision;
   /** Attribute rule answered by access.check for the caller (cached); checked before `load`. */
   check?: (ctx: Context<Record<string, unknown>, RequestMeta>) => PermissionQuery;
 }
 
 declare module "moleculer" {
   interface ActionSchema {
-    access?: AccessDeclaration<never> | AccessDeclaration<any>;
+    access?: AccessDeclaration<unknown>;
   }
 }
 
