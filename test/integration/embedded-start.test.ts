@@ -88,7 +88,7 @@ it("starts healthy with no configuration and serves the teacher's and admin's fi
   const approved = await api("POST", `/labs/${lab.body.id}/approve`, admin);
   expect(approved.status).toBe(200);
   expect(approved.body.status).toBe("approved");
-});
+}, 120_000);
 
 it("stops on SIGTERM with its child processes, and restarts on its data without seeding twice", async () => {
   const child = platform!.child;
@@ -101,4 +101,4 @@ it("stops on SIGTERM with its child processes, and restarts on its data without 
   const teacher = await token("teacher");
   const courses = await api("GET", "/courses", teacher);
   expect(courses.body.total).toBe(2);
-});
+}, 120_000);
