@@ -86,13 +86,7 @@ export function zitadelRolesClaim(role: Role): Record<string, Record<string, str
 export const findDemoAccount = (login: string): DemoAccount | undefined => DEMO_ACCOUNTS.find((a) => a.login === login);
 
 /** An account as the running provider sees it: a demo account, possibly changed by the accounts file. */
-export interface IdpAccount {
-  login: string;
-  sub: string;
-  email: string;
-  name: string;
-  givenName: string;
-  familyName: string;
+export interface IdpAccount extends Omit<DemoAccount, "role"> {
   /** Role keys of the roles claim, as granted (unknown names and no role at all are possible). */
   roles: string[];
 }
