@@ -32,6 +32,7 @@ import {
   type AccessRequestStatus,
   type RequestNeed,
 } from "./access-requests.rules";
+import { ID_PARAM } from "../shared/params";
 
 interface IdParams {
   id: number;
@@ -52,8 +53,6 @@ type AccessMethods = {
 };
 type AccessThis = Service & DbMethods & AccessMethods;
 
-/** Ids are int4 in the schema: a larger number must be a 422, not a PostgreSQL range error (500). */
-const ID = { type: "number", integer: true, positive: true, max: 2_147_483_647, convert: true } as const;
 const PENDING_INDEX = "access_requests_one_pending_idx";
 /** The seed's "permissions: 10 min". */
 const PERMISSIONS_TTL_S = 600;
@@ -112,8 +111,8 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
       access: { roles: ["admin", "teacher", "student"] },
       params: {
         rule: { type: "enum", values: [...PERMISSION_RULES] },
-        course_id: ID,
-        lab_id: { ...ID, optional: true },
+        course_id: ID_PARAM,
+        lab_id: { ...ID_PARAM, optional: true },
       },
       // The caller is in the key: an answer for one user is never served to another.
       cache: { keys: ["#user.kind", "#user.id", "#user.role", "rule", "course_id", "lab_id"], ttl: PERMISSIONS_TTL_S },
@@ -181,7 +180,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
       rest: "POST /access-requests",
       // Only a student asks to join; a teacher or admin assigns directly (POST /courses/{id}/students).
       access: { roles: ["student"] },
-      params: { course_id: ID, message: { type: "any", optional: true } },
+      params: { course_id: ID_PARAM, message: { type: "any", optional: true } },
       async handler(ctx: Ctx<CreateParams>) {
         const p = principalOf(ctx);
         // The system principal passes the role check but is nobody who could join a course.
@@ -247,7 +246,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
     get: {
       rest: "GET /access-requests/:id",
       access: { roles: ["admin", "teacher", "student"], ...REQUEST_ACCESS, decide: rule("view") },
-      params: { id: ID },
+      params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         return entityOf<AccessRequestView>(ctx);
       },
@@ -256,7 +255,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
     approve: {
       rest: "POST /access-requests/:id/approve",
       access: { roles: ["admin", "teacher"], ...REQUEST_ACCESS, decide: rule("decide") },
-      params: { id: ID },
+      params: { id: ID_PARAM },
       handler(ctx: Ctx<IdParams>) {
         return this.transition(ctx, "approve", null);
       },
@@ -265,7 +264,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
     reject: {
       rest: "POST /access-requests/:id/reject",
       access: { roles: ["admin", "teacher"], ...REQUEST_ACCESS, decide: rule("decide") },
-      params: { id: ID, reason: { type: "any", optional: true } },
+      params: { id: ID_PARAM, reason: { type: "any", optional: true } },
       handler(ctx: Ctx<RejectParams>) {
         // Optional: unlike a lab (whose author must fix something), a student has nothing to repair, and a
         // required text would only collect "no". When given it is stored and shown to the student.
@@ -279,7 +278,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
       rest: "POST /access-requests/:id/cancel",
       // Role check first: teachers and admins never cancel (they reject), so they hear 403 without a lookup.
       access: { roles: ["student"], ...REQUEST_ACCESS, decide: rule("cancel") },
-      params: { id: ID },
+      params: { id: ID_PARAM },
       handler(ctx: Ctx<IdParams>) {
         return this.transition(ctx, "cancel", null);
       },

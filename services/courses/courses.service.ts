@@ -9,6 +9,7 @@ import { conflict, notFound, validationError } from "../shared/errors";
 import { containsPattern, type ListSpec } from "../shared/listing";
 import type { Principal, RequestMeta, UserPrincipal } from "../shared/principal";
 import { defineCourseModels, type CourseModel, type CourseRow } from "./courses.model";
+import { ID_PARAM, BODY_ID_PARAM } from "../shared/params";
 
 interface IdParams {
   id: number;
@@ -46,10 +47,6 @@ type CoursesMethods = {
 };
 type CoursesThis = Service & DbMethods & CoursesMethods & { model: CourseModel };
 
-/** Ids are PostgreSQL integers: a larger number can name no row, and must not reach SQL (out of range → 500). */
-const ID = { type: "number", integer: true, positive: true, max: 2_147_483_647, convert: true } as const;
-/** An id in a JSON body is a JSON number: converting would take true, [7] or "0x10" for ids 1, 7 and 16. */
-const BODY_ID = { type: "number", integer: true, positive: true, max: 2_147_483_647 } as const;
 const NAME = { type: "string", trim: true, min: 1, max: 200 } as const;
 const DESCRIPTION = { type: "string", trim: true, max: 5000, optional: true } as const;
 
@@ -145,7 +142,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
     create: {
       rest: "POST /",
       access: { roles: ["admin", "teacher"] },
-      params: { name: NAME, description: DESCRIPTION, owner_id: { ...BODY_ID, optional: true } },
+      params: { name: NAME, description: DESCRIPTION, owner_id: { ...BODY_ID_PARAM, optional: true } },
       async handler(ctx: Ctx<CreateParams>) {
         const p = principalOf(ctx);
         let ownerId: number;
@@ -176,7 +173,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
     get: {
       rest: "GET /:id",
       access: { roles: ["admin", "teacher", "student"], ...COURSE_ACCESS, decide: view },
-      params: { id: ID },
+      params: { id: ID_PARAM },
       cache: { keys: ["#user.kind", "#user.id", "#user.role", "id"], ttl: 600 },
       async handler(ctx: Ctx<IdParams>) {
         return publicCourse(entityOf<LoadedCourse>(ctx));
@@ -186,7 +183,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
     update: {
       rest: "PUT /:id",
       access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
-      params: { id: ID, name: { ...NAME, optional: true }, description: DESCRIPTION, owner_id: { ...BODY_ID, optional: true } },
+      params: { id: ID_PARAM, name: { ...NAME, optional: true }, description: DESCRIPTION, owner_id: { ...BODY_ID_PARAM, optional: true } },
       async handler(ctx: Ctx<UpdateParams>) {
         const course = entityOf<LoadedCourse>(ctx);
         const p = principalOf(ctx);
@@ -218,7 +215,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
     remove: {
       rest: "DELETE /:id",
       access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
-      params: { id: ID },
+      params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         const course = entityOf<LoadedCourse>(ctx);
         await this.sequelize().transaction(async (transaction) => {
@@ -249,7 +246,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
     students: {
       rest: "GET /:id/students",
       access: { roles: ["admin", "teacher", "student"], ...COURSE_ACCESS, decide: manage },
-      params: { id: ID, ...listParams(Object.keys(STUDENT_LIST.filters)) },
+      params: { id: ID_PARAM, ...listParams(Object.keys(STUDENT_LIST.filters)) },
       async handler(ctx: Ctx<IdParams>) {
         const q = parseListOrThrow(ctx.params, STUDENT_LIST);
         const bind: Record<string, unknown> = { course: ctx.params.id };
@@ -270,7 +267,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
     assignStudents: {
       rest: "POST /:id/students",
       access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
-      params: { id: ID, student_ids: { type: "array", items: BODY_ID, min: 1, max: 500, unique: true } },
+      params: { id: ID_PARAM, student_ids: { type: "array", items: BODY_ID_PARAM, min: 1, max: 500, unique: true } },
       async handler(ctx: Ctx<AssignParams>) {
         const course = entityOf<LoadedCourse>(ctx);
         const ids = ctx.params.student_ids;
@@ -300,7 +297,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
     removeStudent: {
       rest: "DELETE /:id/students/:student_id",
       access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
-      params: { id: ID, student_id: ID },
+      params: { id: ID_PARAM, student_id: ID_PARAM },
       async handler(ctx: Ctx<StudentParams>) {
         const course = entityOf<LoadedCourse>(ctx);
         const removed = await this.select<{ student_id: number }>(
@@ -318,7 +315,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
     labs: {
       rest: "GET /:id/labs",
       access: { roles: ["admin", "teacher", "student"], ...COURSE_ACCESS, decide: view },
-      params: { id: ID, ...listParams(Object.keys(COURSE_LAB_LIST.filters)) },
+      params: { id: ID_PARAM, ...listParams(Object.keys(COURSE_LAB_LIST.filters)) },
       cache: { keys: ["#user.kind", "#user.id", "#user.role", "id", "offset", "limit", "sort", "status"], ttl: 600 },
       async handler(ctx: Ctx<IdParams>) {
         const q = parseListOrThrow(ctx.params, COURSE_LAB_LIST);
@@ -342,7 +339,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
     attachLab: {
       rest: "POST /:id/labs",
       access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
-      params: { id: ID, lab_id: BODY_ID },
+      params: { id: ID_PARAM, lab_id: BODY_ID_PARAM },
       async handler(ctx: Ctx<LabParams>) {
         const course = entityOf<LoadedCourse>(ctx);
         const lab = await this.selectOne<{ id: number; created_by: number; status: string }>(
@@ -371,7 +368,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
     detachLab: {
       rest: "DELETE /:id/labs/:lab_id",
       access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
-      params: { id: ID, lab_id: ID },
+      params: { id: ID_PARAM, lab_id: ID_PARAM },
       async handler(ctx: Ctx<LabParams>) {
         const course = entityOf<LoadedCourse>(ctx);
         const active = await this.activeInstanceCount("course_id = $course AND lab_id = $lab", { course: course.id, lab: ctx.params.lab_id });

@@ -37,6 +37,7 @@ import {
   type TaskName,
   type TaskState,
 } from "./lab-instances.rules";
+import { ID_PARAM } from "../shared/params";
 
 /** Broadcast on every status change, with the instance's public JSON. */
 export const STATUS_CHANGED_EVENT = "lab-instances.status-changed";
@@ -105,7 +106,6 @@ type Methods = {
 type Vars = { model: LabInstanceModel; sweepTimer: NodeJS.Timeout | null; sweeping: Promise<SweepReport> | null };
 type StartFields = { k8s_pod_name: string; connection_url: string };
 
-const ID = { type: "number", integer: true, positive: true, convert: true } as const;
 const COLUMNS = INSTANCE_COLUMNS.join(", ");
 const I_COLUMNS = INSTANCE_COLUMNS.map((c) => `i.${c}`).join(", ");
 const ACTIVE_SQL = `(${ACTIVE_STATUSES.map((s) => `'${s}'`).join(", ")})`;
@@ -203,7 +203,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
         entity: "Course",
         check: (ctx) => ({ rule: "start_lab", course_id: Number(ctx.params.course_id), lab_id: Number(ctx.params.lab_id) }),
       },
-      params: { lab_id: ID, course_id: ID },
+      params: { lab_id: ID_PARAM, course_id: ID_PARAM },
       async handler(ctx: Ctx<StartParams>) {
         const me = principalOf(ctx) as UserPrincipal;
         const { config } = platformOf(this.broker);
@@ -294,7 +294,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
     get: {
       rest: "GET /:id",
       access: { roles: ["admin", "teacher", "student"], ...INSTANCE_ACCESS, decide: instanceRule("view") },
-      params: { id: ID },
+      params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         return publicInstance(entityOf<LoadedInstance>(ctx));
       },
@@ -307,7 +307,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
     stop: {
       rest: "POST /:id/stop",
       access: { roles: ["admin", "teacher", "student"], ...INSTANCE_ACCESS, decide: instanceRule("manage") },
-      params: { id: ID },
+      params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         const inst = entityOf<LoadedInstance>(ctx);
         const t = await this.transition(inst.id, { kind: "stop" });
@@ -323,7 +323,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
     connection: {
       rest: "GET /:id/connection",
       access: { roles: ["admin", "teacher", "student"], ...INSTANCE_ACCESS, decide: instanceRule("view") },
-      params: { id: ID },
+      params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         const inst = entityOf<LoadedInstance>(ctx);
         if (inst.status !== "running") {
@@ -349,7 +349,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
       params: {
         task_id: { type: "string", min: 1, max: 255 },
         task_name: { type: "enum", values: ["start_lab", "stop_lab", "cleanup_lab"] },
-        lab_instance_id: ID,
+        lab_instance_id: ID_PARAM,
         status: { type: "enum", values: ["SUCCESS", "FAILURE", "REVOKED"] },
         result: { type: "any", optional: true },
         error: { type: "string", optional: true, nullable: true },

@@ -21,6 +21,7 @@ import {
   type LabChanges,
   type LabResources,
 } from "./labs.rules";
+import { ID_PARAM } from "../shared/params";
 
 interface IdParams {
   id: number;
@@ -50,8 +51,6 @@ type LabsMethods = {
   labChanged(lab: LabRow): Promise<void>;
 };
 
-/** Ids are PostgreSQL integers: a larger number can name no row, and must not reach SQL (out of range → 500). */
-const ID = { type: "number", integer: true, positive: true, max: 2_147_483_647, convert: true } as const;
 const NAME = { type: "string", trim: true, min: 1, max: 200 } as const;
 /** A lab lives at least a minute and at most 30 days; null means LAB_MAX_LIFETIME_S. */
 const LIFETIME = { type: "number", integer: true, min: 60, max: 30 * 86400, optional: true, nullable: true } as const;
@@ -191,7 +190,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
     get: {
       rest: "GET /:id",
       access: { roles: ["admin", "teacher", "student"], ...LAB_ACCESS, decide: decide("view") },
-      params: { id: ID },
+      params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         return publicLab(entityOf<LoadedLab>(ctx));
       },
@@ -200,7 +199,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
     update: {
       rest: "PUT /:id",
       access: { roles: ["admin", "teacher"], ...LAB_ACCESS, decide: decide("manage") },
-      params: { id: ID, ...PARTIAL_BODY_PARAMS },
+      params: { id: ID_PARAM, ...PARTIAL_BODY_PARAMS },
       async handler(ctx: Ctx<UpdateParams>) {
         const lab = entityOf<LoadedLab>(ctx);
         const { changes, problems } = this.validateBody(ctx.params, true);
@@ -226,7 +225,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
     remove: {
       rest: "DELETE /:id",
       access: { roles: ["admin", "teacher"], ...LAB_ACCESS, decide: decide("manage") },
-      params: { id: ID },
+      params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         const lab = entityOf<LoadedLab>(ctx);
         await this.sequelize().transaction(async (transaction) => {
@@ -252,7 +251,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
     submit: {
       rest: "POST /:id/submit",
       access: { roles: ["admin", "teacher"], ...LAB_ACCESS, decide: decide("manage") },
-      params: { id: ID },
+      params: { id: ID_PARAM },
       handler(ctx: Ctx<IdParams>) {
         return this.transition(ctx, "submit");
       },
@@ -261,7 +260,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
     approve: {
       rest: "POST /:id/approve",
       access: { roles: ["admin"], ...LAB_ACCESS },
-      params: { id: ID },
+      params: { id: ID_PARAM },
       handler(ctx: Ctx<IdParams>) {
         return this.transition(ctx, "approve");
       },
@@ -270,7 +269,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
     reject: {
       rest: "POST /:id/reject",
       access: { roles: ["admin"], ...LAB_ACCESS },
-      params: { id: ID, reason: { type: "any", optional: true } },
+      params: { id: ID_PARAM, reason: { type: "any", optional: true } },
       handler(ctx: Ctx<RejectParams>) {
         const reason = parseRejectionReason({ reason: ctx.params.reason });
         if (!reason.ok) throw validationError(reason.problems);

@@ -302,7 +302,13 @@ describe("validation errors are FastAPI-shaped 422", () => {
   });
 
   it("a path id beyond the integer range is a 404 or 422, never a 500", async () => {
-    for (const path of ["/courses/99999999999", "/courses/2147483648", "/labs/99999999999", "/courses/99999999999/students"]) {
+    for (const path of [
+      "/courses/99999999999",
+      "/courses/2147483648",
+      "/labs/99999999999",
+      "/courses/99999999999/students",
+      "/users/99999999999",
+    ]) {
       const res = await api("GET", path, { as: "admin" });
       expect([404, 422]).toContain(res.status);
     }

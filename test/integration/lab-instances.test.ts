@@ -45,6 +45,14 @@ describe("lab instances (no task runner)", () => {
     await w.reset();
   });
 
+  it("a path id beyond PostgreSQL's integer range is a 422 naming it, never a 500", async () => {
+    for (const path of ["/lab-instances/99999999999", "/lab-instances/2147483648/connection", "/access-requests/99999999999"]) {
+      const res = await p.api("GET", path, { as: "admin" });
+      expect(res.status).toBe(422);
+      expect(res.body).toMatchObject({ detail: [{ loc: ["path", "id"] }] });
+    }
+  });
+
   describe("POST /lab-instances", () => {
     it("starts: 202, Location, the pending instance, its start_lab outbox row in the same transaction", async () => {
       const res = must("start", await w.start(w.labs[0]), 202);
