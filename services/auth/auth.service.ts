@@ -16,7 +16,7 @@ import { AccessMixin, principalOf } from "../../mixins/access.mixin";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../mixins/db.mixin";
 import { platformOf } from "../runtime/platform";
 import { badRequest, forbidden, notFound } from "../shared/errors";
-import { containsPattern, type ListSpec } from "../shared/listing";
+import { MAX_INT32, containsPattern, type ListSpec } from "../shared/listing";
 import type { RequestMeta, Role, UserPrincipal } from "../shared/principal";
 import { claimsToIdentity, type ClaimsIdentity } from "./auth.rules";
 import { BACKEND_CALLBACK_PATH, DEV_CLIENT_SECRET } from "./embedded-idp";
@@ -326,7 +326,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
       async handler(ctx: Ctx<IdParams>) {
         const p = principalOf(ctx);
         // Ids past PostgreSQL's integer range exist nowhere (and must not reach the query as a 500).
-        const user = ctx.params.id <= 2_147_483_647 ? await this.cachedUser(ctx.params.id) : null;
+        const user = ctx.params.id <= MAX_INT32 ? await this.cachedUser(ctx.params.id) : null;
         if (!user) throw notFound("User");
         // Admin: anyone; self; a teacher: students of their own courses (checked live, never cached).
         // Anyone else is not there (404, no existence leak).
