@@ -11,6 +11,7 @@
  */
 import { Client } from "pg";
 import { startTestPlatform, type ApiResponse, type TestPlatform } from "../support/platform";
+import { systemPrincipal } from "../../services/shared/principal";
 import { checkedApi, fixtures, RESOURCES, uniqueName, type Api, type Fixtures, type Ids } from "../support/http-api";
 
 let p: TestPlatform;
@@ -190,6 +191,307 @@ describe("labs", () => {
       const winner = responses.find((r) => r.status === 200)!.body as Lab;
       const now = await labRow(lab.id);
       expect([now.status, now.approved_by]).toEqual([winner.status, winner.approved_by]);
+    }
+  });
+});
+
+/* ───────────────────────────── courses ───────────────────────────── */
+
+describe("courses", () => {
+  const courseRow = async (id: number) => (await f.row("courses", id)) as { name: string; owner_id: number } | undefined;
+  const start = (labId: number, courseId: number, as: string) =>
+    api("POST", "/lab-instances", { as, body: { lab_id: labId, course_id: courseId } });
+  const activeInstances = (where: string, bind: Record<string, unknown>) =>
+    f.count(`lab_instances WHERE ${where} AND status IN ('pending', 'running', 'stopping')`, bind);
+
+  it("PUT storm: a hand-over among the old owner's edits; every answer 200/404/409, the hand-over lands", async () => {
+    for (let round = 0; round < ROUNDS; round++) {
+      const id = await f.course("teacher");
+      const responses = await Promise.all(
+        Array.from({ length: N }, (_, i) =>
+          i === N >> 1
+            ? api("PUT", `/courses/${id}`, { as: "admin", body: { owner_id: ids.teacher2 } })
+            : api("PUT", `/courses/${id}`, { as: "teacher", body: { name: uniqueName(`Edit ${i}`) } }),
+        ),
+      );
+      expectStatuses(responses, [200, 404, 409]);
+      expect(responses[N >> 1].status).toBe(200);
+      expect((await courseRow(id))?.owner_id).toBe(ids.teacher2);
+    }
+  });
+
+  it("PUT: an edit by the owner the access check saw does not land after the course changed hands: 409", async () => {
+    const id = await f.course("teacher", "Before");
+    const res = await interleave(
+      "courses",
+      id,
+      () => api("PUT", `/courses/${id}`, { as: "teacher", body: { name: "After" } }),
+      (sql) => sql.query("UPDATE courses SET owner_id = $2 WHERE id = $1", [id, ids.teacher2]),
+    );
+    expect(res.status).toBe(409);
+    expect(await courseRow(id)).toMatchObject({ name: "Before", owner_id: ids.teacher2 });
+  });
+
+  it("assign storm with a deletion: overlapping assignments in any order and a DELETE never answer 500", async () => {
+    const students = [ids.student, ids.student2, ids.student3];
+    for (let round = 0; round < ROUNDS; round++) {
+      const id = await f.course("teacher");
+      const responses = await Promise.all(
+        Array.from({ length: N }, (_, i) =>
+          i === N - 2
+            ? api("DELETE", `/courses/${id}`, { as: "teacher" })
+            : api("POST", `/courses/${id}/students`, {
+                as: "teacher",
+                // Rotated: the same rows inserted in different orders.
+                body: { student_ids: [...students.slice(i % 3), ...students.slice(0, i % 3)] },
+              }),
+        ),
+      );
+      expectStatuses(responses, [200, 204, 404]);
+      expect(responses[N - 2].status).toBe(204);
+      expect(await courseRow(id)).toBeUndefined();
+      expect(await f.count("course_students WHERE course_id = $id", { id })).toBe(0);
+    }
+  });
+
+  it("attach storm with the lab's deletion: attached to none or the lab exists, never a 500", async () => {
+    for (let round = 0; round < ROUNDS; round++) {
+      const lab = await f.approvedLab("teacher");
+      const courses = await Promise.all(Array.from({ length: N - 1 }, () => f.course("teacher")));
+      const responses = await Promise.all([
+        ...courses.map((c) => api("POST", `/courses/${c}/labs`, { as: "teacher", body: { lab_id: lab.id } })),
+        api("DELETE", `/labs/${lab.id}`, { as: "teacher" }),
+      ]);
+      expectStatuses(responses, [201, 204, 404]);
+      expect(responses[N - 1].status).toBe(204);
+      expect(await f.count("course_labs WHERE lab_id = $lab", { lab: lab.id })).toBe(0);
+    }
+  });
+
+  it("attach: another teacher's lab that left the catalogue between check and insert is not attached", async () => {
+    const lab = await f.approvedLab("teacher");
+    const course = await f.course("teacher2");
+    const res = await interleave(
+      "labs",
+      lab.id,
+      () => api("POST", `/courses/${course}/labs`, { as: "teacher2", body: { lab_id: lab.id } }),
+      // What the author's image edit of an approved lab does.
+      (sql) => sql.query("UPDATE labs SET status = 'pending_approval', approved_by = NULL WHERE id = $1", [lab.id]),
+    );
+    expect(res.status).toBe(404);
+    expect(await f.count("course_labs WHERE course_id = $course", { course })).toBe(0);
+  });
+
+  it("detach storm with starts: a detached lab has no active instance in the course, a kept one may", async () => {
+    const students = ["student", "student2", "student3"];
+    for (let round = 0; round < ROUNDS; round++) {
+      const course = await f.course("teacher");
+      await f.assign(course, ids.student, ids.student2, ids.student3);
+      const lab = await f.approvedLab("teacher");
+      await f.attach(course, lab.id);
+      const responses = await Promise.all(
+        Array.from({ length: N }, (_, i) =>
+          i === N >> 1
+            ? api("DELETE", `/courses/${course}/labs/${lab.id}`, { as: "teacher" })
+            : start(lab.id, course, students[i % 3]),
+        ),
+      );
+      expectStatuses(responses, [202, 204, 404, 409]);
+      const detached = responses[N >> 1].status === 204;
+      const active = await activeInstances("course_id = $course AND lab_id = $lab", { course, lab: lab.id });
+      expect({ round, detached, linked: await f.count("course_labs WHERE course_id = $course", { course }) }).toEqual({
+        round,
+        detached,
+        linked: detached ? 0 : 1,
+      });
+      if (detached) expect(active).toBe(0);
+      else expect(active).toBeGreaterThan(0);
+      await p.sequelize.query("UPDATE lab_instances SET status = 'stopped' WHERE course_id = $course", { bind: { course } });
+    }
+  });
+
+  it("course and lab deletion storms with starts: never a 500; a deleted course or lab leaves no instance", async () => {
+    const students = ["student", "student2", "student3"];
+    for (let round = 0; round < ROUNDS; round++) {
+      const course = await f.course("teacher");
+      await f.assign(course, ids.student, ids.student2, ids.student3);
+      const lab = await f.approvedLab("teacher");
+      await f.attach(course, lab.id);
+      const deleteCourse = round % 2 === 0;
+      const responses = await Promise.all(
+        Array.from({ length: N }, (_, i) =>
+          i === N >> 1
+            ? api("DELETE", deleteCourse ? `/courses/${course}` : `/labs/${lab.id}`, { as: "teacher" })
+            : start(lab.id, course, students[i % 3]),
+        ),
+      );
+      expectStatuses(responses, [202, 204, 404, 409]);
+      const deleted = responses[N >> 1].status === 204;
+      const instances = await f.count("lab_instances WHERE course_id = $course AND lab_id = $lab", { course, lab: lab.id });
+      if (deleted) expect(instances).toBe(0);
+      else expect(instances).toBeGreaterThan(0);
+      await p.sequelize.query("UPDATE lab_instances SET status = 'stopped' WHERE course_id = $course", { bind: { course } });
+    }
+  });
+});
+
+/* ───────────────────────────── access requests ───────────────────────────── */
+
+describe("access requests", () => {
+  interface AccessRequest {
+    id: number;
+    status: string;
+  }
+  const requestAs = async (course: number, as: string): Promise<number> => {
+    const res = await api("POST", "/access-requests", { as, body: { course_id: course } });
+    expect(res.status).toBe(201);
+    return (res.body as AccessRequest).id;
+  };
+  const assigned = (course: number, student: number) =>
+    f.count("course_students WHERE course_id = $course AND student_id = $student", { course, student });
+
+  it("decision storm: approve, reject and cancel at once; exactly one wins and the assignment matches it", async () => {
+    for (let round = 0; round < ROUNDS; round++) {
+      const course = await f.course("teacher");
+      const id = await requestAs(course, "student");
+      const responses = await Promise.all(
+        Array.from({ length: N }, (_, i) => {
+          const action = ["approve", "reject", "cancel"][i % 3];
+          return api("POST", `/access-requests/${id}/${action}`, { as: action === "cancel" ? "student" : i % 2 ? "admin" : "teacher" });
+        }),
+      );
+      expectStatuses(responses, [200, 409]);
+      expect(count(responses, 200)).toBe(1);
+      const winner = (responses.find((r) => r.status === 200)!.body as AccessRequest).status;
+      const row = (await p.sequelize.query("SELECT status FROM access_requests WHERE id = $id", { bind: { id } }))[0][0];
+      expect(row).toEqual({ status: winner });
+      expect(await assigned(course, ids.student)).toBe(winner === "approved" ? 1 : 0);
+    }
+  });
+
+  it("approvals with the course's deletion: never a 500, nothing assigned to a deleted course", async () => {
+    for (let round = 0; round < ROUNDS; round++) {
+      const course = await f.course("teacher");
+      const requests = [await requestAs(course, "student"), await requestAs(course, "student2"), await requestAs(course, "student3")];
+      const responses = await Promise.all(
+        Array.from({ length: N }, (_, i) =>
+          i === N >> 1
+            ? api("DELETE", `/courses/${course}`, { as: "teacher" })
+            : api("POST", `/access-requests/${requests[i % 3]}/approve`, { as: "teacher" }),
+        ),
+      );
+      expectStatuses(responses, [200, 204, 404, 409]);
+      expect(responses[N >> 1].status).toBe(204);
+      expect(await f.count("course_students WHERE course_id = $course", { course })).toBe(0);
+      expect(await f.count("access_requests WHERE course_id = $course", { course })).toBe(0);
+    }
+  });
+
+  it("approve: a teacher whose course changed hands between read and write decides nothing: 409", async () => {
+    const course = await f.course("teacher");
+    const id = await requestAs(course, "student");
+    const res = await interleave(
+      "courses",
+      course,
+      () => api("POST", `/access-requests/${id}/approve`, { as: "teacher" }),
+      (sql) => sql.query("UPDATE courses SET owner_id = $2 WHERE id = $1", [course, ids.teacher2]),
+    );
+    expect(res.status).toBe(409);
+    const row = (await p.sequelize.query("SELECT status FROM access_requests WHERE id = $id", { bind: { id } }))[0][0];
+    expect(row).toEqual({ status: "pending" });
+    expect(await assigned(course, ids.student)).toBe(0);
+  });
+});
+
+/* ───────────────────────────── lab instances ───────────────────────────── */
+
+describe("lab instances", () => {
+  interface Instance {
+    id: number;
+    status: string;
+  }
+  let course: number;
+  const labs: number[] = [];
+
+  beforeAll(async () => {
+    course = await f.course("teacher");
+    await f.assign(course, ids.student);
+    for (let i = 0; i < 4; i++) {
+      const lab = await f.approvedLab("teacher");
+      await f.attach(course, lab.id);
+      labs.push(lab.id);
+    }
+  });
+  beforeEach(async () => {
+    await p.sequelize.query("UPDATE lab_instances SET status = 'stopped' WHERE status IN ('pending', 'running', 'stopping')");
+  });
+
+  const start = (lab: number) => api("POST", "/lab-instances", { as: "student", body: { lab_id: lab, course_id: course } });
+  const tasks = (instance: number, name: string) =>
+    f.count("task_outbox WHERE lab_instance_id = $instance AND task_name = $name", { instance, name });
+
+  it("start storm: the per-lab and per-student caps hold under parallel starts", async () => {
+    for (let round = 0; round < ROUNDS; round++) {
+      const responses = await Promise.all(Array.from({ length: N }, (_, i) => start(labs[i % labs.length])));
+      expectStatuses(responses, [202, 409]);
+      expect(count(responses, 202)).toBe(3);
+      const active = await p.sequelize.query(
+        "SELECT lab_id FROM lab_instances WHERE student_id = $me AND status IN ('pending', 'running', 'stopping')",
+        { bind: { me: ids.student } },
+      );
+      const labIds = (active[0] as { lab_id: number }[]).map((r) => r.lab_id);
+      expect(labIds.length).toBe(3);
+      expect(new Set(labIds).size).toBe(3);
+      await p.sequelize.query("UPDATE lab_instances SET status = 'stopped' WHERE student_id = $me", { bind: { me: ids.student } });
+    }
+  });
+
+  it("stop storm with worker results: one stop, one stop_lab task, a status the lifecycle allows", async () => {
+    for (let round = 0; round < ROUNDS; round++) {
+      const started = await start(labs[0]);
+      expect(started.status).toBe(202);
+      const inst = started.body as Instance & { celery_task_id: string };
+      const result = {
+        task_id: inst.celery_task_id,
+        task_name: "start_lab",
+        lab_instance_id: inst.id,
+        status: "SUCCESS",
+        result: { status: "running", k8s_pod_name: `pod-${inst.id}`, connection_url: `https://labs.example.test/i/${inst.id}` },
+      };
+      const [answers, results] = await Promise.all([
+        Promise.all(Array.from({ length: N }, (_, i) => api("POST", `/lab-instances/${inst.id}/stop`, { as: i % 2 ? "student" : "admin" }))),
+        Promise.all(Array.from({ length: 3 }, () => p.broker.call("lab-instances.applyTaskResult", result, { meta: { user: systemPrincipal("test") } }))),
+      ]);
+      expectStatuses(answers, [202]);
+      expect(results.length).toBe(3);
+      const row = (await f.count("lab_instances WHERE id = $id AND status = 'stopping'", { id: inst.id })) === 1;
+      expect(row).toBe(true);
+      expect(await tasks(inst.id, "stop_lab")).toBe(1);
+      await p.sequelize.query("UPDATE lab_instances SET status = 'stopped' WHERE id = $id", { bind: { id: inst.id } });
+    }
+  });
+
+  it("sweeps racing stops: each expired instance ends once, with one task", async () => {
+    for (let round = 0; round < ROUNDS; round++) {
+      const started = await Promise.all(labs.slice(0, 3).map((lab) => start(lab)));
+      const instances = started.map((r) => (r.body as Instance).id);
+      await p.sequelize.query(
+        "UPDATE lab_instances SET status = 'running', started_at = now(), expires_at = now() - interval '1 second' WHERE id = ANY($ids)",
+        { bind: { ids: instances } },
+      );
+      const responses = await Promise.all([
+        ...Array.from({ length: N }, (_, i) => api("POST", `/lab-instances/${instances[i % 3]}/stop`, { as: "student" })),
+        ...Array.from({ length: 3 }, () => p.broker.call("lab-instances.sweep", {}, { meta: { user: systemPrincipal("test") } })),
+      ]);
+      expectStatuses(responses.slice(0, N) as ApiResponse[], [202, 409]);
+      for (const id of instances) {
+        const [rows] = await p.sequelize.query("SELECT status FROM lab_instances WHERE id = $id", { bind: { id } });
+        const status = (rows as { status: string }[])[0].status;
+        expect(["stopping", "expired"]).toContain(status);
+        expect(await tasks(id, status === "stopping" ? "stop_lab" : "cleanup_lab")).toBe(1);
+        expect(await tasks(id, status === "stopping" ? "cleanup_lab" : "stop_lab")).toBe(0);
+      }
+      await p.sequelize.query("UPDATE lab_instances SET status = 'stopped' WHERE id = ANY($ids)", { bind: { ids: instances } });
     }
   });
 });
