@@ -76,11 +76,21 @@ async function interleave(
   request: () => Promise<ApiResponse>,
   meanwhile: (sql: Client) => Promise<unknown>,
 ): Promise<ApiResponse> {
+  return interleaveOn(`SELECT 1 FROM ${table} WHERE id = $1 FOR UPDATE`, [id], request, meanwhile);
+}
+
+/** interleave() with the row(s) that `lockSql` locks. */
+async function interleaveOn(
+  lockSql: string,
+  params: unknown[],
+  request: () => Promise<ApiResponse>,
+  meanwhile: (sql: Client) => Promise<unknown>,
+): Promise<ApiResponse> {
   const sql = new Client({ connectionString: p.db.url });
   await sql.connect();
   try {
     await sql.query("BEGIN");
-    await sql.query(`SELECT id FROM ${table} WHERE id = $1 FOR UPDATE`, [id]);
+    await sql.query(lockSql, params);
     const pending = request();
     // The request blocked on our row lock: it read before and now writes (or locks to write).
     let waiting = false;
@@ -94,7 +104,7 @@ async function interleave(
     }
     if (!waiting) {
       await sql.query("ROLLBACK");
-      throw new Error(`the request never waited for the lock on ${table} ${id}`);
+      throw new Error(`the request never waited for the lock of ${lockSql} ${JSON.stringify(params)}`);
     }
     await meanwhile(sql);
     await sql.query("COMMIT");
@@ -308,6 +318,27 @@ describe("courses", () => {
       else expect(active).toBeGreaterThan(0);
       await p.sequelize.query("UPDATE lab_instances SET status = 'stopped' WHERE course_id = $course", { bind: { course } });
     }
+  });
+
+  it("detach: an instance started between the active-instance check and the delete keeps the lab attached: 409", async () => {
+    const course = await f.course("teacher");
+    const lab = await f.approvedLab("teacher");
+    await f.attach(course, lab.id);
+    const res = await interleaveOn(
+      "SELECT 1 FROM course_labs WHERE course_id = $1 AND lab_id = $2 FOR UPDATE",
+      [course, lab.id],
+      () => api("DELETE", `/courses/${course}/labs/${lab.id}`, { as: "teacher" }),
+      // A start committing in the window (the test's lock stands in for the start's FOR SHARE on the link).
+      (sql) =>
+        sql.query("INSERT INTO lab_instances (lab_id, course_id, student_id, status) VALUES ($1, $2, $3, 'pending')", [
+          lab.id,
+          course,
+          ids.student,
+        ]),
+    );
+    expect(res.status).toBe(409);
+    expect(await f.count("course_labs WHERE course_id = $course AND lab_id = $lab", { course, lab: lab.id })).toBe(1);
+    await p.sequelize.query("UPDATE lab_instances SET status = 'stopped' WHERE course_id = $course", { bind: { course } });
   });
 
   it("course and lab deletion storms with starts: never a 500; a deleted course or lab leaves no instance", async () => {
