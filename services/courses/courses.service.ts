@@ -161,11 +161,21 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           await this.checkOwner(ctx.params.owner_id);
           ownerId = ctx.params.owner_id;
         }
-        // One statement: the row as stored (defaults and timestamps included).
+        // One statement: the row as stored (defaults and timestamps included). An admin's chosen owner must still
+        // be a teacher when the row is written, not only when checkOwner looked (a role change in between: 422).
+        const ownerStillTeacher =
+          p.kind === "user" && p.role === "teacher"
+            ? ""
+            : " WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = $owner AND u.role = 'teacher')";
         const [created] = await this.select<CourseRow>(
-          `INSERT INTO courses (name, description, owner_id) VALUES ($name, $description, $owner) RETURNING ${COURSE_COLUMNS}`,
+          `INSERT INTO courses (name, description, owner_id) SELECT $name, $description, $owner${ownerStillTeacher}
+           RETURNING ${COURSE_COLUMNS}`,
           { name: ctx.params.name, description: ctx.params.description ?? "", owner: ownerId },
         );
+        if (!created) {
+          await this.checkOwner(ownerId);
+          throw conflict("The owner changed meanwhile; try again");
+        }
         await this.courseChanged("courses", "courses.changed", { course_id: created.id });
         ctx.meta.$statusCode = 201;
         ctx.meta.$location = `/api/v1/courses/${created.id}`;
@@ -204,7 +214,9 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         // Conditional on the owner the access check and the owner rule decided from, and (on a hand-over) on the
         // new owner still being a teacher: a concurrent hand-over or role change makes this a 409/422, not a write.
         const newOwnerIsTeacher =
-          changes.owner_id === undefined ? "" : " AND EXISTS (SELECT 1 FROM users u WHERE u.id = $owner_id AND u.role = 'teacher')";
+          changes.owner_id === undefined
+            ? ""
+            : " AND EXISTS (SELECT 1 FROM users u WHERE u.id = $owner_id AND u.role = 'teacher')";
         const rows = await this.select<CourseRow>(
           `UPDATE courses SET ${Object.keys(changes).map((k) => `${k} = $${k}`).join(", ")}, updated_at = now()
             WHERE id = $id AND owner_id = $seen_owner${newOwnerIsTeacher} RETURNING ${COURSE_COLUMNS}`,
@@ -433,7 +445,9 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
             { course: course.id, lab: ctx.params.lab_id },
             transaction,
           );
-          if (active > 0) throw conflict(`Lab has ${active} active instance(s) in this course; stop them before detaching it`);
+          if (active > 0) {
+            throw conflict(`Lab has ${active} active instance(s) in this course; stop them before detaching it`);
+          }
         });
         await this.courseChanged("course_labs", "courses.lab-detached", { course_id: course.id, lab_id: ctx.params.lab_id });
         ctx.meta.$statusCode = 204;
@@ -453,7 +467,11 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         throw validationError([{ loc: ["body", "owner_id"], msg: "owner_id must be the id of a teacher", type: "value_error" }]);
       }
     },
-    async activeInstanceCount(where: string, bind: Record<string, unknown>, transaction?: Transaction): Promise<number> {
+    async activeInstanceCount(
+      where: string,
+      bind: Record<string, unknown>,
+      transaction?: Transaction,
+    ): Promise<number> {
       const row = await this.selectOne<{ n: string }>(
         `SELECT count(*) AS n FROM lab_instances WHERE ${where} AND status IN ${ACTIVE_STATUSES}`,
         bind,
@@ -485,7 +503,9 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         transaction,
       );
       if (!now) throw notFound("Course");
-      if (now.owner_id !== course.owner_id) throw conflict("The course changed owner meanwhile; reload it and try again");
+      if (now.owner_id !== course.owner_id) {
+        throw conflict("The course changed owner meanwhile; reload it and try again");
+      }
     },
     /**
      * After a committed write to `table`: drops every cached answer that reads it (course answers, permission

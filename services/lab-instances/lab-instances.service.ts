@@ -220,7 +220,11 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
             // deletion that waited for this start's link locks: a deadlock, answered 500 on one side.
             // KEY SHARE on the course: its deletion waits for this start (edits of its name do not);
             // SHARE on the lab: an edit sending it back to review waits too, so "approved" holds until commit.
-            const course = await this.select("SELECT id FROM courses WHERE id = $course FOR KEY SHARE", { course: courseId }, transaction);
+            const course = await this.select(
+              "SELECT id FROM courses WHERE id = $course FOR KEY SHARE",
+              { course: courseId },
+              transaction,
+            );
             const lab = await this.selectOne<{ status: string }>(
               "SELECT status FROM labs WHERE id = $lab FOR SHARE",
               { lab: labId },

@@ -82,7 +82,8 @@ const ACTIVE_STATUSES = "('pending','running','stopping')";
  * decided from them carries this; resources compare as jsonb (by value, not key order).
  */
 const UNCHANGED_APPROVAL = `status = $seen_status AND approved_by IS NOT DISTINCT FROM $seen_approved_by
-  AND docker_image = $seen_docker_image AND resources = $seen_resources::jsonb AND network_isolated = $seen_network_isolated`;
+  AND docker_image = $seen_docker_image AND resources = $seen_resources::jsonb
+  AND network_isolated = $seen_network_isolated`;
 
 function seenApproval(lab: LabApprovalState): Record<string, unknown> {
   return {
@@ -336,7 +337,13 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
       const rows = await this.select<LabRow>(
         `UPDATE labs SET status = $status, approved_by = $approved_by, rejection_reason = $reason
           WHERE id = $id AND ${UNCHANGED_APPROVAL} RETURNING ${LAB_COLUMNS}`,
-        { status: patch.status, approved_by: patch.approved_by, reason: patch.rejection_reason, id: lab.id, ...seenApproval(lab) },
+        {
+          status: patch.status,
+          approved_by: patch.approved_by,
+          reason: patch.rejection_reason,
+          id: lab.id,
+          ...seenApproval(lab),
+        },
       );
       const row = rows[0] ?? (await this.lostRace(lab.id));
       await this.labChanged(row);

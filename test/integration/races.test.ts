@@ -114,6 +114,21 @@ async function interleaveOn(
   }
 }
 
+const AS_SYSTEM = { meta: { user: systemPrincipal("test: races") } };
+
+/** Ends the matching instances directly (a clean slate for the per-student cap between rounds). */
+async function endInstances(where: string, bind: Record<string, unknown>): Promise<void> {
+  await p.sequelize.query(
+    `UPDATE lab_instances SET status = 'stopped' WHERE ${where} AND status IN ('pending', 'running', 'stopping')`,
+    { bind },
+  );
+}
+
+async function requestRow(id: number): Promise<unknown> {
+  const [rows] = await p.sequelize.query("SELECT status FROM access_requests WHERE id = $id", { bind: { id } });
+  return rows[0];
+}
+
 /* ───────────────────────────── labs ───────────────────────────── */
 
 describe("labs", () => {
@@ -133,7 +148,10 @@ describe("labs", () => {
       const change = changes[round % changes.length];
       const responses = await Promise.all(
         Array.from({ length: N }, (_, i) =>
-          api("PUT", `/labs/${lab.id}`, { as: "teacher", body: i === N >> 1 ? change.body : { name: uniqueName(`Edit ${i}`) } }),
+          api("PUT", `/labs/${lab.id}`, {
+            as: "teacher",
+            body: i === N >> 1 ? change.body : { name: uniqueName(`Edit ${i}`) },
+          }),
         ),
       );
       expectStatuses(responses, [200, 409]);
@@ -155,19 +173,27 @@ describe("labs", () => {
     }
   });
 
-  it("PUT: a name edit that read an approved lab does not write approval over an image changed meanwhile: 409", async () => {
+  it("PUT: a name edit that read an approved lab does not carry approval over an image changed meanwhile", async () => {
     const lab = await approvedLab();
     const res = await interleave(
       "labs",
       lab.id,
       () => api("PUT", `/labs/${lab.id}`, { as: "teacher", body: { name: "renamed" } }),
       (sql) =>
-        sql.query("UPDATE labs SET docker_image = $2, status = 'pending_approval', approved_by = NULL WHERE id = $1", [lab.id, IMAGE_B]),
+        sql.query("UPDATE labs SET docker_image = $2, status = 'pending_approval', approved_by = NULL WHERE id = $1", [
+          lab.id,
+          IMAGE_B,
+        ]),
     );
     expect(res.status).toBe(409);
     expect(res.body).toEqual({ detail: expect.any(String) });
     const now = await labRow(lab.id);
-    expect([now.status, now.approved_by, now.docker_image, now.name]).toEqual(["pending_approval", null, IMAGE_B, lab.name]);
+    expect([now.status, now.approved_by, now.docker_image, now.name]).toEqual([
+      "pending_approval",
+      null,
+      IMAGE_B,
+      lab.name,
+    ]);
   });
 
   it("approve: an image changed between the admin's read and the write is not approved: 409", async () => {
@@ -208,7 +234,8 @@ describe("labs", () => {
 /* ───────────────────────────── courses ───────────────────────────── */
 
 describe("courses", () => {
-  const courseRow = async (id: number) => (await f.row("courses", id)) as { name: string; owner_id: number } | undefined;
+  const courseRow = async (id: number) =>
+    (await f.row("courses", id)) as { name: string; owner_id: number } | undefined;
   const start = (labId: number, courseId: number, as: string) =>
     api("POST", "/lab-instances", { as, body: { lab_id: labId, course_id: courseId } });
   const activeInstances = (where: string, bind: Record<string, unknown>) =>
@@ -316,11 +343,11 @@ describe("courses", () => {
       });
       if (detached) expect(active).toBe(0);
       else expect(active).toBeGreaterThan(0);
-      await p.sequelize.query("UPDATE lab_instances SET status = 'stopped' WHERE course_id = $course", { bind: { course } });
+      await endInstances("course_id = $course", { course });
     }
   });
 
-  it("detach: an instance started between the active-instance check and the delete keeps the lab attached: 409", async () => {
+  it("detach: an instance started between the active-instance check and the delete keeps the link", async () => {
     const course = await f.course("teacher");
     const lab = await f.approvedLab("teacher");
     await f.attach(course, lab.id);
@@ -338,10 +365,10 @@ describe("courses", () => {
     );
     expect(res.status).toBe(409);
     expect(await f.count("course_labs WHERE course_id = $course AND lab_id = $lab", { course, lab: lab.id })).toBe(1);
-    await p.sequelize.query("UPDATE lab_instances SET status = 'stopped' WHERE course_id = $course", { bind: { course } });
+    await endInstances("course_id = $course", { course });
   });
 
-  it("course and lab deletion storms with starts: never a 500; a deleted course or lab leaves no instance", async () => {
+  it("course and lab deletion storms with starts: never a 500; a deleted course or lab has no instance", async () => {
     const students = ["student", "student2", "student3"];
     for (let round = 0; round < ROUNDS; round++) {
       const course = await f.course("teacher");
@@ -358,10 +385,13 @@ describe("courses", () => {
       );
       expectStatuses(responses, [202, 204, 404, 409]);
       const deleted = responses[N >> 1].status === 204;
-      const instances = await f.count("lab_instances WHERE course_id = $course AND lab_id = $lab", { course, lab: lab.id });
+      const instances = await f.count("lab_instances WHERE course_id = $course AND lab_id = $lab", {
+        course,
+        lab: lab.id,
+      });
       if (deleted) expect(instances).toBe(0);
       else expect(instances).toBeGreaterThan(0);
-      await p.sequelize.query("UPDATE lab_instances SET status = 'stopped' WHERE course_id = $course", { bind: { course } });
+      await endInstances("course_id = $course", { course });
     }
   });
 });
@@ -388,13 +418,14 @@ describe("access requests", () => {
       const responses = await Promise.all(
         Array.from({ length: N }, (_, i) => {
           const action = ["approve", "reject", "cancel"][i % 3];
-          return api("POST", `/access-requests/${id}/${action}`, { as: action === "cancel" ? "student" : i % 2 ? "admin" : "teacher" });
+          const as = action === "cancel" ? "student" : i % 2 ? "admin" : "teacher";
+          return api("POST", `/access-requests/${id}/${action}`, { as });
         }),
       );
       expectStatuses(responses, [200, 409]);
       expect(count(responses, 200)).toBe(1);
       const winner = (responses.find((r) => r.status === 200)!.body as AccessRequest).status;
-      const row = (await p.sequelize.query("SELECT status FROM access_requests WHERE id = $id", { bind: { id } }))[0][0];
+      const row = await requestRow(id);
       expect(row).toEqual({ status: winner });
       expect(await assigned(course, ids.student)).toBe(winner === "approved" ? 1 : 0);
     }
@@ -403,7 +434,8 @@ describe("access requests", () => {
   it("approvals with the course's deletion: never a 500, nothing assigned to a deleted course", async () => {
     for (let round = 0; round < ROUNDS; round++) {
       const course = await f.course("teacher");
-      const requests = [await requestAs(course, "student"), await requestAs(course, "student2"), await requestAs(course, "student3")];
+      const requests: number[] = [];
+      for (const as of ["student", "student2", "student3"]) requests.push(await requestAs(course, as));
       const responses = await Promise.all(
         Array.from({ length: N }, (_, i) =>
           i === N >> 1
@@ -428,7 +460,7 @@ describe("access requests", () => {
       (sql) => sql.query("UPDATE courses SET owner_id = $2 WHERE id = $1", [course, ids.teacher2]),
     );
     expect(res.status).toBe(409);
-    const row = (await p.sequelize.query("SELECT status FROM access_requests WHERE id = $id", { bind: { id } }))[0][0];
+    const row = await requestRow(id);
     expect(row).toEqual({ status: "pending" });
     expect(await assigned(course, ids.student)).toBe(0);
   });
@@ -454,10 +486,11 @@ describe("lab instances", () => {
     }
   });
   beforeEach(async () => {
-    await p.sequelize.query("UPDATE lab_instances SET status = 'stopped' WHERE status IN ('pending', 'running', 'stopping')");
+    await endInstances("true", {});
   });
 
-  const start = (lab: number) => api("POST", "/lab-instances", { as: "student", body: { lab_id: lab, course_id: course } });
+  const start = (lab: number) =>
+    api("POST", "/lab-instances", { as: "student", body: { lab_id: lab, course_id: course } });
   const tasks = (instance: number, name: string) =>
     f.count("task_outbox WHERE lab_instance_id = $instance AND task_name = $name", { instance, name });
 
@@ -473,7 +506,7 @@ describe("lab instances", () => {
       const labIds = (active[0] as { lab_id: number }[]).map((r) => r.lab_id);
       expect(labIds.length).toBe(3);
       expect(new Set(labIds).size).toBe(3);
-      await p.sequelize.query("UPDATE lab_instances SET status = 'stopped' WHERE student_id = $me", { bind: { me: ids.student } });
+      await endInstances("student_id = $me", { me: ids.student });
     }
   });
 
@@ -487,18 +520,26 @@ describe("lab instances", () => {
         task_name: "start_lab",
         lab_instance_id: inst.id,
         status: "SUCCESS",
-        result: { status: "running", k8s_pod_name: `pod-${inst.id}`, connection_url: `https://labs.example.test/i/${inst.id}` },
+        result: {
+          status: "running",
+          k8s_pod_name: `pod-${inst.id}`,
+          connection_url: `https://labs.example.test/i/${inst.id}`,
+        },
       };
       const [answers, results] = await Promise.all([
-        Promise.all(Array.from({ length: N }, (_, i) => api("POST", `/lab-instances/${inst.id}/stop`, { as: i % 2 ? "student" : "admin" }))),
-        Promise.all(Array.from({ length: 3 }, () => p.broker.call("lab-instances.applyTaskResult", result, { meta: { user: systemPrincipal("test") } }))),
+        Promise.all(
+          Array.from({ length: N }, (_, i) =>
+            api("POST", `/lab-instances/${inst.id}/stop`, { as: i % 2 ? "student" : "admin" }),
+          ),
+        ),
+        Promise.all(Array.from({ length: 3 }, () => p.broker.call("lab-instances.applyTaskResult", result, AS_SYSTEM))),
       ]);
       expectStatuses(answers, [202]);
       expect(results.length).toBe(3);
       const row = (await f.count("lab_instances WHERE id = $id AND status = 'stopping'", { id: inst.id })) === 1;
       expect(row).toBe(true);
       expect(await tasks(inst.id, "stop_lab")).toBe(1);
-      await p.sequelize.query("UPDATE lab_instances SET status = 'stopped' WHERE id = $id", { bind: { id: inst.id } });
+      await endInstances("id = $id", { id: inst.id });
     }
   });
 
@@ -507,12 +548,15 @@ describe("lab instances", () => {
       const started = await Promise.all(labs.slice(0, 3).map((lab) => start(lab)));
       const instances = started.map((r) => (r.body as Instance).id);
       await p.sequelize.query(
-        "UPDATE lab_instances SET status = 'running', started_at = now(), expires_at = now() - interval '1 second' WHERE id = ANY($ids)",
+        `UPDATE lab_instances SET status = 'running', started_at = now(), expires_at = now() - interval '1 second'
+          WHERE id = ANY($ids)`,
         { bind: { ids: instances } },
       );
       const responses = await Promise.all([
-        ...Array.from({ length: N }, (_, i) => api("POST", `/lab-instances/${instances[i % 3]}/stop`, { as: "student" })),
-        ...Array.from({ length: 3 }, () => p.broker.call("lab-instances.sweep", {}, { meta: { user: systemPrincipal("test") } })),
+        ...Array.from({ length: N }, (_, i) =>
+          api("POST", `/lab-instances/${instances[i % 3]}/stop`, { as: "student" }),
+        ),
+        ...Array.from({ length: 3 }, () => p.broker.call("lab-instances.sweep", {}, AS_SYSTEM)),
       ]);
       expectStatuses(responses.slice(0, N) as ApiResponse[], [202, 409]);
       for (const id of instances) {
@@ -522,7 +566,7 @@ describe("lab instances", () => {
         expect(await tasks(id, status === "stopping" ? "stop_lab" : "cleanup_lab")).toBe(1);
         expect(await tasks(id, status === "stopping" ? "cleanup_lab" : "stop_lab")).toBe(0);
       }
-      await p.sequelize.query("UPDATE lab_instances SET status = 'stopped' WHERE id = ANY($ids)", { bind: { ids: instances } });
+      await endInstances("id = ANY($ids)", { ids: instances });
     }
   });
 });
