@@ -252,7 +252,9 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
       async handler(ctx: Ctx<IdParams>) {
         const lab = entityOf<LoadedLab>(ctx);
         await this.sequelize().transaction(async (transaction) => {
-          await this.select("SELECT id FROM labs WHERE id = $id FOR UPDATE", { id: lab.id }, transaction);
+          const locked = await this.select("SELECT id FROM labs WHERE id = $id FOR UPDATE", { id: lab.id }, transaction);
+          // Deleted by a concurrent request since the access check loaded it: that one answered 204, this one 404.
+          if (locked.length === 0) throw notFound("Lab");
           const active = await this.selectOne<{ n: string }>(
             `SELECT count(*) AS n FROM lab_instances WHERE lab_id = $id AND status IN ${ACTIVE_STATUSES}`,
             { id: lab.id },

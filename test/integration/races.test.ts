@@ -211,6 +211,15 @@ describe("labs", () => {
     expect([now.status, now.approved_by, now.docker_image]).toEqual(["pending_approval", null, IMAGE_B]);
   });
 
+  it("DELETE storm: one deletion answers 204, the others 404", async () => {
+    for (let round = 0; round < ROUNDS; round++) {
+      const lab = await f.lab("teacher");
+      const responses = await Promise.all(Array.from({ length: N }, () => api("DELETE", `/labs/${lab.id}`, { as: "teacher" })));
+      expectStatuses(responses, [204, 404]);
+      expect(count(responses, 204)).toBe(1);
+    }
+  });
+
   it("approve/reject storm: exactly one decision wins, the others are 409", async () => {
     for (let round = 0; round < ROUNDS; round++) {
       const lab = (await f.lab("teacher")) as unknown as Lab;
@@ -267,6 +276,15 @@ describe("courses", () => {
     );
     expect(res.status).toBe(409);
     expect(await courseRow(id)).toMatchObject({ name: "Before", owner_id: ids.teacher2 });
+  });
+
+  it("DELETE storm: one deletion answers 204, the others 404", async () => {
+    for (let round = 0; round < ROUNDS; round++) {
+      const id = await f.course("teacher");
+      const responses = await Promise.all(Array.from({ length: N }, () => api("DELETE", `/courses/${id}`, { as: "teacher" })));
+      expectStatuses(responses, [204, 404]);
+      expect(count(responses, 204)).toBe(1);
+    }
   });
 
   it("assign storm with a deletion: overlapping assignments in any order and a DELETE never answer 500", async () => {
