@@ -301,6 +301,19 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
       const actor = p.kind === "user" ? p.id : null;
 
       const outcome = await this.sequelize().transaction(async (transaction) => {
+        // The course first, as every writer of a course's rows locks it (deletion, assignment, starts): taken
+        // after the request row, approval's insert waited for a course deletion that waited for this request
+        // row (its cascade), a deadlock answered 500. FOR SHARE also holds the owner the access check decided
+        // from: a teacher whose course changed hands meanwhile decides nothing (409).
+        const course = await this.selectOne<{ owner_id: number }>(
+          "SELECT owner_id FROM courses WHERE id = $course FOR SHARE",
+          { course: request.course_id },
+          transaction,
+        );
+        if (!course) throw notFound("Access request");
+        if (action !== "cancel" && course.owner_id !== request.course_owner_id) {
+          throw conflict("The course changed owner meanwhile; reload the request and try again");
+        }
         const updated = await this.select<{ id: number; course_id: number; student_id: number }>(
           `UPDATE access_requests
               SET status = $status, decided_by = $actor, decided_at = now(), decision_reason = $reason

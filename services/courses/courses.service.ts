@@ -2,6 +2,7 @@
  * Courses: a teacher's course, its students (course_students) and the labs attached to it (course_labs).
  */
 import type { Context, Service, ServiceSchema } from "moleculer";
+import type { Transaction } from "sequelize";
 import { AccessMixin, entityOf, principalOf } from "../../mixins/access.mixin";
 import { DbMixin, listParams, parseListOrThrow, type CachedTable, type DbMethods } from "../../mixins/db.mixin";
 import { decideCourse, decideLab, type Decision } from "../access/access.rules";
@@ -42,8 +43,10 @@ export interface LoadedCourse extends CourseRow {
 type Ctx<P = Record<string, unknown>> = Context<P, RequestMeta>;
 type CoursesMethods = {
   checkOwner(ownerId: number): Promise<void>;
-  activeInstanceCount(where: string, bind: Record<string, unknown>): Promise<number>;
+  activeInstanceCount(where: string, bind: Record<string, unknown>, transaction?: Transaction): Promise<number>;
   courseChanged(table: CachedTable, event: string, payload: Record<string, unknown>): Promise<void>;
+  lockCourse(course: LoadedCourse, transaction: Transaction): Promise<void>;
+  lostRace(course: LoadedCourse, transaction?: Transaction): Promise<void>;
 };
 type CoursesThis = Service & DbMethods & CoursesMethods & { model: CourseModel };
 
@@ -158,11 +161,21 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           await this.checkOwner(ctx.params.owner_id);
           ownerId = ctx.params.owner_id;
         }
-        // One statement: the row as stored (defaults and timestamps included).
+        // One statement: the row as stored (defaults and timestamps included). An admin's chosen owner must still
+        // be a teacher when the row is written, not only when checkOwner looked (a role change in between: 422).
+        const ownerStillTeacher =
+          p.kind === "user" && p.role === "teacher"
+            ? ""
+            : " WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = $owner AND u.role = 'teacher')";
         const [created] = await this.select<CourseRow>(
-          `INSERT INTO courses (name, description, owner_id) VALUES ($name, $description, $owner) RETURNING ${COURSE_COLUMNS}`,
+          `INSERT INTO courses (name, description, owner_id) SELECT $name, $description, $owner${ownerStillTeacher}
+           RETURNING ${COURSE_COLUMNS}`,
           { name: ctx.params.name, description: ctx.params.description ?? "", owner: ownerId },
         );
+        if (!created) {
+          await this.checkOwner(ownerId);
+          throw conflict("The owner changed meanwhile; try again");
+        }
         await this.courseChanged("courses", "courses.changed", { course_id: created.id });
         ctx.meta.$statusCode = 201;
         ctx.meta.$location = `/api/v1/courses/${created.id}`;
@@ -198,11 +211,23 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           changes.owner_id = ctx.params.owner_id;
         }
         if (Object.keys(changes).length === 0) return publicCourse(course);
+        // Conditional on the owner the access check and the owner rule decided from, and (on a hand-over) on the
+        // new owner still being a teacher: a concurrent hand-over or role change makes this a 409/422, not a write.
+        const newOwnerIsTeacher =
+          changes.owner_id === undefined
+            ? ""
+            : " AND EXISTS (SELECT 1 FROM users u WHERE u.id = $owner_id AND u.role = 'teacher')";
         const rows = await this.select<CourseRow>(
           `UPDATE courses SET ${Object.keys(changes).map((k) => `${k} = $${k}`).join(", ")}, updated_at = now()
-            WHERE id = $id RETURNING ${COURSE_COLUMNS}`,
-          { ...changes, id: course.id },
+            WHERE id = $id AND owner_id = $seen_owner${newOwnerIsTeacher} RETURNING ${COURSE_COLUMNS}`,
+          { ...changes, id: course.id, seen_owner: course.owner_id },
         );
+        if (rows.length === 0) {
+          await this.lostRace(course);
+          // Same course, same owner: the new owner stopped being a teacher meanwhile.
+          if (changes.owner_id !== undefined) await this.checkOwner(changes.owner_id);
+          throw conflict("The course changed meanwhile; reload it and try again");
+        }
         await this.courseChanged("courses", changes.owner_id !== undefined ? "courses.owner-changed" : "courses.changed", {
           course_id: course.id,
           owner_id: rows[0].owner_id,
@@ -220,7 +245,15 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         const course = entityOf<LoadedCourse>(ctx);
         await this.sequelize().transaction(async (transaction) => {
           // Lock the course so no instance starts in it while we check and delete.
-          await this.select("SELECT id FROM courses WHERE id = $id FOR UPDATE", { id: course.id }, transaction);
+          const locked = await this.select(
+            "SELECT id FROM courses WHERE id = $id AND owner_id = $seen_owner FOR UPDATE",
+            { id: course.id, seen_owner: course.owner_id },
+            transaction,
+          );
+          if (locked.length === 0) {
+            await this.lostRace(course, transaction);
+            throw conflict("The course changed meanwhile; reload it and try again");
+          }
           const active = await this.selectOne<{ n: string }>(
             `SELECT count(*) AS n FROM lab_instances WHERE course_id = $id AND status IN ${ACTIVE_STATUSES}`,
             { id: course.id },
@@ -271,19 +304,31 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
       async handler(ctx: Ctx<AssignParams>) {
         const course = entityOf<LoadedCourse>(ctx);
         const ids = ctx.params.student_ids;
-        const students = await this.select<{ id: number }>("SELECT id FROM users WHERE id = ANY($ids) AND role = 'student'", { ids });
-        const found = new Set(students.map((s) => s.id));
-        const missing = ids.filter((id) => !found.has(id));
-        if (missing.length > 0) {
-          throw validationError(
-            missing.map((id) => ({ loc: ["body", "student_ids", ids.indexOf(id)], msg: `User ${id} is not a student`, type: "value_error" })),
+        // One transaction under locks: the course (with the owner the access check saw) cannot go or change hands,
+        // and the students cannot stop being students, between the checks and the insert. Without them, a course
+        // deleted meanwhile made the insert's foreign key answer 500.
+        const added = await this.sequelize().transaction(async (transaction) => {
+          await this.lockCourse(course, transaction);
+          const students = await this.select<{ id: number }>(
+            "SELECT id FROM users WHERE id = ANY($ids) AND role = 'student' ORDER BY id FOR SHARE",
+            { ids },
+            transaction,
           );
-        }
-        const added = await this.select<{ student_id: number }>(
-          `INSERT INTO course_students (course_id, student_id)
-           SELECT $course, unnest($ids::int[]) ON CONFLICT DO NOTHING RETURNING student_id`,
-          { course: course.id, ids },
-        );
+          const found = new Set(students.map((s) => s.id));
+          const missing = ids.filter((id) => !found.has(id));
+          if (missing.length > 0) {
+            throw validationError(
+              missing.map((id) => ({ loc: ["body", "student_ids", ids.indexOf(id)], msg: `User ${id} is not a student`, type: "value_error" })),
+            );
+          }
+          // In id order: two overlapping assignments then wait for each other instead of deadlocking.
+          return this.select<{ student_id: number }>(
+            `INSERT INTO course_students (course_id, student_id)
+             SELECT $course, unnest($ids::int[]) ON CONFLICT DO NOTHING RETURNING student_id`,
+            { course: course.id, ids: [...ids].sort((a, b) => a - b) },
+            transaction,
+          );
+        });
         const addedIds = added.map((r) => r.student_id).sort((a, b) => a - b);
         // Caches first: a listener reacting to the event must not read a stale answer.
         if (addedIds.length > 0) await this.tablesChanged("course_students");
@@ -300,11 +345,17 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
       params: { id: ID_PARAM, student_id: ID_PARAM },
       async handler(ctx: Ctx<StudentParams>) {
         const course = entityOf<LoadedCourse>(ctx);
+        // Conditional on the owner the access check saw (one statement, so no lock is needed).
         const removed = await this.select<{ student_id: number }>(
-          "DELETE FROM course_students WHERE course_id = $course AND student_id = $student RETURNING student_id",
-          { course: course.id, student: ctx.params.student_id },
+          `DELETE FROM course_students WHERE course_id = $course AND student_id = $student
+              AND EXISTS (SELECT 1 FROM courses c WHERE c.id = $course AND c.owner_id = $seen_owner)
+           RETURNING student_id`,
+          { course: course.id, student: ctx.params.student_id, seen_owner: course.owner_id },
         );
-        if (removed.length === 0) throw notFound("Student in this course");
+        if (removed.length === 0) {
+          await this.lostRace(course);
+          throw notFound("Student in this course");
+        }
         // lab-instances listens and stops the student's instances in this course.
         await this.courseChanged("course_students", "courses.student-removed", { course_id: course.id, student_id: ctx.params.student_id });
         ctx.meta.$statusCode = 204;
@@ -342,19 +393,27 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
       params: { id: ID_PARAM, lab_id: BODY_ID_PARAM },
       async handler(ctx: Ctx<LabParams>) {
         const course = entityOf<LoadedCourse>(ctx);
-        const lab = await this.selectOne<{ id: number; created_by: number; status: string }>(
-          "SELECT id, created_by, status FROM labs WHERE id = $id",
-          { id: ctx.params.lab_id },
-        );
         const p = principalOf(ctx) as Principal;
-        // A teacher attaches labs they can see: their own or approved ones (the catalogue).
-        if (!lab || (p.kind === "user" && decideLab(p, { ...lab, callerReachesViaCourse: false }, "view") !== "allow")) {
-          throw notFound("Lab");
-        }
-        const inserted = await this.select<{ lab_id: number }>(
-          "INSERT INTO course_labs (course_id, lab_id) VALUES ($course, $lab) ON CONFLICT DO NOTHING RETURNING lab_id",
-          { course: course.id, lab: lab.id },
-        );
+        // Decided and written under locks (course, then lab: the order every writer here takes them): the lab
+        // cannot leave the catalogue or be deleted, nor the course change hands or go, between check and insert.
+        const { lab, inserted } = await this.sequelize().transaction(async (transaction) => {
+          await this.lockCourse(course, transaction);
+          const found = await this.selectOne<{ id: number; created_by: number; status: string }>(
+            "SELECT id, created_by, status FROM labs WHERE id = $id FOR SHARE",
+            { id: ctx.params.lab_id },
+            transaction,
+          );
+          // A teacher attaches labs they can see: their own or approved ones (the catalogue).
+          if (!found || (p.kind === "user" && decideLab(p, { ...found, callerReachesViaCourse: false }, "view") !== "allow")) {
+            throw notFound("Lab");
+          }
+          const rows = await this.select<{ lab_id: number }>(
+            "INSERT INTO course_labs (course_id, lab_id) VALUES ($course, $lab) ON CONFLICT DO NOTHING RETURNING lab_id",
+            { course: course.id, lab: found.id },
+            transaction,
+          );
+          return { lab: found, inserted: rows };
+        });
         if (inserted.length > 0) {
           await this.courseChanged("course_labs", "courses.lab-attached", { course_id: course.id, lab_id: lab.id });
           ctx.meta.$statusCode = 201;
@@ -371,13 +430,25 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
       params: { id: ID_PARAM, lab_id: ID_PARAM },
       async handler(ctx: Ctx<LabParams>) {
         const course = entityOf<LoadedCourse>(ctx);
-        const active = await this.activeInstanceCount("course_id = $course AND lab_id = $lab", { course: course.id, lab: ctx.params.lab_id });
-        if (active > 0) throw conflict(`Lab has ${active} active instance(s) in this course; stop them before detaching it`);
-        const removed = await this.select<{ lab_id: number }>(
-          "DELETE FROM course_labs WHERE course_id = $course AND lab_id = $lab RETURNING lab_id",
-          { course: course.id, lab: ctx.params.lab_id },
-        );
-        if (removed.length === 0) throw notFound("Lab in this course");
+        await this.sequelize().transaction(async (transaction) => {
+          await this.lockCourse(course, transaction);
+          // Delete first, count after: the delete waits for every start holding this link (FOR SHARE), so the
+          // count sees each instance they made, and a start after it finds no link. A refusal rolls it back.
+          const removed = await this.select<{ lab_id: number }>(
+            "DELETE FROM course_labs WHERE course_id = $course AND lab_id = $lab RETURNING lab_id",
+            { course: course.id, lab: ctx.params.lab_id },
+            transaction,
+          );
+          if (removed.length === 0) throw notFound("Lab in this course");
+          const active = await this.activeInstanceCount(
+            "course_id = $course AND lab_id = $lab",
+            { course: course.id, lab: ctx.params.lab_id },
+            transaction,
+          );
+          if (active > 0) {
+            throw conflict(`Lab has ${active} active instance(s) in this course; stop them before detaching it`);
+          }
+        });
         await this.courseChanged("course_labs", "courses.lab-detached", { course_id: course.id, lab_id: ctx.params.lab_id });
         ctx.meta.$statusCode = 204;
         return null;
@@ -396,12 +467,45 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         throw validationError([{ loc: ["body", "owner_id"], msg: "owner_id must be the id of a teacher", type: "value_error" }]);
       }
     },
-    async activeInstanceCount(where: string, bind: Record<string, unknown>): Promise<number> {
+    async activeInstanceCount(
+      where: string,
+      bind: Record<string, unknown>,
+      transaction?: Transaction,
+    ): Promise<number> {
       const row = await this.selectOne<{ n: string }>(
         `SELECT count(*) AS n FROM lab_instances WHERE ${where} AND status IN ${ACTIVE_STATUSES}`,
         bind,
+        transaction,
       );
       return Number(row?.n ?? 0);
+    },
+    /**
+     * FOR SHARE on the course as the access check saw it (same owner): it cannot be deleted or handed over
+     * until `transaction` ends. Throws as lostRace when it already was.
+     */
+    async lockCourse(course: LoadedCourse, transaction: Transaction): Promise<void> {
+      const rows = await this.select(
+        "SELECT id FROM courses WHERE id = $id AND owner_id = $seen_owner FOR SHARE",
+        { id: course.id, seen_owner: course.owner_id },
+        transaction,
+      );
+      if (rows.length === 0) await this.lostRace(course, transaction);
+      if (rows.length === 0) throw conflict("The course changed meanwhile; reload it and try again");
+    },
+    /**
+     * After a write conditional on the course as loaded matched nothing: 404 when the course is gone, 409 when
+     * it changed hands (the caller's right to write was decided from the old owner). Returns when neither.
+     */
+    async lostRace(course: LoadedCourse, transaction?: Transaction): Promise<void> {
+      const now = await this.selectOne<{ owner_id: number }>(
+        "SELECT owner_id FROM courses WHERE id = $id",
+        { id: course.id },
+        transaction,
+      );
+      if (!now) throw notFound("Course");
+      if (now.owner_id !== course.owner_id) {
+        throw conflict("The course changed owner meanwhile; reload it and try again");
+      }
     },
     /**
      * After a committed write to `table`: drops every cached answer that reads it (course answers, permission

@@ -215,22 +215,40 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
             // One start of this student at a time, on every node: the "already active" and cap checks below
             // then see every instance committed before, so they are race-free (the unique index stays the backstop).
             await this.select("SELECT id FROM users WHERE id = $me FOR UPDATE", { me: me.id }, transaction);
-            // FOR SHARE: removing the student from the course waits for this start, so its stop of the
-            // student's instances sees this one.
-            const assigned = await this.select(
-              "SELECT 1 AS ok FROM course_students WHERE course_id = $course AND student_id = $me FOR SHARE",
-              { course: courseId, me: me.id },
+            // Course, then lab, then their links: the order in which deleting a course or a lab, attaching and
+            // detaching take them. Locked after the links (as before), the insert's foreign keys waited for a
+            // deletion that waited for this start's link locks: a deadlock, answered 500 on one side.
+            // KEY SHARE on the course: its deletion waits for this start (edits of its name do not);
+            // SHARE on the lab: an edit sending it back to review waits too, so "approved" holds until commit.
+            const course = await this.select(
+              "SELECT id FROM courses WHERE id = $course FOR KEY SHARE",
+              { course: courseId },
               transaction,
             );
-            if (assigned.length === 0) throw notFound("Course");
             const lab = await this.selectOne<{ status: string }>(
-              `SELECT l.status FROM course_labs cl JOIN labs l ON l.id = cl.lab_id
-                WHERE cl.course_id = $course AND cl.lab_id = $lab FOR SHARE OF cl`,
+              "SELECT status FROM labs WHERE id = $lab FOR SHARE",
+              { lab: labId },
+              transaction,
+            );
+            // FOR SHARE: removing the student from the course waits for this start, so its stop of the
+            // student's instances sees this one.
+            const assigned =
+              course.length === 0
+                ? []
+                : await this.select(
+                    "SELECT 1 AS ok FROM course_students WHERE course_id = $course AND student_id = $me FOR SHARE",
+                    { course: courseId, me: me.id },
+                    transaction,
+                  );
+            if (assigned.length === 0) throw notFound("Course");
+            // FOR SHARE: detaching the lab waits for this start, then counts its instance.
+            const attached = await this.select(
+              "SELECT 1 AS ok FROM course_labs WHERE course_id = $course AND lab_id = $lab FOR SHARE",
               { course: courseId, lab: labId },
               transaction,
             );
             // Not attached to this course: the student may not learn whether such a lab exists.
-            if (!lab) throw notFound("Lab");
+            if (!lab || attached.length === 0) throw notFound("Lab");
             if (lab.status !== "approved") {
               throw conflict(`Lab ${labId} is not approved (status: ${lab.status}); it can be started once an administrator approves it`);
             }

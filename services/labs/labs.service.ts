@@ -6,7 +6,7 @@ import type { Context, ServiceSchema } from "moleculer";
 import { AccessMixin, entityOf, principalOf } from "../../mixins/access.mixin";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../mixins/db.mixin";
 import { decideLab, type Decision, type Need } from "../access/access.rules";
-import { conflict, forbidden, validationError, type ValidationProblem } from "../shared/errors";
+import { conflict, forbidden, notFound, validationError, type ValidationProblem } from "../shared/errors";
 import type { Principal, RequestMeta, UserPrincipal } from "../shared/principal";
 import { defineLabModel, type LabModel, type LabRow } from "./labs.model";
 import {
@@ -18,6 +18,7 @@ import {
   statusAfterEdit,
   transitionPatch,
   type LabAction,
+  type LabApprovalState,
   type LabChanges,
   type LabResources,
 } from "./labs.rules";
@@ -49,6 +50,7 @@ type LabsMethods = {
   validateBody(body: LabBody, partial: boolean): { changes: LabChanges; problems: ValidationProblem[] };
   transition(ctx: Ctx<IdParams>, action: LabAction, reason?: string): Promise<LabRow>;
   labChanged(lab: LabRow): Promise<void>;
+  lostRace(id: number): Promise<never>;
 };
 
 const NAME = { type: "string", trim: true, min: 1, max: 200 } as const;
@@ -74,6 +76,24 @@ const PARTIAL_BODY_PARAMS = {
 export const LAB_COLUMNS =
   "id, name, description, docker_image, resources, network_isolated, max_lifetime_s, status, rejection_reason, created_by, approved_by, created_at, updated_at";
 const ACTIVE_STATUSES = "('pending','running','stopping')";
+
+/**
+ * The lab still has the approval facts it was read with (status, approver and what runs). Every write that
+ * decided from them carries this; resources compare as jsonb (by value, not key order).
+ */
+const UNCHANGED_APPROVAL = `status = $seen_status AND approved_by IS NOT DISTINCT FROM $seen_approved_by
+  AND docker_image = $seen_docker_image AND resources = $seen_resources::jsonb
+  AND network_isolated = $seen_network_isolated`;
+
+function seenApproval(lab: LabApprovalState): Record<string, unknown> {
+  return {
+    seen_status: lab.status,
+    seen_approved_by: lab.approved_by,
+    seen_docker_image: lab.docker_image,
+    seen_resources: JSON.stringify(lab.resources),
+    seen_network_isolated: lab.network_isolated,
+  };
+}
 
 /** The lab named by `id`, with the one fact the rules need about the caller, in one query. */
 async function loadLab(this: unknown, ctx: Ctx): Promise<LoadedLab | null> {
@@ -209,11 +229,14 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
         const set: Record<string, unknown> = { ...changes, status: outcome.status, approved_by: outcome.approved_by };
         if (changes.resources) set.resources = JSON.stringify(changes.resources);
         const columns = Object.keys(set).filter((k) => set[k] !== undefined);
-        const [row] = await this.select<LabRow>(
+        // Conditional on every fact statusAfterEdit decided from: a concurrent image change (or approval) makes
+        // this write a 409 instead of carrying a stale "approved" over an image nobody reviewed.
+        const rows = await this.select<LabRow>(
           `UPDATE labs SET ${columns.map((c) => (c === "resources" ? "resources = $resources::jsonb" : `${c} = $${c}`)).join(", ")}
-            WHERE id = $id RETURNING ${LAB_COLUMNS}`,
-          { ...Object.fromEntries(columns.map((c) => [c, set[c]])), id: lab.id },
+            WHERE id = $id AND ${UNCHANGED_APPROVAL} RETURNING ${LAB_COLUMNS}`,
+          { ...Object.fromEntries(columns.map((c) => [c, set[c]])), id: lab.id, ...seenApproval(lab) },
         );
+        const row = rows[0] ?? (await this.lostRace(lab.id));
         if (outcome.reapproval_required) {
           this.logger.info(`Lab ${lab.id} changed ${outcome.changed.join(", ")}: back to pending_approval`);
         }
@@ -229,7 +252,9 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
       async handler(ctx: Ctx<IdParams>) {
         const lab = entityOf<LoadedLab>(ctx);
         await this.sequelize().transaction(async (transaction) => {
-          await this.select("SELECT id FROM labs WHERE id = $id FOR UPDATE", { id: lab.id }, transaction);
+          const locked = await this.select("SELECT id FROM labs WHERE id = $id FOR UPDATE", { id: lab.id }, transaction);
+          // Deleted by a concurrent request since the access check loaded it: that one answered 204, this one 404.
+          if (locked.length === 0) throw notFound("Lab");
           const active = await this.selectOne<{ n: string }>(
             `SELECT count(*) AS n FROM lab_instances WHERE lab_id = $id AND status IN ${ACTIVE_STATUSES}`,
             { id: lab.id },
@@ -309,14 +334,29 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
       // An operator approving from the REPL is not a user: no approver id to record.
       if (p.kind === "system") patch.approved_by = null;
       // Conditional on the status we decided from: a concurrent transition makes this one a 409, not a lost update.
+      // Conditional on the lab as loaded, not only its status: an approval is of the image and resources the
+      // admin's request read; an edit of a pending lab landing in between makes it a 409, not an approval of it.
       const rows = await this.select<LabRow>(
         `UPDATE labs SET status = $status, approved_by = $approved_by, rejection_reason = $reason
-          WHERE id = $id AND status = $from RETURNING ${LAB_COLUMNS}`,
-        { status: patch.status, approved_by: patch.approved_by, reason: patch.rejection_reason, id: lab.id, from: lab.status },
+          WHERE id = $id AND ${UNCHANGED_APPROVAL} RETURNING ${LAB_COLUMNS}`,
+        {
+          status: patch.status,
+          approved_by: patch.approved_by,
+          reason: patch.rejection_reason,
+          id: lab.id,
+          ...seenApproval(lab),
+        },
       );
-      if (rows.length === 0) throw conflict("The lab changed meanwhile; reload it and try again");
-      await this.labChanged(rows[0]);
-      return rows[0];
+      const row = rows[0] ?? (await this.lostRace(lab.id));
+      await this.labChanged(row);
+      return row;
+    },
+
+    /** After a conditional write matched no row: 404 if the lab went, else 409 (it changed since it was read). */
+    async lostRace(id: number): Promise<never> {
+      const still = await this.selectOne<{ id: number }>("SELECT id FROM labs WHERE id = $id", { id });
+      if (!still) throw notFound("Lab");
+      throw conflict("The lab changed meanwhile; reload it and try again");
     },
 
     /**
