@@ -213,6 +213,36 @@ describe("forged and tampered tokens are rejected with 401", () => {
     expect(err.message).toBe("Token not yet valid");
   });
 
+  it("issued in the future (iat beyond the 30 s clock tolerance)", async () => {
+    const err = await expectUnauthorized(await signWithProviderKey(validClaims({ iat: now() + 300 })));
+    expect(err.message).toBe("Token issued in the future");
+    // Within the tolerance (a clock a few seconds ahead) it still passes.
+    await expect(verifier.verify(await signWithProviderKey(validClaims({ iat: now() + 5 })))).resolves.toBeDefined();
+  });
+
+  it("nbf within the clock tolerance passes; iat, nbf and exp that are not numbers are refused", async () => {
+    await expect(verifier.verify(await signWithProviderKey(validClaims({ nbf: now() + 5 })))).resolves.toBeDefined();
+    const notNumbers: JWTPayload[] = [
+      { iat: String(now()) as unknown as number },
+      { nbf: String(now() - 60) as unknown as number },
+      { exp: String(now() + 600) as unknown as number },
+    ];
+    for (const over of notNumbers) await expectUnauthorized(await signWithProviderKey(validClaims(over)));
+  });
+
+  it("an algorithm outside the allow-list is refused even when the provider's own key verifies it", async () => {
+    const jwk = idp.privateJwks().keys[0];
+    if (!jwk) throw new Error("provider has no key");
+    // PS256 uses the same RSA key: the signature is genuine, only the algorithm is not allowed.
+    const ps256 = await new SignJWT(validClaims())
+      .setProtectedHeader({ alg: "PS256", kid: jwk.kid })
+      .sign(await importJWK(jwk, "PS256"));
+    await expectUnauthorized(ps256);
+    await expectUnauthorized(ps256, verifierFor({ algorithms: ["ES256"] }));
+    // And a verifier allowing only ES256 refuses the provider's genuine RS256 tokens.
+    await expectUnauthorized(await signWithProviderKey(validClaims()), verifierFor({ algorithms: ["ES256"] }));
+  });
+
   it("without exp", async () => {
     const claims = validClaims();
     delete claims.exp;
