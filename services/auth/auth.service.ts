@@ -121,7 +121,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
       async handler(ctx: Ctx<TokenParams>): Promise<UserPrincipal> {
         const payload = await this.verifier.verify(ctx.params.token);
         const { config } = platformOf(this.broker);
-        const identity = claimsToIdentity(payload, config.oidc.rolesClaim);
+        const identity = claimsToIdentity(payload, config.oidc.rolesClaim, config.oidc.allowedOrgs);
         if (!identity.role) throw forbidden("Your account has no AutoLabs role; ask an administrator to grant one");
         return this.upsertUser({ ...identity, role: identity.role });
       },
@@ -234,7 +234,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
         }
         let identity: ClaimsIdentity;
         try {
-          identity = claimsToIdentity(merged, rolesClaim);
+          identity = claimsToIdentity(merged, rolesClaim, config.oidc.allowedOrgs);
         } catch {
           throw badRequest("Login failed: the ID token names no valid subject");
         }

@@ -100,7 +100,7 @@ describe("real tokens from the embedded IdP", () => {
       name: "Demo Teacher",
       [ROLES_CLAIM]: { teacher: { "300000000000000001": "autolabs.local" } },
     });
-    expect(claimsToIdentity(payload, ROLES_CLAIM)).toEqual({
+    expect(claimsToIdentity(payload, ROLES_CLAIM, [])).toEqual({
       externalId: TEACHER_SUB,
       email: "teacher@autolabs.local",
       name: "Demo Teacher",
@@ -114,7 +114,7 @@ describe("real tokens from the embedded IdP", () => {
     ["student2", "student"],
   ])("account %s maps to role %s with its own sub", async (account, role) => {
     const { accessToken } = await idp.getToken(account);
-    const identity = claimsToIdentity(await verifier.verify(accessToken), ROLES_CLAIM);
+    const identity = claimsToIdentity(await verifier.verify(accessToken), ROLES_CLAIM, []);
     expect(identity.role).toBe(role);
     expect(identity.email).toBe(`${account}@autolabs.local`);
     expect(identity.externalId).not.toBe(TEACHER_SUB);
@@ -140,7 +140,7 @@ describe("real tokens from the embedded IdP", () => {
       clientSecret: DEV_CLIENT_SECRET,
       redirectUri: "http://localhost:8000/api/v1/auth/callback",
     });
-    expect(claimsToIdentity(await verifier.verify(tokens.accessToken), ROLES_CLAIM).role).toBe("admin");
+    expect(claimsToIdentity(await verifier.verify(tokens.accessToken), ROLES_CLAIM, []).role).toBe("admin");
     expect(decodeJwt(tokens.idToken).aud).toBe("autolabs-backend");
     await expect(
       runCodeFlow({
