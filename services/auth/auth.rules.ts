@@ -104,3 +104,30 @@ export function claimsToIdentity(payload: unknown, rolesClaim: string, allowedOr
     role: roleFromClaim(payload[rolesClaim], allowedOrgs),
   };
 }
+
+/** What the users table holds of an identity. */
+export interface StoredIdentity {
+  email: string | null;
+  name: string | null;
+  role: Role;
+}
+
+/**
+ * The users row after a sign-in: the role always from the token (synced at every login), email and name
+ * from the token when it carries them. An absent (or unusable) email or name keeps the stored one: Zitadel
+ * access tokens leave both out unless the app asserts user info into them, and such a token says nothing
+ * about them, certainly not that they were erased. `changed`: a new row, or a value that differs (cached
+ * copies of the row must then be dropped).
+ */
+export function identityToStore(
+  stored: StoredIdentity | null,
+  claims: { email: string | null; name: string | null; role: Role },
+): { next: StoredIdentity; changed: boolean } {
+  const next: StoredIdentity = {
+    email: claims.email ?? stored?.email ?? null,
+    name: claims.name ?? stored?.name ?? null,
+    role: claims.role,
+  };
+  const changed = stored === null || stored.email !== next.email || stored.name !== next.name || stored.role !== next.role;
+  return { next, changed };
+}

@@ -1,4 +1,4 @@
-import { claimsToIdentity, InvalidClaimsError, roleFromClaim } from "../../services/auth/auth.rules";
+import { claimsToIdentity, identityToStore, InvalidClaimsError, roleFromClaim } from "../../services/auth/auth.rules";
 
 const ROLES_CLAIM = "urn:zitadel:iam:org:project:roles";
 const org = (id = "300000000000000001", domain = "autolabs.local") => ({ [id]: domain });
@@ -156,5 +156,38 @@ describe("claimsToIdentity", () => {
     const id = claimsToIdentity({ sub: "s", email: " a@b.c ", name: "  Ada  " }, ROLES_CLAIM, ANY_ORG);
     expect(id.email).toBe("a@b.c");
     expect(id.name).toBe("Ada");
+  });
+});
+
+describe("identityToStore", () => {
+  const stored = { email: "ada@example.org", name: "Ada", role: "student" as const };
+
+  it("a new user is stored as the token says, and is a change", () => {
+    expect(identityToStore(null, { email: null, name: "Ada", role: "teacher" })).toEqual({
+      next: { email: null, name: "Ada", role: "teacher" },
+      changed: true,
+    });
+  });
+
+  it("absent email and name keep the stored ones (a Zitadel access token carries neither)", () => {
+    expect(identityToStore(stored, { email: null, name: null, role: "student" })).toEqual({ next: stored, changed: false });
+    expect(identityToStore(stored, { email: null, name: "Ada L.", role: "student" })).toEqual({
+      next: { ...stored, name: "Ada L." },
+      changed: true,
+    });
+  });
+
+  it("the role always comes from the token; any difference is a change", () => {
+    expect(identityToStore(stored, { email: null, name: null, role: "teacher" })).toEqual({
+      next: { ...stored, role: "teacher" },
+      changed: true,
+    });
+    expect(identityToStore(stored, { email: "new@example.org", name: "Ada", role: "student" }).changed).toBe(true);
+    expect(identityToStore(stored, { ...stored }).changed).toBe(false);
+  });
+
+  it("with nothing stored and nothing in the token, email and name stay null", () => {
+    const row = { email: null, name: null, role: "admin" as const };
+    expect(identityToStore(row, { email: null, name: null, role: "admin" })).toEqual({ next: row, changed: false });
   });
 });
