@@ -55,8 +55,8 @@ export function nextRequestStatus(current: AccessRequestStatus, action: AccessRe
 /** What the rules need to know about a stored request. */
 export interface AccessRequestFacts {
   student_id: number;
-  /** Owner of the course the request is for. */
-  course_owner_id: number;
+  /** Owner of the course the request is for; null: no such course (or not shown to this caller). */
+  course_owner_id: number | null;
 }
 
 /** view: read it; decide: approve or reject; cancel: withdraw it. */
