@@ -24,6 +24,7 @@ import { PERMISSION_RULES, decidePermission, type PermissionAnswer, type Permiss
 import {
   ACCESS_REQUEST_LIST_SPEC,
   DECISION_REASON_MAX,
+  MAX_PENDING_REQUESTS_PER_STUDENT,
   REQUEST_MESSAGE_MAX,
   decideAccessRequest,
   nextRequestStatus,
@@ -208,31 +209,45 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
         // Any course id may be asked for, existing or not, and the answer is the same (201, the request's own
         // fields): a student learns nothing about a course they cannot see, not even that it exists. Students
         // learn ids from their teacher; a request for an id that names no course just stays pending.
-        const facts = await this.selectOne<{ assigned: boolean; pending_id: number | null }>(
-          `SELECT EXISTS (SELECT 1 FROM course_students cs
-                           WHERE cs.course_id = $course AND cs.student_id = $me) AS assigned,
-                  (SELECT ar.id FROM access_requests ar
-                    WHERE ar.course_id = $course AND ar.student_id = $me AND ar.status = 'pending') AS pending_id`,
-          { course: courseId, me: p.id },
-        );
-        // Assigned: the student sees this course already, so saying so reveals nothing.
-        if (facts?.assigned) throw conflict("You are already assigned to this course", { course_id: courseId });
-        if (facts?.pending_id != null) {
-          throw conflict(`You already have a pending request for this course (request ${facts.pending_id})`, {
-            request_id: facts.pending_id,
-          });
-        }
-
         let id: number;
         try {
-          const [row] = await this.select<{ id: number }>(
-            `INSERT INTO access_requests (student_id, course_id, message, status)
-             VALUES ($me, $course, $message, 'pending') RETURNING id`,
-            { me: p.id, course: courseId, message: message.value },
-          );
-          id = row.id;
+          id = await this.sequelize().transaction(async (transaction) => {
+            // One request of this student at a time: the checks below then see every request committed
+            // before, so the cap holds race-free (and the partial unique index stays the duplicate backstop).
+            await this.select("SELECT id FROM users WHERE id = $me FOR UPDATE", { me: p.id }, transaction);
+            const facts = await this.selectOne<{ assigned: boolean; pending_id: number | null; pending: number }>(
+              `SELECT EXISTS (SELECT 1 FROM course_students cs
+                               WHERE cs.course_id = $course AND cs.student_id = $me) AS assigned,
+                      (SELECT ar.id FROM access_requests ar
+                        WHERE ar.course_id = $course AND ar.student_id = $me AND ar.status = 'pending') AS pending_id,
+                      (SELECT count(*)::int FROM access_requests ar
+                        WHERE ar.student_id = $me AND ar.status = 'pending') AS pending`,
+              { course: courseId, me: p.id },
+              transaction,
+            );
+            // Assigned: the student sees this course already, so saying so reveals nothing.
+            if (facts?.assigned) throw conflict("You are already assigned to this course", { course_id: courseId });
+            if (facts?.pending_id != null) {
+              throw conflict(`You already have a pending request for this course (request ${facts.pending_id})`, {
+                request_id: facts.pending_id,
+              });
+            }
+            // Requests for ids that name no course are recorded too, so the pending ones are capped.
+            if ((facts?.pending ?? 0) >= MAX_PENDING_REQUESTS_PER_STUDENT) {
+              throw conflict(
+                `You have ${MAX_PENDING_REQUESTS_PER_STUDENT} pending access requests; cancel one before asking again`,
+              );
+            }
+            const [row] = await this.select<{ id: number }>(
+              `INSERT INTO access_requests (student_id, course_id, message, status)
+               VALUES ($me, $course, $message, 'pending') RETURNING id`,
+              { me: p.id, course: courseId, message: message.value },
+              transaction,
+            );
+            return row.id;
+          });
         } catch (err) {
-          // The checks above are advisory; the partial unique index is what makes a double submit lose race-free.
+          // Backstop: a duplicate that got past the checks loses on the partial unique index.
           const pg = pgErrorOf(err);
           if (pg.code === "23505" && pg.constraint === PENDING_INDEX) {
             const pendingId = await this.pendingIdOf(p.id, courseId);

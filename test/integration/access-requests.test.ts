@@ -5,6 +5,8 @@
 import type { ServiceSchema } from "moleculer";
 import { QueryTypes } from "sequelize";
 import { startTestPlatform, type ApiResponse, type TestPlatform } from "../support/platform";
+import { ROLES_CLAIM, rolesClaim, signWithIdpKey, validClaims } from "../support/http-api";
+import { MAX_PENDING_REQUESTS_PER_STUDENT } from "../../services/access/access-requests.rules";
 
 interface RequestBody {
   id: number;
@@ -503,6 +505,30 @@ describe("a course the student cannot see reveals nothing", () => {
     const fresh = await request(course, "student2");
     const now = (await p.api("GET", `/access-requests?course_id=${course}`, { as: "teacher" })).json<Page<RequestBody>>();
     expect(now.items.map((x) => x.id)).toEqual([fresh.id]);
+  });
+});
+
+describe("pending requests per student are capped", () => {
+  it("at the cap one more is 409, also when several arrive at once; cancelling one makes room", async () => {
+    const claims = validClaims(p, { sub: "cap-student-1", email: "cap@autolabs.local", [ROLES_CLAIM]: rolesClaim(["student"]) });
+    const headers = { authorization: `Bearer ${await signWithIdpKey(p, claims)}` };
+    const ask = (course: number) => p.api("POST", "/access-requests", { headers, body: { course_id: course } });
+    // Ids that name no course count like any others (they are what makes the cap necessary).
+    const first = must(await ask(1_900_000_000), 201).json<RequestBody>();
+    for (let i = 1; i < MAX_PENDING_REQUESTS_PER_STUDENT - 1; i++) must(await ask(1_900_000_000 + i), 201);
+    const burst = await Promise.all([0, 1, 2, 3, 4].map((i) => ask(1_900_000_100 + i)));
+    expect(burst.map((r) => r.status).sort()).toEqual([201, 409, 409, 409, 409]);
+    expect(detailOf(burst.find((r) => r.status === 409)!)).toBe(
+      `You have ${MAX_PENDING_REQUESTS_PER_STUDENT} pending access requests; cancel one before asking again`,
+    );
+    const pending = await one<{ n: string }>("SELECT count(*) AS n FROM access_requests WHERE student_id = $s AND status = 'pending'", {
+      s: first.student_id,
+    });
+    expect(Number(pending.n)).toBe(MAX_PENDING_REQUESTS_PER_STUDENT);
+
+    must(await p.api("POST", `/access-requests/${first.id}/cancel`, { headers }), 200);
+    must(await ask(1_900_000_200), 201);
+    expect((await ask(1_900_000_201)).status).toBe(409);
   });
 });
 
