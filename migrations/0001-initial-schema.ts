@@ -17,7 +17,8 @@
  *
  * ON DELETE policy:
  * - CASCADE only for pure link rows whose meaning ends with either side: course_students, course_labs,
- *   access_requests (a request to join a deleted course, or by a deleted user, is void).
+ *   access_requests (a request to join a deleted course, or by a deleted user, is void; 0003 drops the key to
+ *   courses: a request may name any course id).
  * - NO ACTION (refuse) where deleting would destroy history or lose track of real resources: a user who owns
  *   courses or created labs, and anything referenced by lab_instances (an instance may still have a pod; its
  *   row is how we find and clean it up). Services answer 409 while a course or lab has active instances, and

@@ -14,10 +14,14 @@ export interface AccessRequestRow {
   decided_at: Date | null;
 }
 
-/** What the API answers: the row plus what a UI shows beside it, joined in the same query (no N+1). */
+/**
+ * What the API answers: the row plus what a UI shows beside it, joined in the same query (no N+1).
+ * Course fields are null when there is no such course, or (for the requesting student) while the student
+ * may not see it; decided_by too, then.
+ */
 export interface AccessRequestView extends AccessRequestRow {
-  course_name: string;
-  course_owner_id: number;
+  course_name: string | null;
+  course_owner_id: number | null;
   student_name: string | null;
   student_email: string | null;
   decided_by_name: string | null;

@@ -55,8 +55,8 @@ export function nextRequestStatus(current: AccessRequestStatus, action: AccessRe
 /** What the rules need to know about a stored request. */
 export interface AccessRequestFacts {
   student_id: number;
-  /** Owner of the course the request is for. */
-  course_owner_id: number;
+  /** Owner of the course the request is for; null: no such course (or not shown to this caller). */
+  course_owner_id: number | null;
 }
 
 /** view: read it; decide: approve or reject; cancel: withdraw it. */
@@ -87,6 +87,12 @@ export function decideAccessRequest(p: Principal, r: AccessRequestFacts, need: R
 /* ───────────────────────────── Fields ───────────────────────────── */
 
 export const REQUEST_MESSAGE_MAX = 2000;
+/**
+ * Pending requests one student may have at once. A request may name any course id (existing or not, so that
+ * it tells nothing about courses the student cannot see), so without a cap one student could fill the table.
+ * No student waits on this many courses at once.
+ */
+export const MAX_PENDING_REQUESTS_PER_STUDENT = 20;
 export const DECISION_REASON_MAX = 2000;
 
 type TextResult = { ok: true; value: string | null } | { ok: false; problems: ValidationProblem[] };

@@ -18,12 +18,13 @@ import { AccessMixin, entityOf, principalOf } from "../../mixins/access.mixin";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../mixins/db.mixin";
 import type { Decision } from "./access.rules";
 import { conflict, forbidden, notFound, validationError } from "../shared/errors";
-import type { RequestMeta, UserPrincipal } from "../shared/principal";
+import type { Principal, RequestMeta, UserPrincipal } from "../shared/principal";
 import { defineAccessRequestModel, type AccessRequestModel, type AccessRequestView } from "./access-requests.model";
 import { PERMISSION_RULES, decidePermission, type PermissionAnswer, type PermissionQuery } from "./permission.rules";
 import {
   ACCESS_REQUEST_LIST_SPEC,
   DECISION_REASON_MAX,
+  MAX_PENDING_REQUESTS_PER_STUDENT,
   REQUEST_MESSAGE_MAX,
   decideAccessRequest,
   nextRequestStatus,
@@ -48,7 +49,7 @@ interface RejectParams extends IdParams {
 type Ctx<P = Record<string, unknown>> = Context<P, RequestMeta>;
 type AccessMethods = {
   transition(ctx: Ctx<IdParams>, action: AccessRequestAction, reason: string | null): Promise<AccessRequestView>;
-  viewById(id: number): Promise<AccessRequestView | null>;
+  viewById(id: number, viewer: Principal): Promise<AccessRequestView | null>;
   pendingIdOf(studentId: number, courseId: number): Promise<number | null>;
 };
 type AccessThis = Service & DbMethods & AccessMethods;
@@ -58,21 +59,36 @@ const PENDING_INDEX = "access_requests_one_pending_idx";
 const PERMISSIONS_TTL_S = 600;
 
 /**
- * A request with what a UI shows beside it (course name, the student's name and email, who decided),
+ * A request with what a UI shows beside it (course name and owner, the student's name and email, who decided),
  * joined once. A derived table, so list filters and sorts name plain columns (`id`, `created_at`) without
  * ambiguity; PostgreSQL flattens it, so the indexes on access_requests still serve the filters.
+ *
+ * The course counts only if it existed when the request was made (see migrations/0003). A student, who sees
+ * only their own requests, sees the course and who decided only while they may see the course itself
+ * (assigned, as GET /courses/{id}): before that, a request for a course they cannot see and one for an id
+ * that names no course look the same. Redacted in SQL, so a sort by course_name orders by what they see.
  */
-const REQUEST_VIEW = `(
-  SELECT ar.id, ar.student_id, ar.course_id, ar.message, ar.status, ar.decided_by, ar.decision_reason,
-         ar.created_at, ar.decided_at,
-         c.name AS course_name, c.owner_id AS course_owner_id,
+function requestView(viewer: "student" | "staff"): string {
+  const forStudent = viewer === "student";
+  const shown = (expr: string) => (forStudent ? `CASE WHEN cs.student_id IS NOT NULL THEN ${expr} END` : expr);
+  // Who decided is shown as well when it was the student (a cancel).
+  const decider = (expr: string) =>
+    forStudent ? `CASE WHEN cs.student_id IS NOT NULL OR ar.decided_by = ar.student_id THEN ${expr} END` : expr;
+  return `(
+  SELECT ar.id, ar.student_id, ar.course_id, ar.message, ar.status, ${decider("ar.decided_by")} AS decided_by,
+         ar.decision_reason, ar.created_at, ar.decided_at,
+         ${shown("c.name")} AS course_name, ${shown("c.owner_id")} AS course_owner_id,
          u.name AS student_name, u.email AS student_email,
-         d.name AS decided_by_name
+         ${decider("d.name")} AS decided_by_name
     FROM access_requests ar
-    JOIN courses c ON c.id = ar.course_id
+    LEFT JOIN courses c ON c.id = ar.course_id AND c.created_at <= ar.created_at
+    ${forStudent ? "LEFT JOIN course_students cs ON cs.course_id = c.id AND cs.student_id = ar.student_id" : ""}
     JOIN users u ON u.id = ar.student_id
     LEFT JOIN users d ON d.id = ar.decided_by
 ) r`;
+}
+const viewerOf = (p: Principal): "student" | "staff" =>
+  p.kind === "user" && p.role === "student" ? "student" : "staff";
 const VIEW_COLUMNS =
   "id, student_id, course_id, message, status, decided_by, decision_reason, created_at, decided_at, course_name, course_owner_id, student_name, student_email, decided_by_name";
 
@@ -83,7 +99,8 @@ function pgErrorOf(err: unknown): { code?: string; constraint?: string } {
 }
 
 async function loadRequest(this: Service, ctx: Ctx): Promise<AccessRequestView | null> {
-  return (this as AccessThis).viewById(Number(ctx.params.id));
+  // The caller's view: the rules need only student_id from a student's (who is never a course's owner).
+  return (this as AccessThis).viewById(Number(ctx.params.id), principalOf(ctx));
 }
 
 const rule =
@@ -169,7 +186,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
         }
         return this.selectPage<AccessRequestView>(
           VIEW_COLUMNS,
-          `FROM ${REQUEST_VIEW} ${where.length ? "WHERE " + where.join(" AND ") : ""}`,
+          `FROM ${requestView(viewerOf(p))} ${where.length ? "WHERE " + where.join(" AND ") : ""}`,
           bind,
           q,
         );
@@ -189,34 +206,48 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
         if (!message.ok) throw validationError(message.problems);
         const courseId = ctx.params.course_id;
 
-        // Any existing course may be asked for: students have no course catalogue, they learn the id from
-        // the teacher. So an unknown id is a plain 404, and a known one reveals only that it exists.
-        const facts = await this.selectOne<{ assigned: boolean; pending_id: number | null }>(
-          `SELECT EXISTS (SELECT 1 FROM course_students cs WHERE cs.course_id = c.id AND cs.student_id = $me) AS assigned,
-                  (SELECT ar.id FROM access_requests ar
-                    WHERE ar.course_id = c.id AND ar.student_id = $me AND ar.status = 'pending') AS pending_id
-             FROM courses c WHERE c.id = $course`,
-          { course: courseId, me: p.id },
-        );
-        if (!facts) throw notFound("Course");
-        if (facts.assigned) throw conflict("You are already assigned to this course", { course_id: courseId });
-        if (facts.pending_id !== null) {
-          throw conflict(`You already have a pending request for this course (request ${facts.pending_id})`, {
-            request_id: facts.pending_id,
-          });
-        }
-
+        // Any course id may be asked for, existing or not, and the answer is the same (201, the request's own
+        // fields): a student learns nothing about a course they cannot see, not even that it exists. Students
+        // learn ids from their teacher; a request for an id that names no course just stays pending.
         let id: number;
         try {
-          const [row] = await this.select<{ id: number }>(
-            `INSERT INTO access_requests (student_id, course_id, message, status)
-             VALUES ($me, $course, $message, 'pending') RETURNING id`,
-            { me: p.id, course: courseId, message: message.value },
-          );
-          id = row.id;
+          id = await this.sequelize().transaction(async (transaction) => {
+            // One request of this student at a time: the checks below then see every request committed
+            // before, so the cap holds race-free (and the partial unique index stays the duplicate backstop).
+            await this.select("SELECT id FROM users WHERE id = $me FOR UPDATE", { me: p.id }, transaction);
+            const facts = await this.selectOne<{ assigned: boolean; pending_id: number | null; pending: number }>(
+              `SELECT EXISTS (SELECT 1 FROM course_students cs
+                               WHERE cs.course_id = $course AND cs.student_id = $me) AS assigned,
+                      (SELECT ar.id FROM access_requests ar
+                        WHERE ar.course_id = $course AND ar.student_id = $me AND ar.status = 'pending') AS pending_id,
+                      (SELECT count(*)::int FROM access_requests ar
+                        WHERE ar.student_id = $me AND ar.status = 'pending') AS pending`,
+              { course: courseId, me: p.id },
+              transaction,
+            );
+            // Assigned: the student sees this course already, so saying so reveals nothing.
+            if (facts?.assigned) throw conflict("You are already assigned to this course", { course_id: courseId });
+            if (facts?.pending_id != null) {
+              throw conflict(`You already have a pending request for this course (request ${facts.pending_id})`, {
+                request_id: facts.pending_id,
+              });
+            }
+            // Requests for ids that name no course are recorded too, so the pending ones are capped.
+            if ((facts?.pending ?? 0) >= MAX_PENDING_REQUESTS_PER_STUDENT) {
+              throw conflict(
+                `You have ${MAX_PENDING_REQUESTS_PER_STUDENT} pending access requests; cancel one before asking again`,
+              );
+            }
+            const [row] = await this.select<{ id: number }>(
+              `INSERT INTO access_requests (student_id, course_id, message, status)
+               VALUES ($me, $course, $message, 'pending') RETURNING id`,
+              { me: p.id, course: courseId, message: message.value },
+              transaction,
+            );
+            return row.id;
+          });
         } catch (err) {
-          // The checks above are advisory; the partial unique index is what makes a double submit lose
-          // race-free, and the foreign key catches a course deleted in between.
+          // Backstop: a duplicate that got past the checks loses on the partial unique index.
           const pg = pgErrorOf(err);
           if (pg.code === "23505" && pg.constraint === PENDING_INDEX) {
             const pendingId = await this.pendingIdOf(p.id, courseId);
@@ -224,13 +255,12 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
               request_id: pendingId,
             });
           }
-          if (pg.code === "23503") throw notFound("Course");
           throw err;
         }
 
-        const created = await this.viewById(id);
-        // Deleted between the INSERT and this read (course or user removed): nothing left to show.
-        if (!created) throw notFound("Course");
+        const created = await this.viewById(id, p);
+        // The student was removed in between: nothing left to show.
+        if (!created) throw notFound("Access request");
         this.broker.broadcast("access-requests.changed", {
           request_id: id,
           course_id: courseId,
@@ -299,6 +329,10 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
       const next = nextRequestStatus(request.status, action);
       if (!next.ok) throw conflict(next.detail);
       const actor = p.kind === "user" ? p.id : null;
+      // No course behind it (an unknown id, or a course made after the request): nobody to admit the student to.
+      if (action === "approve" && request.course_owner_id === null) {
+        throw conflict("The course of this access request does not exist; reject it instead");
+      }
 
       const outcome = await this.sequelize().transaction(async (transaction) => {
         // The course first, as every writer of a course's rows locks it (deletion, assignment, starts): taken
@@ -341,7 +375,11 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
              ON CONFLICT DO NOTHING RETURNING student_id`,
             { course: updated[0].course_id, student: updated[0].student_id },
             transaction,
-          );
+          ).catch((err: unknown) => {
+            // The course was deleted since the check above: the whole approval rolls back.
+            if (pgErrorOf(err).code === "23503") throw conflict("The course of this access request no longer exists");
+            throw err;
+          });
           assigned = added.length > 0;
         }
         return { ...updated[0], assigned };
@@ -359,13 +397,14 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
         student_id: outcome.student_id,
         status: next.status,
       });
-      const view = await this.viewById(outcome.id);
+      const view = await this.viewById(outcome.id, p);
       if (!view) throw notFound("Access request");
       return view;
     },
 
-    async viewById(id: number): Promise<AccessRequestView | null> {
-      return this.selectOne<AccessRequestView>(`SELECT ${VIEW_COLUMNS} FROM ${REQUEST_VIEW} WHERE id = $id`, { id });
+    async viewById(id: number, viewer: Principal): Promise<AccessRequestView | null> {
+      const from = requestView(viewerOf(viewer));
+      return this.selectOne<AccessRequestView>(`SELECT ${VIEW_COLUMNS} FROM ${from} WHERE id = $id`, { id });
     },
 
     async pendingIdOf(studentId: number, courseId: number): Promise<number | null> {

@@ -38,7 +38,11 @@ type GatewayMethods = {
   checkRedis(): Promise<Check>;
   checkRabbit(): Check;
 };
-type GatewayVars = { redis: Redis | null };
+type GatewayVars = {
+  redis: Redis | null;
+  /** The lab-instance event streams open on this node. */
+  streams: LabInstanceStreams;
+};
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,100}$/;
 const BODY_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
@@ -277,6 +281,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
     },
 
     created() {
+      this.streams = streams;
       const url = config.redisUrl ?? config.cacher;
       this.redis = url
         ? new Redis(url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 1000 })
@@ -292,7 +297,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
 
     async stopped() {
       // Runs before moleculer-web closes the server, which would otherwise wait for the open streams.
-      streams.closeAll();
+      this.streams.closeAll();
       this.redis?.disconnect();
     },
   };

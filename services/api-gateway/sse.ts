@@ -129,49 +129,53 @@ export class LabInstanceStreams {
     const rawId = req.$params?.id;
     const id = Number(rawId);
 
+    let done = false;
+    let streaming = false;
+    let clientGone = false;
+    let keepAlive: NodeJS.Timeout | undefined;
     // Subscribe before reading the current state: a change committed between the read and the
     // subscription is then buffered instead of lost.
     const early: StreamedInstance[] = [];
     let deliver: (i: StreamedInstance) => void = (i) => early.push(i);
-    let stopping = false;
-    let finish: () => void = () => {
-      stopping = true;
-    };
     const unsubscribe = Number.isSafeInteger(id)
       ? this.subscribe(id, { deliver: (i) => deliver(i), close: () => finish() })
       : () => undefined;
+    /** Idempotent: drops the subscription and the keep-alive; ends the response once the stream has started. */
+    const finish = () => {
+      if (done) return;
+      done = true;
+      if (keepAlive) clearInterval(keepAlive);
+      unsubscribe();
+      if (streaming && !res.writableEnded) res.end();
+    };
+    // Installed before the first await: a client that leaves during the access lookup below must not leave
+    // the subscription behind. `res` 'close', not `req` 'close', which Node emits once the request body is read.
+    res.on("close", () => {
+      clientGone = true;
+      finish();
+    });
 
     let current: StreamedInstance;
     try {
       // The same rule as GET /lab-instances/{id}; it also validates the id (422).
       current = await ctx.call<StreamedInstance, { id: unknown }>("lab-instances.get", { id: rawId });
     } catch (err) {
-      unsubscribe();
+      finish();
       throw err;
     }
 
-    if (stopping) {
-      unsubscribe();
-      throw serviceUnavailable("The server is shutting down; reconnect");
-    }
+    // Gone during the lookup: nobody to answer. Shutting down (closeAll): 503, the client reconnects elsewhere.
+    if (clientGone) return;
+    if (done) throw serviceUnavailable("The server is shutting down; reconnect");
 
     let sentRank = lastEventRank(req.headers["last-event-id"]);
     if (isFinal(current.status) && statusRank(current.status) <= sentRank) {
-      unsubscribe();
+      finish();
       res.writeHead(204);
       res.end();
       return;
     }
 
-    let keepAlive: NodeJS.Timeout | undefined;
-    let done = false;
-    finish = () => {
-      if (done) return;
-      done = true;
-      if (keepAlive) clearInterval(keepAlive);
-      unsubscribe();
-      if (!res.writableEnded) res.end();
-    };
     const send = (instance: StreamedInstance) => {
       if (done) return;
       const rank = statusRank(instance.status);
@@ -182,6 +186,7 @@ export class LabInstanceStreams {
       if (isFinal(instance.status)) finish();
     };
 
+    streaming = true;
     res.writeHead(200, {
       "Content-Type": "text/event-stream; charset=utf-8",
       "Cache-Control": "no-cache, no-transform",
@@ -192,9 +197,6 @@ export class LabInstanceStreams {
     });
     req.socket.setNoDelay(true);
     req.socket.setTimeout(0);
-    // The client went away (or the stream ended): stop listening. `res` 'close', not `req` 'close', which
-    // Node emits once the request body is read.
-    res.on("close", finish);
     res.write(`retry: ${RETRY_MS}\n\n`);
 
     send(current);

@@ -21,8 +21,12 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> =>
  * is the map of organisations that granted it. Several roles → the highest wins; unknown keys are
  * ignored; a key whose value is not a non-empty org map is not a grant we recognise; no role → null
  * (the caller denies: deny by default).
+ *
+ * `allowedOrgs` (OIDC_ALLOWED_ORGS): a role counts only if one of the organisations that granted it is
+ * listed. Zitadel lets a project be granted to other organisations, whose own admins then hand out its
+ * roles; without this list any such organisation could make its users our admins. Empty: any organisation.
  */
-export function roleFromClaim(claim: unknown): Role | null {
+export function roleFromClaim(claim: unknown, allowedOrgs: readonly string[]): Role | null {
   if (!isPlainObject(claim)) return null;
   const granted = new Set<Role>();
   for (const [key, orgs] of Object.entries(claim)) {
@@ -31,6 +35,8 @@ export function roleFromClaim(claim: unknown): Role | null {
     const role = ROLE_PRECEDENCE.find((r) => r === name);
     if (role === undefined) continue;
     if (!isPlainObject(orgs) || Object.keys(orgs).length === 0) continue;
+    // Own keys only: an org id such as "__proto__" or "constructor" is compared as the string it is.
+    if (allowedOrgs.length > 0 && !Object.keys(orgs).some((org) => allowedOrgs.includes(org))) continue;
     granted.add(role);
   }
   return ROLE_PRECEDENCE.find((r) => granted.has(r)) ?? null;
@@ -85,7 +91,7 @@ function displayName(p: Record<string, unknown>): string | null {
  * email and name are optional because Zitadel leaves them out of access tokens unless the app
  * asserts user info into them.
  */
-export function claimsToIdentity(payload: unknown, rolesClaim: string): ClaimsIdentity {
+export function claimsToIdentity(payload: unknown, rolesClaim: string, allowedOrgs: readonly string[]): ClaimsIdentity {
   if (!isPlainObject(payload)) throw new InvalidClaimsError("Invalid token claims");
   const sub = payload.sub;
   if (typeof sub !== "string" || sub.trim() === "" || sub.length > MAX_SUB_LENGTH || sub !== sub.trim()) {
@@ -95,6 +101,33 @@ export function claimsToIdentity(payload: unknown, rolesClaim: string): ClaimsId
     externalId: sub,
     email: cleanEmail(payload.email),
     name: displayName(payload),
-    role: roleFromClaim(payload[rolesClaim]),
+    role: roleFromClaim(payload[rolesClaim], allowedOrgs),
   };
+}
+
+/** What the users table holds of an identity. */
+export interface StoredIdentity {
+  email: string | null;
+  name: string | null;
+  role: Role;
+}
+
+/**
+ * The users row after a sign-in: the role always from the token (synced at every login), email and name
+ * from the token when it carries them. An absent (or unusable) email or name keeps the stored one: Zitadel
+ * access tokens leave both out unless the app asserts user info into them, and such a token says nothing
+ * about them, certainly not that they were erased. `changed`: a new row, or a value that differs (cached
+ * copies of the row must then be dropped).
+ */
+export function identityToStore(
+  stored: StoredIdentity | null,
+  claims: { email: string | null; name: string | null; role: Role },
+): { next: StoredIdentity; changed: boolean } {
+  const next: StoredIdentity = {
+    email: claims.email ?? stored?.email ?? null,
+    name: claims.name ?? stored?.name ?? null,
+    role: claims.role,
+  };
+  const changed = stored === null || stored.email !== next.email || stored.name !== next.name || stored.role !== next.role;
+  return { next, changed };
 }

@@ -15,10 +15,10 @@ import type { Context, ServiceSchema } from "moleculer";
 import { AccessMixin, principalOf } from "../../mixins/access.mixin";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../mixins/db.mixin";
 import { platformOf } from "../runtime/platform";
-import { badRequest, forbidden, notFound } from "../shared/errors";
+import { badRequest, conflict, forbidden, notFound } from "../shared/errors";
 import { MAX_INT32, containsPattern, type ListSpec } from "../shared/listing";
 import type { RequestMeta, Role, UserPrincipal } from "../shared/principal";
-import { claimsToIdentity, type ClaimsIdentity } from "./auth.rules";
+import { claimsToIdentity, identityToStore, type ClaimsIdentity, type StoredIdentity } from "./auth.rules";
 import { BACKEND_CALLBACK_PATH, DEV_CLIENT_SECRET } from "./embedded-idp";
 import { createOidcClient, type OidcClient } from "./oidc-client";
 import { createMemoryStore, createRedisStore, type AuthStore } from "./session-store";
@@ -63,6 +63,8 @@ type AuthMethods = {
   upsertUser(identity: ClaimsIdentity & { role: Role }): Promise<UserPrincipal>;
   /** Login: writes the user (role synced, last_login_at) unconditionally and invalidates its cache. */
   syncUserAtLogin(identity: ClaimsIdentity & { role: Role }): Promise<UserPrincipal>;
+  /** Creates or updates the user of `identity` under its row lock; `changed`: cached copies are stale. */
+  writeUser(identity: ClaimsIdentity & { role: Role }): Promise<{ id: number; role: Role; changed: boolean }>;
   verifyIdToken(idToken: string, nonce: string): Promise<Record<string, unknown>>;
   /** The users row through the users cache (null: no such user; cached as well). */
   cachedUser(id: number): Promise<UserRow | null>;
@@ -121,7 +123,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
       async handler(ctx: Ctx<TokenParams>): Promise<UserPrincipal> {
         const payload = await this.verifier.verify(ctx.params.token);
         const { config } = platformOf(this.broker);
-        const identity = claimsToIdentity(payload, config.oidc.rolesClaim);
+        const identity = claimsToIdentity(payload, config.oidc.rolesClaim, config.oidc.allowedOrgs);
         if (!identity.role) throw forbidden("Your account has no AutoLabs role; ask an administrator to grant one");
         return this.upsertUser({ ...identity, role: identity.role });
       },
@@ -234,7 +236,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
         }
         let identity: ClaimsIdentity;
         try {
-          identity = claimsToIdentity(merged, rolesClaim);
+          identity = claimsToIdentity(merged, rolesClaim, config.oidc.allowedOrgs);
         } catch {
           throw badRequest("Login failed: the ID token names no valid subject");
         }
@@ -349,18 +351,8 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
       const fingerprint = JSON.stringify([identity.externalId, identity.email, identity.name, identity.role]);
       const known = this.knownUsers.get(fingerprint);
       if (known && known.until > Date.now()) return known.principal;
-      // `changed`: a new user, or a new email, name or role (last_login_at alone does not stale the cache).
-      const [row] = await this.select<{ id: number; role: Role; changed: boolean }>(
-        `WITH prev AS (SELECT email, name, role FROM users WHERE external_id = $sub)
-         INSERT INTO users (external_id, email, name, role, last_login_at)
-         VALUES ($sub, $email, $name, $role, now())
-         ON CONFLICT (external_id) DO UPDATE
-           SET email = EXCLUDED.email, name = EXCLUDED.name, role = EXCLUDED.role, last_login_at = now()
-         RETURNING id, role, NOT EXISTS (
-           SELECT 1 FROM prev p WHERE p.email IS NOT DISTINCT FROM users.email
-              AND p.name IS NOT DISTINCT FROM users.name AND p.role = users.role) AS changed`,
-        { sub: identity.externalId, email: identity.email, name: identity.name, role: identity.role },
-      );
+      const row = await this.writeUser(identity);
+      // Only a new user or a new email, name or role stales the cache (last_login_at alone does not).
       if (row.changed) await this.invalidateUser(row.id);
       const principal: UserPrincipal = { kind: "user", id: row.id, role: row.role };
       if (this.knownUsers.size >= KNOWN_USERS_MAX) this.knownUsers.clear();
@@ -369,16 +361,45 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
     },
 
     async syncUserAtLogin(identity) {
-      const [row] = await this.select<{ id: number; role: Role }>(
-        `INSERT INTO users (external_id, email, name, role, last_login_at)
-         VALUES ($sub, $email, $name, $role, now())
-         ON CONFLICT (external_id) DO UPDATE
-           SET email = EXCLUDED.email, name = EXCLUDED.name, role = EXCLUDED.role, last_login_at = now()
-         RETURNING id, role`,
-        { sub: identity.externalId, email: identity.email, name: identity.name, role: identity.role },
-      );
+      const row = await this.writeUser(identity);
+      // Always: last_login_at is part of the user's view of itself, and a login is rare enough.
       await this.invalidateUser(row.id);
       return { kind: "user", id: row.id, role: row.role };
+    },
+
+    async writeUser(identity) {
+      // The stored row is read under its lock, so what the merge keeps and what `changed` compares with is
+      // what is there, not what a parallel sign-in of the same user is about to overwrite.
+      return this.sequelize().transaction(async (transaction) => {
+        // Two rounds at most: the second follows a parallel first sign-in that inserted the row first.
+        for (let round = 0; round < 2; round++) {
+          const stored = await this.selectOne<StoredIdentity & { id: number }>(
+            "SELECT id, email, name, role FROM users WHERE external_id = $sub FOR UPDATE",
+            { sub: identity.externalId },
+            transaction,
+          );
+          const { next, changed } = identityToStore(stored, identity);
+          if (stored) {
+            await this.select(
+              `UPDATE users SET email = $email, name = $name, role = $role, last_login_at = now() WHERE id = $id`,
+              { ...next, id: stored.id },
+              transaction,
+            );
+            return { id: stored.id, role: next.role, changed };
+          }
+          // DO NOTHING waits for a parallel insert of the same sub to commit; nothing back: read it, locked.
+          const [created] = await this.select<{ id: number; role: Role }>(
+            `INSERT INTO users (external_id, email, name, role, last_login_at)
+             VALUES ($sub, $email, $name, $role, now())
+             ON CONFLICT (external_id) DO NOTHING RETURNING id, role`,
+            { sub: identity.externalId, ...next },
+            transaction,
+          );
+          if (created) return { ...created, changed };
+        }
+        // The row was inserted and deleted again between our statements.
+        throw conflict("Your account changed meanwhile; try again");
+      });
     },
 
     async verifyIdToken(idToken, nonce) {

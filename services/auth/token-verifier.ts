@@ -4,7 +4,7 @@
  * Outcomes, by error `code`:
  *  - UNAUTHORIZED (401): anything wrong with the token itself — format, algorithm outside the
  *    allow-list (so `none` and HS256-with-the-public-key never get near a key), signature, unknown
- *    kid, issuer, audience, exp/nbf. The detail stays short and never echoes token content.
+ *    kid, issuer, audience, exp/nbf, iat in the future. The detail stays short and never echoes token content.
  *  - SERVICE_UNAVAILABLE (503): we could not get the IdP's keys (discovery or JWKS unreachable with
  *    no usable cached keys). A client's token is not "wrong" because our IdP is down.
  *
@@ -177,19 +177,25 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
     if (typeof token !== "string" || token.length === 0 || token.length > MAX_TOKEN_LENGTH) {
       throw unauthorized("Invalid token");
     }
+    let payload: JWTPayload;
     try {
-      const { payload } = await jwtVerify(token, getKey, {
+      ({ payload } = await jwtVerify(token, getKey, {
         issuer,
         audience: overrides.audience ?? opts.audience,
         algorithms: opts.algorithms,
         clockTolerance: opts.clockToleranceS,
         requiredClaims: overrides.requiredClaims ?? ["sub", "exp"],
-      });
-      return payload;
+      }));
     } catch (err) {
       if (err instanceof IdpUnavailable) throw serviceUnavailable("Identity provider unavailable");
       throw toUnauthorized(err);
     }
+    // jose checks that iat is a number, but compares it with the clock only under maxTokenAge (which would
+    // also make iat required): a token "issued" in the future is refused here, with the same tolerance.
+    if (payload.iat !== undefined && payload.iat > Math.floor(Date.now() / 1000) + opts.clockToleranceS) {
+      throw unauthorized("Token issued in the future");
+    }
+    return payload;
   }
 
   return {

@@ -37,6 +37,8 @@ export interface Config {
     scopes: string;
     /** Minimum time between JWKS refetches caused by an unknown kid (OIDC_JWKS_COOLDOWN_MS). */
     jwksCooldownMs: number;
+    /** Organisations whose role grants count (OIDC_ALLOWED_ORGS, comma-separated ids); empty: any. */
+    allowedOrgs: string[];
   };
   publicUrl: string;
   frontendUrl: string;
@@ -98,6 +100,18 @@ function url(env: Env, name: string, protocols: string[]): string | undefined {
 function httpOrigin(env: Env, name: string, def: string): string {
   const v = url(env, name, ["http:", "https:"]) ?? def;
   return v.replace(/\/+$/, "");
+}
+
+/** Comma-separated organisation ids (Zitadel's are digits; the embedded IdP's knob takes this alphabet too). */
+function orgIds(env: Env, name: string): string[] {
+  const raw = str(env, name);
+  if (raw === undefined) return [];
+  const ids = raw.split(",").map((s) => s.trim());
+  const bad = ids.find((id) => !/^[0-9A-Za-z_-]{1,64}$/.test(id));
+  if (bad !== undefined) {
+    throw new ConfigError(name, `must be comma-separated organisation ids (letters, digits, _ or -), got "${bad}"`);
+  }
+  return [...new Set(ids)];
 }
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace"] as const;
@@ -164,6 +178,7 @@ export function loadConfig(env: Env = process.env): Config {
       embeddedPort: int(env, "EMBEDDED_IDP_PORT", port + 1, 1, 65535),
       scopes: [...new Set(scopes)].join(" "),
       jwksCooldownMs: int(env, "OIDC_JWKS_COOLDOWN_MS", 30_000, 1000, 3_600_000),
+      allowedOrgs: orgIds(env, "OIDC_ALLOWED_ORGS"),
     },
     publicUrl,
     frontendUrl: httpOrigin(env, "FRONTEND_URL", publicUrl),

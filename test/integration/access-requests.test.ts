@@ -5,6 +5,8 @@
 import type { ServiceSchema } from "moleculer";
 import { QueryTypes } from "sequelize";
 import { startTestPlatform, type ApiResponse, type TestPlatform } from "../support/platform";
+import { ROLES_CLAIM, rolesClaim, signWithIdpKey, validClaims } from "../support/http-api";
+import { MAX_PENDING_REQUESTS_PER_STUDENT } from "../../services/access/access-requests.rules";
 
 interface RequestBody {
   id: number;
@@ -123,8 +125,9 @@ describe("full flow", () => {
       decided_by: null,
       decided_at: null,
       decision_reason: null,
-      course_name: expect.stringMatching(/^Course \d+$/),
-      course_owner_id: ids.teacher,
+      // Not assigned yet, so the student cannot see the course: the answer says nothing about it.
+      course_name: null,
+      course_owner_id: null,
       student_email: expect.any(String),
     });
 
@@ -165,7 +168,14 @@ describe("full flow", () => {
     // GET by id shows the decision to the requester.
     const mine = await p.api("GET", `/access-requests/${created.id}`, { as: "student" });
     expect(mine.status).toBe(200);
-    expect(mine.json<RequestBody>().status).toBe("approved");
+    // Assigned now: the course, its owner and who decided are the student's to see.
+    expect(mine.json<RequestBody>()).toMatchObject({
+      status: "approved",
+      course_name: expect.stringMatching(/^Course \d+$/),
+      course_owner_id: ids.teacher,
+      decided_by: ids.teacher,
+      decided_by_name: expect.any(String),
+    });
   });
 
   it("admin decides on any course; a rejected student may ask again", async () => {
@@ -224,10 +234,9 @@ describe("create", () => {
     expect(await snapshot()).toBe(before);
   });
 
-  it("unknown course → 404; invalid input → 422; wrong role → 403; anonymous → 401; nothing written", async () => {
+  it("invalid input → 422; wrong role → 403; anonymous → 401; nothing written", async () => {
     const course = await newCourse();
     const before = await snapshot();
-    expect((await p.api("POST", "/access-requests", { as: "student", body: { course_id: 999999 } })).status).toBe(404);
 
     const invalid: [unknown, (string | number)[]][] = [
       [{}, ["body", "course_id"]],
@@ -398,6 +407,136 @@ describe("decisions are final", () => {
   });
 });
 
+describe("a course the student cannot see reveals nothing", () => {
+  /** Everything of an answer but what differs between any two requests (their own id, course id, times). */
+  const sameness = (r: RequestBody) => {
+    const { id: _id, course_id: _course, created_at: _at, decided_at: decidedAt, ...rest } = r;
+    return { ...rest, decided: decidedAt !== null };
+  };
+  /** An id no course has (nor will have in this file: far beyond the identity sequence). */
+  const NO_COURSE = 2_000_000_000;
+
+  it("a request for an existing invisible course and one for an unknown id: the same answers on every route", async () => {
+    const invisible = await newCourse("teacher2");
+    const answers: Record<string, ApiResponse[]> = { invisible: [], unknown: [] };
+    for (const [which, courseId] of [["invisible", invisible], ["unknown", NO_COURSE]] as const) {
+      const created = await p.api("POST", "/access-requests", { as: "student2", body: { course_id: courseId, message: "hi" } });
+      const id = created.json<RequestBody>().id;
+      answers[which].push(
+        created,
+        await p.api("POST", "/access-requests", { as: "student2", body: { course_id: courseId } }),
+        await p.api("GET", `/access-requests/${id}`, { as: "student2" }),
+        await p.api("GET", `/access-requests?course_id=${courseId}`, { as: "student2" }),
+        await p.api("POST", `/access-requests/${id}/cancel`, { as: "student2" }),
+      );
+    }
+    const [createdA, duplicateA, getA, listA, cancelA] = answers.invisible;
+    const [createdB, duplicateB, getB, listB, cancelB] = answers.unknown;
+    expect([createdA.status, createdB.status]).toEqual([201, 201]);
+    expect(createdA.headers.get("location")).toMatch(/^\/api\/v1\/access-requests\/\d+$/);
+    expect(createdB.headers.get("location")).toMatch(/^\/api\/v1\/access-requests\/\d+$/);
+    expect(createdA.json<RequestBody>()).toMatchObject({ course_id: invisible, course_name: null, course_owner_id: null });
+    expect(JSON.stringify(createdA.json<RequestBody>())).not.toContain("Course ");
+    expect(sameness(createdA.json<RequestBody>())).toEqual(sameness(createdB.json<RequestBody>()));
+
+    expect([duplicateA.status, duplicateB.status]).toEqual([409, 409]);
+    const pendingDetail = (r: ApiResponse) => detailOf(r).replace(/\d+/g, "N");
+    expect(pendingDetail(duplicateA)).toBe(pendingDetail(duplicateB));
+
+    expect([getA.status, getB.status]).toEqual([200, 200]);
+    expect(sameness(getA.json<RequestBody>())).toEqual(sameness(getB.json<RequestBody>()));
+    const listed = (r: ApiResponse) => r.json<Page<RequestBody>>().items.map(sameness);
+    expect(listed(listA)).toEqual(listed(listB));
+    expect(listed(listA)).toHaveLength(1);
+
+    expect([cancelA.status, cancelB.status]).toEqual([200, 200]);
+    expect(sameness(cancelA.json<RequestBody>())).toEqual(sameness(cancelB.json<RequestBody>()));
+    expect(cancelA.json<RequestBody>()).toMatchObject({ status: "cancelled", decided_by: ids.student2, course_name: null });
+  });
+
+  it("sorting a student's list by course_name orders by what the student sees (no hidden names)", async () => {
+    const a = await newCourse("teacher2");
+    const b = await newCourse("teacher2");
+    await request(a, "student2");
+    await request(b, "student2");
+    for (const sort of ["course_name", "-course_name"]) {
+      const res = await p.api("GET", `/access-requests?status=pending&sort=${sort}&limit=100`, { as: "student2" });
+      expect(res.status).toBe(200);
+      expect(res.json<Page<RequestBody>>().items.every((r) => r.course_name === null && r.course_owner_id === null)).toBe(true);
+    }
+  });
+
+  it("the owner sees it with the course; a rejection tells the student no more than the reason", async () => {
+    const course = await newCourse("teacher2");
+    const r = await request(course, "student2");
+    const asOwner = await p.api("GET", `/access-requests?course_id=${course}`, { as: "admin" });
+    expect(asOwner.json<Page<RequestBody>>().items[0]).toMatchObject({ id: r.id, course_name: expect.any(String), course_owner_id: teacher2 });
+    must(await p.api("POST", `/access-requests/${r.id}/reject`, { as: "admin", body: { reason: "Full" } }), 200);
+    const seen = (await p.api("GET", `/access-requests/${r.id}`, { as: "student2" })).json<RequestBody>();
+    expect(seen).toMatchObject({ status: "rejected", decision_reason: "Full", course_name: null, course_owner_id: null, decided_by: null, decided_by_name: null });
+  });
+
+  it("a request for an id no course has: the admin sees it without a course and cannot approve it", async () => {
+    const r = await request(NO_COURSE + 1, "student2");
+    const asAdmin = await p.api("GET", `/access-requests/${r.id}`, { as: "admin" });
+    expect(asAdmin.json<RequestBody>()).toMatchObject({ course_id: NO_COURSE + 1, course_name: null, course_owner_id: null });
+    const before = await snapshot();
+    const approve = await p.api("POST", `/access-requests/${r.id}/approve`, { as: "admin" });
+    expect(approve.status).toBe(409);
+    expect(await snapshot()).toBe(before);
+    must(await p.api("POST", `/access-requests/${r.id}/reject`, { as: "admin" }), 200);
+  });
+
+  it("a request made before its course existed never reaches the course's owner", async () => {
+    const [seq] = await p.sequelize.query<{ last: string }>(
+      "SELECT last_value AS last FROM pg_sequences WHERE sequencename = 'courses_id_seq'",
+      { type: QueryTypes.SELECT },
+    );
+    const nextId = Number(seq.last) + 1;
+    const early = await request(nextId, "student2");
+    const course = await newCourse();
+    expect(course).toBe(nextId);
+    const teacherList = (await p.api("GET", `/access-requests?course_id=${course}`, { as: "teacher" })).json<Page<RequestBody>>();
+    expect(teacherList.total).toBe(0);
+    expect((await p.api("GET", `/access-requests/${early.id}`, { as: "teacher" })).status).toBe(404);
+    expect((await p.api("POST", `/access-requests/${early.id}/approve`, { as: "admin" })).status).toBe(409);
+    // Still pending (void): the student cancels it and asks again, now for the course that exists.
+    must(await p.api("POST", `/access-requests/${early.id}/cancel`, { as: "student2" }), 200);
+    const fresh = await request(course, "student2");
+    const now = (await p.api("GET", `/access-requests?course_id=${course}`, { as: "teacher" })).json<Page<RequestBody>>();
+    expect(now.items.map((x) => x.id)).toEqual([fresh.id]);
+  });
+});
+
+describe("pending requests per student are capped", () => {
+  it("at the cap one more is 409, also when several arrive at once; cancelling one makes room", async () => {
+    const claims = validClaims(p, { sub: "cap-student-1", email: "cap@autolabs.local", [ROLES_CLAIM]: rolesClaim(["student"]) });
+    const headers = { authorization: `Bearer ${await signWithIdpKey(p, claims)}` };
+    const ask = (course: number) => p.api("POST", "/access-requests", { headers, body: { course_id: course } });
+    // Ids that name no course count like any others (they are what makes the cap necessary).
+    const first = must(await ask(1_900_000_000), 201).json<RequestBody>();
+    for (let i = 1; i < MAX_PENDING_REQUESTS_PER_STUDENT - 1; i++) must(await ask(1_900_000_000 + i), 201);
+    const burst = await Promise.all([0, 1, 2, 3, 4].map((i) => ask(1_900_000_100 + i)));
+    expect(burst.map((r) => r.status).sort()).toEqual([201, 409, 409, 409, 409]);
+    expect(detailOf(burst.find((r) => r.status === 409)!)).toBe(
+      `You have ${MAX_PENDING_REQUESTS_PER_STUDENT} pending access requests; cancel one before asking again`,
+    );
+    const pending = await one<{ n: string }>("SELECT count(*) AS n FROM access_requests WHERE student_id = $s AND status = 'pending'", {
+      s: first.student_id,
+    });
+    expect(Number(pending.n)).toBe(MAX_PENDING_REQUESTS_PER_STUDENT);
+
+    must(await p.api("POST", `/access-requests/${first.id}/cancel`, { headers }), 200);
+    must(await ask(1_900_000_200), 201);
+    expect((await ask(1_900_000_201)).status).toBe(409);
+  });
+});
+
+function must(res: ApiResponse, status: number): ApiResponse {
+  if (res.status !== status) throw new Error(`expected ${status}, got ${res.status}: ${JSON.stringify(res.body)}`);
+  return res;
+}
+
 describe("list", () => {
   it("scoped per role, with filters, pagination, total and an allow-listed sort", async () => {
     const mine = await newCourse();
@@ -416,7 +555,9 @@ describe("list", () => {
     expect(teacherList.items.map((x) => x.id)).toEqual(expect.arrayContaining([a.id, b.id]));
     expect(teacherList.items.map((x) => x.id)).not.toContain(c.id);
     const ownedCount = await one<{ n: string }>(
-      "SELECT count(*) AS n FROM access_requests ar JOIN courses c ON c.id = ar.course_id WHERE c.owner_id = $t",
+      // A request counts for a course only if made after the course was created.
+      `SELECT count(*) AS n FROM access_requests ar
+         JOIN courses c ON c.id = ar.course_id AND c.created_at <= ar.created_at WHERE c.owner_id = $t`,
       { t: ids.teacher },
     );
     expect(teacherList.total).toBe(Number(ownedCount.n));

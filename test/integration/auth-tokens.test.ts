@@ -239,6 +239,49 @@ describe("valid tokens", () => {
     expect(created.status).toBe(201);
   });
 
+  it("a token without email and name (a Zitadel access token) leaves the stored ones alone", async () => {
+    const claims = claimsOf(["student"]);
+    const first = await api("GET", "/auth/me", { headers: bearer(await signWithIdpKey(p, claims)) });
+    expect(first.body).toMatchObject({ email: claims.email, name: claims.name });
+    const bare: JWTPayload = { ...claims, iat: now() + 1 };
+    delete bare.email;
+    delete bare.name;
+    const second = await api("GET", "/auth/me", { headers: bearer(await signWithIdpKey(p, bare)) });
+    expect(second.status).toBe(200);
+    expect(second.body).toMatchObject({ id: (first.body as { id: number }).id, email: claims.email, name: claims.name });
+    expect(await userBySub(String(claims.sub))).toMatchObject({ email: claims.email, name: claims.name });
+    // Unusable values say nothing either; the role still syncs from such a token.
+    const junk = { ...bare, email: "not-an-address", name: "   ", [ROLES_CLAIM]: rolesClaim(["teacher"]) };
+    const third = await api("GET", "/auth/me", { headers: bearer(await signWithIdpKey(p, junk)) });
+    expect(third.body).toMatchObject({ email: claims.email, name: claims.name, role: "teacher" });
+    expect(await userBySub(String(claims.sub))).toMatchObject({ email: claims.email, name: claims.name, role: "teacher" });
+  });
+
+  it("parallel first sign-ins of one user: all succeed, one row, and the cached user is what is stored", async () => {
+    const claims = claimsOf(["student"]);
+    // Twenty tokens of one new user, some without email/name, roles and names differing between them.
+    const variants = Array.from({ length: 20 }, (_, i) => {
+      const v: JWTPayload = { ...claims, iat: now() - i, name: `Name ${i % 3}`, [ROLES_CLAIM]: rolesClaim([i % 2 ? "teacher" : "student"]) };
+      if (i % 4 === 1) {
+        delete v.email;
+        delete v.name;
+      }
+      return v;
+    });
+    const tokens = await Promise.all(variants.map((v) => signWithIdpKey(p, v)));
+    const answers = await Promise.all(tokens.map((t) => api("GET", "/auth/me", { headers: bearer(t) })));
+    expect(answers.map((a) => a.status)).toEqual(tokens.map(() => 200));
+    expect(new Set(answers.map((a) => (a.body as { id: number }).id)).size).toBe(1);
+    const [rows] = await p.sequelize.query("SELECT count(*)::int AS n FROM users WHERE external_id = $sub", { bind: { sub: claims.sub } });
+    expect((rows as { n: number }[])[0].n).toBe(1);
+    // /auth/me reads the user through the users cache: it agrees with the row, no stale copy survived.
+    const again = await api("GET", "/auth/me", { headers: bearer(tokens[1]) });
+    const row = await userBySub(String(claims.sub));
+    expect(again.body).toMatchObject({ email: row?.email, name: row?.name, role: row?.role });
+    // Never wiped by a token that carried no email or name.
+    expect(row).toMatchObject({ email: claims.email, name: expect.stringMatching(/^Name [012]$/) });
+  });
+
   it.each([
     [["student", "teacher"], "teacher"],
     [["teacher", "student"], "teacher"],

@@ -100,7 +100,7 @@ describe("real tokens from the embedded IdP", () => {
       name: "Demo Teacher",
       [ROLES_CLAIM]: { teacher: { "300000000000000001": "autolabs.local" } },
     });
-    expect(claimsToIdentity(payload, ROLES_CLAIM)).toEqual({
+    expect(claimsToIdentity(payload, ROLES_CLAIM, [])).toEqual({
       externalId: TEACHER_SUB,
       email: "teacher@autolabs.local",
       name: "Demo Teacher",
@@ -114,7 +114,7 @@ describe("real tokens from the embedded IdP", () => {
     ["student2", "student"],
   ])("account %s maps to role %s with its own sub", async (account, role) => {
     const { accessToken } = await idp.getToken(account);
-    const identity = claimsToIdentity(await verifier.verify(accessToken), ROLES_CLAIM);
+    const identity = claimsToIdentity(await verifier.verify(accessToken), ROLES_CLAIM, []);
     expect(identity.role).toBe(role);
     expect(identity.email).toBe(`${account}@autolabs.local`);
     expect(identity.externalId).not.toBe(TEACHER_SUB);
@@ -140,7 +140,7 @@ describe("real tokens from the embedded IdP", () => {
       clientSecret: DEV_CLIENT_SECRET,
       redirectUri: "http://localhost:8000/api/v1/auth/callback",
     });
-    expect(claimsToIdentity(await verifier.verify(tokens.accessToken), ROLES_CLAIM).role).toBe("admin");
+    expect(claimsToIdentity(await verifier.verify(tokens.accessToken), ROLES_CLAIM, []).role).toBe("admin");
     expect(decodeJwt(tokens.idToken).aud).toBe("autolabs-backend");
     await expect(
       runCodeFlow({
@@ -211,6 +211,36 @@ describe("forged and tampered tokens are rejected with 401", () => {
   it("not yet valid (nbf in the future)", async () => {
     const err = await expectUnauthorized(await signWithProviderKey(validClaims({ nbf: now() + 300 })));
     expect(err.message).toBe("Token not yet valid");
+  });
+
+  it("issued in the future (iat beyond the 30 s clock tolerance)", async () => {
+    const err = await expectUnauthorized(await signWithProviderKey(validClaims({ iat: now() + 300 })));
+    expect(err.message).toBe("Token issued in the future");
+    // Within the tolerance (a clock a few seconds ahead) it still passes.
+    await expect(verifier.verify(await signWithProviderKey(validClaims({ iat: now() + 5 })))).resolves.toBeDefined();
+  });
+
+  it("nbf within the clock tolerance passes; iat, nbf and exp that are not numbers are refused", async () => {
+    await expect(verifier.verify(await signWithProviderKey(validClaims({ nbf: now() + 5 })))).resolves.toBeDefined();
+    const notNumbers: JWTPayload[] = [
+      { iat: String(now()) as unknown as number },
+      { nbf: String(now() - 60) as unknown as number },
+      { exp: String(now() + 600) as unknown as number },
+    ];
+    for (const over of notNumbers) await expectUnauthorized(await signWithProviderKey(validClaims(over)));
+  });
+
+  it("an algorithm outside the allow-list is refused even when the provider's own key verifies it", async () => {
+    const jwk = idp.privateJwks().keys[0];
+    if (!jwk) throw new Error("provider has no key");
+    // PS256 uses the same RSA key: the signature is genuine, only the algorithm is not allowed.
+    const ps256 = await new SignJWT(validClaims())
+      .setProtectedHeader({ alg: "PS256", kid: jwk.kid })
+      .sign(await importJWK(jwk, "PS256"));
+    await expectUnauthorized(ps256);
+    await expectUnauthorized(ps256, verifierFor({ algorithms: ["ES256"] }));
+    // And a verifier allowing only ES256 refuses the provider's genuine RS256 tokens.
+    await expectUnauthorized(await signWithProviderKey(validClaims()), verifierFor({ algorithms: ["ES256"] }));
   });
 
   it("without exp", async () => {

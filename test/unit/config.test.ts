@@ -39,6 +39,23 @@ describe("loadConfig", () => {
   });
 });
 
+describe("OIDC_ALLOWED_ORGS", () => {
+  it("is empty (any organisation) unless set", () => {
+    expect(loadConfig({}).oidc.allowedOrgs).toEqual([]);
+    expect(loadConfig({ OIDC_ALLOWED_ORGS: "  " }).oidc.allowedOrgs).toEqual([]);
+  });
+
+  it("takes comma-separated organisation ids, trimmed and without duplicates", () => {
+    expect(loadConfig({ OIDC_ALLOWED_ORGS: "300000000000000001" }).oidc.allowedOrgs).toEqual(["300000000000000001"]);
+    expect(loadConfig({ OIDC_ALLOWED_ORGS: " 1 , org-b_2,1" }).oidc.allowedOrgs).toEqual(["1", "org-b_2"]);
+  });
+
+  it.each([["1,,2"], ["1,"], ["acme.example"], ["1 2"], ["x".repeat(65)]])("refuses %j naming the variable", (value) => {
+    expect(() => loadConfig({ OIDC_ALLOWED_ORGS: value })).toThrow(ConfigError);
+    expect(() => loadConfig({ OIDC_ALLOWED_ORGS: value })).toThrow(/OIDC_ALLOWED_ORGS must be comma-separated organisation ids/);
+  });
+});
+
 describe("METRICS_PORT", () => {
   it("is off unless set, and validated when set", () => {
     expect(loadConfig({}).metricsPort).toBeUndefined();

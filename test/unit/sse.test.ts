@@ -146,6 +146,48 @@ describe("LabInstanceStreams", () => {
     expect(res.chunks.length).toBe(before);
   });
 
+  it("a client that leaves during the access lookup leaves no subscription, no timer, and gets nothing written", async () => {
+    jest.useFakeTimers();
+    try {
+      const hub = new LabInstanceStreams({ keepAliveMs: 10 });
+      const res = new FakeResponse();
+      // The lookup answers when the test says so.
+      let answer: (i: StreamedInstance) => void = () => undefined;
+      const req = request(8, inst(8, "pending"));
+      (req.$ctx as { call: () => Promise<StreamedInstance> }).call = () => new Promise((r) => (answer = r));
+      const passedOn: unknown[] = [];
+      hub.handler(req, res as unknown as ServerResponse, (e) => passedOn.push(e));
+      expect(hub.openStreams).toBe(1);
+      res.disconnect();
+      expect(hub.openStreams).toBe(0);
+
+      answer(inst(8, "pending"));
+      await jest.advanceTimersByTimeAsync(100);
+      hub.publish(inst(8, "running"));
+      await jest.advanceTimersByTimeAsync(100);
+      expect(hub.openStreams).toBe(0);
+      expect(jest.getTimerCount()).toBe(0);
+      expect(res.headersSent).toBe(false);
+      expect(res.chunks).toEqual([]);
+      expect(passedOn).toEqual([]);
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+
+  it("a stop during the access lookup answers 503 (before any stream) and keeps nothing", async () => {
+    const hub = new LabInstanceStreams();
+    const res = new FakeResponse();
+    const errors: { code?: number }[] = [];
+    hub.handler(request(6, inst(6, "running"), {}, 20), res as unknown as ServerResponse, (e) => errors.push(e as { code?: number }));
+    await tick(1);
+    hub.closeAll();
+    await tick(40);
+    expect(errors).toMatchObject([{ code: 503 }]);
+    expect(res.headersSent).toBe(false);
+    expect(hub.openStreams).toBe(0);
+  });
+
   it("closeAll ends every stream (the gateway is stopping)", async () => {
     const hub = new LabInstanceStreams();
     const a = new FakeResponse();
