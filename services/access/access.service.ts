@@ -344,9 +344,13 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
           { course: request.course_id },
           transaction,
         );
-        if (!course) throw notFound("Access request");
-        if (action !== "cancel" && course.owner_id !== request.course_owner_id) {
-          throw conflict("The course changed owner meanwhile; reload the request and try again");
+        // A request with no course behind it (course_owner_id null) can still be rejected or cancelled: there is
+        // no owner to hold. One that had a course decides only while that course keeps the owner checked.
+        if (action !== "cancel" && request.course_owner_id !== null) {
+          if (!course) throw conflict("The course of this access request no longer exists");
+          if (course.owner_id !== request.course_owner_id) {
+            throw conflict("The course changed owner meanwhile; reload the request and try again");
+          }
         }
         const updated = await this.select<{ id: number; course_id: number; student_id: number }>(
           `UPDATE access_requests
