@@ -59,8 +59,9 @@ export interface Verdict {
   retryAfterS?: number;
 }
 
+/** Whole seconds, rounded up; the microsecond of slack keeps a rate like 2/60 from rounding 15 s up to 16. */
 const secondsUntil = (tokensNeeded: number, limit: BucketLimit) =>
-  tokensNeeded <= 0 ? 0 : Math.ceil(tokensNeeded / limit.ratePerS);
+  tokensNeeded <= 0 ? 0 : Math.ceil(tokensNeeded / limit.ratePerS - 1e-6);
 
 /**
  * The bucket the headers describe: on a refusal the one that keeps the client waiting longest, else the one

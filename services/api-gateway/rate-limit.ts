@@ -117,9 +117,13 @@ export interface TimedTake extends Take {
 type ScriptReply = (number | string)[];
 type LimiterRedis = Redis & { rateLimitTake(numKeys: number, ...keysAndArgs: string[]): Promise<ScriptReply> };
 
-/** A stalled Redis costs at most this per request, and only until the breaker opens. */
-const COMMAND_TIMEOUT_MS = 100;
-/** After a failure, requests skip Redis (and pass) this long before one tries again. */
+/**
+ * How long a request waits for Redis before passing. Only the request that meets a stalled Redis first, and
+ * then one probe per BREAKER_OPEN_MS, pay it; it is well above a healthy round trip (well under 1 ms) so a
+ * busy event loop does not switch the limits off.
+ */
+const COMMAND_TIMEOUT_MS = 200;
+/** After a failure, requests skip Redis (and pass) this long; then a single request probes it. */
 const BREAKER_OPEN_MS = 1000;
 
 export class RedisBuckets implements BucketStore {
@@ -153,7 +157,10 @@ export class RedisBuckets implements BucketStore {
 
   async take(keys: readonly string[], limits: readonly BucketLimit[]): Promise<TimedTake | undefined> {
     if (this.redis.status !== "ready") return this.unavailable(`connection ${this.redis.status}`);
-    if (this.failing && Date.now() < this.skipUntil) return undefined;
+    if (this.failing) {
+      if (Date.now() < this.skipUntil) return undefined;
+      this.skipUntil = Date.now() + BREAKER_OPEN_MS; // this request probes, the others keep passing
+    }
     const args = limits.flatMap((l) => [String(l.ratePerS), String(l.burst)]);
     let reply: ScriptReply;
     try {
