@@ -58,9 +58,11 @@ export class MemoryBuckets implements BucketStore {
         this.buckets.delete(key);
         this.buckets.set(key, take.states[i]);
       });
-      for (const oldest of this.buckets.keys()) {
-        if (this.buckets.size <= this.maxBuckets) break;
-        this.buckets.delete(oldest);
+      if (this.buckets.size > this.maxBuckets) {
+        for (const oldest of this.buckets.keys()) {
+          if (this.buckets.size <= this.maxBuckets) break;
+          this.buckets.delete(oldest);
+        }
       }
     }
     return take;
@@ -122,14 +124,15 @@ type LimiterRedis = Redis & { rateLimitTake(numKeys: number, ...keysAndArgs: str
  * then one probe per BREAKER_OPEN_MS, pay it; it is well above a healthy round trip (well under 1 ms) so a
  * busy event loop does not switch the limits off.
  */
-const COMMAND_TIMEOUT_MS = 200;
+const COMMAND_TIMEOUT_MS = 500;
 /** After a failure, requests skip Redis (and pass) this long; then a single request probes it. */
 const BREAKER_OPEN_MS = 1000;
 
 export class RedisBuckets implements BucketStore {
   private readonly redis: LimiterRedis;
   private skipUntil = 0;
-  private failing = false;
+  /** When the current outage began; undefined while Redis answers. */
+  private failingSince: number | undefined;
 
   constructor(url: string, private readonly prefix: string, private readonly logger: OutageLog) {
     // ioredis defaults chosen against, for a check on every request: no offline queue (a disconnected client
@@ -157,9 +160,10 @@ export class RedisBuckets implements BucketStore {
 
   async take(keys: readonly string[], limits: readonly BucketLimit[]): Promise<TimedTake | undefined> {
     if (this.redis.status !== "ready") return this.unavailable(`connection ${this.redis.status}`);
-    if (this.failing) {
-      if (Date.now() < this.skipUntil) return undefined;
-      this.skipUntil = Date.now() + BREAKER_OPEN_MS; // this request probes, the others keep passing
+    const sentAt = Date.now();
+    if (this.failingSince !== undefined) {
+      if (sentAt < this.skipUntil) return undefined;
+      this.skipUntil = sentAt + BREAKER_OPEN_MS; // this request probes, the others keep passing
     }
     const args = limits.flatMap((l) => [String(l.ratePerS), String(l.burst)]);
     let reply: ScriptReply;
@@ -168,8 +172,9 @@ export class RedisBuckets implements BucketStore {
     } catch (err) {
       return this.unavailable((err as Error).message);
     }
-    if (this.failing) {
-      this.failing = false;
+    // Only an answer to a command sent after the outage began ends it (late answers to earlier ones do not).
+    if (this.failingSince !== undefined && sentAt >= this.failingSince) {
+      this.failingSince = undefined;
       this.logger.info("Rate limits enforced again: Redis answers");
     }
     const states: BucketState[] = keys.map((_, i) => ({ tokens: Number(reply[2 + 2 * i]), atMs: Number(reply[3 + 2 * i]) }));
@@ -177,8 +182,8 @@ export class RedisBuckets implements BucketStore {
   }
 
   private unavailable(why: string): undefined {
-    if (!this.failing) {
-      this.failing = true;
+    if (this.failingSince === undefined) {
+      this.failingSince = Date.now();
       this.logger.warn(`Rate limits not enforced (requests pass) while Redis is unavailable: ${why}`);
     }
     this.skipUntil = Date.now() + BREAKER_OPEN_MS;
