@@ -42,7 +42,11 @@ export function refill(state: BucketState | undefined, limit: BucketLimit, nowMs
  * then takes one from each; a refused request takes nothing (so hammering while refused does not prolong
  * the wait, and a refused lab start does not also spend the general budget).
  */
-export function takeAll(states: readonly (BucketState | undefined)[], limits: readonly BucketLimit[], nowMs: number): Take {
+export function takeAll(
+  states: readonly (BucketState | undefined)[],
+  limits: readonly BucketLimit[],
+  nowMs: number,
+): Take {
   const refilled = limits.map((limit, i) => refill(states[i], limit, nowMs));
   const allowed = refilled.every((s) => s.tokens >= 1);
   return { allowed, states: allowed ? refilled.map((s) => ({ tokens: s.tokens - 1, atMs: s.atMs })) : refilled };
@@ -160,7 +164,11 @@ export function bucketsFor(req: RequestFacts, limits: RateLimits): Bucket[] {
  * forged header cannot pick someone else's budget). With no trusted proxy the header is ignored.
  * IPv6 clients are keyed by their /64: one host usually holds a whole /64.
  */
-export function clientAddress(peer: string | undefined, forwardedFor: string | string[] | undefined, trustedHops: number): string {
+export function clientAddress(
+  peer: string | undefined,
+  forwardedFor: string | string[] | undefined,
+  trustedHops: number,
+): string {
   let address = peer ?? "unknown";
   if (trustedHops > 0 && forwardedFor !== undefined) {
     const chain = (Array.isArray(forwardedFor) ? forwardedFor.join(",") : forwardedFor)

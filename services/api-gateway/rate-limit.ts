@@ -177,7 +177,10 @@ export class RedisBuckets implements BucketStore {
       this.failingSince = undefined;
       this.logger.info("Rate limits enforced again: Redis answers");
     }
-    const states: BucketState[] = keys.map((_, i) => ({ tokens: Number(reply[2 + 2 * i]), atMs: Number(reply[3 + 2 * i]) }));
+    const states: BucketState[] = keys.map((_, i) => ({
+      tokens: Number(reply[2 + 2 * i]),
+      atMs: Number(reply[3 + 2 * i]),
+    }));
     return { allowed: Number(reply[0]) === 1, nowMs: Number(reply[1]), states };
   }
 
@@ -206,7 +209,12 @@ export class RateLimiter {
    * Draws the request's tokens and puts RateLimit-* on the answer; over the limit throws 429 with
    * Retry-After. Runs after authentication (the user is known) and before the action.
    */
-  async check(req: IncomingMessage, res: ServerResponse, principal: Principal | null | undefined, action: string | undefined): Promise<void> {
+  async check(
+    req: IncomingMessage,
+    res: ServerResponse,
+    principal: Principal | null | undefined,
+    action: string | undefined,
+  ): Promise<void> {
     const buckets = bucketsFor(
       {
         action,
@@ -245,7 +253,7 @@ export function rateLimitsOf(config: Config["rateLimit"]): RateLimits {
 export function createRateLimiter(config: Config, logger: OutageLog): RateLimiter {
   const limits = rateLimitsOf(config.rateLimit);
   const anyLimit = Object.values(limits).some((l) => l !== undefined);
-  const redis =
-    config.redisUrl && anyLimit ? new RedisBuckets(config.redisUrl, `ratelimit:${config.namespace}:`, logger) : undefined;
+  const prefix = `ratelimit:${config.namespace}:`;
+  const redis = config.redisUrl && anyLimit ? new RedisBuckets(config.redisUrl, prefix, logger) : undefined;
   return new RateLimiter(limits, redis ?? new MemoryBuckets(), config.rateLimit.trustedProxyHops);
 }

@@ -96,7 +96,7 @@ describe.each([
   ["Redis", () => p.url],
   ["memory (no REDIS_URL)", async () => (await node({ RATE_LIMIT_RPS: "0.5", RATE_LIMIT_BURST: "3" })).url],
 ])("per-user bucket in %s", (_store, baseOf) => {
-  it("answers a burst past the limit 429 with RateLimit headers and Retry-After; after Retry-After it passes", async () => {
+  it("answers a burst past the limit 429 with RateLimit headers, Retry-After; then it passes", async () => {
     const base = await baseOf();
     await untilEnforced(base, await p.token("admin"));
     const token = await p.token("student");
@@ -161,7 +161,7 @@ it("limits lab starts per student, apart from the general budget", async () => {
 });
 
 describe("login per client address", () => {
-  it("counts /auth/login and /auth/callback per address; a forged X-Forwarded-For is ignored without TRUST_PROXY", async () => {
+  it("counts /auth/login + /auth/callback per address; X-Forwarded-For ignored without TRUST_PROXY", async () => {
     const login = (forwardedFor: string) =>
       call(p.url, "GET", "/auth/login", { headers: { "x-forwarded-for": forwardedFor } });
     expect((await login("198.51.100.1")).status).toBe(302);
@@ -210,10 +210,16 @@ describe("Redis outage", () => {
     await redis?.kill();
   });
 
-  it("lets requests through (2xx, logged once per outage) and enforces the limits again once Redis is back", async () => {
+  it("lets requests through (2xx, logged once per outage), enforces the limits again once Redis is back", async () => {
     redis = await startOwnRedis();
-    const n = await node({ REDIS_URL: redis.url(), NAMESPACE: namespace(), RATE_LIMIT_RPS: "0.01", RATE_LIMIT_BURST: "2" });
-    const gateway = n.broker.getLocalService("api-gateway") as unknown as { logger: { warn(m: string): void; info(m: string): void } };
+    const n = await node({
+      REDIS_URL: redis.url(),
+      NAMESPACE: namespace(),
+      RATE_LIMIT_RPS: "0.01",
+      RATE_LIMIT_BURST: "2",
+    });
+    type Log = { warn(m: string): void; info(m: string): void };
+    const gateway = n.broker.getLocalService("api-gateway") as unknown as { logger: Log };
     const warn = jest.spyOn(gateway.logger, "warn");
     const info = jest.spyOn(gateway.logger, "info");
     const outageReports = () => warn.mock.calls.filter(([m]) => /^Rate limits not enforced/.test(String(m))).length;
@@ -254,7 +260,8 @@ describe("Redis outage", () => {
 });
 
 it("the Lua script decides exactly like takeAll(), its specification", async () => {
-  const store = new RedisBuckets(REDIS_URL, `ratelimit:${namespace()}:`, { warn: () => undefined, info: () => undefined });
+  const quiet = { warn: () => undefined, info: () => undefined };
+  const store = new RedisBuckets(REDIS_URL, `ratelimit:${namespace()}:`, quiet);
   await store.connect();
   try {
     // Rates whose products and quotients are inexact in binary: both sides must round alike.

@@ -52,10 +52,15 @@ describe("takeAll", () => {
 
 describe("verdictOf and rateLimitHeaders", () => {
   it("describes the bucket closest to running out while requests pass", () => {
-    const v = verdictOf({ allowed: true, states: [{ tokens: 4, atMs: 0 }, { tokens: 1.5, atMs: 0 }] }, [TEN_PER_S, TWO_PER_MIN]);
+    const take = { allowed: true, states: [{ tokens: 4, atMs: 0 }, { tokens: 1.5, atMs: 0 }] };
+    const v = verdictOf(take, [TEN_PER_S, TWO_PER_MIN]);
     // 0.5 token missing at 2/min: 15 s until full.
     expect(v).toEqual({ allowed: true, limit: 2, remaining: 1, resetS: 15 });
-    expect(rateLimitHeaders(v)).toEqual({ "RateLimit-Limit": "2", "RateLimit-Remaining": "1", "RateLimit-Reset": "15" });
+    expect(rateLimitHeaders(v)).toEqual({
+      "RateLimit-Limit": "2",
+      "RateLimit-Remaining": "1",
+      "RateLimit-Reset": "15",
+    });
   });
 
   it("on a refusal: the bucket that keeps the client waiting longest, Retry-After rounded up", () => {
@@ -74,7 +79,8 @@ describe("verdictOf and rateLimitHeaders", () => {
   });
 
   it("ignores a bucket that still has tokens when choosing what a refusal reports", () => {
-    const v = verdictOf({ allowed: false, states: [{ tokens: 0, atMs: 0 }, { tokens: 2, atMs: 0 }] }, [TEN_PER_S, TWO_PER_MIN]);
+    const take = { allowed: false, states: [{ tokens: 0, atMs: 0 }, { tokens: 2, atMs: 0 }] };
+    const v = verdictOf(take, [TEN_PER_S, TWO_PER_MIN]);
     expect(v).toMatchObject({ limit: 5, retryAfterS: 1 });
   });
 });
@@ -132,7 +138,7 @@ describe("clientAddress", () => {
     expect(clientAddress("10.0.0.9", ["6.6.6.6", "198.51.100.7"], 1)).toBe("198.51.100.7");
   });
 
-  it("falls back to the leftmost entry when fewer proxies wrote than are trusted, and to the peer without a header", () => {
+  it("falls back to the leftmost entry when fewer proxies wrote than trusted, to the peer without a header", () => {
     expect(clientAddress("10.0.0.9", "198.51.100.7", 3)).toBe("198.51.100.7");
     expect(clientAddress("10.0.0.9", undefined, 1)).toBe("10.0.0.9");
   });
