@@ -16,6 +16,7 @@ import { toHttpAnswer } from "./http-errors";
 import { buildOpenApi, docsPage, type RouteDescription } from "./openapi";
 import { PrometheusText } from "../runtime/prometheus-text";
 import { LabInstanceStreams, withEventStreamCallOptions, type StreamedInstance } from "./sse";
+import { createRateLimiter, type RateLimiter } from "./rate-limit";
 
 interface GatewayRequest extends IncomingMessage {
   $ctx?: Context<unknown, RequestMeta>;
@@ -37,9 +38,11 @@ type GatewayMethods = {
   checkDatabase(): Promise<Check>;
   checkRedis(): Promise<Check>;
   checkRabbit(): Check;
+  authorize(ctx: Context<unknown, RequestMeta>, route: unknown, req: GatewayRequest, res: ServerResponse): Promise<void>;
 };
 type GatewayVars = {
   redis: Redis | null;
+  rateLimiter: RateLimiter;
   /** The lab-instance event streams open on this node. */
   streams: LabInstanceStreams;
 };
@@ -90,7 +93,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
         origin: [config.frontendUrl, config.publicUrl],
         methods: ["GET", "POST", "PUT", "DELETE", "OPTIONS"],
         allowedHeaders: ["Content-Type", "Authorization", "X-Request-Id", "Last-Event-ID"],
-        exposedHeaders: ["X-Request-Id"],
+        exposedHeaders: ["X-Request-Id", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After"],
         credentials: true,
         maxAge: 600,
       },
@@ -101,6 +104,8 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
           autoAliases: true,
           mappingPolicy: "restrict",
           authentication: true,
+          // Runs after authentication: the rate limits (authorize below), per user where one is known.
+          authorization: true,
           aliases: {
             "GET /health": "api-gateway.health",
             "GET /openapi.json": "api-gateway.openapi",
@@ -273,6 +278,10 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
           return `failed: ${(err as Error).message}`;
         }
       },
+      /** Not access rules (each action has its own): the rate limits, which need the authenticated user. */
+      async authorize(ctx: Context<unknown, RequestMeta>, _route: unknown, req: GatewayRequest, res: ServerResponse) {
+        await this.rateLimiter.check(req, res, ctx.meta.user, req.$alias?.action);
+      },
       checkRabbit(): Check {
         const transit = this.broker.transit;
         if (!config.transporter || !transit) return "embedded";
@@ -289,16 +298,18 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
       this.redis?.on("error", () => {
         /* reported by the health check */
       });
+      this.rateLimiter = createRateLimiter(config, this.logger);
     },
 
     async started() {
-      await this.redis?.connect().catch(() => undefined);
+      await Promise.all([this.redis?.connect().catch(() => undefined), this.rateLimiter.start()]);
     },
 
     async stopped() {
       // Runs before moleculer-web closes the server, which would otherwise wait for the open streams.
       this.streams.closeAll();
       this.redis?.disconnect();
+      this.rateLimiter.close();
     },
   };
 }

@@ -52,6 +52,18 @@ export interface Config {
   /** How often the lab-instance sweeper looks for timed-out starts and expired lifetimes (ms). */
   labSweepIntervalMs: number;
   bodyLimitBytes: number;
+  /** Gateway rate limits (0 turns one off): per user, lab starts per user, login per client address. */
+  rateLimit: {
+    /** RATE_LIMIT_RPS and RATE_LIMIT_BURST: each signed-in user's token bucket (either 0: off). */
+    userRps: number;
+    userBurst: number;
+    /** RATE_LIMIT_LAB_STARTS_PER_MIN: POST /lab-instances per user, on top of the above. */
+    labStartsPerMin: number;
+    /** RATE_LIMIT_LOGIN_PER_MIN: /auth/login and /auth/callback per client address. */
+    loginPerMin: number;
+    /** TRUST_PROXY: how many proxies in front append to X-Forwarded-For (0: the header is ignored). */
+    trustedProxyHops: number;
+  };
   /** Moleculer's Prometheus reporter on its own port (nodes without a gateway); off by default. */
   metricsPort: number | undefined;
   version: string;
@@ -79,6 +91,16 @@ function int(env: Env, name: string, def: number, min: number, max: number): num
   if (!/^\d+$/.test(raw)) throw new ConfigError(name, `must be an integer, got "${raw}"`);
   const n = Number(raw);
   if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+/** A non-negative decimal such as 20 or 0.5. */
+function decimal(env: Env, name: string, def: number, max: number): number {
+  const raw = str(env, name);
+  if (raw === undefined) return def;
+  if (!/^\d+(\.\d+)?$/.test(raw)) throw new ConfigError(name, `must be a non-negative number, got "${raw}"`);
+  const n = Number(raw);
+  if (n > max) throw new ConfigError(name, `must be at most ${max}, got ${n}`);
   return n;
 }
 
@@ -189,6 +211,15 @@ export function loadConfig(env: Env = process.env): Config {
     maxActiveInstancesPerStudent: int(env, "MAX_ACTIVE_INSTANCES_PER_STUDENT", 3, 1, 100),
     labSweepIntervalMs: int(env, "LAB_SWEEP_INTERVAL_MS", 10_000, 50, 3_600_000),
     bodyLimitBytes: int(env, "BODY_LIMIT_BYTES", 256 * 1024, 1024, 16 * 1024 * 1024),
+    // Generous per user: a class-start rush is a handful of requests per student. Login per address must let a
+    // class behind one NAT sign in at once (2 requests each: login and callback).
+    rateLimit: {
+      userRps: decimal(env, "RATE_LIMIT_RPS", 20, 100_000),
+      userBurst: int(env, "RATE_LIMIT_BURST", 100, 0, 1_000_000),
+      labStartsPerMin: int(env, "RATE_LIMIT_LAB_STARTS_PER_MIN", 10, 0, 100_000),
+      loginPerMin: int(env, "RATE_LIMIT_LOGIN_PER_MIN", 600, 0, 1_000_000),
+      trustedProxyHops: int(env, "TRUST_PROXY", 0, 0, 10),
+    },
     metricsPort: str(env, "METRICS_PORT") === undefined ? undefined : int(env, "METRICS_PORT", 0, 1, 65535),
     version: str(env, "APP_VERSION") ?? "0.1.0",
   };

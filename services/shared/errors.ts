@@ -37,5 +37,6 @@ export const validationError = (problems: ValidationProblem[]) =>
 export const unsupportedMediaType = (detail = "Request body must be application/json") =>
   clientError(415, "UNSUPPORTED_MEDIA_TYPE", detail);
 export const payloadTooLarge = (detail = "Request body too large") => clientError(413, "PAYLOAD_TOO_LARGE", detail);
+export const tooManyRequests = (detail: string) => clientError(429, "TOO_MANY_REQUESTS", detail);
 export const serviceUnavailable = (detail: string) =>
   new Errors.MoleculerRetryableError(detail, 503, "SERVICE_UNAVAILABLE");

@@ -63,3 +63,41 @@ describe("METRICS_PORT", () => {
     expect(() => loadConfig({ METRICS_PORT: "x" })).toThrow(/METRICS_PORT must be an integer/);
   });
 });
+
+describe("rate limits", () => {
+  it("default to limits a class-start rush never reaches", () => {
+    expect(loadConfig({}).rateLimit).toEqual({
+      userRps: 20,
+      userBurst: 100,
+      labStartsPerMin: 10,
+      loginPerMin: 600,
+      trustedProxyHops: 0,
+    });
+  });
+
+  it("read every variable, accept a fractional rate and 0 (off)", () => {
+    const c = loadConfig({
+      RATE_LIMIT_RPS: "0.5",
+      RATE_LIMIT_BURST: "0",
+      RATE_LIMIT_LAB_STARTS_PER_MIN: "0",
+      RATE_LIMIT_LOGIN_PER_MIN: "30",
+      TRUST_PROXY: "2",
+    });
+    expect(c.rateLimit).toEqual({ userRps: 0.5, userBurst: 0, labStartsPerMin: 0, loginPerMin: 30, trustedProxyHops: 2 });
+  });
+
+  it.each([
+    ["RATE_LIMIT_RPS", "-1", /RATE_LIMIT_RPS must be a non-negative number/],
+    ["RATE_LIMIT_RPS", "1e3", /RATE_LIMIT_RPS must be a non-negative number/],
+    ["RATE_LIMIT_RPS", "fast", /RATE_LIMIT_RPS must be a non-negative number/],
+    ["RATE_LIMIT_RPS", "1000000", /RATE_LIMIT_RPS must be at most/],
+    ["RATE_LIMIT_BURST", "2.5", /RATE_LIMIT_BURST must be an integer/],
+    ["RATE_LIMIT_LAB_STARTS_PER_MIN", "-3", /RATE_LIMIT_LAB_STARTS_PER_MIN must be an integer/],
+    ["RATE_LIMIT_LOGIN_PER_MIN", "lots", /RATE_LIMIT_LOGIN_PER_MIN must be an integer/],
+    ["TRUST_PROXY", "true", /TRUST_PROXY must be an integer/],
+    ["TRUST_PROXY", "11", /TRUST_PROXY must be between 0 and 10/],
+  ])("reject a bad %s naming the variable", (name, value, message) => {
+    expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
+    expect(() => loadConfig({ [name]: value })).toThrow(message);
+  });
+});
