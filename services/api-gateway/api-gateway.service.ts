@@ -148,7 +148,10 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
             "GET /lab-instances/:id/events": streams.handler,
           },
           // Bodies may be gzip/deflate/br (inflate: body-parser's default): `limit` bounds the inflated size.
-          bodyParsers: { json: { strict: true, limit: config.bodyLimitBytes, verify: verifyJsonShape }, urlencoded: false },
+          bodyParsers: {
+            json: { strict: true, limit: config.bodyLimitBytes, verify: verifyJsonShape },
+            urlencoded: false,
+          },
           use: [bodyParserErrors],
           callOptions: { timeout: 30_000 },
           logging: true,
@@ -189,7 +192,9 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
         const answer = toHttpAnswer(err, { method: req.method ?? "GET", pathParams: pathParamsOf(req) });
         const requestId = req.$ctx?.requestID ?? "-";
         if (answer.serverFault) {
-          this.logger.error(`[${requestId}] ${req.method} ${redactUrl(req.url ?? "")} → ${answer.status}:`, err.name, err.message, err.stack ?? "");
+          const url = redactUrl(req.url ?? "");
+          const line = `[${requestId}] ${req.method} ${url} → ${answer.status}:`;
+          this.logger.error(line, err.name, err.message, err.stack ?? "");
         }
         if (!res.headersSent) {
           res.setHeader("Content-Type", "application/json; charset=utf-8");
@@ -266,7 +271,8 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
           const path = routedPath(req.url ?? "");
           const allow = allowedMethods(aliases, path, (a) => a.handler === streams.handler);
           if (allow !== null && req.method === "OPTIONS") return answerAllow(req, res, 204, allow);
-          if (allow !== null && !allow.includes("HEAD") && allow.includes("GET")) return answerAllow(req, res, 405, allow);
+          const headless = allow !== null && !allow.includes("HEAD") && allow.includes("GET");
+          if (headless) return answerAllow(req, res, 405, allow);
         }
         return baseMethods.httpHandler.call(this, req, res, next);
       },

@@ -73,11 +73,18 @@ export function bodyParserError(err: BodyParserError): Error | BodyParserError {
   }
   const status = typeof err.status === "number" ? err.status : 500;
   // Decompression errors (zlib's codes are strings) and aborted or short bodies.
-  if (status >= 400 && status < 500) return badRequest("Request body could not be read: it does not match its Content-Encoding or length");
+  if (status >= 400 && status < 500) {
+    return badRequest("Request body could not be read: it does not match its Content-Encoding or length");
+  }
   return err;
 }
 
 /** An error middleware (4 arguments) after moleculer-web's body parsers. */
-export function bodyParserErrors(err: BodyParserError, _req: IncomingMessage, _res: ServerResponse, next: (e?: unknown) => void): void {
+export function bodyParserErrors(
+  err: BodyParserError,
+  _req: IncomingMessage,
+  _res: ServerResponse,
+  next: (e?: unknown) => void,
+): void {
   next(bodyParserError(err));
 }

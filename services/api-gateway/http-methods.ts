@@ -24,7 +24,11 @@ export function routedPath(url: string): string {
  * The `Allow` value of a path, or null when no route has it. GET routes also allow HEAD, unless their
  * handler cannot answer one (`noHead`: a stream has no end to answer HEAD with).
  */
-export function allowedMethods(aliases: readonly RoutedAlias[], path: string, noHead: (a: RoutedAlias) => boolean): string | null {
+export function allowedMethods(
+  aliases: readonly RoutedAlias[],
+  path: string,
+  noHead: (a: RoutedAlias) => boolean,
+): string | null {
   const methods = new Set<string>();
   for (const alias of aliases) {
     if (!alias.match(path)) continue;

@@ -21,16 +21,17 @@ const DECIMAL_ID = /^[1-9][0-9]{0,9}$/;
  * before SQL (where it would be an out-of-range error, a 500).
  */
 const checkPathId: Checker = (value, errors) => {
+  const problem = (type: string, message: string) => errors.push({ type, message, actual: value });
   let n: number;
   if (typeof value === "number") n = value;
   else if (typeof value === "string" && DECIMAL_ID.test(value)) n = Number(value);
   else {
-    errors.push({ type: "int_parsing", message: "Input should be a valid integer (decimal digits, no sign or leading zero)", actual: value });
+    problem("int_parsing", "Input should be a valid integer (decimal digits, no sign or leading zero)");
     return value;
   }
-  if (!Number.isInteger(n)) errors.push({ type: "int_type", message: "Input should be a valid integer", actual: value });
-  else if (n < 1) errors.push({ type: "greater_than_equal", message: "Input should be greater than or equal to 1", actual: value });
-  else if (n > MAX_INT32) errors.push({ type: "less_than_equal", message: `Input should be less than or equal to ${MAX_INT32}`, actual: value });
+  if (!Number.isInteger(n)) problem("int_type", "Input should be a valid integer");
+  else if (n < 1) problem("greater_than_equal", "Input should be greater than or equal to 1");
+  else if (n > MAX_INT32) problem("less_than_equal", `Input should be less than or equal to ${MAX_INT32}`);
   return n;
 };
 
@@ -49,7 +50,8 @@ export const BODY_ID_PARAM = { type: "number", integer: true, positive: true, ma
  */
 const refuseNull: Checker = (value, errors, schema) => {
   if (value === null && schema.optional === true && schema.nullable !== true) {
-    errors.push({ type: "null_not_allowed", message: "Input should not be null: the field cannot be cleared", actual: null });
+    const message = "Input should not be null: the field cannot be cleared";
+    errors.push({ type: "null_not_allowed", message, actual: null });
   }
   return value;
 };

@@ -6,7 +6,7 @@
  */
 import { gzipSync, deflateSync, brotliCompressSync } from "node:zlib";
 import { startTestPlatform, type ApiResponse, type TestPlatform } from "../support/platform";
-import { checkedApi, expectWellFormed, fixtures, locs, type Api, type Fixtures } from "../support/http-api";
+import { checkedApi, expectWellFormed, fixtures, locs, RESOURCES, type Api, type Fixtures } from "../support/http-api";
 
 jest.setTimeout(60_000);
 
@@ -16,7 +16,10 @@ let api: Api;
 let f: Fixtures;
 
 beforeAll(async () => {
-  p = await startTestPlatform({ SERVICES: "api-gateway,auth,courses,labs,lab-instances,access", BODY_LIMIT_BYTES: String(BODY_LIMIT) });
+  p = await startTestPlatform({
+    SERVICES: "api-gateway,auth,courses,labs,lab-instances,access",
+    BODY_LIMIT_BYTES: String(BODY_LIMIT),
+  });
   api = checkedApi(p);
   f = await fixtures(p, api);
 });
@@ -25,8 +28,13 @@ afterAll(async () => {
 });
 
 /** A request with exact headers and a raw body, checked for the invariants of every answer. */
-async function raw(method: string, path: string, init: { headers?: Record<string, string>; body?: Buffer | string } = {}): Promise<ApiResponse> {
-  const res = await fetch(`${p.url}/api/v1${path}`, { method, headers: init.headers, body: init.body, redirect: "manual" });
+interface RawInit {
+  headers?: Record<string, string>;
+  body?: Buffer | string;
+}
+async function raw(method: string, path: string, init: RawInit = {}): Promise<ApiResponse> {
+  const { headers, body: payload } = init;
+  const res = await fetch(`${p.url}/api/v1${path}`, { method, headers, body: payload, redirect: "manual" });
   const text = await res.text();
   let body: unknown = text;
   try {
@@ -39,12 +47,17 @@ async function raw(method: string, path: string, init: { headers?: Record<string
   return answer;
 }
 
-async function json(as: string, method: string, path: string, body: string, extra: Record<string, string> = {}): Promise<ApiResponse> {
-  return raw(method, path, { headers: { authorization: `Bearer ${await p.token(as)}`, "content-type": "application/json", ...extra }, body });
+async function authJson(as: string, extra: Record<string, string> = {}): Promise<Record<string, string>> {
+  return { authorization: `Bearer ${await p.token(as)}`, "content-type": "application/json", ...extra };
+}
+async function json(as: string, method: string, path: string, body: string, extra: Record<string, string> = {}) {
+  return raw(method, path, { headers: await authJson(as, extra), body });
 }
 
 async function tableHash(table: string): Promise<string> {
-  const [rows] = await p.sequelize.query(`SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) AS h FROM ${table} t`);
+  const [rows] = await p.sequelize.query(
+    `SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) AS h FROM ${table} t`,
+  );
   return (rows as { h: string }[])[0].h;
 }
 
@@ -67,7 +80,7 @@ describe("null in an optional field: cleared where the column allows it, else 42
     expect((await f.row("courses", id))?.description).toBeNull();
   });
 
-  it("labs: name, network_isolated, docker_image and resources refuse null; description and max_lifetime_s clear", async () => {
+  it("labs: name, network_isolated, docker_image, resources refuse null; description, lifetime clear", async () => {
     const lab = await f.lab("teacher", { description: "d", max_lifetime_s: 3600 });
     const before = await f.row("labs", lab.id);
     for (const field of ["name", "network_isolated", "docker_image", "resources"]) {
@@ -77,13 +90,14 @@ describe("null in an optional field: cleared where the column allows it, else 42
     }
     const created = await api("POST", "/labs", {
       as: "teacher",
-      body: { name: "n", docker_image: "python:3.12", resources: { cpu: "1", memory: "1Gi", storage: "1Gi" }, network_isolated: null },
+      body: { name: "n", docker_image: "python:3.12", resources: RESOURCES, network_isolated: null },
     });
     expect(created.status).toBe(422);
     expect(locs(created)).toEqual(["body.network_isolated"]);
     expect(await f.row("labs", lab.id)).toEqual(before);
 
-    const cleared = await api("PUT", `/labs/${lab.id}`, { as: "teacher", body: { description: null, max_lifetime_s: null } });
+    const body = { description: null, max_lifetime_s: null };
+    const cleared = await api("PUT", `/labs/${lab.id}`, { as: "teacher", body });
     expect(cleared.status).toBe(200);
     const row = await f.row("labs", lab.id);
     expect(row?.description).toBeNull();
@@ -117,7 +131,8 @@ describe("body nesting and size of the parsed JSON are bounded before validation
     const many = "{" + Array.from({ length: 3000 }, (_, i) => `"k${i}":1`).join(",") + "}";
     const res = await json("admin", "POST", "/courses", many);
     expect(res.status).toBe(400);
-    const brackets = await json("admin", "POST", "/courses", JSON.stringify({ name: "[{:".repeat(60), owner_id: f.ids.teacher }));
+    const inString = JSON.stringify({ name: "[{:".repeat(60), owner_id: f.ids.teacher });
+    const brackets = await json("admin", "POST", "/courses", inString);
     expect(brackets.status).toBe(201);
   });
 });
@@ -135,12 +150,11 @@ describe("Content-Encoding", () => {
   });
 
   it("properly compressed bodies are accepted; an unknown encoding is 415", async () => {
-    for (const [encoding, compress] of [["gzip", gzipSync], ["deflate", deflateSync], ["br", brotliCompressSync]] as const) {
+    const codecs = [["gzip", gzipSync], ["deflate", deflateSync], ["br", brotliCompressSync]] as const;
+    for (const [encoding, compress] of codecs) {
       const text = body();
-      const res = await raw("POST", "/courses", {
-        headers: { authorization: `Bearer ${await p.token("admin")}`, "content-type": "application/json", "content-encoding": encoding },
-        body: compress(Buffer.from(text)),
-      });
+      const headers = await authJson("admin", { "content-encoding": encoding });
+      const res = await raw("POST", "/courses", { headers, body: compress(Buffer.from(text)) });
       expect(res.status).toBe(201);
       expect(res.json<{ name: string }>().name).toBe(JSON.parse(text).name);
     }
@@ -153,10 +167,8 @@ describe("Content-Encoding", () => {
     const inflated = JSON.stringify({ name: "bomb", description: " ".repeat(BODY_LIMIT * 40) });
     const bomb = gzipSync(Buffer.from(inflated));
     expect(bomb.length).toBeLessThan(BODY_LIMIT);
-    const res = await raw("POST", "/courses", {
-      headers: { authorization: `Bearer ${await p.token("admin")}`, "content-type": "application/json", "content-encoding": "gzip" },
-      body: bomb,
-    });
+    const headers = await authJson("admin", { "content-encoding": "gzip" });
+    const res = await raw("POST", "/courses", { headers, body: bomb });
     expect(res.status).toBe(413);
     expect(await tableHash("courses")).toBe(before);
   });
@@ -214,7 +226,8 @@ describe("strict ids: JSON integers in bodies, decimal digits in paths", () => {
     const course = await f.course("admin");
     expect((await api("GET", `/courses/${course}`, { as: "admin" })).status).toBe(200);
     for (const bad of ["0x10", "1e3", "%201", "+1", "01", `${course}.0`, "-1", "0", "1%00", "%E2%80%8B1"]) {
-      for (const path of [`/courses/${bad}`, `/labs/${bad}`, `/users/${bad}`, `/lab-instances/${bad}`, `/access-requests/${bad}`]) {
+      for (const collection of ["courses", "labs", "users", "lab-instances", "access-requests"]) {
+        const path = `/${collection}/${bad}`;
         const res = await api("GET", path, { as: "admin" });
         expect([path, res.status]).toEqual([path, 422]);
         expect(locs(res)).toEqual(["path.id"]);
@@ -233,7 +246,8 @@ describe("control characters", () => {
       const update = await api("PUT", `/courses/${id}`, { as: "admin", body: { name } });
       expect(update.status).toBe(422);
       expect(locs(update)).toEqual(["body.name"]);
-      const lab = await api("POST", "/labs", { as: "teacher", body: { name, docker_image: "python:3", resources: { cpu: "1", memory: "1Gi", storage: "1Gi" } } });
+      const body = { name, docker_image: "python:3", resources: RESOURCES };
+      const lab = await api("POST", "/labs", { as: "teacher", body });
       expect(lab.status).toBe(422);
       expect(locs(lab)).toEqual(["body.name"]);
     }
@@ -247,16 +261,15 @@ describe("control characters", () => {
     expect(ok.status).toBe(200);
     expect((await f.row("courses", id))?.description).toBe(text);
 
-    const refused: [string, string, string, unknown][] = [
-      ["PUT", `/courses/${id}`, "description", { description: "nul\u0000here" }],
-      ["POST", "/access-requests", "message", { course_id: id, message: "esc\u001b[31m" }],
-    ];
     const lab = await f.lab("teacher");
     await api("POST", `/labs/${lab.id}/submit`, { as: "teacher" });
-    refused.push(["POST", `/labs/${lab.id}/reject`, "reason", { reason: "no\u0000pe" }]);
-    refused.push(["PUT", `/labs/${lab.id}`, "description", { description: "a\u0008b" }]);
-    for (const [method, path, field, body] of refused) {
-      const as = path.startsWith("/access") ? "student" : path.includes("reject") ? "admin" : path.startsWith("/labs") ? "teacher" : "admin";
+    const refused: [string, string, string, string, unknown][] = [
+      ["admin", "PUT", `/courses/${id}`, "description", { description: "nul\u0000here" }],
+      ["student", "POST", "/access-requests", "message", { course_id: id, message: "esc\u001b[31m" }],
+      ["admin", "POST", `/labs/${lab.id}/reject`, "reason", { reason: "no\u0000pe" }],
+      ["teacher", "PUT", `/labs/${lab.id}`, "description", { description: "a\u0008b" }],
+    ];
+    for (const [as, method, path, field, body] of refused) {
       const res = await api(method, path, { as, body });
       expect([path, res.status]).toEqual([path, 422]);
       expect(locs(res)).toEqual([`body.${field}`]);
@@ -289,7 +302,11 @@ describe("OPTIONS and HEAD", () => {
 
   it("a CORS preflight still answers 204 with the CORS headers", async () => {
     const res = await raw("OPTIONS", "/courses", {
-      headers: { origin: p.config.frontendUrl, "access-control-request-method": "POST", "access-control-request-headers": "content-type" },
+      headers: {
+        origin: p.config.frontendUrl,
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type",
+      },
     });
     expect(res.status).toBe(204);
     expect(res.headers.get("access-control-allow-origin")).toBe(p.config.frontendUrl);
@@ -317,7 +334,8 @@ describe("OPTIONS and HEAD", () => {
 
 describe("logs", () => {
   it("the OIDC callback's code and state (and any token in a query) never reach the request log", async () => {
-    const gateway = p.broker.getLocalService("api-gateway") as unknown as { logger: Record<string, (...a: unknown[]) => void> };
+    type Logger = Record<string, (...a: unknown[]) => void>;
+    const gateway = p.broker.getLocalService("api-gateway") as unknown as { logger: Logger };
     const lines: string[] = [];
     const spies = ["info", "debug", "warn", "error"].map((level) =>
       jest.spyOn(gateway.logger, level).mockImplementation((...args: unknown[]) => {

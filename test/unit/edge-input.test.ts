@@ -6,7 +6,14 @@ import Validator from "fastest-validator";
 import { bodyParserError, jsonShapeProblem, JSON_MAX_DEPTH, JSON_MAX_KEYS } from "../../services/api-gateway/body";
 import { allowedMethods, routedPath, type RoutedAlias } from "../../services/api-gateway/http-methods";
 import { redactUrl } from "../../services/api-gateway/log-redaction";
-import { BODY_ID_PARAM, controlCharProblem, ID_PARAM, multilineTextParam, nameParam, optionalNotNull } from "../../services/shared/params";
+import {
+  BODY_ID_PARAM,
+  controlCharProblem,
+  ID_PARAM,
+  multilineTextParam,
+  nameParam,
+  optionalNotNull,
+} from "../../services/shared/params";
 
 // As moleculer's FastestValidator builds it (which also compiles a copy: the validator edits its schema).
 const v = new Validator({ useNewCustomCheckerFunction: true });
@@ -25,7 +32,8 @@ describe("ID_PARAM (path ids)", () => {
   });
 
   it("refuses every other spelling and out-of-range value", () => {
-    for (const raw of ["0x10", "1e3", " 1", "1 ", "+1", "01", "-1", "0", "1.0", "", "abc", "2147483648", "99999999999", true, [1], 1.5, 0, -3, null]) {
+    const spellings = ["0x10", "1e3", " 1", "1 ", "+1", "01", "-1", "0", "1.0", "", "abc", "2147483648", "99999999999"];
+    for (const raw of [...spellings, true, [1], 1.5, 0, -3, null]) {
       expect([raw, check({ id: ID_PARAM }, { id: raw })]).not.toEqual([raw, true]);
     }
   });
@@ -34,7 +42,9 @@ describe("ID_PARAM (path ids)", () => {
 describe("BODY_ID_PARAM (JSON ids)", () => {
   it("accepts JSON integers only", () => {
     expect(check({ lab_id: BODY_ID_PARAM }, { lab_id: 3 })).toBe(true);
-    for (const raw of ["3", true, [3], 3.5, 0, 2147483648, null, {}]) expect(check({ lab_id: BODY_ID_PARAM }, { lab_id: raw })).not.toBe(true);
+    for (const raw of ["3", true, [3], 3.5, 0, 2147483648, null, {}]) {
+      expect(check({ lab_id: BODY_ID_PARAM }, { lab_id: raw })).not.toBe(true);
+    }
   });
 });
 
@@ -42,7 +52,8 @@ describe("null in optional fields", () => {
   it("optionalNotNull: absent is fine, null is a problem naming the field", () => {
     const schema = { flag: optionalNotNull({ type: "boolean" }), name: optionalNotNull(nameParam(10)) };
     expect(check(schema, {})).toBe(true);
-    expect(types(check(schema, { flag: null, name: null }))).toEqual(["flag:null_not_allowed", "name:null_not_allowed"]);
+    const problems = types(check(schema, { flag: null, name: null }));
+    expect(problems).toEqual(["flag:null_not_allowed", "name:null_not_allowed"]);
   });
 
   it("nullable: true lets null through (the column may be cleared)", () => {
@@ -60,7 +71,9 @@ describe("control characters", () => {
       expect(controlCharProblem(`a${c}b`, false)).not.toBeNull();
     }
     for (const c of ["\t", "\n", "\r"]) expect(controlCharProblem(`a${c}b`, true)).toBeNull();
-    for (const c of ["\u0000", "\u0008", "\u000b", "\u000c", "\u001b", "\u007f", "\u0085"]) expect(controlCharProblem(`a${c}b`, true)).not.toBeNull();
+    for (const c of ["\u0000", "\u0008", "\u000b", "\u000c", "\u001b", "\u007f", "\u0085"]) {
+      expect(controlCharProblem(`a${c}b`, true)).not.toBeNull();
+    }
     expect(controlCharProblem("Grüße – 日本語 🙂", false)).toBeNull();
   });
 
@@ -98,7 +111,9 @@ describe("bodyParserError", () => {
       [{ code: "ERR__ERROR_FORMAT_PADDING_1", status: 400 }, 400],
       [{ type: "request.aborted", status: 400 }, 400],
     ];
-    for (const [err, status] of cases) expect([err, (bodyParserError(err) as { code?: unknown }).code]).toEqual([err, status]);
+    for (const [err, status] of cases) {
+      expect([err, (bodyParserError(err) as { code?: unknown }).code]).toEqual([err, status]);
+    }
   });
 
   it("leaves server faults as they are", () => {
@@ -108,7 +123,11 @@ describe("bodyParserError", () => {
 });
 
 describe("allowedMethods", () => {
-  const alias = (method: string, re: RegExp, handler?: unknown): RoutedAlias => ({ method, handler, match: (u: string) => re.test(u) });
+  const alias = (method: string, re: RegExp, handler?: unknown): RoutedAlias => ({
+    method,
+    handler,
+    match: (u: string) => re.test(u),
+  });
   const stream = () => undefined;
   const aliases = [
     alias("GET", /^\/c$/),
@@ -133,10 +152,13 @@ describe("allowedMethods", () => {
 
 describe("redactUrl", () => {
   it("redacts every value of an auth route's query and secret-named parameters elsewhere", () => {
-    expect(redactUrl("/api/v1/auth/callback?code=abc&state=def")).toBe("/api/v1/auth/callback?code=[redacted]&state=[redacted]");
+    const callback = redactUrl("/api/v1/auth/callback?code=abc&state=def");
+    expect(callback).toBe("/api/v1/auth/callback?code=[redacted]&state=[redacted]");
     expect(redactUrl("/api/v1/auth/login?redirect_to=%2Fhome")).toBe("/api/v1/auth/login?redirect_to=[redacted]");
-    expect(redactUrl("/api/v1/courses?limit=5&access_token=x&q=y")).toBe("/api/v1/courses?limit=5&access_token=[redacted]&q=y");
-    expect(redactUrl("/api/v1/x?ID_TOKEN=1&Session=2&%63ode=3")).toBe("/api/v1/x?ID_TOKEN=[redacted]&Session=[redacted]&%63ode=[redacted]");
+    const list = redactUrl("/api/v1/courses?limit=5&access_token=x&q=y");
+    expect(list).toBe("/api/v1/courses?limit=5&access_token=[redacted]&q=y");
+    const spelled = redactUrl("/api/v1/x?ID_TOKEN=1&Session=2&%63ode=3");
+    expect(spelled).toBe("/api/v1/x?ID_TOKEN=[redacted]&Session=[redacted]&%63ode=[redacted]");
     expect(redactUrl("/api/v1/courses")).toBe("/api/v1/courses");
   });
 });
