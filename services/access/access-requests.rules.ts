@@ -8,6 +8,7 @@
 import type { Decision } from "./access.rules";
 import type { ListSpec, ValidationProblem } from "../shared/listing";
 import type { Principal } from "../shared/principal";
+import { controlCharProblem } from "../shared/params";
 
 /* ───────────────────────────── State machine ───────────────────────────── */
 
@@ -106,6 +107,8 @@ export function parseOptionalText(raw: unknown, field: string, max: number): Tex
   if (raw === undefined || raw === null) return { ok: true, value: null };
   if (typeof raw !== "string") return { ok: false, problems: [{ loc, msg: "Input should be a valid string", type: "string_type" }] };
   const text = raw.trim();
+  const control = controlCharProblem(text, true);
+  if (control) return { ok: false, problems: [{ loc, msg: control, type: "string_pattern_mismatch" }] };
   if (text.length > max) {
     return { ok: false, problems: [{ loc, msg: `String should have at most ${max} characters`, type: "string_too_long" }] };
   }

@@ -33,7 +33,7 @@ import {
   type AccessRequestStatus,
   type RequestNeed,
 } from "./access-requests.rules";
-import { ID_PARAM } from "../shared/params";
+import { BODY_ID_PARAM, ID_PARAM } from "../shared/params";
 
 interface IdParams {
   id: number;
@@ -197,7 +197,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
       rest: "POST /access-requests",
       // Only a student asks to join; a teacher or admin assigns directly (POST /courses/{id}/students).
       access: { roles: ["student"] },
-      params: { course_id: ID_PARAM, message: { type: "any", optional: true } },
+      params: { course_id: BODY_ID_PARAM, message: { type: "any", optional: true } },
       async handler(ctx: Ctx<CreateParams>) {
         const p = principalOf(ctx);
         // The system principal passes the role check but is nobody who could join a course.

@@ -17,6 +17,9 @@ import { buildOpenApi, docsPage, type RouteDescription } from "./openapi";
 import { PrometheusText } from "../runtime/prometheus-text";
 import { LabInstanceStreams, withEventStreamCallOptions, type StreamedInstance } from "./sse";
 import { createRateLimiter, type RateLimiter } from "./rate-limit";
+import { bodyParserErrors, verifyJsonShape } from "./body";
+import { allowedMethods, resolvedMethod, routedPath, type RoutedAlias } from "./http-methods";
+import { redactUrl } from "./log-redaction";
 
 interface GatewayRequest extends IncomingMessage {
   $ctx?: Context<unknown, RequestMeta>;
@@ -34,6 +37,10 @@ interface HealthReport {
 
 type GatewayMethods = {
   refreshAliases(): void;
+  httpHandler(req: IncomingMessage, res: ServerResponse, next?: unknown): unknown;
+  resolveAlias(url: string, method?: string): unknown;
+  logRequest(req: IncomingMessage): void;
+  logResponse(req: IncomingMessage, res: ServerResponse, data: unknown): void;
   authenticate(ctx: Context<unknown, RequestMeta>, route: unknown, req: IncomingMessage): Promise<Principal | null>;
   checkDatabase(): Promise<Check>;
   checkRedis(): Promise<Check>;
@@ -75,6 +82,44 @@ function hasBody(req: IncomingMessage): boolean {
   return (len !== undefined && len !== "0") || req.headers["transfer-encoding"] !== undefined;
 }
 
+/** moleculer-web's own methods, called by the overrides below. */
+const baseMethods = ApiGateway.methods as unknown as {
+  httpHandler(this: unknown, req: IncomingMessage, res: ServerResponse, next?: unknown): unknown;
+  resolveAlias(this: unknown, url: string, method?: string): unknown;
+  logRequest(this: unknown, req: IncomingMessage): void;
+  logResponse(this: unknown, req: IncomingMessage, res: ServerResponse, data: unknown): void;
+};
+
+/** `req` as the request log sees it: its URL without secrets (see log-redaction.ts). */
+function loggableRequest(req: IncomingMessage): IncomingMessage {
+  const r = req as IncomingMessage & { originalUrl?: string };
+  return Object.create(r, { originalUrl: { value: redactUrl(r.originalUrl ?? r.url ?? "") } }) as IncomingMessage;
+}
+
+/**
+ * The challenge of a 401 (RFC 6750 §3): bare when no credential came, invalid_token when one came and was
+ * unusable (malformed, foreign scheme, bad signature, expired: the client's fix is the same, a new token).
+ */
+function bearerChallenge(req: IncomingMessage): string {
+  return req.headers.authorization === undefined ? "Bearer" : 'Bearer error="invalid_token"';
+}
+
+/** An answer without an action: 204 (OPTIONS) or 405, with `Allow` and a request id. */
+function answerAllow(req: IncomingMessage, res: ServerResponse, status: 204 | 405, allow: string): void {
+  const options: { requestID?: string } = {};
+  assignRequestId(options, req);
+  res.setHeader("X-Request-Id", options.requestID ?? randomUUID());
+  res.setHeader("Allow", allow);
+  if (status === 204) {
+    res.writeHead(204);
+    res.end();
+    return;
+  }
+  res.setHeader("Content-Type", "application/json; charset=utf-8");
+  res.writeHead(405);
+  res.end(JSON.stringify({ detail: "Method not allowed" }));
+}
+
 function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSchema, GatewayMethods, GatewayVars> {
   const { config } = platformOf(broker);
   const sessionCookies = cookiePolicy(config.publicUrl);
@@ -111,7 +156,12 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
             "GET /openapi.json": "api-gateway.openapi",
             "GET /lab-instances/:id/events": streams.handler,
           },
-          bodyParsers: { json: { strict: true, limit: config.bodyLimitBytes }, urlencoded: false },
+          // Bodies may be gzip/deflate/br (inflate: body-parser's default): `limit` bounds the inflated size.
+          bodyParsers: {
+            json: { strict: true, limit: config.bodyLimitBytes, verify: verifyJsonShape },
+            urlencoded: false,
+          },
+          use: [bodyParserErrors],
           callOptions: { timeout: 30_000 },
           logging: true,
           onBeforeCall(ctx: Context<unknown, RequestMeta>, _route: unknown, req: GatewayRequest) {
@@ -151,11 +201,14 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
         const answer = toHttpAnswer(err, { method: req.method ?? "GET", pathParams: pathParamsOf(req) });
         const requestId = req.$ctx?.requestID ?? "-";
         if (answer.serverFault) {
-          this.logger.error(`[${requestId}] ${req.method} ${req.url} → ${answer.status}:`, err.name, err.message, err.stack ?? "");
+          const url = redactUrl(req.url ?? "");
+          const line = `[${requestId}] ${req.method} ${url} → ${answer.status}:`;
+          this.logger.error(line, err.name, err.message, err.stack ?? "");
         }
         if (!res.headersSent) {
           res.setHeader("Content-Type", "application/json; charset=utf-8");
           if (requestId !== "-") res.setHeader("X-Request-Id", requestId);
+          if (answer.status === 401) res.setHeader("WWW-Authenticate", bearerChallenge(req));
           res.writeHead(answer.status);
         }
         res.end(JSON.stringify(answer.body));
@@ -219,6 +272,28 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
     },
 
     methods: {
+      /** OPTIONS and HEAD before moleculer-web routes them (see http-methods.ts). */
+      httpHandler(req: IncomingMessage, res: ServerResponse, next?: unknown) {
+        const isPreflight = req.headers["access-control-request-method"] !== undefined;
+        if ((req.method === "OPTIONS" && !isPreflight) || req.method === "HEAD") {
+          const aliases = (this as unknown as { aliases: RoutedAlias[] }).aliases;
+          const path = routedPath(req.url ?? "");
+          const allow = allowedMethods(aliases, path, (a) => a.handler === streams.handler);
+          if (allow !== null && req.method === "OPTIONS") return answerAllow(req, res, 204, allow);
+          const headless = allow !== null && !allow.includes("HEAD") && allow.includes("GET");
+          if (headless) return answerAllow(req, res, 405, allow);
+        }
+        return baseMethods.httpHandler.call(this, req, res, next);
+      },
+      resolveAlias(url: string, method = "GET") {
+        return baseMethods.resolveAlias.call(this, url, resolvedMethod(method));
+      },
+      logRequest(req: IncomingMessage) {
+        baseMethods.logRequest.call(this, loggableRequest(req));
+      },
+      logResponse(req: IncomingMessage, res: ServerResponse, data: unknown) {
+        baseMethods.logResponse.call(this, loggableRequest(req), res, data);
+      },
       refreshAliases() {
         const self = this as unknown as { routes: { opts: { autoAliases?: boolean } }[]; regenerateAutoAliases(r: unknown): void };
         for (const route of self.routes) if (route.opts.autoAliases) self.regenerateAutoAliases(route);
@@ -235,7 +310,14 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
           // The scheme name is case-insensitive (RFC 7235 §2.1): "bearer <JWT>" is the same credential.
           const match = /^Bearer ([A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]*)$/i.exec(header);
           if (!match) throw unauthorized("Malformed Authorization header: expected 'Bearer <JWT>'");
-          return ctx.call<Principal, { token: string }>("auth.authenticate", { token: match[1] });
+          try {
+            return await ctx.call<Principal, { token: string }>("auth.authenticate", { token: match[1] });
+          } catch (err) {
+            // A token the auth service's params refuse (too short, too long) is an unusable credential like
+            // any other: 401, never a 422 about an internal parameter.
+            if ((err as { type?: unknown }).type === "VALIDATION_ERROR") throw unauthorized("Invalid token");
+            throw err;
+          }
         }
         const cookies = readAuthCookies(req.headers.cookie, sessionCookies);
         const action = (req as GatewayRequest).$alias?.action;

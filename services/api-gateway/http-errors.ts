@@ -101,9 +101,6 @@ export function toHttpAnswer(err: ErrorLike, req: RequestShape): HttpAnswer {
     const detail = isProblemList(err.data) ? err.data : fromFastestValidator(err.data, req);
     return { status: 422, body: { detail }, serverFault: false };
   }
-  // body-parser's errors: malformed JSON and oversized bodies.
-  if (type === "entity.parse.failed") return { status: 400, body: { detail: "Malformed JSON body" }, serverFault: false };
-  if (type === "entity.too.large") return { status: 413, body: { detail: DETAIL_BY_STATUS[413] }, serverFault: false };
   // moleculer's own: a missing service or node is an outage, not a client error.
   if (type === "SERVICE_NOT_FOUND" || type === "SERVICE_NOT_AVAILABLE" || type === "REQUEST_TIMEOUT" || type === "REQUEST_REJECTED") {
     return { status: 503, body: { detail: "Service temporarily unavailable, try again" }, serverFault: true };

@@ -16,7 +16,8 @@ import { AccessMixin, principalOf } from "../../mixins/access.mixin";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../mixins/db.mixin";
 import { platformOf } from "../runtime/platform";
 import { badRequest, conflict, forbidden, notFound } from "../shared/errors";
-import { MAX_INT32, containsPattern, type ListSpec } from "../shared/listing";
+import { containsPattern, type ListSpec } from "../shared/listing";
+import { ID_PARAM } from "../shared/params";
 import type { RequestMeta, Role, UserPrincipal } from "../shared/principal";
 import { claimsToIdentity, identityToStore, type ClaimsIdentity, type StoredIdentity } from "./auth.rules";
 import { BACKEND_CALLBACK_PATH, DEV_CLIENT_SECRET } from "./embedded-idp";
@@ -96,7 +97,6 @@ const sameDigest = (a: string, b: string): boolean => {
   return x.length === y.length && timingSafeEqual(x, y);
 };
 
-const ID = { type: "number", integer: true, positive: true, convert: true } as const;
 const USER_COLUMNS = "id, email, name, role, created_at, updated_at, last_login_at";
 const USER_LIST: ListSpec<"created_at" | "name" | "email" | "id", { role: "enum:admin|teacher|student"; q: "string" }> = {
   sortable: ["created_at", "name", "email", "id"],
@@ -324,11 +324,10 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
     getUser: {
       rest: "GET /users/:id",
       access: { roles: ["admin", "teacher", "student"] },
-      params: { id: ID },
+      params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         const p = principalOf(ctx);
-        // Ids past PostgreSQL's integer range exist nowhere (and must not reach the query as a 500).
-        const user = ctx.params.id <= MAX_INT32 ? await this.cachedUser(ctx.params.id) : null;
+        const user = await this.cachedUser(ctx.params.id);
         if (!user) throw notFound("User");
         // Admin: anyone; self; a teacher: students of their own courses (checked live, never cached).
         // Anyone else is not there (404, no existence leak).

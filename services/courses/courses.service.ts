@@ -10,7 +10,7 @@ import { conflict, notFound, validationError } from "../shared/errors";
 import { containsPattern, type ListSpec } from "../shared/listing";
 import type { Principal, RequestMeta, UserPrincipal } from "../shared/principal";
 import { defineCourseModels, type CourseModel, type CourseRow } from "./courses.model";
-import { ID_PARAM, BODY_ID_PARAM } from "../shared/params";
+import { ID_PARAM, BODY_ID_PARAM, multilineTextParam, nameParam, optionalNotNull } from "../shared/params";
 
 interface IdParams {
   id: number;
@@ -50,8 +50,11 @@ type CoursesMethods = {
 };
 type CoursesThis = Service & DbMethods & CoursesMethods & { model: CourseModel };
 
-const NAME = { type: "string", trim: true, min: 1, max: 200 } as const;
-const DESCRIPTION = { type: "string", trim: true, max: 5000, optional: true } as const;
+const NAME = nameParam(200);
+/** The column may be NULL: null clears the description. */
+const DESCRIPTION = { ...multilineTextParam(5000), optional: true, nullable: true } as const;
+/** courses.owner_id is NOT NULL: absent keeps (or defaults) the owner, null is refused. */
+const OWNER_ID = optionalNotNull(BODY_ID_PARAM);
 
 const COURSE_LIST: ListSpec<"created_at" | "updated_at" | "name" | "id", { owner_id: "int"; q: "string" }> = {
   sortable: ["created_at", "updated_at", "name", "id"],
@@ -145,7 +148,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
     create: {
       rest: "POST /",
       access: { roles: ["admin", "teacher"] },
-      params: { name: NAME, description: DESCRIPTION, owner_id: { ...BODY_ID_PARAM, optional: true } },
+      params: { name: NAME, description: DESCRIPTION, owner_id: OWNER_ID },
       async handler(ctx: Ctx<CreateParams>) {
         const p = principalOf(ctx);
         let ownerId: number;
@@ -196,7 +199,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
     update: {
       rest: "PUT /:id",
       access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
-      params: { id: ID_PARAM, name: { ...NAME, optional: true }, description: DESCRIPTION, owner_id: { ...BODY_ID_PARAM, optional: true } },
+      params: { id: ID_PARAM, name: optionalNotNull(NAME), description: DESCRIPTION, owner_id: OWNER_ID },
       async handler(ctx: Ctx<UpdateParams>) {
         const course = entityOf<LoadedCourse>(ctx);
         const p = principalOf(ctx);

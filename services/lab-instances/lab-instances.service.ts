@@ -37,7 +37,7 @@ import {
   type TaskName,
   type TaskState,
 } from "./lab-instances.rules";
-import { ID_PARAM } from "../shared/params";
+import { BODY_ID_PARAM, ID_PARAM } from "../shared/params";
 
 /** Broadcast on every status change, with the instance's public JSON. */
 export const STATUS_CHANGED_EVENT = "lab-instances.status-changed";
@@ -203,7 +203,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
         entity: "Course",
         check: (ctx) => ({ rule: "start_lab", course_id: Number(ctx.params.course_id), lab_id: Number(ctx.params.lab_id) }),
       },
-      params: { lab_id: ID_PARAM, course_id: ID_PARAM },
+      params: { lab_id: BODY_ID_PARAM, course_id: BODY_ID_PARAM },
       async handler(ctx: Ctx<StartParams>) {
         const me = principalOf(ctx) as UserPrincipal;
         const { config } = platformOf(this.broker);

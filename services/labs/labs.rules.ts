@@ -7,6 +7,7 @@
  * FORBIDDEN → 403, problems → 422).
  */
 import type { Role } from "../shared/principal";
+import { controlCharProblem } from "../shared/params";
 import type { FilterKind, ListSpec, ValidationProblem } from "../shared/listing";
 
 /* ───────────────────────────── Approval state machine ───────────────────────────── */
@@ -126,6 +127,8 @@ export function parseRejectionReason(
   if (raw === undefined) return { ok: false, problems: [{ loc, msg: "Field required", type: "missing" }] };
   if (typeof raw !== "string") return { ok: false, problems: [{ loc, msg: "Input should be a valid string", type: "string_type" }] };
   const reason = raw.trim();
+  const control = controlCharProblem(reason, true);
+  if (control) return { ok: false, problems: [{ loc, msg: control, type: "string_pattern_mismatch" }] };
   if (reason === "")
     return { ok: false, problems: [{ loc, msg: "String should have at least 1 character", type: "string_too_short" }] };
   if (reason.length > REJECTION_REASON_MAX)

@@ -22,7 +22,7 @@ import {
   type LabChanges,
   type LabResources,
 } from "./labs.rules";
-import { ID_PARAM } from "../shared/params";
+import { ID_PARAM, multilineTextParam, nameParam, optionalNotNull } from "../shared/params";
 
 interface IdParams {
   id: number;
@@ -53,19 +53,21 @@ type LabsMethods = {
   lostRace(id: number): Promise<never>;
 };
 
-const NAME = { type: "string", trim: true, min: 1, max: 200 } as const;
+const NAME = nameParam(200);
 /** A lab lives at least a minute and at most 30 days; null means LAB_MAX_LIFETIME_S. */
 const LIFETIME = { type: "number", integer: true, min: 60, max: 30 * 86400, optional: true, nullable: true } as const;
 const BODY_PARAMS = {
   name: NAME,
-  description: { type: "string", trim: true, max: 5000, optional: true },
+  // Nullable column: null clears the description.
+  description: { ...multilineTextParam(5000), optional: true, nullable: true },
   docker_image: { type: "any" },
   resources: { type: "any" },
-  network_isolated: { type: "boolean", optional: true },
+  // NOT NULL column: absent means false on create and "unchanged" on edit; null is refused.
+  network_isolated: optionalNotNull({ type: "boolean" }),
   max_lifetime_s: LIFETIME,
 } as const;
 const PARTIAL_BODY_PARAMS = {
-  name: { ...NAME, optional: true },
+  name: optionalNotNull(NAME),
   description: BODY_PARAMS.description,
   docker_image: { type: "any", optional: true },
   resources: { type: "any", optional: true },

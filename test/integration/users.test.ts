@@ -126,9 +126,9 @@ describe("GET /users/{id}", () => {
     for (const other of ["student2", "teacher", "admin"]) expect((await get("student", `/users/${ids[other]}`)).status).toBe(404);
   });
 
-  it("unknown and out-of-range ids are 404; malformed ones 422", async () => {
+  it("unknown ids are 404; out-of-range and malformed ones 422 (the shared path id rule)", async () => {
     expect((await get("admin", "/users/999999")).status).toBe(404);
-    expect((await get("admin", "/users/99999999999")).status).toBe(404);
+    expect((await get("admin", "/users/99999999999")).status).toBe(422);
     expect((await get("admin", "/users/abc")).status).toBe(422);
   });
 
