@@ -4,7 +4,7 @@
  * waiting for approval. Users carry the embedded IdP's `sub`, so a demo login maps onto these rows.
  */
 import { QueryTypes, type Sequelize } from "sequelize";
-import { DEMO_ACCOUNTS } from "../auth/embedded-idp";
+import { DEMO_ACCOUNTS } from "./embedded-idp";
 
 const RESOURCES = JSON.stringify({ cpu: "500m", memory: "512Mi", storage: "1Gi" });
 

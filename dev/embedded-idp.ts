@@ -3,7 +3,7 @@
  * Never for production: demo accounts with well-known passwords, in-memory sessions.
  *
  * Run as a child process of the platform (oidc-provider is ESM-only and must stay out of the jest
- * process):  node dist/services/auth/embedded-idp.js [--port N] [--data-dir DIR]
+ * process):  node dist/dev/embedded-idp.js [--port N] [--data-dir DIR]
  *
  * Settings (env, read through loadConfig; args win):
  *   EMBEDDED_IDP_PORT (default PORT+1 = 8001; `--port 0` picks a free port), DATA_DIR (signing key at
@@ -32,8 +32,8 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSy
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import { loadConfig, type Config } from "../shared/config";
-import type { Role } from "../shared/principal";
+import { loadConfig, type Config } from "../platform/config";
+import type { Role } from "../lib/principal";
 
 // ---------------------------------------------------------------------------------------------------
 // Demo data (exported: seeders and tests refer to the same accounts)

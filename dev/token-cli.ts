@@ -6,7 +6,7 @@
  * its own in a dev cluster), else the embedded provider of the running platform at
  * http://localhost:<EMBEDDED_IDP_PORT, default PORT+1>. Same env as the platform.
  */
-import { loadConfig } from "../shared/config";
+import { loadConfig } from "../platform/config";
 import { CodeFlowError, runCodeFlow } from "./oidc-code-flow";
 
 const USAGE = "usage: npm run -s token -- <account>   (demo accounts: admin, teacher, student, student2)";

@@ -3,7 +3,7 @@
  * "not_found" when the caller may not even know the object exists (no existence leak),
  * "forbidden" when they may see it but not do this to it.
  */
-import type { Principal, Role } from "../shared/principal";
+import type { Principal, Role } from "./principal";
 
 export type Decision = "allow" | "forbidden" | "not_found";
 

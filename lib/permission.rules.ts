@@ -7,7 +7,7 @@
  * Pure: the facts come from one query (access.service.ts); the answer is cached per (caller, rule, resource).
  */
 import { decideCourse, type Decision } from "./access.rules";
-import type { Principal } from "../shared/principal";
+import type { Principal } from "./principal";
 
 export const PERMISSION_RULES = ["assigned_to_course", "owner_of_course", "start_lab"] as const;
 export type PermissionRule = (typeof PERMISSION_RULES)[number];

@@ -4,16 +4,16 @@
  */
 import { ServiceBroker, type BrokerOptions, type ServiceSchema } from "moleculer";
 import type { Sequelize } from "sequelize";
-import { brokerOptions } from "../../moleculer.config";
-import type { Config } from "../shared/config";
-import { attachPlatform } from "./platform";
-import createGateway from "../api-gateway/api-gateway.service";
-import CoursesService from "../courses/courses.service";
-import LabsService from "../labs/labs.service";
-import AuthService from "../auth/auth.service";
-import TasksService from "../tasks/tasks.service";
-import LabInstancesService from "../lab-instances/lab-instances.service";
-import AccessService from "../access/access.service";
+import { brokerOptions } from "../platform/moleculer.config";
+import type { Config } from "../platform/config";
+import { attachPlatform } from "../platform/platform";
+import createGateway from "../services/api-gateway/api-gateway.service";
+import CoursesService from "../services/courses/courses.service";
+import LabsService from "../services/labs/labs.service";
+import AuthService from "../services/auth/auth.service";
+import TasksService from "../services/tasks/tasks.service";
+import LabInstancesService from "../services/lab-instances/lab-instances.service";
+import AccessService from "../services/access/access.service";
 
 type ServiceFactory = ServiceSchema | ((broker: ServiceBroker) => ServiceSchema);
 

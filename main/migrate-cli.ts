@@ -5,10 +5,10 @@
  * for the command and stopped after it, so the platform itself must not be running on that dir).
  * Exit codes: 0 done, 1 failed, 2 bad usage.
  */
-import { ConfigError, loadConfig } from "../shared/config";
-import { createSequelize } from "../shared/db";
-import { startEmbeddedPostgres, type EmbeddedPostgres } from "./embedded-postgres";
-import { migrateDown, migrateUp, migrationStatus, type MigrationLogger } from "./migrator";
+import { ConfigError, loadConfig } from "../platform/config";
+import { createSequelize } from "../platform/db";
+import { startEmbeddedPostgres, type EmbeddedPostgres } from "../dev/embedded-postgres";
+import { migrateDown, migrateUp, migrationStatus, type MigrationLogger } from "../platform/migrator";
 
 const USAGE = `Usage: npm run migrate -- <command>
 

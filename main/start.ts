@@ -9,14 +9,14 @@
 import path from "node:path";
 import type { ServiceBroker } from "moleculer";
 import type { Sequelize } from "sequelize";
-import { issuerOf } from "../auth/auth.service";
-import { ConfigError, loadConfig, type Config } from "../shared/config";
-import { createSequelize } from "../shared/db";
+import { issuerOf } from "../services/auth/auth.service";
+import { ConfigError, loadConfig, type Config } from "../platform/config";
+import { createSequelize } from "../platform/db";
 import { createPlatformBroker } from "./broker";
-import { startReadyChild, type ReadyChild } from "./child-process";
-import { seedDemoData } from "./demo-seed";
-import { startEmbeddedPostgres, type EmbeddedPostgres } from "./embedded-postgres";
-import { migrateUp } from "./migrator";
+import { startReadyChild, type ReadyChild } from "../platform/child-process";
+import { seedDemoData } from "../dev/demo-seed";
+import { startEmbeddedPostgres, type EmbeddedPostgres } from "../dev/embedded-postgres";
+import { migrateUp } from "../platform/migrator";
 
 const log = (level: "info" | "warn" | "error", msg: string) => {
   const line = `[${new Date().toISOString().substring(11, 23)}] ${level.toUpperCase().padEnd(5)} START: ${msg}`;
@@ -35,7 +35,7 @@ async function startIdp(config: Config): Promise<ReadyChild> {
   return startReadyChild({
     name: "embedded IdP",
     command: process.execPath,
-    args: [path.join(__dirname, "../auth/embedded-idp.js"), "--port", String(config.oidc.embeddedPort), "--data-dir", config.dataDir],
+    args: [path.join(__dirname, "../dev/embedded-idp.js"), "--port", String(config.oidc.embeddedPort), "--data-dir", config.dataDir],
     env: process.env,
     ready: /embedded IdP listening on (\S+)/,
     timeoutMs: 30_000,

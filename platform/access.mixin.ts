@@ -20,11 +20,11 @@ import type { Context, ServiceSchema, Service, ActionSchema, ActionHandler } fro
 import { Errors } from "moleculer";
 // Brings moleculer-web's `rest` property into ActionSchema for every service that uses this mixin.
 import type {} from "moleculer-web";
-import type { Decision } from "../services/access/access.rules";
-import type { PermissionAnswer, PermissionQuery } from "../services/access/permission.rules";
-import { roleAllowed } from "../services/access/access.rules";
-import { conflict, forbidden, notFound, unauthorized } from "../services/shared/errors";
-import type { Principal, RequestMeta, Role, UserPrincipal } from "../services/shared/principal";
+import type { Decision } from "../lib/access.rules";
+import type { PermissionAnswer, PermissionQuery } from "../lib/permission.rules";
+import { roleAllowed } from "../lib/access.rules";
+import { conflict, forbidden, notFound, unauthorized } from "./errors";
+import type { Principal, RequestMeta, Role, UserPrincipal } from "../lib/principal";
 
 export interface AccessDeclaration<E = unknown> {
   /** Anyone, even anonymous, may call (health, the login redirect). Says so explicitly. */

@@ -111,7 +111,7 @@ export function isCoherent(cacher: unknown): cacher is PlatformCacher {
 export function coherentCacherOf(broker: ServiceBroker): PlatformCacher | null {
   const cacher = broker.cacher;
   if (!cacher) return null;
-  if (!isCoherent(cacher)) throw new Error("The broker's cacher must be a coherent cacher (services/runtime/coherent-cache.ts)");
+  if (!isCoherent(cacher)) throw new Error("The broker's cacher must be a coherent cacher (platform/coherent-cache.ts)");
   return cacher;
 }
 

@@ -7,11 +7,11 @@ import type { Context, Service, ServiceBroker, ServiceSchema } from "moleculer";
 import DbService from "moleculer-db";
 import SequelizeDbAdapter from "moleculer-db-adapter-sequelize";
 import { QueryTypes, type ModelStatic, type Model, type Sequelize, type Transaction } from "sequelize";
-import { coherentCacherOf, readThrough } from "../services/runtime/coherent-cache";
-import { platformOf } from "../services/runtime/platform";
-import { parseListQuery, type FilterKind, type ListQuery, type ListSpec } from "../services/shared/listing";
-import { validationError } from "../services/shared/errors";
-import { systemPrincipal, type RequestMeta } from "../services/shared/principal";
+import { coherentCacherOf, readThrough } from "./coherent-cache";
+import { platformOf } from "./platform";
+import { parseListQuery, type FilterKind, type ListQuery, type ListSpec } from "../lib/listing";
+import { validationError } from "./errors";
+import { systemPrincipal, type RequestMeta } from "../lib/principal";
 
 type DefineModel = (sequelize: Sequelize) => ModelStatic<Model>;
 

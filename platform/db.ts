@@ -1,7 +1,7 @@
 /**
  * The Sequelize instance every service shares, and a PostgreSQL advisory-lock helper.
  *
- * Works against real PostgreSQL and against the embedded PGlite server (services/runtime/embedded-postgres.ts).
+ * Works against real PostgreSQL and against the embedded PGlite server (dev/embedded-postgres.ts).
  * PGlite differences that matter here (verified by experiment, PGlite 0.5.14 = PostgreSQL 18 in WASM):
  * - every socket connection shares ONE backend session: `SET …` on one connection changes all of them,
  *   startup parameters (statement_timeout, options) are ignored, and session advisory locks are re-entrant

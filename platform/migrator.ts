@@ -8,8 +8,8 @@
  */
 import type { QueryInterface, Sequelize } from "sequelize";
 import { SequelizeStorage, Umzug, type MigrateDownOptions, type MigrationMeta } from "umzug";
-import { migrations } from "../../migrations";
-import { withAdvisoryLock } from "../shared/db";
+import { migrations } from "./migrations";
+import { withAdvisoryLock } from "./db";
 
 /** What we log through: console, a Moleculer logger, or anything with these methods. */
 export interface MigrationLogger {

@@ -1,15 +1,15 @@
 /**
- * Broker options from the validated config (services/shared/config.ts): Moleculer's own names
+ * Broker options from the validated config (platform/config.ts): Moleculer's own names
  * (TRANSPORTER, CACHER, NAMESPACE, NODEID, LOGLEVEL) come from the environment through it.
  * Embedded mode: no transporter, Memory cacher, readable logs. Cluster: AMQP transporter, Redis cacher,
  * JSON logs. Every log line carries the request id of the action it belongs to.
  */
 import type { BrokerOptions, LoggerConfig } from "moleculer";
-import { loadConfig, type Config } from "./services/shared/config";
-import { RequestContextMiddleware, currentRequestId } from "./services/runtime/request-context";
-import { ResilientRedisCacher } from "./services/runtime/resilient-redis-cacher";
-import { PrometheusText } from "./services/runtime/prometheus-text";
-import { CoherentMemoryCacher } from "./services/runtime/coherent-cache";
+import { loadConfig, type Config } from "./config";
+import { RequestContextMiddleware, currentRequestId } from "./request-context";
+import { ResilientRedisCacher } from "./resilient-redis-cacher";
+import { PrometheusText } from "./prometheus-text";
+import { CoherentMemoryCacher } from "./coherent-cache";
 
 type Bindings = { nodeID: string; mod: string };
 type FormatterHelpers = { printArgs: (args: unknown[]) => unknown[] };

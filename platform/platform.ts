@@ -4,7 +4,7 @@
  */
 import type { ServiceBroker } from "moleculer";
 import type { Sequelize } from "sequelize";
-import type { Config } from "../shared/config";
+import type { Config } from "./config";
 
 export interface Platform {
   config: Config;

@@ -5,7 +5,7 @@
  * command that reaches Redis again empties this platform's whole cache first, so nothing cached before the
  * outage can be served after it.
  *
- * Coherent (services/runtime/coherent-cache.ts): each scope's epoch is a Redis counter shared by every node,
+ * Coherent (platform/coherent-cache.ts): each scope's epoch is a Redis counter shared by every node,
  * and a fill is stored by a script only while that counter still holds the value read before the fill's
  * database read. The counters live beside the cached entries, not under their prefix, so emptying the cache
  * never resets an epoch to a value an in-flight fill has already seen.

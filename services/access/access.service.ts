@@ -9,18 +9,18 @@
  *
  * Permission decisions are cached 10 minutes per (caller, rule, resource). Every write to a fact they read
  * (course_students, courses.owner_id, course_labs, labs.status, a course or lab removed) invalidates them
- * before the write answers (CACHES_READING in mixins/db.mixin.ts), on every node, and a decision computed
- * from pre-write facts is never stored after that (services/runtime/coherent-cache.ts). Events cannot do
+ * before the write answers (CACHES_READING in platform/db.mixin.ts), on every node, and a decision computed
+ * from pre-write facts is never stored after that (platform/coherent-cache.ts). Events cannot do
  * this: a broadcast is not awaited, so the writer's answer could overtake the clean.
  */
 import type { Context, Service, ServiceSchema } from "moleculer";
-import { AccessMixin, entityOf, principalOf } from "../../mixins/access.mixin";
-import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../mixins/db.mixin";
-import type { Decision } from "./access.rules";
-import { conflict, forbidden, notFound, validationError } from "../shared/errors";
-import type { Principal, RequestMeta, UserPrincipal } from "../shared/principal";
+import { AccessMixin, entityOf, principalOf } from "../../platform/access.mixin";
+import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
+import type { Decision } from "../../lib/access.rules";
+import { conflict, forbidden, notFound, validationError } from "../../platform/errors";
+import type { Principal, RequestMeta, UserPrincipal } from "../../lib/principal";
 import { defineAccessRequestModel, type AccessRequestModel, type AccessRequestView } from "./access-requests.model";
-import { PERMISSION_RULES, decidePermission, type PermissionAnswer, type PermissionQuery } from "./permission.rules";
+import { PERMISSION_RULES, decidePermission, type PermissionAnswer, type PermissionQuery } from "../../lib/permission.rules";
 import {
   ACCESS_REQUEST_LIST_SPEC,
   DECISION_REASON_MAX,
@@ -33,7 +33,7 @@ import {
   type AccessRequestStatus,
   type RequestNeed,
 } from "./access-requests.rules";
-import { BODY_ID_PARAM, ID_PARAM } from "../shared/params";
+import { BODY_ID_PARAM, ID_PARAM } from "../../lib/params";
 
 interface IdParams {
   id: number;

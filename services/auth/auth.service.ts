@@ -12,15 +12,15 @@
  */
 import { timingSafeEqual, createHash } from "node:crypto";
 import type { Context, ServiceSchema } from "moleculer";
-import { AccessMixin, principalOf } from "../../mixins/access.mixin";
-import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../mixins/db.mixin";
-import { platformOf } from "../runtime/platform";
-import { badRequest, conflict, forbidden, notFound } from "../shared/errors";
-import { containsPattern, type ListSpec } from "../shared/listing";
-import { ID_PARAM } from "../shared/params";
-import type { RequestMeta, Role, UserPrincipal } from "../shared/principal";
+import { AccessMixin, principalOf } from "../../platform/access.mixin";
+import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
+import { platformOf } from "../../platform/platform";
+import { badRequest, conflict, forbidden, notFound } from "../../platform/errors";
+import { containsPattern, type ListSpec } from "../../lib/listing";
+import { ID_PARAM } from "../../lib/params";
+import type { RequestMeta, Role, UserPrincipal } from "../../lib/principal";
 import { claimsToIdentity, identityToStore, type ClaimsIdentity, type StoredIdentity } from "./auth.rules";
-import { BACKEND_CALLBACK_PATH, DEV_CLIENT_SECRET } from "./embedded-idp";
+import { BACKEND_CALLBACK_PATH, DEV_CLIENT_SECRET } from "../../dev/embedded-idp";
 import { createOidcClient, type OidcClient } from "./oidc-client";
 import { createMemoryStore, createRedisStore, type AuthStore } from "./session-store";
 import { createTokenVerifier, type TokenVerifier } from "./token-verifier";
@@ -40,7 +40,7 @@ import {
   type CookiePolicy,
   type LoginState,
   type SessionRecord,
-} from "./web-session.rules";
+} from "../../lib/web-session.rules";
 
 interface TokenParams {
   token: string;
@@ -104,7 +104,7 @@ const USER_LIST: ListSpec<"created_at" | "name" | "email" | "id", { role: "enum:
   filters: { role: "enum:admin|teacher|student", q: "string" },
 };
 
-/** The embedded IdP's issuer when OIDC_ISSUER is not set (services/auth/embedded-idp.ts). */
+/** The embedded IdP's issuer when OIDC_ISSUER is not set (dev/embedded-idp.ts). */
 export function issuerOf(config: { oidc: { issuer?: string; embeddedPort: number } }): string {
   return config.oidc.issuer ?? `http://localhost:${config.oidc.embeddedPort}`;
 }
@@ -432,7 +432,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
 
     /**
      * On every node before returning (a node-local cache is asked by a call, not an event), and a fill of
-     * this user's row computed before the change is refused (services/runtime/coherent-cache.ts).
+     * this user's row computed before the change is refused (platform/coherent-cache.ts).
      */
     async invalidateUser(id) {
       await this.invalidateCache("auth", [USER_KEY(id), USER_LIST_KEYS]);

@@ -22,7 +22,7 @@ import {
   type JWTPayload,
   type JWTVerifyGetKey,
 } from "jose";
-import { serviceUnavailable, unauthorized } from "../shared/errors";
+import { serviceUnavailable, unauthorized } from "../../platform/errors";
 
 export type VerifierAlgorithm = "RS256" | "ES256";
 

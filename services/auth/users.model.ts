@@ -1,6 +1,6 @@
 /** Sequelize model of the users table (schema: migrations/). Rows mirror the IdP's accounts. */
 import { DataTypes, Model, type ModelStatic, type Sequelize } from "sequelize";
-import type { Role } from "../shared/principal";
+import type { Role } from "../../lib/principal";
 
 export interface UserRow {
   id: number;

@@ -3,14 +3,14 @@
  */
 import type { Context, Service, ServiceSchema } from "moleculer";
 import type { Transaction } from "sequelize";
-import { AccessMixin, entityOf, principalOf } from "../../mixins/access.mixin";
-import { DbMixin, listParams, parseListOrThrow, type CachedTable, type DbMethods } from "../../mixins/db.mixin";
-import { decideCourse, decideLab, type Decision } from "../access/access.rules";
-import { conflict, notFound, validationError } from "../shared/errors";
-import { containsPattern, type ListSpec } from "../shared/listing";
-import type { Principal, RequestMeta, UserPrincipal } from "../shared/principal";
+import { AccessMixin, entityOf, principalOf } from "../../platform/access.mixin";
+import { DbMixin, listParams, parseListOrThrow, type CachedTable, type DbMethods } from "../../platform/db.mixin";
+import { decideCourse, decideLab, type Decision } from "../../lib/access.rules";
+import { conflict, notFound, validationError } from "../../platform/errors";
+import { containsPattern, type ListSpec } from "../../lib/listing";
+import type { Principal, RequestMeta, UserPrincipal } from "../../lib/principal";
 import { defineCourseModels, type CourseModel, type CourseRow } from "./courses.model";
-import { ID_PARAM, BODY_ID_PARAM, multilineTextParam, nameParam, optionalNotNull } from "../shared/params";
+import { ID_PARAM, BODY_ID_PARAM, multilineTextParam, nameParam, optionalNotNull } from "../../lib/params";
 
 interface IdParams {
   id: number;

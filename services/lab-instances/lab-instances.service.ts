@@ -10,18 +10,18 @@
  * Task ids: lab_instances.celery_task_id is the start_lab task's id (results are matched against it);
  * stop_lab and cleanup_lab ids live only in their task_outbox rows (lab_instance_id links them).
  *
- * PGlite caveat: inside a transaction every query passes `{ transaction }` (see services/shared/db.ts).
+ * PGlite caveat: inside a transaction every query passes `{ transaction }` (see platform/db.ts).
  */
 import type { Context, ServiceSchema } from "moleculer";
 import type { Transaction } from "sequelize";
-import { AccessMixin, entityOf, principalOf } from "../../mixins/access.mixin";
-import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../mixins/db.mixin";
-import { decideLabInstance, type Decision, type Need } from "../access/access.rules";
-import { platformOf } from "../runtime/platform";
-import { advisoryLockKey } from "../shared/db";
-import { conflict, notFound } from "../shared/errors";
-import type { ListSpec } from "../shared/listing";
-import { systemPrincipal, type RequestMeta, type UserPrincipal } from "../shared/principal";
+import { AccessMixin, entityOf, principalOf } from "../../platform/access.mixin";
+import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
+import { decideLabInstance, type Decision, type Need } from "../../lib/access.rules";
+import { platformOf } from "../../platform/platform";
+import { advisoryLockKey } from "../../platform/db";
+import { conflict, notFound } from "../../platform/errors";
+import type { ListSpec } from "../../lib/listing";
+import { systemPrincipal, type RequestMeta, type UserPrincipal } from "../../lib/principal";
 import { TASKS_ENQUEUED_EVENT, enqueueTask } from "../tasks/outbox";
 import { INSTANCE_COLUMNS, defineLabInstanceModel, type LabInstanceModel, type LabInstanceRow } from "./lab-instances.model";
 import {
@@ -37,7 +37,7 @@ import {
   type TaskName,
   type TaskState,
 } from "./lab-instances.rules";
-import { BODY_ID_PARAM, ID_PARAM } from "../shared/params";
+import { BODY_ID_PARAM, ID_PARAM } from "../../lib/params";
 
 /** Broadcast on every status change, with the instance's public JSON. */
 export const STATUS_CHANGED_EVENT = "lab-instances.status-changed";

@@ -3,11 +3,11 @@
  * (draft → pending_approval → approved | rejected; see labs.rules.ts).
  */
 import type { Context, ServiceSchema } from "moleculer";
-import { AccessMixin, entityOf, principalOf } from "../../mixins/access.mixin";
-import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../mixins/db.mixin";
-import { decideLab, type Decision, type Need } from "../access/access.rules";
-import { conflict, forbidden, notFound, validationError, type ValidationProblem } from "../shared/errors";
-import type { Principal, RequestMeta, UserPrincipal } from "../shared/principal";
+import { AccessMixin, entityOf, principalOf } from "../../platform/access.mixin";
+import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
+import { decideLab, type Decision, type Need } from "../../lib/access.rules";
+import { conflict, forbidden, notFound, validationError, type ValidationProblem } from "../../platform/errors";
+import type { Principal, RequestMeta, UserPrincipal } from "../../lib/principal";
 import { defineLabModel, type LabModel, type LabRow } from "./labs.model";
 import {
   LAB_LIST_SPEC,
@@ -22,7 +22,7 @@ import {
   type LabChanges,
   type LabResources,
 } from "./labs.rules";
-import { ID_PARAM, multilineTextParam, nameParam, optionalNotNull } from "../shared/params";
+import { ID_PARAM, multilineTextParam, nameParam, optionalNotNull } from "../../lib/params";
 
 interface IdParams {
   id: number;

@@ -13,9 +13,9 @@
  */
 import type { Context, ServiceSchema, Service } from "moleculer";
 import { QueryTypes } from "sequelize";
-import { AccessMixin } from "../../mixins/access.mixin";
-import { platformOf } from "../runtime/platform";
-import { systemPrincipal, type RequestMeta } from "../shared/principal";
+import { AccessMixin } from "../../platform/access.mixin";
+import { platformOf } from "../../platform/platform";
+import { systemPrincipal, type RequestMeta } from "../../lib/principal";
 import { AmqpPublisher } from "./amqp-publisher";
 import {
   canonicalKwargs,
@@ -456,7 +456,7 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
 };
 
 /**
- * Typed above for its own handlers; the registry (services/runtime/broker.ts) holds plain schemas, and a
+ * Typed above for its own handlers; the registry (main/broker.ts) holds plain schemas, and a
  * schema with required settings does not convert to one directly.
  */
 export default TasksService as unknown as ServiceSchema;

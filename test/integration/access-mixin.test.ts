@@ -3,9 +3,9 @@
  * (401 no principal, 403 role, 404 not found or not visible, 403 visible but not allowed).
  */
 import { ServiceBroker, type Context, type ServiceSchema } from "moleculer";
-import { AccessMixin, entityOf } from "../../mixins/access.mixin";
-import type { Decision } from "../../services/access/access.rules";
-import { systemPrincipal, type Principal, type UserPrincipal } from "../../services/shared/principal";
+import { AccessMixin, entityOf } from "../../platform/access.mixin";
+import type { Decision } from "../../lib/access.rules";
+import { systemPrincipal, type Principal, type UserPrincipal } from "../../lib/principal";
 
 interface Doc {
   id: number;

@@ -12,7 +12,7 @@
  * instances while the tables are compared.
  */
 import { QueryTypes } from "sequelize";
-import { systemPrincipal } from "../../services/shared/principal";
+import { systemPrincipal } from "../../lib/principal";
 import { startTestPlatform, type TestPlatform } from "../support/platform";
 import { EXTRA_ACCOUNTS, tokenFor } from "../support/http-api";
 import { CALLERS, MATRIX, type Caller, type FreshKind, type MatrixCase, type MatrixRow, type Scope } from "./authorization-matrix.table";

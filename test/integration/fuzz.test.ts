@@ -12,7 +12,7 @@
  */
 import { gzipSync } from "node:zlib";
 import { QueryTypes } from "sequelize";
-import { systemPrincipal } from "../../services/shared/principal";
+import { systemPrincipal } from "../../lib/principal";
 import { startTestPlatform, type TestPlatform } from "../support/platform";
 import {
   EXTRA_ACCOUNTS,

@@ -9,7 +9,7 @@
  * status change is the test's own doing.
  */
 import { startNode, startTestPlatform, type TestPlatform } from "../support/platform";
-import { systemPrincipal } from "../../services/shared/principal";
+import { systemPrincipal } from "../../lib/principal";
 import type { ApplyTaskResultParams, SweepReport } from "../../services/lab-instances/lab-instances.service";
 import {
   RESOURCES,

@@ -24,7 +24,7 @@ import {
   type ReadMessage,
 } from "../support/tasks";
 import { DEFAULT_TASKS_SETTINGS, type TasksHealth, type TasksSettings } from "../../services/tasks/tasks.service";
-import { systemPrincipal } from "../../services/shared/principal";
+import { systemPrincipal } from "../../lib/principal";
 import { QueryTypes } from "sequelize";
 
 const RESULTS_URL = "redis://127.0.0.1:6379/6";

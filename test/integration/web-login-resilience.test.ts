@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { decodeProtectedHeader } from "jose";
-import { DEV_CLIENT_SECRET, generateSigningKey } from "../../services/auth/embedded-idp";
+import { DEV_CLIENT_SECRET, generateSigningKey } from "../../dev/embedded-idp";
 import { TestBrowser, freePort } from "../support/browser";
 import { startOwnRedis, type OwnRedis } from "../support/redis-server";
 import { startIdp, type TestIdp } from "../support/idp";

@@ -10,8 +10,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Redis from "ioredis";
 import type { Sequelize } from "sequelize";
-import type { PlatformCacher } from "../../services/runtime/coherent-cache";
-import { coherentCacherOf } from "../../services/runtime/coherent-cache";
+import type { PlatformCacher } from "../../platform/coherent-cache";
+import { coherentCacherOf } from "../../platform/coherent-cache";
 import { AMQP_URL, createTestDatabase, startNode, type PlatformNode, type TestDatabase } from "./platform";
 import { startIdp, type TestIdp } from "./idp";
 

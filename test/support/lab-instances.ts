@@ -5,7 +5,7 @@
  */
 import { importJWK, SignJWT } from "jose";
 import type { ApiResponse, TestPlatform } from "./platform";
-import { systemPrincipal } from "../../services/shared/principal";
+import { systemPrincipal } from "../../lib/principal";
 import type { ApplyTaskResultAnswer, ApplyTaskResultParams } from "../../services/lab-instances/lab-instances.service";
 
 /** What the helpers need of a platform (startTestPlatform's, or one built by hand on another database). */

@@ -13,7 +13,7 @@ import type { CeleryTaskKwargs, CeleryTaskName } from "../../services/tasks/cele
 import { celeryQueueDeclaration } from "../../services/tasks/celery-protocol";
 import { TASKS_ENQUEUED_EVENT, enqueueTask } from "../../services/tasks/outbox";
 import type { ApplyTaskResultParams } from "../../services/tasks/relay.rules";
-import type { Principal } from "../../services/shared/principal";
+import type { Principal } from "../../lib/principal";
 
 export async function waitFor<T>(
   what: string,

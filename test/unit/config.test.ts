@@ -1,4 +1,4 @@
-import { loadConfig, ConfigError } from "../../services/shared/config";
+import { loadConfig, ConfigError } from "../../platform/config";
 
 describe("loadConfig", () => {
   it("gives the embedded defaults with no environment", () => {

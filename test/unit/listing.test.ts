@@ -9,7 +9,7 @@ import {
   parseListQuery,
   type ListSpec,
   type ValidationProblem,
-} from "../../services/shared/listing";
+} from "../../lib/listing";
 
 const SPEC = {
   sortable: ["created_at", "name", "id"],

@@ -1,5 +1,5 @@
-import { decidePermission, type PermissionFacts, type PermissionQuery } from "../../services/access/permission.rules";
-import type { Principal } from "../../services/shared/principal";
+import { decidePermission, type PermissionFacts, type PermissionQuery } from "../../lib/permission.rules";
+import type { Principal } from "../../lib/principal";
 
 const admin: Principal = { kind: "user", id: 1, role: "admin" };
 const owner: Principal = { kind: "user", id: 2, role: "teacher" };
