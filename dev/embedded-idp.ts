@@ -27,6 +27,7 @@
  * Importing this module has no side effects (constants for seeders/tests); oidc-provider is loaded
  * only when the provider starts.
  */
+import { BACKEND_CALLBACK_PATH, DEV_CLIENT_SECRET } from "../services/auth/auth.contract";
 import { createHash, generateKeyPairSync, randomBytes, timingSafeEqual, type JsonWebKey } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -71,11 +72,8 @@ export const DEMO_ACCOUNTS: readonly DemoAccount[] = [
 export const DEMO_ORG_ID = "300000000000000001";
 export const DEMO_ORG_DOMAIN = "autolabs.local";
 
-/** Backend client secret when OIDC_CLIENT_SECRET is unset. Development only, and public knowledge. */
-export const DEV_CLIENT_SECRET = "autolabs-dev-secret";
 export const CLI_CLIENT_ID = "autolabs-cli";
 export const CLI_REDIRECT_URI = "http://127.0.0.1/cli-callback";
-export const BACKEND_CALLBACK_PATH = "/api/v1/auth/callback";
 export const READY_LINE_PREFIX = "embedded IdP listening on ";
 
 /** Zitadel's shape: `{"<role>": {"<orgId>": "<org domain>"}}`. */

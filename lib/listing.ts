@@ -9,12 +9,7 @@
  * repeated; an object for `a[b]=1`) or what an internal caller passes (numbers).
  */
 
-/** Structurally identical to `ValidationProblem` in errors.ts (that module imports moleculer; this one must not). */
-export interface ValidationProblem {
-  loc: (string | number)[];
-  msg: string;
-  type: string;
-}
+import type { ValidationProblem } from "./validation-problem";
 
 /** `"int"`: a 32-bit integer; `"string"`: up to MAX_STRING_FILTER_LENGTH chars; `"enum:a|b|c"`: one of a, b, c. */
 export type FilterKind = "int" | "string" | `enum:${string}`;

@@ -7,7 +7,8 @@
  */
 import { ConfigError, loadConfig } from "../platform/config";
 import { createSequelize } from "../platform/db";
-import { startEmbeddedPostgres, type EmbeddedPostgres } from "../dev/embedded-postgres";
+// dev/ is loaded (dynamic import) only when no DATABASE_URL is set: never in production.
+import type { EmbeddedPostgres } from "../dev/embedded-postgres";
 import { migrateDown, migrateUp, migrationStatus, type MigrationLogger } from "../platform/migrator";
 
 const USAGE = `Usage: npm run migrate -- <command>
@@ -57,6 +58,7 @@ async function main(argv: readonly string[]): Promise<number> {
   let embedded: EmbeddedPostgres | undefined;
   let url = config.databaseUrl;
   if (url === undefined) {
+    const { startEmbeddedPostgres } = await import("../dev/embedded-postgres");
     embedded = await startEmbeddedPostgres({
       dataDir: config.dataDir,
       port: config.embeddedPgPort,

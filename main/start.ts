@@ -14,8 +14,8 @@ import { ConfigError, loadConfig, type Config } from "../platform/config";
 import { createSequelize } from "../platform/db";
 import { createPlatformBroker } from "./broker";
 import { startReadyChild, type ReadyChild } from "../platform/child-process";
-import { seedDemoData } from "../dev/demo-seed";
-import { startEmbeddedPostgres, type EmbeddedPostgres } from "../dev/embedded-postgres";
+// dev/ is loaded (dynamic import) only when no DATABASE_URL is set: never in production.
+import type { EmbeddedPostgres } from "../dev/embedded-postgres";
 import { migrateUp } from "../platform/migrator";
 
 const log = (level: "info" | "warn" | "error", msg: string) => {
@@ -79,6 +79,7 @@ async function main(): Promise<void> {
     let databaseUrl = config.databaseUrl;
     if (!databaseUrl) {
       log("info", `DATABASE_URL is not set: starting the embedded PostgreSQL (PGlite) with data in ${path.resolve(config.dataDir, "pg")}`);
+      const { startEmbeddedPostgres } = await import("../dev/embedded-postgres");
       running.postgres = await startEmbeddedPostgres({
         dataDir: config.dataDir,
         port: config.embeddedPgPort,
@@ -99,7 +100,7 @@ async function main(): Promise<void> {
       const applied = await migrateUp(running.sequelize);
       if (applied.length) log("info", `migrations applied: ${applied.join(", ")}`);
     }
-    if (running.postgres && (await seedDemoData(running.sequelize))) {
+    if (running.postgres && (await (await import("../dev/demo-seed")).seedDemoData(running.sequelize))) {
       log("info", "demo data seeded: users admin, teacher, student, student2; course 'Introduction to Linux'");
     }
     if (idpStarting) running.idp = await idpStarting;

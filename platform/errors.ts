@@ -4,6 +4,7 @@
  * plain objects.
  */
 import { Errors } from "moleculer";
+import type { ValidationProblem } from "../lib/validation-problem";
 
 export type ErrorCode =
   | "UNAUTHORIZED"
@@ -17,12 +18,6 @@ export type ErrorCode =
   | "TOO_MANY_REQUESTS"
   | "SERVICE_UNAVAILABLE";
 
-/** One FastAPI-shaped validation problem: `loc` is the path of the offending field. */
-export interface ValidationProblem {
-  loc: (string | number)[];
-  msg: string;
-  type: string;
-}
 
 const clientError = (status: number, code: ErrorCode, detail: string, data?: unknown) =>
   new Errors.MoleculerClientError(detail, status, code, data);

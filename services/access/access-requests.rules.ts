@@ -6,7 +6,8 @@
  * (INVALID_TRANSITION → 409, "not_found" → 404, "forbidden" → 403, problems → 422).
  */
 import type { Decision } from "../../lib/access.rules";
-import type { ListSpec, ValidationProblem } from "../../lib/listing";
+import type { ListSpec } from "../../lib/listing";
+import type { ValidationProblem } from "../../lib/validation-problem";
 import type { Principal } from "../../lib/principal";
 import { controlCharProblem } from "../../lib/params";
 

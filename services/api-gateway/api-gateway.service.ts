@@ -11,6 +11,7 @@ import { AccessMixin } from "../../platform/access.mixin";
 import { platformOf } from "../../platform/platform";
 import { unauthorized, unsupportedMediaType, badRequest, forbidden } from "../../platform/errors";
 import type { Principal, RequestMeta } from "../../lib/principal";
+import { STATUS_CHANGED_EVENT } from "../lab-instances/lab-instances.contract";
 import { checkCsrf, cookiePolicy, readAuthCookies, trustedOrigins } from "../../lib/web-session.rules";
 import { toHttpAnswer } from "./http-errors";
 import { buildOpenApi, docsPage, type RouteDescription } from "./openapi";
@@ -266,7 +267,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
         this.refreshAliases();
       },
       // Feeds the SSE streams of lab instances open on this node (services/api-gateway/sse.ts).
-      "lab-instances.status-changed"(ctx: Context<StreamedInstance>) {
+      [STATUS_CHANGED_EVENT](ctx: Context<StreamedInstance>) {
         streams.publish(ctx.params);
       },
     },

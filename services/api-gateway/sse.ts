@@ -17,8 +17,7 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Context } from "moleculer";
-import type { LabInstanceRow } from "../lab-instances/lab-instances.model";
-import { isFinal, statusRank, type InstanceStatus } from "../lab-instances/lab-instances.rules";
+import { isFinal, statusRank, type InstanceStatus, type LabInstanceRow } from "../lab-instances/lab-instances.contract";
 import { serviceUnavailable } from "../../platform/errors";
 import type { RequestMeta } from "../../lib/principal";
 

@@ -20,7 +20,7 @@ import { containsPattern, type ListSpec } from "../../lib/listing";
 import { ID_PARAM } from "../../lib/params";
 import type { RequestMeta, Role, UserPrincipal } from "../../lib/principal";
 import { claimsToIdentity, identityToStore, type ClaimsIdentity, type StoredIdentity } from "./auth.rules";
-import { BACKEND_CALLBACK_PATH, DEV_CLIENT_SECRET } from "../../dev/embedded-idp";
+import { BACKEND_CALLBACK_PATH, DEV_CLIENT_SECRET } from "./auth.contract";
 import { createOidcClient, type OidcClient } from "./oidc-client";
 import { createMemoryStore, createRedisStore, type AuthStore } from "./session-store";
 import { createTokenVerifier, type TokenVerifier } from "./token-verifier";

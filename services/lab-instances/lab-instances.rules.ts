@@ -12,6 +12,8 @@
  * Pure: no moleculer, no sequelize.
  */
 
+import type { TaskName, TaskResultState } from "../tasks/tasks.contract";
+
 export type InstanceStatus = "pending" | "running" | "stopping" | "stopped" | "failed" | "expired";
 export const INSTANCE_STATUSES: readonly InstanceStatus[] = ["pending", "running", "stopping", "stopped", "failed", "expired"];
 
@@ -60,15 +62,13 @@ export function statusRank(s: InstanceStatus): number {
   }
 }
 
-export type TaskName = "start_lab" | "stop_lab" | "cleanup_lab";
-export type TaskState = "SUCCESS" | "FAILURE" | "REVOKED";
 
 /** What can happen to an instance. */
 export type InstanceEvent =
   /** A user (or the system, e.g. the student left the course) asks to stop it. */
   | { kind: "stop" }
   /** A worker's result for one of the instance's tasks. */
-  | { kind: "result"; task: TaskName; state: TaskState; error?: string }
+  | { kind: "result"; task: TaskName; state: TaskResultState; error?: string }
   /** Sweeper: pending for longer than LAB_START_TIMEOUT_S. */
   | { kind: "start_timed_out"; timeoutS: number }
   /** Sweeper: running past expires_at. */
@@ -96,7 +96,7 @@ export function errorText(error: string | undefined, fallback: string): string {
   return text.length > ERROR_MAX_LENGTH ? `${text.slice(0, ERROR_MAX_LENGTH - 1)}…` : text;
 }
 
-function resultOutcome(current: InstanceStatus, task: TaskName, state: TaskState, error?: string): Outcome {
+function resultOutcome(current: InstanceStatus, task: TaskName, state: TaskResultState, error?: string): Outcome {
   const ok = state === "SUCCESS";
   const failure = () => errorText(error, state === "REVOKED" ? `${task} was revoked` : `${task} failed`);
   switch (task) {
@@ -238,7 +238,7 @@ export function parseStartResult(result: unknown): StartResult {
  */
 export function resultEvent(
   task: TaskName,
-  state: TaskState,
+  state: TaskResultState,
   result: unknown,
   error: string | undefined,
 ): { event: InstanceEvent; start?: { k8s_pod_name: string; connection_url: string } } {

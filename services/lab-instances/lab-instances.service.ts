@@ -22,7 +22,12 @@ import { advisoryLockKey } from "../../platform/db";
 import { conflict, notFound } from "../../platform/errors";
 import type { ListSpec } from "../../lib/listing";
 import { systemPrincipal, type RequestMeta, type UserPrincipal } from "../../lib/principal";
-import { TASKS_ENQUEUED_EVENT, enqueueTask } from "../tasks/outbox";
+import { TASKS_ENQUEUED_EVENT, TASK_NAMES, TASK_RESULT_STATES, enqueueTask } from "../tasks/tasks.contract";
+import {
+  STATUS_CHANGED_EVENT,
+  type ApplyTaskResultAnswer,
+  type ApplyTaskResultParams,
+} from "./lab-instances.contract";
 import { INSTANCE_COLUMNS, defineLabInstanceModel, type LabInstanceModel, type LabInstanceRow } from "./lab-instances.model";
 import {
   ACTIVE_STATUSES,
@@ -34,13 +39,9 @@ import {
   type InstanceEvent,
   type InstanceStatus,
   type Outcome,
-  type TaskName,
-  type TaskState,
 } from "./lab-instances.rules";
 import { BODY_ID_PARAM, ID_PARAM } from "../../lib/params";
 
-/** Broadcast on every status change, with the instance's public JSON. */
-export const STATUS_CHANGED_EVENT = "lab-instances.status-changed";
 
 interface IdParams {
   id: number;
@@ -48,21 +49,6 @@ interface IdParams {
 interface StartParams {
   lab_id: number;
   course_id: number;
-}
-export interface ApplyTaskResultParams {
-  task_id: string;
-  task_name: TaskName;
-  lab_instance_id: number;
-  status: TaskState;
-  result?: unknown;
-  error?: string;
-}
-export interface ApplyTaskResultAnswer {
-  /** Something was written (a status change, a task, stopped_at); false: the result changed nothing. */
-  applied: boolean;
-  /** Status after applying; null when the instance no longer exists. */
-  status: InstanceStatus | null;
-  note?: string;
 }
 export interface SweepReport {
   /** false: another node holds the sweep lock and swept this round. */
@@ -366,9 +352,9 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
       access: { roles: [] },
       params: {
         task_id: { type: "string", min: 1, max: 255 },
-        task_name: { type: "enum", values: ["start_lab", "stop_lab", "cleanup_lab"] },
+        task_name: { type: "enum", values: [...TASK_NAMES] },
         lab_instance_id: ID_PARAM,
-        status: { type: "enum", values: ["SUCCESS", "FAILURE", "REVOKED"] },
+        status: { type: "enum", values: [...TASK_RESULT_STATES] },
         result: { type: "any", optional: true },
         error: { type: "string", optional: true, nullable: true },
       },

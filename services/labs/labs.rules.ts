@@ -8,7 +8,8 @@
  */
 import type { Role } from "../../lib/principal";
 import { controlCharProblem } from "../../lib/params";
-import type { FilterKind, ListSpec, ValidationProblem } from "../../lib/listing";
+import type { FilterKind, ListSpec } from "../../lib/listing";
+import type { ValidationProblem } from "../../lib/validation-problem";
 
 /* ───────────────────────────── Approval state machine ───────────────────────────── */
 

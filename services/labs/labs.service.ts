@@ -6,7 +6,8 @@ import type { Context, ServiceSchema } from "moleculer";
 import { AccessMixin, entityOf, principalOf } from "../../platform/access.mixin";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
 import { decideLab, type Decision, type Need } from "../../lib/access.rules";
-import { conflict, forbidden, notFound, validationError, type ValidationProblem } from "../../platform/errors";
+import { conflict, forbidden, notFound, validationError } from "../../platform/errors";
+import type { ValidationProblem } from "../../lib/validation-problem";
 import type { Principal, RequestMeta, UserPrincipal } from "../../lib/principal";
 import { defineLabModel, type LabModel, type LabRow } from "./labs.model";
 import {

@@ -54,8 +54,8 @@ import {
   errorText,
   isReadyState,
   isTransientCallError,
-  type ApplyTaskResultParams,
 } from "./relay.rules";
+import { LAB_INSTANCES_ACTIONS, type ApplyTaskResultParams } from "../lab-instances/lab-instances.contract";
 import { MemoryResultStore, SimulatedRunner } from "./simulated-runner";
 import type { PublisherState, ResultSource, ResultSourceState, TaskPublisher } from "./transport";
 
@@ -320,7 +320,7 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
       }
       const params: ApplyTaskResultParams = decision.params;
       try {
-        await this.broker.call("lab-instances.applyTaskResult", params, {
+        await this.broker.call(LAB_INSTANCES_ACTIONS.applyTaskResult, params, {
           meta: { user: systemPrincipal("tasks: apply Celery result") },
           timeout: r.applyTimeoutMs,
         });

@@ -5,7 +5,7 @@
  * and writes no user; a node that also allows the partner accepts the same tokens and logins.
  */
 import { QueryTypes } from "sequelize";
-import { DEV_CLIENT_SECRET } from "../../dev/embedded-idp";
+import { DEV_CLIENT_SECRET } from "../../services/auth/auth.contract";
 import { runCodeFlow } from "../../dev/oidc-code-flow";
 import { TestBrowser, setCookieNamed } from "../support/browser";
 import { startIdp, type TestIdp } from "../support/idp";

@@ -10,7 +10,8 @@
  */
 import { startNode, startTestPlatform, type TestPlatform } from "../support/platform";
 import { systemPrincipal } from "../../lib/principal";
-import type { ApplyTaskResultParams, SweepReport } from "../../services/lab-instances/lab-instances.service";
+import type { SweepReport } from "../../services/lab-instances/lab-instances.service";
+import type { ApplyTaskResultParams } from "../../services/lab-instances/lab-instances.contract";
 import {
   RESOURCES,
   STATUS_KEYS,

@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { decodeJwt, importJWK, SignJWT, type JWTPayload } from "jose";
 import { claimsToIdentity } from "../../services/auth/auth.rules";
-import { DEV_CLIENT_SECRET } from "../../dev/embedded-idp";
+import { DEV_CLIENT_SECRET } from "../../services/auth/auth.contract";
 import { runCodeFlow } from "../../dev/oidc-code-flow";
 import { createTokenVerifier, type TokenVerifier, type TokenVerifierOptions } from "../../services/auth/token-verifier";
 import { startIdp, type TestIdp } from "../support/idp";

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Redis from "ioredis";
-import { DEV_CLIENT_SECRET } from "../../dev/embedded-idp";
+import { DEV_CLIENT_SECRET } from "../../services/auth/auth.contract";
 import { digestOf } from "../../lib/web-session.rules";
 import { TestBrowser, freePort, setCookieNamed } from "../support/browser";
 import { startIdp, type TestIdp } from "../support/idp";

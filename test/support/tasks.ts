@@ -12,7 +12,7 @@ import { QueryTypes, type Sequelize } from "sequelize";
 import type { CeleryTaskKwargs, CeleryTaskName } from "../../services/tasks/celery-protocol";
 import { celeryQueueDeclaration } from "../../services/tasks/celery-protocol";
 import { TASKS_ENQUEUED_EVENT, enqueueTask } from "../../services/tasks/outbox";
-import type { ApplyTaskResultParams } from "../../services/tasks/relay.rules";
+import type { ApplyTaskResultParams } from "../../services/lab-instances/lab-instances.contract";
 import type { Principal } from "../../lib/principal";
 
 export async function waitFor<T>(

@@ -17,12 +17,11 @@ import {
   stopAnswer,
   type InstanceEvent,
   type InstanceStatus,
-  type TaskName,
-  type TaskState,
 } from "../../services/lab-instances/lab-instances.rules";
+import { TASK_NAMES, TASK_RESULT_STATES, type TaskName } from "../../services/tasks/tasks.contract";
 
-const TASKS: TaskName[] = ["start_lab", "stop_lab", "cleanup_lab"];
-const STATES: TaskState[] = ["SUCCESS", "FAILURE", "REVOKED"];
+const TASKS = TASK_NAMES;
+const STATES = TASK_RESULT_STATES;
 const EVENTS: InstanceEvent[] = [
   { kind: "stop" },
   { kind: "start_timed_out", timeoutS: 300 },

@@ -8,8 +8,8 @@ import {
   orderBy,
   parseListQuery,
   type ListSpec,
-  type ValidationProblem,
 } from "../../lib/listing";
+import type { ValidationProblem } from "../../lib/validation-problem";
 
 const SPEC = {
   sortable: ["created_at", "name", "id"],
