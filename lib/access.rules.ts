@@ -23,6 +23,14 @@ export interface LabFacts {
   callerReachesViaCourse: boolean;
 }
 
+/** Named role sets for `access.roles`. The system principal passes every one of them. */
+export const ANY_USER: readonly Role[] = ["admin", "teacher", "student"];
+export const STAFF: readonly Role[] = ["admin", "teacher"];
+export const ADMIN_ONLY: readonly Role[] = ["admin"];
+export const STUDENT_ONLY: readonly Role[] = ["student"];
+/** Timers, relays and other services acting as the system; no user. */
+export const SYSTEM_ONLY: readonly Role[] = [];
+
 export function roleAllowed(principal: Principal, roles: readonly Role[]): boolean {
   return principal.kind === "system" || roles.includes(principal.role);
 }

@@ -9,6 +9,9 @@
 import { decideCourse, type Decision } from "./access.rules";
 import type { Principal } from "./principal";
 
+/** The access service's action that answers a PermissionQuery (asked by the access gate). */
+export const ACCESS_CHECK_ACTION = "access.check";
+
 export const PERMISSION_RULES = ["assigned_to_course", "owner_of_course", "start_lab"] as const;
 export type PermissionRule = (typeof PERMISSION_RULES)[number];
 

@@ -1,9 +1,9 @@
 /**
- * The one place where access rules are enforced. Every action of a service using this mixin declares
- * `access` next to its definition; an action without a declaration makes the service fail to start
- * (deny by default, caught at boot rather than in production).
+ * The one gate for every action of every service: a broker middleware. Each action declares `access` next
+ * to its definition; a service with an action that declares none fails to start (deny by default, caught at
+ * boot rather than in production), whether or not it remembered anything: the gate is in the broker options.
  *
- *   access: { roles: ["admin", "teacher"], load: loadCourse, decide: (p, course) => decideCourse(p, course, "manage") }
+ *   access: { roles: STAFF, entity: "Course", load: loadCourse, decide: (p, course) => decideCourse(p, course, "manage") }
  *
  * Order: no principal → 401; role not allowed → 403; `load` the object once (null → 404) and keep it in
  * ctx.locals.entity for the handler; `decide` → 404 (may not know it exists) or 403 (may see, may not act).
@@ -11,17 +11,21 @@
  * refused, so an internal caller must say explicitly that it acts as the system.
  *
  * `check` is for a rule whose facts are not part of an object the action loads (lab-instances' start: the
- * student's assignment, the lab's attachment and status): the mixin asks access.check, whose decisions are
+ * student's assignment, the lab's attachment and status): the gate asks access.check, whose decisions are
  * cached per caller and invalidated by every write to their facts. Where `load` already reads the caller's
  * facts in its one query (courses, labs), `decide` over them is the rule: a `check` there would be a second
  * query for facts already in hand.
+ *
+ * The gate wraps the handler innermost (it is the first middleware): the validator has checked the params
+ * and a cached answer (the cacher sits outside) is keyed by the caller, as it was when this was a mixin.
+ * Moleculer's own `$node` service is the broker's, declares nothing and is reachable only inside the cluster.
  */
-import type { Context, ServiceSchema, Service, ActionSchema, ActionHandler } from "moleculer";
+import type { ActionHandler, ActionSchema, Context, Middleware, Service, ServiceSchema } from "moleculer";
 import { Errors } from "moleculer";
-// Brings moleculer-web's `rest` property into ActionSchema for every service that uses this mixin.
+// Brings moleculer-web's `rest` property into ActionSchema for every service.
 import type {} from "moleculer-web";
 import type { Decision } from "../lib/access.rules";
-import type { PermissionAnswer, PermissionQuery } from "../lib/permission.rules";
+import { ACCESS_CHECK_ACTION, type PermissionAnswer, type PermissionQuery } from "../lib/permission.rules";
 import { roleAllowed } from "../lib/access.rules";
 import { conflict, forbidden, notFound, unauthorized } from "./errors";
 import type { Principal, RequestMeta, Role, UserPrincipal } from "../lib/principal";
@@ -70,21 +74,24 @@ function isPrincipal(value: unknown): value is Principal {
   return v.kind === "user" && Number.isInteger(v.id) && (v.role === "admin" || v.role === "teacher" || v.role === "student");
 }
 
-function guard(decl: AccessDeclaration<unknown>, handler: ActionHandler): ActionHandler {
+/** Calls that carry this access are answered for anyone, even anonymous (health, the login redirect). */
+export const PUBLIC = { public: true, roles: [] } as const satisfies AccessDeclaration;
+
+function guard(decl: AccessDeclaration<unknown>, service: Service, handler: ActionHandler): ActionHandler {
   if (decl.public) return handler;
-  return async function (this: Service, ctx: Context<Record<string, unknown>, RequestMeta>) {
+  return async function (ctx: Context<Record<string, unknown>, RequestMeta>) {
     const principal = ctx.meta.user;
     if (!isPrincipal(principal)) throw unauthorized();
     if (!roleAllowed(principal, decl.roles)) throw forbidden();
     if (decl.check && principal.kind === "user") {
       // ctx.call carries ctx.meta.user: access.check decides for this caller and no one else.
-      const answer = await ctx.call<PermissionAnswer, PermissionQuery>("access.check", decl.check(ctx));
+      const answer = await ctx.call<PermissionAnswer, PermissionQuery>(ACCESS_CHECK_ACTION, decl.check(ctx));
       if (answer.decision === "not_found") throw notFound(answer.entity ?? decl.entity ?? "Object");
       if (answer.decision === "forbidden") throw forbidden();
       if (answer.decision === "conflict") throw conflict(answer.detail ?? "Not possible in the present state");
     }
     if (decl.load) {
-      const entity = await decl.load.call(this, ctx);
+      const entity = await decl.load.call(service, ctx);
       if (entity === null || entity === undefined) throw notFound(decl.entity ?? "Object");
       (ctx.locals as AccessLocals<unknown>).entity = entity;
       if (decl.decide && principal.kind === "user") {
@@ -93,28 +100,37 @@ function guard(decl: AccessDeclaration<unknown>, handler: ActionHandler): Action
         if (decision === "forbidden") throw forbidden();
       }
     }
-    return handler.call(this, ctx);
+    return handler.call(service, ctx);
   };
 }
 
-/** `merged` is a Moleculer lifecycle hook its typings omit: it sees the schema after all mixins merged. */
-const accessMixin = {
-  merged(schema: ServiceSchema) {
-    for (const [name, def] of Object.entries(schema.actions ?? {})) {
-      if (def === false) continue;
-      const action: ActionSchema = typeof def === "function" ? { handler: def } : (def as ActionSchema);
-      const full = `${schema.name}.${name}`;
-      if (!action.access) {
-        throw new Errors.ServiceSchemaError(`${full} declares no access rule (deny by default)`, { action: full });
-      }
-      if (!action.handler) throw new Errors.ServiceSchemaError(`${full} has no handler`, { action: full });
-      if (action.access.decide && !action.access.load) {
-        throw new Errors.ServiceSchemaError(`${full}: access.decide needs access.load`, { action: full });
-      }
-      action.handler = guard(action.access as AccessDeclaration<unknown>, action.handler);
-      schema.actions![name] = action;
+const isBrokerInternal = (name: string | undefined): boolean => name?.startsWith("$") ?? false;
+
+/** Boot check: every action (after mixins merged) declares who may call it. */
+function checkDeclarations(schema: ServiceSchema): void {
+  for (const [name, def] of Object.entries(schema.actions ?? {})) {
+    if (def === false) continue;
+    const full = `${schema.name}.${name}`;
+    const access = typeof def === "function" ? undefined : (def as ActionSchema).access;
+    if (!access) throw new Errors.ServiceSchemaError(`${full} declares no access rule (deny by default)`, { action: full });
+    if (access.decide && !access.load) {
+      throw new Errors.ServiceSchemaError(`${full}: access.decide needs access.load`, { action: full });
     }
+  }
+}
+
+/** Put it first in the broker's middlewares (innermost). */
+export const AccessGate: Middleware = {
+  name: "AccessGate",
+  // The service's name is not set yet when this hook runs: the schema has it.
+  serviceCreating(_service: Service, schema: ServiceSchema) {
+    if (!isBrokerInternal(schema.name)) checkDeclarations(schema);
+  },
+  localAction(handler: ActionHandler, action: ActionSchema & { service?: Service }) {
+    const service = action.service;
+    if (!service || isBrokerInternal(service.name)) return handler;
+    // checkDeclarations ran on this service's schema: a missing declaration never gets here.
+    if (!action.access) throw new Errors.ServiceSchemaError(`${String(action.name)} declares no access rule`, {});
+    return guard(action.access, service, handler);
   },
 };
-
-export const AccessMixin = accessMixin as Partial<ServiceSchema>;

@@ -6,6 +6,7 @@
  */
 import type { BrokerOptions, LoggerConfig } from "moleculer";
 import { loadConfig, type Config } from "./config";
+import { AccessGate } from "./access-gate";
 import { RequestContextMiddleware, currentRequestId } from "./request-context";
 import { ResilientRedisCacher } from "./resilient-redis-cacher";
 import { PrometheusText } from "./prometheus-text";
@@ -74,7 +75,8 @@ export function brokerOptions(config: Config): BrokerOptions {
       ],
     },
     tracing: { enabled: false },
-    middlewares: [RequestContextMiddleware],
+    // AccessGate first: innermost, right around each handler (see platform/access-gate.ts).
+    middlewares: [AccessGate, RequestContextMiddleware],
     // start.ts owns SIGTERM: broker first, then the pool and the child processes (Moleculer's own handler
     // would exit right after the broker and leave the embedded IdP and PGlite behind).
     skipProcessEventRegistration: true,

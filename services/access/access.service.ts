@@ -13,10 +13,12 @@
  * from pre-write facts is never stored after that (platform/coherent-cache.ts). Events cannot do
  * this: a broadcast is not awaited, so the writer's answer could overtake the clean.
  */
+import { ACCESS_REQUESTS_CHANGED_EVENT, type AccessRequestChanged } from "./access.contract";
+import { COURSE_EVENTS, type CourseStudentChanged } from "../courses/courses.contract";
 import type { Context, Service, ServiceSchema } from "moleculer";
-import { AccessMixin, entityOf, principalOf } from "../../platform/access.mixin";
+import { entityOf, principalOf } from "../../platform/access-gate";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
-import type { Decision } from "../../lib/access.rules";
+import { ANY_USER, STAFF, STUDENT_ONLY, type Decision } from "../../lib/access.rules";
 import { conflict, forbidden, notFound, validationError } from "../../platform/errors";
 import type { Principal, RequestMeta, UserPrincipal } from "../../lib/principal";
 import { defineAccessRequestModel, type AccessRequestModel, type AccessRequestView } from "./access-requests.model";
@@ -112,7 +114,7 @@ const REQUEST_ACCESS = { entity: "Access request", load: loadRequest } as const;
 
 const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, { model: AccessRequestModel }> = {
   name: "access",
-  mixins: [DbMixin(defineAccessRequestModel), AccessMixin],
+  mixins: [DbMixin(defineAccessRequestModel)],
   // Root, with full paths on each action: this service also owns permission decisions, which may get
   // routes of their own beside /access-requests.
   settings: { rest: "/" },
@@ -125,7 +127,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
      */
     check: {
       visibility: "public",
-      access: { roles: ["admin", "teacher", "student"] },
+      access: { roles: ANY_USER },
       params: {
         rule: { type: "enum", values: [...PERMISSION_RULES] },
         course_id: ID_PARAM,
@@ -157,7 +159,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
 
     list: {
       rest: "GET /access-requests",
-      access: { roles: ["admin", "teacher", "student"] },
+      access: { roles: ANY_USER },
       params: listParams(Object.keys(ACCESS_REQUEST_LIST_SPEC.filters)),
       async handler(ctx: Ctx) {
         const q = parseListOrThrow(ctx.params, ACCESS_REQUEST_LIST_SPEC);
@@ -196,7 +198,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
     create: {
       rest: "POST /access-requests",
       // Only a student asks to join; a teacher or admin assigns directly (POST /courses/{id}/students).
-      access: { roles: ["student"] },
+      access: { roles: STUDENT_ONLY },
       params: { course_id: BODY_ID_PARAM, message: { type: "any", optional: true } },
       async handler(ctx: Ctx<CreateParams>) {
         const p = principalOf(ctx);
@@ -261,7 +263,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
         const created = await this.viewById(id, p);
         // The student was removed in between: nothing left to show.
         if (!created) throw notFound("Access request");
-        this.broker.broadcast("access-requests.changed", {
+        this.broker.broadcast<AccessRequestChanged>(ACCESS_REQUESTS_CHANGED_EVENT, {
           request_id: id,
           course_id: courseId,
           student_id: p.id,
@@ -275,7 +277,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
 
     get: {
       rest: "GET /access-requests/:id",
-      access: { roles: ["admin", "teacher", "student"], ...REQUEST_ACCESS, decide: rule("view") },
+      access: { roles: ANY_USER, ...REQUEST_ACCESS, decide: rule("view") },
       params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         return entityOf<AccessRequestView>(ctx);
@@ -284,7 +286,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
 
     approve: {
       rest: "POST /access-requests/:id/approve",
-      access: { roles: ["admin", "teacher"], ...REQUEST_ACCESS, decide: rule("decide") },
+      access: { roles: STAFF, ...REQUEST_ACCESS, decide: rule("decide") },
       params: { id: ID_PARAM },
       handler(ctx: Ctx<IdParams>) {
         return this.transition(ctx, "approve", null);
@@ -293,7 +295,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
 
     reject: {
       rest: "POST /access-requests/:id/reject",
-      access: { roles: ["admin", "teacher"], ...REQUEST_ACCESS, decide: rule("decide") },
+      access: { roles: STAFF, ...REQUEST_ACCESS, decide: rule("decide") },
       params: { id: ID_PARAM, reason: { type: "any", optional: true } },
       handler(ctx: Ctx<RejectParams>) {
         // Optional: unlike a lab (whose author must fix something), a student has nothing to repair, and a
@@ -307,7 +309,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
     cancel: {
       rest: "POST /access-requests/:id/cancel",
       // Role check first: teachers and admins never cancel (they reject), so they hear 403 without a lookup.
-      access: { roles: ["student"], ...REQUEST_ACCESS, decide: rule("cancel") },
+      access: { roles: STUDENT_ONLY, ...REQUEST_ACCESS, decide: rule("cancel") },
       params: { id: ID_PARAM },
       handler(ctx: Ctx<IdParams>) {
         return this.transition(ctx, "cancel", null);
@@ -393,9 +395,9 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
         // The write to course_students happened here, not in the courses service, so what reads that table
         // (a student's GET /courses, GET /courses/{id}, their permission decisions) is dropped here, on every node.
         await this.tablesChanged("course_students");
-        this.broker.broadcast("courses.student-assigned", { course_id: outcome.course_id, student_id: outcome.student_id });
+        this.broker.broadcast<CourseStudentChanged>(COURSE_EVENTS.studentAssigned, { course_id: outcome.course_id, student_id: outcome.student_id });
       }
-      this.broker.broadcast("access-requests.changed", {
+      this.broker.broadcast<AccessRequestChanged>(ACCESS_REQUESTS_CHANGED_EVENT, {
         request_id: outcome.id,
         course_id: outcome.course_id,
         student_id: outcome.student_id,

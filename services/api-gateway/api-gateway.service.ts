@@ -2,12 +2,13 @@
  * The HTTP edge: `/api/v1` aliases only (mappingPolicy restrict), JSON bodies only, CORS for FRONTEND_URL,
  * authentication into a small principal, errors as `{"detail"}`, a request id on every answer, health.
  */
+import { ANY_USER, SYSTEM_ONLY } from "../../lib/access.rules";
+import { PUBLIC } from "../../platform/access-gate";
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { CallingOptions, Context, Service, ServiceSchema } from "moleculer";
 import ApiGateway, { type ApiSettingsSchema } from "moleculer-web";
 import Redis from "ioredis";
-import { AccessMixin } from "../../platform/access.mixin";
 import { platformOf } from "../../platform/platform";
 import { unauthorized, unsupportedMediaType, badRequest, forbidden } from "../../platform/errors";
 import type { Principal, RequestMeta } from "../../lib/principal";
@@ -128,7 +129,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
   const streams = new LabInstanceStreams();
   return {
     name: "api-gateway",
-    mixins: [ApiGateway, AccessMixin],
+    mixins: [ApiGateway],
 
     settings: {
       port: config.port,
@@ -224,12 +225,12 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
       // rule); route changes over the bus are switched off; the alias list is for operators (system), through
       // the broker only: `rest: null` drops moleculer-web's own "GET /list-aliases", which autoAliases would
       // otherwise publish as /api/v1/api-gateway/list-aliases (a route outside the API).
-      rest: { access: { public: true, roles: [] } },
-      listAliases: { rest: null, access: { roles: [] } },
+      rest: { access: PUBLIC },
+      listAliases: { rest: null, access: { roles: SYSTEM_ONLY } },
       addRoute: false,
       removeRoute: false,
       openapi: {
-        access: { public: true, roles: [] },
+        access: PUBLIC,
         handler() {
           const aliases = (this as unknown as { aliases: { method: string; fullPath: string; action?: string }[] }).aliases;
           const actions = new Map(
@@ -242,14 +243,14 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
               path: a.fullPath,
               action: a.action,
               params: action?.params as Record<string, unknown> | undefined,
-              access: (action?.access as RouteDescription["access"]) ?? (a.action ? undefined : { roles: ["admin", "teacher", "student"] }),
+              access: (action?.access as RouteDescription["access"]) ?? (a.action ? undefined : { roles: ANY_USER }),
             };
           });
           return buildOpenApi(routes, { prefix: "/api/v1", version: config.version, serverUrl: config.publicUrl });
         },
       },
       health: {
-        access: { public: true, roles: [] },
+        access: PUBLIC,
         async handler(ctx: Context<unknown, RequestMeta>): Promise<HealthReport> {
           const [database, redis] = await Promise.all([this.checkDatabase(), this.checkRedis()]);
           const checks = { database, redis, rabbitmq: this.checkRabbit() };

@@ -10,9 +10,10 @@
  * is re-read through the users cache (USERS_CACHE_TTL_S, 5 min, invalidated on every change), so a deleted
  * or re-roled user is never trusted longer than that.
  */
+import { ANY_USER, STAFF } from "../../lib/access.rules";
 import { timingSafeEqual, createHash } from "node:crypto";
 import type { Context, ServiceSchema } from "moleculer";
-import { AccessMixin, principalOf } from "../../platform/access.mixin";
+import { PUBLIC, principalOf } from "../../platform/access-gate";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
 import { platformOf } from "../../platform/platform";
 import { badRequest, conflict, forbidden, notFound } from "../../platform/errors";
@@ -111,14 +112,14 @@ export function issuerOf(config: { oidc: { issuer?: string; embeddedPort: number
 
 const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, AuthVars> = {
   name: "auth",
-  mixins: [DbMixin(defineUserModel), AccessMixin],
+  mixins: [DbMixin(defineUserModel)],
   // Routes of two resources live here: /auth/* and /users/*.
   settings: { rest: "/" },
 
   actions: {
     /** Bearer token → principal. Called by the gateway for every request that carries one; not routed. */
     authenticate: {
-      access: { public: true, roles: [] },
+      access: PUBLIC,
       params: { token: { type: "string", min: 10, max: 16384 } },
       async handler(ctx: Ctx<TokenParams>): Promise<UserPrincipal> {
         const payload = await this.verifier.verify(ctx.params.token);
@@ -135,7 +136,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
      * A store that cannot answer throws 503: never anonymous, never a 500.
      */
     resolveSession: {
-      access: { public: true, roles: [] },
+      access: PUBLIC,
       params: { sid: { type: "string", max: 256 } },
       async handler(ctx: Ctx<SessionParams>): Promise<UserPrincipal | null> {
         const { sid } = ctx.params;
@@ -159,7 +160,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
      */
     login: {
       rest: ["GET /auth/login", "POST /auth/login"],
-      access: { public: true, roles: [] },
+      access: PUBLIC,
       params: { redirect_to: { type: "any", optional: true } },
       async handler(ctx: Ctx<{ redirect_to?: unknown }>): Promise<null> {
         const { config } = platformOf(this.broker);
@@ -192,7 +193,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
      */
     callback: {
       rest: "GET /auth/callback",
-      access: { public: true, roles: [] },
+      access: PUBLIC,
       // IdPs add their own parameters (session_state, scope, …): everything is checked by hand below.
       params: { $$strict: false },
       async handler(ctx: Ctx<CallbackParams>): Promise<null> {
@@ -265,7 +266,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
     /** Ends the browser's session and clears its cookie: 204, whether or not there was one. */
     logout: {
       rest: "POST /auth/logout",
-      access: { public: true, roles: [] },
+      access: PUBLIC,
       async handler(ctx: Ctx): Promise<null> {
         const sid = ctx.meta.authCookies?.session;
         if (sid !== undefined && SECRET_RE.test(sid)) await this.store.del(sessionKey(sid));
@@ -280,7 +281,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
 
     me: {
       rest: "GET /auth/me",
-      access: { roles: ["admin", "teacher", "student"] },
+      access: { roles: ANY_USER },
       async handler(ctx: Ctx) {
         const p = principalOf(ctx);
         if (p.kind !== "user") throw notFound("User");
@@ -292,7 +293,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
 
     listUsers: {
       rest: "GET /users",
-      access: { roles: ["admin", "teacher"] },
+      access: { roles: STAFF },
       params: listParams(Object.keys(USER_LIST.filters)),
       async handler(ctx: Ctx) {
         const q = parseListOrThrow(ctx.params, USER_LIST);
@@ -323,7 +324,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
 
     getUser: {
       rest: "GET /users/:id",
-      access: { roles: ["admin", "teacher", "student"] },
+      access: { roles: ANY_USER },
       params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         const p = principalOf(ctx);

@@ -1,11 +1,12 @@
 /**
  * Courses: a teacher's course, its students (course_students) and the labs attached to it (course_labs).
  */
+import { COURSE_EVENTS, type CourseEvent, type CourseEventPayloads } from "./courses.contract";
 import type { Context, Service, ServiceSchema } from "moleculer";
 import type { Transaction } from "sequelize";
-import { AccessMixin, entityOf, principalOf } from "../../platform/access.mixin";
+import { entityOf, principalOf } from "../../platform/access-gate";
 import { DbMixin, listParams, parseListOrThrow, type CachedTable, type DbMethods } from "../../platform/db.mixin";
-import { decideCourse, decideLab, type Decision } from "../../lib/access.rules";
+import { ANY_USER, STAFF, decideCourse, decideLab, type Decision } from "../../lib/access.rules";
 import { conflict, notFound, validationError } from "../../platform/errors";
 import { containsPattern, type ListSpec } from "../../lib/listing";
 import type { Principal, RequestMeta, UserPrincipal } from "../../lib/principal";
@@ -111,13 +112,13 @@ function publicCourse(c: CourseRow): CourseRow {
 
 const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods, { model: CourseModel }> = {
   name: "courses",
-  mixins: [DbMixin(defineCourseModels), AccessMixin],
+  mixins: [DbMixin(defineCourseModels)],
   settings: { rest: "/courses" },
 
   actions: {
     list: {
       rest: "GET /",
-      access: { roles: ["admin", "teacher", "student"] },
+      access: { roles: ANY_USER },
       params: listParams(Object.keys(COURSE_LIST.filters)),
       cache: { keys: ["#user.kind", "#user.id", "#user.role", "offset", "limit", "sort", "owner_id", "q"], ttl: 600 },
       async handler(ctx: Ctx) {
@@ -147,7 +148,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     create: {
       rest: "POST /",
-      access: { roles: ["admin", "teacher"] },
+      access: { roles: STAFF },
       params: { name: NAME, description: DESCRIPTION, owner_id: OWNER_ID },
       async handler(ctx: Ctx<CreateParams>) {
         const p = principalOf(ctx);
@@ -179,7 +180,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           await this.checkOwner(ownerId);
           throw conflict("The owner changed meanwhile; try again");
         }
-        await this.courseChanged("courses", "courses.changed", { course_id: created.id });
+        await this.courseChanged("courses", COURSE_EVENTS.changed, { course_id: created.id });
         ctx.meta.$statusCode = 201;
         ctx.meta.$location = `/api/v1/courses/${created.id}`;
         return created;
@@ -188,7 +189,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     get: {
       rest: "GET /:id",
-      access: { roles: ["admin", "teacher", "student"], ...COURSE_ACCESS, decide: view },
+      access: { roles: ANY_USER, ...COURSE_ACCESS, decide: view },
       params: { id: ID_PARAM },
       cache: { keys: ["#user.kind", "#user.id", "#user.role", "id"], ttl: 600 },
       async handler(ctx: Ctx<IdParams>) {
@@ -198,7 +199,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     update: {
       rest: "PUT /:id",
-      access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
+      access: { roles: STAFF, ...COURSE_ACCESS, decide: manage },
       params: { id: ID_PARAM, name: optionalNotNull(NAME), description: DESCRIPTION, owner_id: OWNER_ID },
       async handler(ctx: Ctx<UpdateParams>) {
         const course = entityOf<LoadedCourse>(ctx);
@@ -231,7 +232,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           if (changes.owner_id !== undefined) await this.checkOwner(changes.owner_id);
           throw conflict("The course changed meanwhile; reload it and try again");
         }
-        await this.courseChanged("courses", changes.owner_id !== undefined ? "courses.owner-changed" : "courses.changed", {
+        await this.courseChanged("courses", changes.owner_id !== undefined ? COURSE_EVENTS.ownerChanged : COURSE_EVENTS.changed, {
           course_id: course.id,
           owner_id: rows[0].owner_id,
           previous_owner_id: course.owner_id,
@@ -242,7 +243,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     remove: {
       rest: "DELETE /:id",
-      access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
+      access: { roles: STAFF, ...COURSE_ACCESS, decide: manage },
       params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         const course = entityOf<LoadedCourse>(ctx);
@@ -273,7 +274,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           });
           await this.sequelize().query("DELETE FROM courses WHERE id = $id", { bind: { id: course.id }, transaction });
         });
-        await this.courseChanged("courses", "courses.removed", { course_id: course.id });
+        await this.courseChanged("courses", COURSE_EVENTS.removed, { course_id: course.id });
         ctx.meta.$statusCode = 204;
         return null;
       },
@@ -281,7 +282,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     students: {
       rest: "GET /:id/students",
-      access: { roles: ["admin", "teacher", "student"], ...COURSE_ACCESS, decide: manage },
+      access: { roles: ANY_USER, ...COURSE_ACCESS, decide: manage },
       params: { id: ID_PARAM, ...listParams(Object.keys(STUDENT_LIST.filters)) },
       async handler(ctx: Ctx<IdParams>) {
         const q = parseListOrThrow(ctx.params, STUDENT_LIST);
@@ -302,7 +303,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     assignStudents: {
       rest: "POST /:id/students",
-      access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
+      access: { roles: STAFF, ...COURSE_ACCESS, decide: manage },
       params: { id: ID_PARAM, student_ids: { type: "array", items: BODY_ID_PARAM, min: 1, max: 500, unique: true } },
       async handler(ctx: Ctx<AssignParams>) {
         const course = entityOf<LoadedCourse>(ctx);
@@ -336,7 +337,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         // Caches first: a listener reacting to the event must not read a stale answer.
         if (addedIds.length > 0) await this.tablesChanged("course_students");
         for (const studentId of addedIds) {
-          this.broker.broadcast("courses.student-assigned", { course_id: course.id, student_id: studentId });
+          this.broker.broadcast(COURSE_EVENTS.studentAssigned, { course_id: course.id, student_id: studentId });
         }
         return { course_id: course.id, added: addedIds, already_assigned: ids.filter((id) => !addedIds.includes(id)) };
       },
@@ -344,7 +345,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     removeStudent: {
       rest: "DELETE /:id/students/:student_id",
-      access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
+      access: { roles: STAFF, ...COURSE_ACCESS, decide: manage },
       params: { id: ID_PARAM, student_id: ID_PARAM },
       async handler(ctx: Ctx<StudentParams>) {
         const course = entityOf<LoadedCourse>(ctx);
@@ -360,7 +361,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           throw notFound("Student in this course");
         }
         // lab-instances listens and stops the student's instances in this course.
-        await this.courseChanged("course_students", "courses.student-removed", { course_id: course.id, student_id: ctx.params.student_id });
+        await this.courseChanged("course_students", COURSE_EVENTS.studentRemoved, { course_id: course.id, student_id: ctx.params.student_id });
         ctx.meta.$statusCode = 204;
         return null;
       },
@@ -368,7 +369,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     labs: {
       rest: "GET /:id/labs",
-      access: { roles: ["admin", "teacher", "student"], ...COURSE_ACCESS, decide: view },
+      access: { roles: ANY_USER, ...COURSE_ACCESS, decide: view },
       params: { id: ID_PARAM, ...listParams(Object.keys(COURSE_LAB_LIST.filters)) },
       cache: { keys: ["#user.kind", "#user.id", "#user.role", "id", "offset", "limit", "sort", "status"], ttl: 600 },
       async handler(ctx: Ctx<IdParams>) {
@@ -392,7 +393,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     attachLab: {
       rest: "POST /:id/labs",
-      access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
+      access: { roles: STAFF, ...COURSE_ACCESS, decide: manage },
       params: { id: ID_PARAM, lab_id: BODY_ID_PARAM },
       async handler(ctx: Ctx<LabParams>) {
         const course = entityOf<LoadedCourse>(ctx);
@@ -418,7 +419,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           return { lab: found, inserted: rows };
         });
         if (inserted.length > 0) {
-          await this.courseChanged("course_labs", "courses.lab-attached", { course_id: course.id, lab_id: lab.id });
+          await this.courseChanged("course_labs", COURSE_EVENTS.labAttached, { course_id: course.id, lab_id: lab.id });
           ctx.meta.$statusCode = 201;
           // The new link, as DELETE names it (a 201 without Location also makes moleculer-web warn on every call).
           ctx.meta.$location = `/api/v1/courses/${course.id}/labs/${lab.id}`;
@@ -429,7 +430,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     detachLab: {
       rest: "DELETE /:id/labs/:lab_id",
-      access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
+      access: { roles: STAFF, ...COURSE_ACCESS, decide: manage },
       params: { id: ID_PARAM, lab_id: ID_PARAM },
       async handler(ctx: Ctx<LabParams>) {
         const course = entityOf<LoadedCourse>(ctx);
@@ -452,7 +453,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
             throw conflict(`Lab has ${active} active instance(s) in this course; stop them before detaching it`);
           }
         });
-        await this.courseChanged("course_labs", "courses.lab-detached", { course_id: course.id, lab_id: ctx.params.lab_id });
+        await this.courseChanged("course_labs", COURSE_EVENTS.labDetached, { course_id: course.id, lab_id: ctx.params.lab_id });
         ctx.meta.$statusCode = 204;
         return null;
       },
@@ -514,7 +515,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
      * After a committed write to `table`: drops every cached answer that reads it (course answers, permission
      * decisions) on every node, then tells listeners. The caller answers only after this.
      */
-    async courseChanged(table: CachedTable, event: string, payload: Record<string, unknown>): Promise<void> {
+    async courseChanged<E extends CourseEvent>(table: CachedTable, event: E, payload: CourseEventPayloads[E]): Promise<void> {
       await this.tablesChanged(table);
       this.broker.broadcast(event, payload);
     },

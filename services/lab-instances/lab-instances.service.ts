@@ -12,11 +12,12 @@
  *
  * PGlite caveat: inside a transaction every query passes `{ transaction }` (see platform/db.ts).
  */
+import { COURSE_EVENTS, type CourseStudentChanged } from "../courses/courses.contract";
 import type { Context, ServiceSchema } from "moleculer";
 import type { Transaction } from "sequelize";
-import { AccessMixin, entityOf, principalOf } from "../../platform/access.mixin";
+import { entityOf, principalOf } from "../../platform/access-gate";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
-import { decideLabInstance, type Decision, type Need } from "../../lib/access.rules";
+import { ANY_USER, STUDENT_ONLY, SYSTEM_ONLY, decideLabInstance, type Decision, type Need } from "../../lib/access.rules";
 import { platformOf } from "../../platform/platform";
 import { advisoryLockKey } from "../../platform/db";
 import { conflict, notFound } from "../../platform/errors";
@@ -56,11 +57,6 @@ export interface SweepReport {
   timed_out: number[];
   expired: number[];
 }
-interface StudentRemoved {
-  course_id: number;
-  student_id: number;
-}
-
 /** An instance as the access check loads it: the row plus its course's owner. */
 export interface LoadedInstance extends LabInstanceRow {
   course_owner_id: number;
@@ -138,14 +134,14 @@ function isActiveUniqueViolation(err: unknown): boolean {
 
 const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, Vars> = {
   name: "lab-instances",
-  mixins: [DbMixin(defineLabInstanceModel), AccessMixin],
+  mixins: [DbMixin(defineLabInstanceModel)],
   settings: { rest: "/lab-instances" },
 
   actions: {
     // Not cached: statuses change all the time and a stale "pending" would mislead the UI.
     list: {
       rest: "GET /",
-      access: { roles: ["admin", "teacher", "student"] },
+      access: { roles: ANY_USER },
       params: listParams(Object.keys(INSTANCE_LIST.filters)),
       async handler(ctx: Ctx) {
         const q = parseListOrThrow(ctx.params, INSTANCE_LIST);
@@ -185,7 +181,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
       // cached per student, course and lab: a refused or repeated start costs no query here. The transaction
       // below checks the same facts again under locks, so a decision is never the last word on a start.
       access: {
-        roles: ["student"],
+        roles: STUDENT_ONLY,
         entity: "Course",
         check: (ctx) => ({ rule: "start_lab", course_id: Number(ctx.params.course_id), lab_id: Number(ctx.params.lab_id) }),
       },
@@ -297,7 +293,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
 
     get: {
       rest: "GET /:id",
-      access: { roles: ["admin", "teacher", "student"], ...INSTANCE_ACCESS, decide: instanceRule("view") },
+      access: { roles: ANY_USER, ...INSTANCE_ACCESS, decide: instanceRule("view") },
       params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         return publicInstance(entityOf<LoadedInstance>(ctx));
@@ -310,7 +306,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
      */
     stop: {
       rest: "POST /:id/stop",
-      access: { roles: ["admin", "teacher", "student"], ...INSTANCE_ACCESS, decide: instanceRule("manage") },
+      access: { roles: ANY_USER, ...INSTANCE_ACCESS, decide: instanceRule("manage") },
       params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         const inst = entityOf<LoadedInstance>(ctx);
@@ -326,7 +322,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
 
     connection: {
       rest: "GET /:id/connection",
-      access: { roles: ["admin", "teacher", "student"], ...INSTANCE_ACCESS, decide: instanceRule("view") },
+      access: { roles: ANY_USER, ...INSTANCE_ACCESS, decide: instanceRule("view") },
       params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         const inst = entityOf<LoadedInstance>(ctx);
@@ -349,7 +345,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
      * monotone: a duplicate or late result never moves an instance backwards (see lab-instances.rules.ts).
      */
     applyTaskResult: {
-      access: { roles: [] },
+      access: { roles: SYSTEM_ONLY },
       params: {
         task_id: { type: "string", min: 1, max: 255 },
         task_name: { type: "enum", values: [...TASK_NAMES] },
@@ -384,7 +380,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
 
     /** One sweep now (tests, operators in the REPL); the timer does the same every LAB_SWEEP_INTERVAL_MS. */
     sweep: {
-      access: { roles: [] },
+      access: { roles: SYSTEM_ONLY },
       handler(): Promise<SweepReport> {
         return this.sweep();
       },
@@ -393,8 +389,8 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
 
   events: {
     /** The student left the course: their instances in it stop (as the system: nobody asked in person). */
-    "courses.student-removed": {
-      async handler(ctx: Context<StudentRemoved>) {
+    [COURSE_EVENTS.studentRemoved]: {
+      async handler(ctx: Context<CourseStudentChanged>) {
         const { course_id, student_id } = ctx.params;
         const rows = await this.select<{ id: number }>(
           `SELECT id FROM lab_instances WHERE course_id = $course AND student_id = $student AND status IN ('pending', 'running')`,

@@ -2,10 +2,11 @@
  * Labs: a docker image with its resources, and the approval workflow
  * (draft → pending_approval → approved | rejected; see labs.rules.ts).
  */
+import { LABS_CHANGED_EVENT, type LabChanged } from "./labs.contract";
 import type { Context, ServiceSchema } from "moleculer";
-import { AccessMixin, entityOf, principalOf } from "../../platform/access.mixin";
+import { entityOf, principalOf } from "../../platform/access-gate";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
-import { decideLab, type Decision, type Need } from "../../lib/access.rules";
+import { ANY_USER, STAFF, ADMIN_ONLY, decideLab, type Decision, type Need } from "../../lib/access.rules";
 import { conflict, forbidden, notFound, validationError } from "../../platform/errors";
 import type { ValidationProblem } from "../../lib/validation-problem";
 import type { Principal, RequestMeta, UserPrincipal } from "../../lib/principal";
@@ -134,13 +135,13 @@ function actorRole(p: Principal): "admin" | "teacher" | "student" {
 
 const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { model: LabModel }> = {
   name: "labs",
-  mixins: [DbMixin(defineLabModel), AccessMixin],
+  mixins: [DbMixin(defineLabModel)],
   settings: { rest: "/labs" },
 
   actions: {
     list: {
       rest: "GET /",
-      access: { roles: ["admin", "teacher", "student"] },
+      access: { roles: ANY_USER },
       params: listParams(Object.keys(LAB_LIST_SPEC.filters)),
       async handler(ctx: Ctx) {
         const q = parseListOrThrow(ctx.params, LAB_LIST_SPEC);
@@ -182,7 +183,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
 
     create: {
       rest: "POST /",
-      access: { roles: ["admin", "teacher"] },
+      access: { roles: STAFF },
       params: BODY_PARAMS,
       async handler(ctx: Ctx<LabBody>) {
         const { changes, problems } = this.validateBody(ctx.params, false);
@@ -203,7 +204,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
           },
         );
         // A new lab is attached to no course yet: no cached answer reads it, nothing to invalidate.
-        this.broker.broadcast("labs.changed", { lab_id: row.id, status: row.status });
+        this.broker.broadcast<LabChanged>(LABS_CHANGED_EVENT, { lab_id: row.id, status: row.status });
         ctx.meta.$statusCode = 201;
         ctx.meta.$location = `/api/v1/labs/${row.id}`;
         return row;
@@ -212,7 +213,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
 
     get: {
       rest: "GET /:id",
-      access: { roles: ["admin", "teacher", "student"], ...LAB_ACCESS, decide: decide("view") },
+      access: { roles: ANY_USER, ...LAB_ACCESS, decide: decide("view") },
       params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         return publicLab(entityOf<LoadedLab>(ctx));
@@ -221,7 +222,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
 
     update: {
       rest: "PUT /:id",
-      access: { roles: ["admin", "teacher"], ...LAB_ACCESS, decide: decide("manage") },
+      access: { roles: STAFF, ...LAB_ACCESS, decide: decide("manage") },
       params: { id: ID_PARAM, ...PARTIAL_BODY_PARAMS },
       async handler(ctx: Ctx<UpdateParams>) {
         const lab = entityOf<LoadedLab>(ctx);
@@ -250,7 +251,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
 
     remove: {
       rest: "DELETE /:id",
-      access: { roles: ["admin", "teacher"], ...LAB_ACCESS, decide: decide("manage") },
+      access: { roles: STAFF, ...LAB_ACCESS, decide: decide("manage") },
       params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         const lab = entityOf<LoadedLab>(ctx);
@@ -278,7 +279,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
 
     submit: {
       rest: "POST /:id/submit",
-      access: { roles: ["admin", "teacher"], ...LAB_ACCESS, decide: decide("manage") },
+      access: { roles: STAFF, ...LAB_ACCESS, decide: decide("manage") },
       params: { id: ID_PARAM },
       handler(ctx: Ctx<IdParams>) {
         return this.transition(ctx, "submit");
@@ -287,7 +288,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
 
     approve: {
       rest: "POST /:id/approve",
-      access: { roles: ["admin"], ...LAB_ACCESS },
+      access: { roles: ADMIN_ONLY, ...LAB_ACCESS },
       params: { id: ID_PARAM },
       handler(ctx: Ctx<IdParams>) {
         return this.transition(ctx, "approve");
@@ -296,7 +297,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
 
     reject: {
       rest: "POST /:id/reject",
-      access: { roles: ["admin"], ...LAB_ACCESS },
+      access: { roles: ADMIN_ONLY, ...LAB_ACCESS },
       params: { id: ID_PARAM, reason: { type: "any", optional: true } },
       handler(ctx: Ctx<RejectParams>) {
         const reason = parseRejectionReason({ reason: ctx.params.reason });
@@ -368,7 +369,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
      */
     async labChanged(lab: LabRow) {
       await this.tablesChanged("labs", "course_labs");
-      this.broker.broadcast("labs.changed", { lab_id: lab.id, status: lab.status });
+      this.broker.broadcast<LabChanged>(LABS_CHANGED_EVENT, { lab_id: lab.id, status: lab.status });
     },
   },
 };

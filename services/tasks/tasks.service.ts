@@ -11,9 +11,9 @@
  * - Embedded (no CELERY_BROKER_URL): the simulated runner takes the same encoded messages and writes
  *   Celery-shaped results into an in-memory store that the same consumer reads.
  */
+import { SYSTEM_ONLY } from "../../lib/access.rules";
 import type { Context, ServiceSchema, Service } from "moleculer";
 import { QueryTypes } from "sequelize";
-import { AccessMixin } from "../../platform/access.mixin";
 import { platformOf } from "../../platform/platform";
 import { systemPrincipal, type RequestMeta } from "../../lib/principal";
 import { AmqpPublisher } from "./amqp-publisher";
@@ -146,13 +146,12 @@ function redactUrl(url: string): string {
 
 const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
   name: "tasks",
-  mixins: [AccessMixin],
   settings: DEFAULT_TASKS_SETTINGS,
 
   actions: {
     /** Broker and result-backend state for the gateway's health check. System only. */
     health: {
-      access: { roles: [] },
+      access: { roles: SYSTEM_ONLY },
       async handler(this: TasksThis, _ctx: Context<Record<string, never>, RequestMeta>): Promise<TasksHealth> {
         let outbox: TasksHealth["outbox"] = null;
         try {
@@ -369,6 +368,9 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
   },
 
   created(this: TasksThis) {
+    // Each instance tunes its own copy (several nodes share one process in tests); Moleculer hands every
+    // instance of a mixin-less schema the same settings object.
+    this.settings = structuredClone(this.settings);
     const { config } = platformOf(this.broker);
     this.applying = new Map();
     this.relayTotals = { published: 0, failed: 0 };

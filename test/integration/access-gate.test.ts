@@ -1,10 +1,12 @@
 /**
- * The access mixin on a real (local) broker: deny by default at boot, and the order of its answers
- * (401 no principal, 403 role, 404 not found or not visible, 403 visible but not allowed).
+ * The access gate on a real (local) broker: deny by default at boot for every service, and the order of its
+ * answers (401 no principal, 403 role, 404 not found or not visible, 403 visible but not allowed).
  */
 import { ServiceBroker, type Context, type ServiceSchema } from "moleculer";
-import { AccessMixin, entityOf } from "../../platform/access.mixin";
-import type { Decision } from "../../lib/access.rules";
+import { AccessGate, PUBLIC, entityOf } from "../../platform/access-gate";
+import { STAFF, SYSTEM_ONLY, type Decision } from "../../lib/access.rules";
+import { brokerOptions } from "../../platform/moleculer.config";
+import { loadConfig } from "../../platform/config";
 import { systemPrincipal, type Principal, type UserPrincipal } from "../../lib/principal";
 
 interface Doc {
@@ -19,11 +21,10 @@ const DOCS: Doc[] = [
 
 const DocsService: ServiceSchema = {
   name: "docs",
-  mixins: [AccessMixin],
   actions: {
     edit: {
       access: {
-        roles: ["admin", "teacher"],
+        roles: STAFF,
         entity: "Doc",
         async load(ctx: Context<Record<string, unknown>>) {
           return DOCS.find((d) => d.id === Number(ctx.params.id)) ?? null;
@@ -34,13 +35,14 @@ const DocsService: ServiceSchema = {
         return { edited: entityOf<Doc>(ctx).id };
       },
     },
-    ping: { access: { public: true, roles: [] }, handler: () => "pong" },
+    ping: { access: PUBLIC, handler: () => "pong" },
+    sweep: { access: { roles: SYSTEM_ONLY }, handler: () => "swept" },
   },
 };
 
 let broker: ServiceBroker;
 beforeAll(async () => {
-  broker = new ServiceBroker({ logger: false });
+  broker = new ServiceBroker({ logger: false, middlewares: [AccessGate] });
   broker.createService(DocsService);
   await broker.start();
 });
@@ -49,12 +51,32 @@ afterAll(() => broker.stop());
 const call = (id: number, user: Principal | null) => broker.call("docs.edit", { id }, { meta: { user } });
 const teacher = (id: number): Principal => ({ kind: "user", id, role: "teacher" });
 
-it("refuses to start a service with an action that declares no rule", () => {
-  const b = new ServiceBroker({ logger: false });
-  expect(() => b.createService({ name: "open", mixins: [AccessMixin], actions: { leak: () => "secret" } })).toThrow(/declares no access rule/);
+it("refuses to start a service with an action that declares no rule, whatever its mixins", () => {
+  const b = new ServiceBroker({ logger: false, middlewares: [AccessGate] });
+  expect(() => b.createService({ name: "open", actions: { leak: () => "secret" } })).toThrow(/open.leak declares no access rule/);
+  const mixin: Partial<ServiceSchema> = { actions: { fromMixin: { handler: () => "secret" } } };
   expect(() =>
-    b.createService({ name: "odd", mixins: [AccessMixin], actions: { x: { access: { roles: [], decide: (): Decision => "allow" }, handler: () => 1 } } }),
+    b.createService({ name: "mixed", mixins: [mixin], actions: { ok: { access: PUBLIC, handler: () => 1 } } }),
+  ).toThrow(/mixed.fromMixin declares no access rule/);
+  expect(() =>
+    b.createService({ name: "odd", actions: { x: { access: { roles: [], decide: (): Decision => "allow" }, handler: () => 1 } } }),
   ).toThrow(/decide needs access.load/);
+});
+
+it("is part of the platform's broker options, first (innermost), so no service can run unguarded", () => {
+  const middlewares = brokerOptions(loadConfig({})).middlewares ?? [];
+  expect(middlewares[0]).toBe(AccessGate);
+  const b = new ServiceBroker({ ...brokerOptions(loadConfig({})), logger: false, transporter: null, cacher: null });
+  expect(() => b.createService({ name: "open", actions: { leak: () => "secret" } })).toThrow(/declares no access rule/);
+});
+
+it("keeps system-only actions for the system principal", async () => {
+  await expect(broker.call("docs.sweep", {}, { meta: { user: teacher(10) } })).rejects.toMatchObject({ code: 403 });
+  await expect(broker.call("docs.sweep", {}, { meta: { user: systemPrincipal("test") } })).resolves.toBe("swept");
+});
+
+it("leaves the broker's own $node service alone", async () => {
+  await expect(broker.call("$node.health")).resolves.toHaveProperty("cpu");
 });
 
 it("answers in order: 401, 403 by role, 404, 403 by attribute, then the handler with the loaded object", async () => {
