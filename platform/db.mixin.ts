@@ -1,49 +1,16 @@
 /**
- * moleculer-db over the broker's shared Sequelize pool. Migrations own the schema: models are defined on
- * the existing pool and never synced. The generic CRUD actions of moleculer-db are removed: every action a
- * service exposes is written and access-checked by that service.
+ * Query helpers over the broker's shared Sequelize pool (raw SQL, bound values), the cache invalidation
+ * every writer awaits, and the list-query plumbing. Migrations own the schema; there are no ORM models:
+ * every action a service exposes is written and access-checked by that service.
  */
 import type { Context, Service, ServiceBroker, ServiceSchema } from "moleculer";
-import DbService from "moleculer-db";
-import SequelizeDbAdapter from "moleculer-db-adapter-sequelize";
-import { QueryTypes, type ModelStatic, type Model, type Sequelize, type Transaction } from "sequelize";
+import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
 import { coherentCacherOf, readThrough } from "./coherent-cache";
 import { platformOf } from "./platform";
 import { parseListQuery, type FilterKind, type ListQuery, type ListSpec } from "../lib/listing";
 import { validationError } from "./errors";
+import { SYSTEM_ONLY } from "../lib/access.rules";
 import { systemPrincipal, type RequestMeta } from "../lib/principal";
-
-type DefineModel = (sequelize: Sequelize) => ModelStatic<Model>;
-
-class SharedSequelizeAdapter extends SequelizeDbAdapter {
-  private readonly define: DefineModel;
-  private host!: Service & { model?: ModelStatic<Model> };
-  // Fields the base adapter's methods read.
-  declare db: Sequelize;
-  declare model: ModelStatic<Model>;
-
-  constructor(define: DefineModel) {
-    super({});
-    this.define = define;
-  }
-
-  override init(broker: ServiceBroker, service: Service): void {
-    this.host = service;
-    super.init(broker, service);
-  }
-
-  override async connect(): Promise<void> {
-    const { sequelize } = platformOf(this.host.broker);
-    this.db = sequelize;
-    this.model = this.define(sequelize);
-    this.host.model = this.model;
-  }
-
-  /** The pool belongs to the broker: it is closed once, after every service stopped. */
-  override async disconnect(): Promise<void> {}
-}
-
-const DISABLED_DB_ACTIONS = ["find", "count", "list", "create", "insert", "get", "update", "remove"] as const;
 
 export interface PageQuery {
   offset: number;
@@ -172,27 +139,23 @@ const dbMethods: DbMethods & ThisType<Service & DbMethods> = {
   },
 };
 
-export function DbMixin(define: DefineModel): Partial<ServiceSchema> {
+export function DbMixin(): Partial<ServiceSchema> {
   return {
-    mixins: [DbService],
-    adapter: new SharedSequelizeAdapter(define),
-    // moleculer-db insists on a model definition; ours comes from `define`.
-    model: { name: "shared" },
     actions: {
-      ...Object.fromEntries(DISABLED_DB_ACTIONS.map((a) => [a, false])),
       /** Another node's write asks this node to drop its node-local copies (see invalidateCache). */
       cacheInvalidate: {
         // Callable by other nodes, never published by the gateway; system principal only.
         visibility: "public",
-        access: { roles: [] },
+        access: { roles: SYSTEM_ONLY },
         params: { patterns: { type: "array", items: { type: "string", min: 1, max: 200 }, min: 1, max: 50 } },
         async handler(this: Service, ctx: Context<{ patterns: string[] }, RequestMeta>) {
           await coherentCacherOf(this.broker)?.invalidate(this.name, ctx.params.patterns);
         },
       },
     },
-    methods: dbMethods,
-  } as unknown as Partial<ServiceSchema>;
+    // DbMethods is a closed type; Moleculer's ServiceMethods wants an index signature.
+    methods: dbMethods as unknown as ServiceSchema["methods"],
+  };
 }
 
 /** Moleculer params for a list action: the values are checked by parseListQuery, which knows the 422 shape. */

@@ -1,5 +1,4 @@
-/** Sequelize model of the access_requests table (schema: migrations/). */
-import { DataTypes, Model, type ModelStatic, type Sequelize } from "sequelize";
+/** Row types of the access_requests table (schema: platform/migrations/; queried with SQL, no ORM models). */
 import type { AccessRequestStatus } from "./access-requests.rules";
 
 export interface AccessRequestRow {
@@ -25,24 +24,4 @@ export interface AccessRequestView extends AccessRequestRow {
   student_name: string | null;
   student_email: string | null;
   decided_by_name: string | null;
-}
-
-export type AccessRequestModel = ModelStatic<Model<AccessRequestRow, Partial<AccessRequestRow>>>;
-
-export function defineAccessRequestModel(sequelize: Sequelize): AccessRequestModel {
-  return sequelize.define<Model<AccessRequestRow, Partial<AccessRequestRow>>>(
-    "access_request",
-    {
-      id: { type: DataTypes.INTEGER, primaryKey: true, autoIncrement: true },
-      student_id: { type: DataTypes.INTEGER, allowNull: false },
-      course_id: { type: DataTypes.INTEGER, allowNull: false },
-      message: { type: DataTypes.TEXT },
-      status: { type: DataTypes.TEXT, allowNull: false },
-      decided_by: { type: DataTypes.INTEGER },
-      decision_reason: { type: DataTypes.TEXT },
-      created_at: { type: DataTypes.DATE },
-      decided_at: { type: DataTypes.DATE },
-    },
-    { tableName: "access_requests", timestamps: false },
-  );
 }

@@ -21,7 +21,7 @@ import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../pla
 import { ANY_USER, STAFF, STUDENT_ONLY, type Decision } from "../../lib/access.rules";
 import { conflict, forbidden, notFound, validationError } from "../../platform/errors";
 import type { Principal, RequestMeta, UserPrincipal } from "../../lib/principal";
-import { defineAccessRequestModel, type AccessRequestModel, type AccessRequestView } from "./access-requests.model";
+import type { AccessRequestView } from "./access-requests.rows";
 import { PERMISSION_RULES, decidePermission, type PermissionAnswer, type PermissionQuery } from "../../lib/permission.rules";
 import {
   ACCESS_REQUEST_LIST_SPEC,
@@ -112,9 +112,9 @@ const rule =
 
 const REQUEST_ACCESS = { entity: "Access request", load: loadRequest } as const;
 
-const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, { model: AccessRequestModel }> = {
+const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods> = {
   name: "access",
-  mixins: [DbMixin(defineAccessRequestModel)],
+  mixins: [DbMixin()],
   // Root, with full paths on each action: this service also owns permission decisions, which may get
   // routes of their own beside /access-requests.
   settings: { rest: "/" },

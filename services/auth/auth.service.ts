@@ -25,7 +25,7 @@ import { BACKEND_CALLBACK_PATH, DEV_CLIENT_SECRET } from "./auth.contract";
 import { createOidcClient, type OidcClient } from "./oidc-client";
 import { createMemoryStore, createRedisStore, type AuthStore } from "./session-store";
 import { createTokenVerifier, type TokenVerifier } from "./token-verifier";
-import { defineUserModel, type UserModel, type UserRow } from "./users.model";
+import type { UserRow } from "./users.rows";
 import {
   LOGIN_STATE_TTL_S,
   SECRET_RE,
@@ -73,7 +73,6 @@ type AuthMethods = {
   invalidateUser(id: number): Promise<void>;
 };
 type AuthVars = {
-  model: UserModel;
   verifier: TokenVerifier;
   oidc: OidcClient;
   store: AuthStore;
@@ -112,7 +111,7 @@ export function issuerOf(config: { oidc: { issuer?: string; embeddedPort: number
 
 const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, AuthVars> = {
   name: "auth",
-  mixins: [DbMixin(defineUserModel)],
+  mixins: [DbMixin()],
   // Routes of two resources live here: /auth/* and /users/*.
   settings: { rest: "/" },
 

@@ -1,5 +1,4 @@
-/** Sequelize model of the users table (schema: migrations/). Rows mirror the IdP's accounts. */
-import { DataTypes, Model, type ModelStatic, type Sequelize } from "sequelize";
+/** Row types of the users table (schema: platform/migrations/; queried with SQL, no ORM models). Rows mirror the IdP's accounts. */
 import type { Role } from "../../lib/principal";
 
 export interface UserRow {
@@ -12,23 +11,4 @@ export interface UserRow {
   created_at: Date;
   updated_at: Date;
   last_login_at: Date | null;
-}
-
-export type UserModel = ModelStatic<Model<UserRow, Partial<UserRow>>>;
-
-export function defineUserModel(sequelize: Sequelize): UserModel {
-  return sequelize.define<Model<UserRow, Partial<UserRow>>>(
-    "user",
-    {
-      id: { type: DataTypes.INTEGER, primaryKey: true, autoIncrement: true },
-      external_id: { type: DataTypes.TEXT, allowNull: false, unique: true },
-      email: { type: DataTypes.TEXT },
-      name: { type: DataTypes.TEXT },
-      role: { type: DataTypes.TEXT, allowNull: false },
-      created_at: { type: DataTypes.DATE },
-      updated_at: { type: DataTypes.DATE },
-      last_login_at: { type: DataTypes.DATE },
-    },
-    { tableName: "users", timestamps: false },
-  );
 }

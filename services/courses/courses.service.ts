@@ -10,7 +10,7 @@ import { ANY_USER, STAFF, decideCourse, decideLab, type Decision } from "../../l
 import { conflict, notFound, validationError } from "../../platform/errors";
 import { containsPattern, type ListSpec } from "../../lib/listing";
 import type { Principal, RequestMeta, UserPrincipal } from "../../lib/principal";
-import { defineCourseModels, type CourseModel, type CourseRow } from "./courses.model";
+import type { CourseRow } from "./courses.rows";
 import { ID_PARAM, BODY_ID_PARAM, multilineTextParam, nameParam, optionalNotNull } from "../../lib/params";
 
 interface IdParams {
@@ -49,7 +49,7 @@ type CoursesMethods = {
   lockCourse(course: LoadedCourse, transaction: Transaction): Promise<void>;
   lostRace(course: LoadedCourse, transaction?: Transaction): Promise<void>;
 };
-type CoursesThis = Service & DbMethods & CoursesMethods & { model: CourseModel };
+type CoursesThis = Service & DbMethods & CoursesMethods;
 
 const NAME = nameParam(200);
 /** The column may be NULL: null clears the description. */
@@ -110,9 +110,9 @@ function publicCourse(c: CourseRow): CourseRow {
 }
 
 
-const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods, { model: CourseModel }> = {
+const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods> = {
   name: "courses",
-  mixins: [DbMixin(defineCourseModels)],
+  mixins: [DbMixin()],
   settings: { rest: "/courses" },
 
   actions: {

@@ -7,7 +7,7 @@ import type { TaskName, TaskResultState } from "../tasks/tasks.contract";
 import type { InstanceStatus } from "./lab-instances.rules";
 
 export { ACTIVE_STATUSES, isFinal, statusRank, type InstanceStatus } from "./lab-instances.rules";
-export type { LabInstanceRow } from "./lab-instances.model";
+export type { LabInstanceRow } from "./lab-instances.rows";
 
 export const LAB_INSTANCES_ACTIONS = {
   create: "lab-instances.create",

@@ -1,5 +1,4 @@
-/** Sequelize model of the lab_instances table (schema: migrations/). */
-import { DataTypes, Model, type ModelStatic, type Sequelize } from "sequelize";
+/** Row types of the lab_instances table (schema: platform/migrations/; queried with SQL, no ORM models). */
 import type { InstanceStatus } from "./lab-instances.rules";
 
 /** A lab_instances row, as the API shows it (snake_case, ISO times once serialised). */
@@ -37,28 +36,3 @@ export const INSTANCE_COLUMNS = [
   "expires_at",
   "updated_at",
 ] as const satisfies readonly (keyof LabInstanceRow)[];
-
-export type LabInstanceModel = ModelStatic<Model<LabInstanceRow, Partial<LabInstanceRow>>>;
-
-export function defineLabInstanceModel(sequelize: Sequelize): LabInstanceModel {
-  return sequelize.define<Model<LabInstanceRow, Partial<LabInstanceRow>>>(
-    "lab_instance",
-    {
-      id: { type: DataTypes.INTEGER, primaryKey: true, autoIncrement: true },
-      lab_id: { type: DataTypes.INTEGER, allowNull: false },
-      course_id: { type: DataTypes.INTEGER, allowNull: false },
-      student_id: { type: DataTypes.INTEGER, allowNull: false },
-      status: { type: DataTypes.TEXT, allowNull: false },
-      celery_task_id: { type: DataTypes.UUID },
-      k8s_pod_name: { type: DataTypes.TEXT },
-      connection_url: { type: DataTypes.TEXT },
-      error: { type: DataTypes.TEXT },
-      created_at: { type: DataTypes.DATE },
-      started_at: { type: DataTypes.DATE },
-      stopped_at: { type: DataTypes.DATE },
-      expires_at: { type: DataTypes.DATE },
-      updated_at: { type: DataTypes.DATE },
-    },
-    { tableName: "lab_instances", timestamps: false },
-  );
-}

@@ -29,7 +29,7 @@ import {
   type ApplyTaskResultAnswer,
   type ApplyTaskResultParams,
 } from "./lab-instances.contract";
-import { INSTANCE_COLUMNS, defineLabInstanceModel, type LabInstanceModel, type LabInstanceRow } from "./lab-instances.model";
+import { INSTANCE_COLUMNS, type LabInstanceRow } from "./lab-instances.rows";
 import {
   ACTIVE_STATUSES,
   INSTANCE_STATUSES,
@@ -85,7 +85,7 @@ type Methods = {
   announce(changed: LabInstanceRow[], enqueued: boolean): void;
   sweep(): Promise<SweepReport>;
 };
-type Vars = { model: LabInstanceModel; sweepTimer: NodeJS.Timeout | null; sweeping: Promise<SweepReport> | null };
+type Vars = { sweepTimer: NodeJS.Timeout | null; sweeping: Promise<SweepReport> | null };
 type StartFields = { k8s_pod_name: string; connection_url: string };
 
 const COLUMNS = INSTANCE_COLUMNS.join(", ");
@@ -134,7 +134,7 @@ function isActiveUniqueViolation(err: unknown): boolean {
 
 const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, Vars> = {
   name: "lab-instances",
-  mixins: [DbMixin(defineLabInstanceModel)],
+  mixins: [DbMixin()],
   settings: { rest: "/lab-instances" },
 
   actions: {

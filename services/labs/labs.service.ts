@@ -10,7 +10,7 @@ import { ANY_USER, STAFF, ADMIN_ONLY, decideLab, type Decision, type Need } from
 import { conflict, forbidden, notFound, validationError } from "../../platform/errors";
 import type { ValidationProblem } from "../../lib/validation-problem";
 import type { Principal, RequestMeta, UserPrincipal } from "../../lib/principal";
-import { defineLabModel, type LabModel, type LabRow } from "./labs.model";
+import type { LabRow } from "./labs.rows";
 import {
   LAB_LIST_SPEC,
   dockerImageProblems,
@@ -133,9 +133,9 @@ function actorRole(p: Principal): "admin" | "teacher" | "student" {
   return p.kind === "system" ? "admin" : p.role;
 }
 
-const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { model: LabModel }> = {
+const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
   name: "labs",
-  mixins: [DbMixin(defineLabModel)],
+  mixins: [DbMixin()],
   settings: { rest: "/labs" },
 
   actions: {
