@@ -49,18 +49,11 @@ export type ListQueryResult<S extends string = string, F extends Record<string, 
   | { ok: true; value: ListQuery<S, F> }
   | { ok: false; problems: ValidationProblem[] };
 
-export interface ListResponse<T> {
-  items: T[];
-  total: number;
-  offset: number;
-  limit: number;
-}
-
 export const DEFAULT_LIMIT = 50;
 export const MAX_LIMIT = 100;
 /** Postgres int4 max: keeps OFFSET and int filters inside every driver's integer type (no 500 on overflow). */
 export const MAX_INT32 = 2_147_483_647;
-export const MIN_INT32 = -2_147_483_648;
+const MIN_INT32 = -2_147_483_648;
 export const MAX_OFFSET = MAX_INT32;
 /** Caps a free-text filter so a query string cannot push megabytes into a WHERE clause. */
 export const MAX_STRING_FILTER_LENGTH = 200;
@@ -225,22 +218,6 @@ export function parseListQuery<const S extends string, const F extends Record<st
 
   if (problems.length > 0) return { ok: false, problems };
   return { ok: true, value: { offset, limit, sort, filters: filters as FilterValues<F> } };
-}
-
-/** The list envelope every list endpoint answers with. */
-export function listResponse<T>(items: T[], total: number, q: { offset: number; limit: number }): ListResponse<T> {
-  return { items, total, offset: q.offset, limit: q.limit };
-}
-
-/**
- * ORDER BY entries (Sequelize's `order` shape, without importing Sequelize). Appends a tie-breaker
- * (default `id`) in the same direction: without it, rows sharing a created_at may repeat or vanish
- * between pages.
- */
-export function orderBy(sort: Sort, tieBreaker = "id"): [string, SortDirection][] {
-  const order: [string, SortDirection][] = [[sort.field, sort.direction]];
-  if (sort.field !== tieBreaker) order.push([tieBreaker, sort.direction]);
-  return order;
 }
 
 /** An ILIKE pattern matching `text` anywhere, with LIKE's own wildcards in it taken literally. */

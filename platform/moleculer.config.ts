@@ -5,7 +5,7 @@
  * JSON logs. Every log line carries the request id of the action it belongs to.
  */
 import type { BrokerOptions, LoggerConfig } from "moleculer";
-import { loadConfig, type Config } from "./config";
+import type { Config } from "./config";
 import { AccessGate } from "./access-gate";
 import { RequestContextMiddleware, currentRequestId } from "./request-context";
 import { ResilientRedisCacher } from "./resilient-redis-cacher";
@@ -82,6 +82,3 @@ export function brokerOptions(config: Config): BrokerOptions {
     skipProcessEventRegistration: true,
   };
 }
-
-/** For tools that load this file on their own (moleculer-runner): options from the current environment. */
-export default (): BrokerOptions => brokerOptions(loadConfig());

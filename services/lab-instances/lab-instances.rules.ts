@@ -6,8 +6,8 @@
  *
  * The service asks `decide(current, event)` inside a transaction that holds the instance row, then writes
  * the outcome with an UPDATE conditional on `current`. Every outcome only ever moves forward along the
- * table below (checked by the unit tests for every status × event), so a late, duplicated or reordered
- * worker result can never move an instance backwards.
+ * lifecycle above (the unit tests check every status × event against DESIGN's table), so a late,
+ * duplicated or reordered worker result can never move an instance backwards.
  *
  * Pure: no moleculer, no sequelize.
  */
@@ -22,26 +22,7 @@ export const ACTIVE_STATUSES: readonly InstanceStatus[] = ["pending", "running",
 /** Nothing happens to an instance in these any more (only its pod's cleanup is recorded, as stopped_at). */
 export const FINAL_STATUSES: readonly InstanceStatus[] = ["stopped", "failed", "expired"];
 
-export const isActive = (s: InstanceStatus): boolean => ACTIVE_STATUSES.includes(s);
 export const isFinal = (s: InstanceStatus): boolean => FINAL_STATUSES.includes(s);
-
-/**
- * Allowed status changes. `expired` is final: the lifetime ran out, cleanup_lab removes the pod, and the
- * cleanup's success is recorded as stopped_at without overwriting *why* the instance ended (DESIGN's
- * "expired (then stopped)" is read as "the pod is then stopped"). Final statuses never change.
- */
-export const TRANSITIONS: { readonly [S in InstanceStatus]: readonly InstanceStatus[] } = {
-  pending: ["running", "stopping", "failed"],
-  running: ["stopping", "failed", "expired"],
-  stopping: ["stopped", "failed"],
-  stopped: [],
-  failed: [],
-  expired: [],
-};
-
-export function canTransition(from: InstanceStatus, to: InstanceStatus): boolean {
-  return TRANSITIONS[from].includes(to);
-}
 
 /**
  * Position of a status along the lifecycle: strictly increasing along every allowed transition (the tests
@@ -173,18 +154,6 @@ export function lifetimeSeconds(labMaxLifetimeS: number | null | undefined, defa
   return typeof labMaxLifetimeS === "number" && Number.isInteger(labMaxLifetimeS) && labMaxLifetimeS > 0
     ? labMaxLifetimeS
     : defaultS;
-}
-
-export function expiresAt(startedAt: Date, lifetimeS: number): Date {
-  return new Date(startedAt.getTime() + lifetimeS * 1000);
-}
-
-/** The sweeper's two questions, with the same boundaries as its SQL (strictly past the limit). */
-export function startTimedOut(createdAt: Date, now: Date, timeoutS: number): boolean {
-  return now.getTime() - createdAt.getTime() > timeoutS * 1000;
-}
-export function lifetimeExceeded(expires: Date | null, now: Date): boolean {
-  return expires !== null && now.getTime() > expires.getTime();
 }
 
 // ---------------------------------------------------------------------------------------------------------
