@@ -14,7 +14,7 @@
  * this: a broadcast is not awaited, so the writer's answer could overtake the clean.
  */
 import { ACCESS_REQUESTS_CHANGED_EVENT, type AccessRequestChanged } from "./access.contract";
-import { COURSE_EVENTS, type CourseStudentChanged } from "../courses/courses.contract";
+import { COURSE_EVENTS, assignStudents, type CourseStudentChanged } from "../courses/courses.contract";
 import type { Context, Service, ServiceSchema } from "moleculer";
 import { entityOf, principalOf } from "../../platform/access-gate";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
@@ -376,12 +376,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods> 
         let assigned = false;
         if (action === "approve") {
           // ON CONFLICT: an admin may have assigned the student directly meanwhile; approval still stands.
-          const added = await this.select<{ student_id: number }>(
-            `INSERT INTO course_students (course_id, student_id) VALUES ($course, $student)
-             ON CONFLICT DO NOTHING RETURNING student_id`,
-            { course: updated[0].course_id, student: updated[0].student_id },
-            transaction,
-          ).catch((err: unknown) => {
+          const added = await assignStudents(this.sequelize(), updated[0].course_id, [updated[0].student_id], transaction).catch((err: unknown) => {
             // The course was deleted since the check above: the whole approval rolls back.
             if (pgErrorOf(err).code === "23503") throw conflict("The course of this access request no longer exists");
             throw err;

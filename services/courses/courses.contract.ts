@@ -3,6 +3,8 @@
  * payloads. lab-instances listens to COURSE_EVENTS.studentRemoved (a student who left stops their labs);
  * the rest tell any listener (none in this repository yet) what changed.
  */
+export { assignStudents } from "./courses.repository";
+
 export const COURSE_EVENTS = {
   changed: "courses.changed",
   ownerChanged: "courses.owner-changed",

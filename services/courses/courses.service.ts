@@ -1,7 +1,8 @@
 /**
  * Courses: a teacher's course, its students (course_students) and the labs attached to it (course_labs).
  */
-import { COURSE_EVENTS, type CourseEvent, type CourseEventPayloads } from "./courses.contract";
+import { countActiveInstances, deleteInstances } from "../lab-instances/lab-instances.contract";
+import { COURSE_EVENTS, assignStudents, type CourseEvent, type CourseEventPayloads } from "./courses.contract";
 import type { Context, Service, ServiceSchema } from "moleculer";
 import type { Transaction } from "sequelize";
 import { entityOf, principalOf } from "../../platform/access-gate";
@@ -44,7 +45,6 @@ export interface LoadedCourse extends CourseRow {
 type Ctx<P = Record<string, unknown>> = Context<P, RequestMeta>;
 type CoursesMethods = {
   checkOwner(ownerId: number): Promise<void>;
-  activeInstanceCount(where: string, bind: Record<string, unknown>, transaction?: Transaction): Promise<number>;
   courseChanged(table: CachedTable, event: string, payload: Record<string, unknown>): Promise<void>;
   lockCourse(course: LoadedCourse, transaction: Transaction): Promise<void>;
   lostRace(course: LoadedCourse, transaction?: Transaction): Promise<void>;
@@ -76,8 +76,6 @@ const COURSE_LAB_LIST: ListSpec<"created_at" | "name" | "id", { status: "enum:dr
 const COURSE_COLUMNS = "id, name, description, owner_id, created_at, updated_at";
 const LAB_COLUMNS =
   "l.id, l.name, l.description, l.docker_image, l.resources, l.network_isolated, l.max_lifetime_s, l.status, l.rejection_reason, l.created_by, l.approved_by, l.created_at, l.updated_at";
-const ACTIVE_STATUSES = "('pending','running','stopping')";
-
 /** Loads the course named by `id` with the caller's assignment, in one query. */
 async function loadCourse(this: Service, ctx: Ctx): Promise<LoadedCourse | null> {
   const self = this as CoursesThis;
@@ -258,20 +256,13 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
             await this.lostRace(course, transaction);
             throw conflict("The course changed meanwhile; reload it and try again");
           }
-          const active = await this.selectOne<{ n: string }>(
-            `SELECT count(*) AS n FROM lab_instances WHERE course_id = $id AND status IN ${ACTIVE_STATUSES}`,
-            { id: course.id },
-            transaction,
-          );
-          if (Number(active?.n ?? 0) > 0) {
-            throw conflict(`Course has ${active!.n} active lab instance(s); stop them before deleting the course`);
+          const active = await countActiveInstances(this.sequelize(), { course_id: course.id }, transaction);
+          if (active > 0) {
+            throw conflict(`Course has ${active} active lab instance(s); stop them before deleting the course`);
           }
           // Finished instances are history of this course only; they go with it (as with a deleted lab).
           // Left in place, their foreign key refuses the DELETE and the caller got a 500.
-          await this.sequelize().query(`DELETE FROM lab_instances WHERE course_id = $id AND status NOT IN ${ACTIVE_STATUSES}`, {
-            bind: { id: course.id },
-            transaction,
-          });
+          await deleteInstances(this.sequelize(), { course_id: course.id }, "finished", transaction);
           await this.sequelize().query("DELETE FROM courses WHERE id = $id", { bind: { id: course.id }, transaction });
         });
         await this.courseChanged("courses", COURSE_EVENTS.removed, { course_id: course.id });
@@ -325,15 +316,9 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
               missing.map((id) => ({ loc: ["body", "student_ids", ids.indexOf(id)], msg: `User ${id} is not a student`, type: "value_error" })),
             );
           }
-          // In id order: two overlapping assignments then wait for each other instead of deadlocking.
-          return this.select<{ student_id: number }>(
-            `INSERT INTO course_students (course_id, student_id)
-             SELECT $course, unnest($ids::int[]) ON CONFLICT DO NOTHING RETURNING student_id`,
-            { course: course.id, ids: [...ids].sort((a, b) => a - b) },
-            transaction,
-          );
+          return assignStudents(this.sequelize(), course.id, [...ids], transaction);
         });
-        const addedIds = added.map((r) => r.student_id).sort((a, b) => a - b);
+        const addedIds = [...added].sort((a, b) => a - b);
         // Caches first: a listener reacting to the event must not read a stale answer.
         if (addedIds.length > 0) await this.tablesChanged("course_students");
         for (const studentId of addedIds) {
@@ -444,9 +429,9 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
             transaction,
           );
           if (removed.length === 0) throw notFound("Lab in this course");
-          const active = await this.activeInstanceCount(
-            "course_id = $course AND lab_id = $lab",
-            { course: course.id, lab: ctx.params.lab_id },
+          const active = await countActiveInstances(
+            this.sequelize(),
+            { course_id: course.id, lab_id: ctx.params.lab_id },
             transaction,
           );
           if (active > 0) {
@@ -470,18 +455,6 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
       if (!owner || owner.role !== "teacher") {
         throw validationError([{ loc: ["body", "owner_id"], msg: "owner_id must be the id of a teacher", type: "value_error" }]);
       }
-    },
-    async activeInstanceCount(
-      where: string,
-      bind: Record<string, unknown>,
-      transaction?: Transaction,
-    ): Promise<number> {
-      const row = await this.selectOne<{ n: string }>(
-        `SELECT count(*) AS n FROM lab_instances WHERE ${where} AND status IN ${ACTIVE_STATUSES}`,
-        bind,
-        transaction,
-      );
-      return Number(row?.n ?? 0);
     },
     /**
      * FOR SHARE on the course as the access check saw it (same owner): it cannot be deleted or handed over

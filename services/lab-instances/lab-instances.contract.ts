@@ -8,6 +8,7 @@ import type { InstanceStatus } from "./lab-instances.rules";
 
 export { ACTIVE_STATUSES, isFinal, statusRank, type InstanceStatus } from "./lab-instances.rules";
 export type { LabInstanceRow } from "./lab-instances.rows";
+export { countActiveInstances, deleteInstances, type InstancesOf } from "./lab-instances.repository";
 
 export const LAB_INSTANCES_ACTIONS = {
   create: "lab-instances.create",

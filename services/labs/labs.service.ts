@@ -2,6 +2,7 @@
  * Labs: a docker image with its resources, and the approval workflow
  * (draft → pending_approval → approved | rejected; see labs.rules.ts).
  */
+import { countActiveInstances, deleteInstances } from "../lab-instances/lab-instances.contract";
 import { LABS_CHANGED_EVENT, type LabChanged } from "./labs.contract";
 import type { Context, ServiceSchema } from "moleculer";
 import { entityOf, principalOf } from "../../platform/access-gate";
@@ -79,8 +80,6 @@ const PARTIAL_BODY_PARAMS = {
 
 export const LAB_COLUMNS =
   "id, name, description, docker_image, resources, network_isolated, max_lifetime_s, status, rejection_reason, created_by, approved_by, created_at, updated_at";
-const ACTIVE_STATUSES = "('pending','running','stopping')";
-
 /**
  * The lab still has the approval facts it was read with (status, approver and what runs). Every write that
  * decided from them carries this; resources compare as jsonb (by value, not key order).
@@ -259,16 +258,12 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
           const locked = await this.select("SELECT id FROM labs WHERE id = $id FOR UPDATE", { id: lab.id }, transaction);
           // Deleted by a concurrent request since the access check loaded it: that one answered 204, this one 404.
           if (locked.length === 0) throw notFound("Lab");
-          const active = await this.selectOne<{ n: string }>(
-            `SELECT count(*) AS n FROM lab_instances WHERE lab_id = $id AND status IN ${ACTIVE_STATUSES}`,
-            { id: lab.id },
-            transaction,
-          );
-          if (Number(active?.n ?? 0) > 0) {
-            throw conflict(`Lab has ${active!.n} active instance(s); stop them before deleting the lab`);
+          const active = await countActiveInstances(this.sequelize(), { lab_id: lab.id }, transaction);
+          if (active > 0) {
+            throw conflict(`Lab has ${active} active instance(s); stop them before deleting the lab`);
           }
           // Finished instances are history of this lab only; they go with it.
-          await this.sequelize().query("DELETE FROM lab_instances WHERE lab_id = $id", { bind: { id: lab.id }, transaction });
+          await deleteInstances(this.sequelize(), { lab_id: lab.id }, "all", transaction);
           await this.sequelize().query("DELETE FROM labs WHERE id = $id", { bind: { id: lab.id }, transaction });
         });
         await this.labChanged({ ...lab, status: "deleted" } as unknown as LabRow);
