@@ -119,7 +119,9 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
   let keyGeneration = 0;
   const cacheSize = opts.verifiedTokenCacheSize ?? DEFAULT_VERIFIED_TOKEN_CACHE_SIZE;
   const verified =
-    cacheSize > 0 ? createVerifiedTokenCache<JWTPayload>({ maxEntries: cacheSize, clockToleranceS: opts.clockToleranceS }) : null;
+    cacheSize > 0
+      ? createVerifiedTokenCache<JWTPayload>({ maxEntries: cacheSize, clockToleranceS: opts.clockToleranceS })
+      : null;
 
   /** The generation of the key set jose holds now (bumped when it loaded another). */
   function currentGeneration(): number {

@@ -44,7 +44,9 @@ export interface VerifiedTokenCache<V> {
 const digest = (token: string): string => createHash("sha256").update(token).digest("base64url");
 
 export function createVerifiedTokenCache<V>(opts: VerifiedTokenCacheOptions): VerifiedTokenCache<V> {
-  if (!Number.isInteger(opts.maxEntries) || opts.maxEntries < 1) throw new Error("maxEntries must be a positive integer");
+  if (!Number.isInteger(opts.maxEntries) || opts.maxEntries < 1) {
+    throw new Error("maxEntries must be a positive integer");
+  }
   const now = opts.now ?? Date.now;
   const tolerance = opts.clockToleranceS;
   // A Map iterates in insertion order: re-inserting on a hit keeps the least recently used first.

@@ -169,7 +169,9 @@ interface SequelizeInternals {
   };
   dialect: {
     Query: {
-      new (connection: PgConnection, sequelize: Sequelize, options: object): { formatError(err: Error, stack?: string): Error };
+      new (connection: PgConnection, sequelize: Sequelize, options: object): {
+        formatError(err: Error, stack?: string): Error;
+      };
       formatBindParameters(sql: string, values: object, dialect: string): [string, unknown[]];
     };
   };
@@ -190,7 +192,8 @@ interface CompiledStatement {
  */
 const MAX_PREPARED_STATEMENTS = 1000;
 /** The errors after which Sequelize stops reusing a connection (its postgres Query.run). */
-const BROKEN_CONNECTION = /Unable to set non-blocking to true|SSL SYSCALL error: EOF detected|Local: Authentication failure/i;
+const BROKEN_CONNECTION =
+  /Unable to set non-blocking to true|SSL SYSCALL error: EOF detected|Local: Authentication failure/i;
 
 const runners = new WeakMap<Sequelize, StatementRunner>();
 
