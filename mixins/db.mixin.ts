@@ -9,6 +9,7 @@ import SequelizeDbAdapter from "moleculer-db-adapter-sequelize";
 import { QueryTypes, type ModelStatic, type Model, type Sequelize, type Transaction } from "sequelize";
 import { coherentCacherOf, readThrough } from "../services/runtime/coherent-cache";
 import { platformOf } from "../services/runtime/platform";
+import { statementRunnerOf } from "../services/shared/db";
 import { parseListQuery, type FilterKind, type ListQuery, type ListSpec } from "../services/shared/listing";
 import { validationError } from "../services/shared/errors";
 import { systemPrincipal, type RequestMeta } from "../services/shared/principal";
@@ -149,7 +150,9 @@ const dbMethods: DbMethods & ThisType<Service & DbMethods> = {
     return platformOf(this.broker).sequelize;
   },
   async select<T extends object>(sql: string, bind: Record<string, unknown> = {}, transaction?: Transaction): Promise<T[]> {
-    return this.sequelize().query<T>(sql, { bind, type: QueryTypes.SELECT, transaction });
+    // Inside a transaction Sequelize owns the connection; outside, the statement runner's lighter path.
+    if (transaction) return this.sequelize().query<T>(sql, { bind, type: QueryTypes.SELECT, transaction });
+    return statementRunnerOf(this.sequelize()).query<T>(sql, bind);
   },
   async selectOne<T extends object>(sql: string, bind: Record<string, unknown> = {}, transaction?: Transaction): Promise<T | null> {
     const rows = await this.select<T>(sql, bind, transaction);

@@ -214,6 +214,11 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
         res.end(JSON.stringify(answer.body));
       },
       log4XXResponses: false,
+      // The access log is at debug level (moleculer-web: info, three lines per request: request, action, response).
+      // At info it wrote those lines synchronously on every request of a production node (LOGLEVEL=info); server
+      // faults are logged by onError, with the request id, at any level.
+      logRequest: "debug",
+      logResponse: "debug",
       logRequestParams: null,
       logResponseData: null,
     },

@@ -93,7 +93,12 @@ async function main(): Promise<void> {
     // the extended-protocol messages of concurrent connections (electric-sql/pglite#1046: wrong results,
     // "unnamed prepared statement does not exist", or a jammed queue).
     const poolMax = running.postgres ? 1 : config.databasePoolMax;
-    running.sequelize = createSequelize(databaseUrl, { poolMax, applicationName: `autolabs-${config.nodeId ?? process.pid}` });
+    running.sequelize = createSequelize(databaseUrl, {
+      poolMax,
+      applicationName: `autolabs-${config.nodeId ?? process.pid}`,
+      // Not on the embedded PGlite: its connections share one session (services/shared/db.ts).
+      preparedStatements: config.databaseUrl !== undefined,
+    });
     // The embedded database is ours to migrate; in a cluster the deploy runs `npm run migrate -- up` (an init container).
     if (running.postgres || process.env.MIGRATE_ON_START === "true") {
       const applied = await migrateUp(running.sequelize);
