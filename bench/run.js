@@ -10,7 +10,8 @@
  */
 const lib = require("./lib");
 
-const TOPOLOGIES = (process.env.BENCH_TOPOLOGY ?? "embedded,one-node,cluster").split(",").map((s) => s.trim()).filter(Boolean);
+const list = (raw) => raw.split(",").map((s) => s.trim()).filter(Boolean);
+const TOPOLOGIES = list(process.env.BENCH_TOPOLOGY ?? "embedded,one-node,cluster");
 const ALL_SCENARIOS = {
   "courses-cached": "GET /courses?limit=50 (cached)",
   "courses-cold": "GET /courses (cache cold: new caller×limit key)",
@@ -19,7 +20,7 @@ const ALL_SCENARIOS = {
   me: "GET /auth/me",
   "start-stop": "POST start + POST stop of a lab instance",
 };
-const SCENARIOS = (process.env.BENCH_SCENARIOS ?? Object.keys(ALL_SCENARIOS).join(",")).split(",").map((s) => s.trim());
+const SCENARIOS = list(process.env.BENCH_SCENARIOS ?? Object.keys(ALL_SCENARIOS).join(","));
 for (const s of SCENARIOS) if (!ALL_SCENARIOS[s]) throw new Error(`BENCH_SCENARIOS: unknown scenario "${s}"`);
 const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 10);
 const WARMUP_S = Number(process.env.BENCH_WARMUP_S ?? 2);
