@@ -74,7 +74,8 @@ async function seededDatabase() {
     const {
       rows: [teacher],
     } = await c.query(
-      "INSERT INTO users (external_id, email, name, role) VALUES ('bench-teacher', 'bench-teacher@autolabs.local', 'Bench Teacher', 'teacher') RETURNING id",
+      `INSERT INTO users (external_id, email, name, role)
+       VALUES ('bench-teacher', 'bench-teacher@autolabs.local', 'Bench Teacher', 'teacher') RETURNING id`,
     );
     const { rows: students } = await c.query(
       `INSERT INTO users (external_id, email, name, role)
@@ -84,7 +85,8 @@ async function seededDatabase() {
     );
     const { rows: courses } = await c.query(
       `INSERT INTO courses (name, description, owner_id, created_at)
-       SELECT 'Course ' || i, 'Bench course ' || i, $1, now() - i * interval '1 minute' FROM generate_series(1, $2::int) i
+       SELECT 'Course ' || i, 'Bench course ' || i, $1, now() - i * interval '1 minute'
+         FROM generate_series(1, $2::int) i
        RETURNING id`,
       [teacher.id, SEED.courses],
     );
@@ -102,7 +104,8 @@ async function seededDatabase() {
     );
     labs.sort((a, b) => a.id - b.id);
     const courseId = assignedIds[0];
-    await c.query("INSERT INTO course_labs (course_id, lab_id) SELECT $1, unnest($2::int[])", [courseId, labs.map((l) => l.id)]);
+    const labIds = labs.map((l) => l.id);
+    await c.query("INSERT INTO course_labs (course_id, lab_id) SELECT $1, unnest($2::int[])", [courseId, labIds]);
     await c.query(
       `INSERT INTO lab_instances (lab_id, course_id, student_id, status, started_at, stopped_at)
        SELECT l, $1, s, 'stopped', now() - interval '2 hours', now() - interval '1 hour'
@@ -215,9 +218,12 @@ async function startTopology(topology, { dbUrl, issuer, env = {} }) {
     throw new Error(`BENCH_TOPOLOGY: unknown topology "${topology}" (embedded, one-node, cluster)`);
   }
   const nodes = [];
-  for (const [name, nodeEnv] of plan) nodes.push(await startPlatformNode(name, { ...nodeEnv, NODEID: `${namespace}-${name}` }));
+  for (const [name, nodeEnv] of plan) {
+    nodes.push(await startPlatformNode(name, { ...nodeEnv, NODEID: `${namespace}-${name}` }));
+  }
   const gateways = nodes.filter((n) => !n.name.startsWith("domain"));
-  return { topology, namespace, nodes, gateways: gateways.map((g) => g.url), stop: () => Promise.all(nodes.map((n) => n.stop())) };
+  const stop = () => Promise.all(nodes.map((n) => n.stop()));
+  return { topology, namespace, nodes, gateways: gateways.map((g) => g.url), stop };
 }
 
 /** Waits until every gateway answers each path with 200 for this token (remote services routed). */
@@ -226,10 +232,13 @@ async function waitRouted(urls, paths, token, timeoutMs = 60_000) {
   for (const url of urls) {
     for (const p of paths) {
       for (;;) {
-        const res = await fetch(`${url}/api/v1${p}`, { headers: { authorization: `Bearer ${token}` } }).catch(() => null);
+        const headers = { authorization: `Bearer ${token}` };
+        const res = await fetch(`${url}/api/v1${p}`, { headers }).catch(() => null);
         if (res) await res.arrayBuffer();
         if (res && res.status === 200) break;
-        if (Date.now() > deadline) throw new Error(`${url}/api/v1${p} not served within ${timeoutMs} ms (last: ${res?.status})`);
+        if (Date.now() > deadline) {
+          throw new Error(`${url}/api/v1${p} not served within ${timeoutMs} ms (last: ${res?.status})`);
+        }
         await new Promise((r) => setTimeout(r, 200));
       }
     }

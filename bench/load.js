@@ -12,7 +12,8 @@ const http = require("node:http");
 const spec = JSON.parse(require("node:fs").readFileSync(0, "utf8"));
 const { targets, scenario, connections, durationS, warmupS = 0, tokens } = spec;
 
-const agents = targets.map(() => new http.Agent({ keepAlive: true, maxSockets: Math.ceil(connections / targets.length) }));
+const perTarget = Math.ceil(connections / targets.length);
+const agents = targets.map(() => new http.Agent({ keepAlive: true, maxSockets: perTarget }));
 
 function send(t, method, path, token, body) {
   return new Promise((resolve) => {
@@ -46,18 +47,19 @@ function send(t, method, path, token, body) {
 // requests. Every limit is above the 20 courses a student sees, so the SQL and the answer stay the same.
 const COLD_LIMITS = 80;
 let seq = spec.startOffset ?? 0;
+const tokenOf = (i) => tokens[i % tokens.length];
 
 /** One unit of work for connection `w`: resolves with the (status, expected) pairs it produced. */
 const SCENARIOS = {
-  "courses-cached": (w) => [["GET", "/api/v1/courses?offset=0&limit=50&sort=-created_at", tokens[w % tokens.length], undefined, 200]],
+  "courses-cached": (w) => [["GET", "/api/v1/courses?offset=0&limit=50&sort=-created_at", tokenOf(w), undefined, 200]],
   "courses-cold": () => {
     const n = seq++;
     const limit = 21 + (Math.floor(n / tokens.length) % COLD_LIMITS);
-    return [["GET", `/api/v1/courses?offset=0&limit=${limit}&sort=-created_at`, tokens[n % tokens.length], undefined, 200]];
+    return [["GET", `/api/v1/courses?offset=0&limit=${limit}&sort=-created_at`, tokenOf(n), undefined, 200]];
   },
-  labs: (w) => [["GET", "/api/v1/labs?offset=0&limit=50", tokens[w % tokens.length], undefined, 200]],
-  "lab-instances": (w) => [["GET", "/api/v1/lab-instances?offset=0&limit=50", tokens[w % tokens.length], undefined, 200]],
-  me: (w) => [["GET", "/api/v1/auth/me", tokens[w % tokens.length], undefined, 200]],
+  labs: (w) => [["GET", "/api/v1/labs?offset=0&limit=50", tokenOf(w), undefined, 200]],
+  "lab-instances": (w) => [["GET", "/api/v1/lab-instances?offset=0&limit=50", tokenOf(w), undefined, 200]],
+  me: (w) => [["GET", "/api/v1/auth/me", tokenOf(w), undefined, 200]],
 };
 
 // start+stop: every start uses a (student, lab) pair not used before, so neither the one-active-instance rule nor
@@ -88,7 +90,8 @@ async function timed(t, method, path, token, body, expected) {
 async function unit(w, t, name) {
   if (name === "start-stop") {
     const { token, labId } = nextPair();
-    const started = await timed(t, "POST", "/api/v1/lab-instances", token, { lab_id: labId, course_id: spec.courseId }, 202);
+    const body = { lab_id: labId, course_id: spec.courseId };
+    const started = await timed(t, "POST", "/api/v1/lab-instances", token, body, 202);
     if (started.status !== 202) return;
     const { id } = JSON.parse(started.body.toString());
     await timed(t, "POST", `/api/v1/lab-instances/${id}/stop`, token, undefined, 202);
@@ -101,11 +104,15 @@ async function unit(w, t, name) {
     if (pick !== "courses-cold") seq++;
     return unit(w, t, pick);
   }
-  for (const [method, path, token, body, expected] of SCENARIOS[name](w)) await timed(t, method, path, token, body, expected);
+  for (const [method, path, token, body, expected] of SCENARIOS[name](w)) {
+    await timed(t, method, path, token, body, expected);
+  }
 }
 
 async function main() {
-  if (!SCENARIOS[scenario] && scenario !== "start-stop" && scenario !== "mixed") throw new Error(`unknown scenario ${scenario}`);
+  if (!SCENARIOS[scenario] && scenario !== "start-stop" && scenario !== "mixed") {
+    throw new Error(`unknown scenario ${scenario}`);
+  }
   let until = Date.now() + warmupS * 1000;
   const loop = async (w) => {
     const t = w % targets.length;
@@ -118,9 +125,10 @@ async function main() {
   await Promise.all(Array.from({ length: connections }, (_, w) => loop(w)));
   const elapsedS = Number(process.hrtime.bigint() - started) / 1e9;
   latencies.sort((a, b) => a - b);
-  const pct = (p) => (latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] : NaN);
+  const n = latencies.length;
+  const pct = (p) => (n ? latencies[Math.min(n - 1, Math.floor((p / 100) * n))] : NaN);
   process.stdout.write(
-    JSON.stringify({ requests: latencies.length, rps: latencies.length / elapsedS, p50: pct(50), p99: pct(99), errors, statuses }),
+    JSON.stringify({ requests: n, rps: n / elapsedS, p50: pct(50), p99: pct(99), errors, statuses }),
   );
   for (const a of agents) a.destroy();
 }

@@ -60,14 +60,16 @@ async function soak(platform, ctx) {
   const timer = setInterval(sample, SOAK_SAMPLE_S * 1000);
   let result;
   try {
-    result = await lib.runLoad({ ...ctx, targets: platform.gateways, scenario: "mixed", durationS: SOAK_S, warmupS: 0 });
+    const load = { targets: platform.gateways, scenario: "mixed", durationS: SOAK_S, warmupS: 0 };
+    result = await lib.runLoad({ ...ctx, ...load });
   } finally {
     clearInterval(timer);
   }
   sample();
   const lines = [
-    `Soak: ${platform.topology}, ${SOAK_S} s mixed traffic (reads of every scenario, 1 in 20 a start+stop), ${CONNECTIONS} connections: ` +
-      `${fmt(result.rps)} req/s, p50 ${fmt(result.p50, 1)} ms, p99 ${fmt(result.p99, 1)} ms, ${result.errors} unexpected answers`,
+    `Soak: ${platform.topology}, ${SOAK_S} s mixed traffic (reads of every scenario, 1 in 20 a start+stop), ` +
+      `${CONNECTIONS} connections: ${fmt(result.rps)} req/s, p50 ${fmt(result.p50, 1)} ms, ` +
+      `p99 ${fmt(result.p99, 1)} ms, ${result.errors} unexpected answers`,
     "",
     "| node | RSS start MiB | RSS end MiB | max MiB | slope MiB/min (all samples) | slope MiB/min (second half) |",
     "|---|---|---|---|---|---|",
@@ -75,7 +77,9 @@ async function soak(platform, ctx) {
   for (const [name, s] of samples) {
     const rss = s.map(([, r]) => r);
     const half = s.slice(Math.floor(s.length / 2));
-    lines.push(`| ${name} | ${fmt(rss[0])} | ${fmt(rss[rss.length - 1])} | ${fmt(Math.max(...rss))} | ${fmt(slope(s), 2)} | ${fmt(slope(half), 2)} |`);
+    const [first, last, max] = [rss[0], rss[rss.length - 1], Math.max(...rss)].map((x) => fmt(x));
+    const cells = [name, first, last, max, fmt(slope(s), 2), fmt(slope(half), 2)];
+    lines.push(`| ${cells.join(" | ")} |`);
   }
   return lines.join("\n");
 }
@@ -102,9 +106,13 @@ async function benchTopology(topology, idp, tokens) {
     const bRss = rssOf([baseline]);
     rows.push(
       `| ${ALL_SCENARIOS[scenario]} | ${fmt(p.rps)} | ${fmt(p.p50, 1)} | ${fmt(p.p99, 1)} | ${p.errors} | ` +
-        `${fmt(b.rps)} | ${fmt(b.p50, 1)} | ${fmt(b.p99, 1)} | ${b.errors} | **${fmt(p.rps / b.rps, 2)}** | ${pRss} | ${bRss} |`,
+        `${fmt(b.rps)} | ${fmt(b.p50, 1)} | ${fmt(b.p99, 1)} | ${b.errors} | ` +
+        `**${fmt(p.rps / b.rps, 2)}** | ${pRss} | ${bRss} |`,
     );
-    if (p.errors || b.errors) console.error(`  unexpected answers: platform ${JSON.stringify(p.statuses)}, baseline ${JSON.stringify(b.statuses)}`);
+    if (p.errors || b.errors) {
+      const answers = (r) => JSON.stringify(r.statuses);
+      console.error(`  unexpected answers: platform ${answers(p)}, baseline ${answers(b)}`);
+    }
   }
   const soakReport = SOAK_S > 0 && topology === SOAK_TOPOLOGY ? await soak(platform, ctx) : undefined;
   await Promise.all([platform.stop(), baseline.stop()]);
@@ -120,7 +128,8 @@ lib.runMain(async () => {
   const out = [
     `${new Date().toISOString()} — node ${process.version}, ${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}, ` +
       `${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, load average ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}`,
-    `${CONNECTIONS} connections, ${WARMUP_S} s warm-up + ${DURATION_S} s per scenario and side, ${lib.SEED.students} students (own tokens)`,
+    `${CONNECTIONS} connections, ${WARMUP_S} s warm-up + ${DURATION_S} s per scenario and side, ` +
+      `${lib.SEED.students} students (own tokens)`,
   ];
   for (const topology of TOPOLOGIES) {
     const r = await benchTopology(topology, idp, tokens);
@@ -128,7 +137,8 @@ lib.runMain(async () => {
       "",
       `### ${topology} (${r.nodes} platform process${r.nodes > 1 ? "es" : ""}) vs baseline (1 process)`,
       "",
-      "| scenario | platform req/s | p50 ms | p99 ms | errors | baseline req/s | p50 ms | p99 ms | errors | ratio | platform RSS MiB | baseline RSS MiB |",
+      "| scenario | platform req/s | p50 ms | p99 ms | errors | baseline req/s | p50 ms | p99 ms | errors | ratio " +
+        "| platform RSS MiB | baseline RSS MiB |",
       "|---|---|---|---|---|---|---|---|---|---|---|---|",
       ...r.rows,
     );
