@@ -133,6 +133,7 @@ lib.runMain(async () => {
   ];
   for (const topology of TOPOLOGIES) {
     const r = await benchTopology(topology, idp, tokens);
+    const from = out.length;
     out.push(
       "",
       `### ${topology} (${r.nodes} platform process${r.nodes > 1 ? "es" : ""}) vs baseline (1 process)`,
@@ -143,7 +144,7 @@ lib.runMain(async () => {
       ...r.rows,
     );
     if (r.soakReport) out.push("", r.soakReport);
-    console.error(out.slice(-r.rows.length - 4).join("\n"));
+    console.error(out.slice(from).join("\n"));
   }
   console.log(out.join("\n"));
 });
