@@ -217,6 +217,7 @@ async function startTopology(topology, { dbUrl, issuer, env = {} }) {
   if (topology !== "embedded" && topology !== "one-node" && topology !== "cluster") {
     throw new Error(`BENCH_TOPOLOGY: unknown topology "${topology}" (embedded, one-node, cluster)`);
   }
+  if (topology !== "embedded") onCleanup(() => removeAmqpTopology(namespace, plan.map(([name]) => `${namespace}-${name}`)));
   const nodes = [];
   for (const [name, nodeEnv] of plan) {
     nodes.push(await startPlatformNode(name, { ...nodeEnv, NODEID: `${namespace}-${name}` }));
@@ -224,6 +225,25 @@ async function startTopology(topology, { dbUrl, issuer, env = {} }) {
   const gateways = nodes.filter((n) => !n.name.startsWith("domain"));
   const stop = () => Promise.all(nodes.map((n) => n.stop()));
   return { topology, namespace, nodes, gateways: gateways.map((g) => g.url), stop };
+}
+
+/**
+ * Moleculer's AMQP transporter leaves its fanout exchanges behind (durable, never deleted) and the nodes' queues
+ * for AMQP_QUEUE_EXPIRY_S: the run removes those of its own namespace after its nodes stopped.
+ */
+async function removeAmqpTopology(namespace, nodeIds) {
+  const amqp = require("amqplib");
+  const conn = await amqp.connect(AMQP_URL);
+  try {
+    const ch = await conn.createChannel();
+    const broadcast = ["DISCOVER", "INFO", "DISCONNECT", "HEARTBEAT", "PING"];
+    const perNode = ["EVENT", "REQ", "RES", "DISCOVER", "INFO", "DISCONNECT", "HEARTBEAT", "PING", "PONG"];
+    for (const id of nodeIds) for (const cmd of perNode) await ch.deleteQueue(`MOL-${namespace}.${cmd}.${id}`);
+    for (const cmd of broadcast) await ch.deleteExchange(`MOL-${namespace}.${cmd}`);
+    await ch.close();
+  } finally {
+    await conn.close();
+  }
 }
 
 /** Waits until every gateway answers each path with 200 for this token (remote services routed). */

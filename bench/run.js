@@ -134,15 +134,17 @@ lib.runMain(async () => {
   for (const topology of TOPOLOGIES) {
     const r = await benchTopology(topology, idp, tokens);
     const from = out.length;
-    out.push(
-      "",
-      `### ${topology} (${r.nodes} platform process${r.nodes > 1 ? "es" : ""}) vs baseline (1 process)`,
-      "",
-      "| scenario | platform req/s | p50 ms | p99 ms | errors | baseline req/s | p50 ms | p99 ms | errors | ratio " +
-        "| platform RSS MiB | baseline RSS MiB |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|",
-      ...r.rows,
-    );
+    if (r.rows.length) {
+      out.push(
+        "",
+        `### ${topology} (${r.nodes} platform process${r.nodes > 1 ? "es" : ""}) vs baseline (1 process)`,
+        "",
+        "| scenario | platform req/s | p50 ms | p99 ms | errors | baseline req/s | p50 ms | p99 ms | errors | ratio " +
+          "| platform RSS MiB | baseline RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ...r.rows,
+      );
+    }
     if (r.soakReport) out.push("", r.soakReport);
     console.error(out.slice(from).join("\n"));
   }
