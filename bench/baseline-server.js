@@ -23,13 +23,17 @@ const pool = new Pool({ connectionString: process.env.DATABASE_URL, max: Number(
 
 const COURSE_COLUMNS = "id, name, description, owner_id, created_at, updated_at";
 const LAB_COLUMNS =
-  "l.id, l.name, l.description, l.docker_image, l.resources, l.network_isolated, l.max_lifetime_s, l.status, l.rejection_reason, l.created_by, l.approved_by, l.created_at, l.updated_at";
+  "l.id, l.name, l.description, l.docker_image, l.resources, l.network_isolated, l.max_lifetime_s, l.status, " +
+  "l.rejection_reason, l.created_by, l.approved_by, l.created_at, l.updated_at";
 const INSTANCE_COLUMNS = [
   "id", "lab_id", "course_id", "student_id", "status", "celery_task_id", "k8s_pod_name", "connection_url", "error",
   "created_at", "started_at", "stopped_at", "expires_at", "updated_at",
 ];
 const I_COLUMNS = INSTANCE_COLUMNS.map((c) => `i.${c}`).join(", ");
 const ACTIVE_SQL = "('pending', 'running', 'stopping')";
+const QUEUE = "celery";
+const OUTBOX_INSERT =
+  "INSERT INTO task_outbox (id, task_name, kwargs, queue, lab_instance_id) VALUES ($1, $2, $3::jsonb, $4, $5)";
 
 /* ───────────── token check (services/auth/token-verifier.ts + auth.authenticate) ───────────── */
 
@@ -98,7 +102,8 @@ function listQuery(url, resource) {
   const limit = Number(url.searchParams.get("limit") ?? 50);
   const sort = url.searchParams.get("sort") ?? "-created_at";
   const field = sort.replace(/^[-+]/, "");
-  if (!Number.isInteger(offset) || offset < 0 || !Number.isInteger(limit) || limit < 1 || limit > 100 || !SORTABLE[resource].includes(field)) {
+  const validPage = Number.isInteger(offset) && offset >= 0 && Number.isInteger(limit) && limit >= 1 && limit <= 100;
+  if (!validPage || !SORTABLE[resource].includes(field)) {
     throw httpError(422, [{ loc: ["query"], msg: "invalid list query", type: "value_error" }]);
   }
   return { offset, limit, field, direction: sort.startsWith("-") ? "DESC" : "ASC" };
@@ -109,12 +114,17 @@ async function selectPage(name, select, fromWhere, params, q, orderField = q.fie
   const n = params.length;
   const { rows } = await pool.query({
     name: `${name}-${q.field}-${q.direction}`,
-    text: `SELECT ${select}, count(*) OVER () AS __total ${fromWhere} ORDER BY ${orderField} ${q.direction}, id ${q.direction} LIMIT $${n + 1} OFFSET $${n + 2}`,
+    text: `SELECT ${select}, count(*) OVER () AS __total ${fromWhere}
+            ORDER BY ${orderField} ${q.direction}, id ${q.direction} LIMIT $${n + 1} OFFSET $${n + 2}`,
     values: [...params, q.limit, q.offset],
   });
   let total;
   if (rows.length > 0) total = Number(rows[0].__total);
-  else total = Number((await pool.query({ name: `${name}-count`, text: `SELECT count(*) AS n ${fromWhere}`, values: params })).rows[0].n);
+  else {
+    const count = { name: `${name}-count`, text: `SELECT count(*) AS n ${fromWhere}`, values: params };
+    const counted = await pool.query(count);
+    total = Number(counted.rows[0].n);
+  }
   const items = rows.map(({ __total, ...rest }) => rest);
   return { items, total, offset: q.offset, limit: q.limit };
 }
@@ -161,14 +171,17 @@ const routes = {
     selectPage(
       "labs-student",
       LAB_COLUMNS,
-      `FROM labs l WHERE l.status = 'approved' AND EXISTS (SELECT 1 FROM course_labs cl JOIN courses c ON c.id = cl.course_id WHERE cl.lab_id = l.id AND EXISTS (SELECT 1 FROM course_students cs WHERE cs.course_id = c.id AND cs.student_id = $1))`,
+      `FROM labs l WHERE l.status = 'approved' AND EXISTS (
+         SELECT 1 FROM course_labs cl JOIN courses c ON c.id = cl.course_id WHERE cl.lab_id = l.id
+            AND EXISTS (SELECT 1 FROM course_students cs WHERE cs.course_id = c.id AND cs.student_id = $1))`,
       [me.id],
       listQuery(url, "labs"),
     ),
   // lab-instances.list
   "GET /api/v1/lab-instances": async (me, url) => {
     const q = listQuery(url, "lab-instances");
-    return selectPage("instances-student", I_COLUMNS, "FROM lab_instances i WHERE i.student_id = $1", [me.id], q, `i.${q.field}`);
+    const fromWhere = "FROM lab_instances i WHERE i.student_id = $1";
+    return selectPage("instances-student", I_COLUMNS, fromWhere, [me.id], q, `i.${q.field}`);
   },
   // auth.me (cachedUser)
   "GET /api/v1/auth/me": async (me) => {
@@ -186,13 +199,15 @@ const routes = {
     const labId = body.lab_id;
     const courseId = body.course_id;
     if (!Number.isInteger(labId) || !Number.isInteger(courseId) || labId < 1 || courseId < 1) {
-      throw httpError(422, [{ loc: ["body"], msg: "lab_id and course_id must be positive integers", type: "value_error" }]);
+      const msg = "lab_id and course_id must be positive integers";
+      throw httpError(422, [{ loc: ["body"], msg, type: "value_error" }]);
     }
     const perm = (
       await pool.query({
         name: "permission-facts",
         text: `SELECT c.owner_id,
-                  EXISTS (SELECT 1 FROM course_students cs WHERE cs.course_id = c.id AND cs.student_id = $2) AS caller_assigned,
+                  EXISTS (SELECT 1 FROM course_students cs
+                           WHERE cs.course_id = c.id AND cs.student_id = $2) AS caller_assigned,
                   (SELECT l.status FROM course_labs cl JOIN labs l ON l.id = cl.lab_id
                     WHERE cl.course_id = c.id AND cl.lab_id = $3) AS lab_status
              FROM courses c WHERE c.id = $1`,
@@ -219,24 +234,25 @@ const routes = {
       if (lab.rows[0].status !== "approved") throw httpError(409, `Lab ${labId} is not approved`);
       const active = await c.query({
         name: "active-of-student",
-        text: `SELECT id, lab_id, status FROM lab_instances WHERE student_id = $1 AND status IN ${ACTIVE_SQL} ORDER BY id`,
+        text: `SELECT id, lab_id, status FROM lab_instances
+                WHERE student_id = $1 AND status IN ${ACTIVE_SQL} ORDER BY id`,
         values: [me.id],
       });
       const same = active.rows.find((a) => a.lab_id === labId);
       if (same) throw httpError(409, `You already have an active instance of lab ${labId}: lab instance ${same.id}`);
-      if (active.rows.length >= MAX_ACTIVE) throw httpError(409, `At most ${MAX_ACTIVE} lab instances may be active at once`);
+      if (active.rows.length >= MAX_ACTIVE) {
+        throw httpError(409, `At most ${MAX_ACTIVE} lab instances may be active at once`);
+      }
       const inserted = await c.query({
         name: "insert-instance",
-        text: "INSERT INTO lab_instances (lab_id, course_id, student_id, status) VALUES ($1, $2, $3, 'pending') RETURNING id",
+        text: `INSERT INTO lab_instances (lab_id, course_id, student_id, status)
+               VALUES ($1, $2, $3, 'pending') RETURNING id`,
         values: [labId, courseId, me.id],
       });
       const id = inserted.rows[0].id;
       const taskId = randomUUID();
-      await c.query({
-        name: "insert-outbox",
-        text: `INSERT INTO task_outbox (id, task_name, kwargs, queue, lab_instance_id) VALUES ($1, $2, $3::jsonb, $4, $5)`,
-        values: [taskId, "start_lab", JSON.stringify({ lab_instance_id: id, lab_id: labId, student_id: me.id }), "celery", id],
-      });
+      const kwargs = JSON.stringify({ lab_instance_id: id, lab_id: labId, student_id: me.id });
+      await c.query({ name: "insert-outbox", text: OUTBOX_INSERT, values: [taskId, "start_lab", kwargs, QUEUE, id] });
       const updated = await c.query({
         name: "set-task",
         text: `UPDATE lab_instances SET celery_task_id = $1 WHERE id = $2 RETURNING ${INSTANCE_COLUMNS.join(", ")}`,
@@ -254,7 +270,8 @@ const routes = {
 async function stopInstance(me, id, res) {
   const loaded = await pool.query({
     name: "load-instance",
-    text: `SELECT ${I_COLUMNS}, c.owner_id AS course_owner_id FROM lab_instances i JOIN courses c ON c.id = i.course_id WHERE i.id = $1`,
+    text: `SELECT ${I_COLUMNS}, c.owner_id AS course_owner_id
+             FROM lab_instances i JOIN courses c ON c.id = i.course_id WHERE i.id = $1`,
     values: [id],
   });
   const inst = loaded.rows[0];
@@ -263,23 +280,27 @@ async function stopInstance(me, id, res) {
     const locked = (
       await c.query({
         name: "lock-instance",
-        text: `SELECT ${I_COLUMNS}, l.max_lifetime_s AS lab_max_lifetime_s FROM lab_instances i JOIN labs l ON l.id = i.lab_id WHERE i.id = $1 FOR UPDATE OF i`,
+        text: `SELECT ${I_COLUMNS}, l.max_lifetime_s AS lab_max_lifetime_s
+                 FROM lab_instances i JOIN labs l ON l.id = i.lab_id WHERE i.id = $1 FOR UPDATE OF i`,
         values: [id],
       })
     ).rows[0];
     if (!locked) throw httpError(404, "Lab instance not found");
-    if (locked.status === "failed" || locked.status === "expired") throw httpError(409, `Lab instance ${id} has already ended`);
+    if (locked.status === "failed" || locked.status === "expired") {
+      throw httpError(409, `Lab instance ${id} has already ended`);
+    }
     if (locked.status !== "pending" && locked.status !== "running") return locked;
     const updated = await c.query({
       name: "to-stopping",
-      text: `UPDATE lab_instances SET status = $3 WHERE id = $1 AND status = $2 RETURNING ${INSTANCE_COLUMNS.join(", ")}`,
+      text: `UPDATE lab_instances SET status = $3 WHERE id = $1 AND status = $2
+             RETURNING ${INSTANCE_COLUMNS.join(", ")}`,
       values: [id, locked.status, "stopping"],
     });
     if (!updated.rows[0]) throw httpError(409, `Lab instance ${id} changed meanwhile; try again`);
     await c.query({
       name: "insert-outbox",
-      text: `INSERT INTO task_outbox (id, task_name, kwargs, queue, lab_instance_id) VALUES ($1, $2, $3::jsonb, $4, $5)`,
-      values: [randomUUID(), "stop_lab", JSON.stringify({ lab_instance_id: id }), "celery", id],
+      text: OUTBOX_INSERT,
+      values: [randomUUID(), "stop_lab", JSON.stringify({ lab_instance_id: id }), QUEUE, id],
     });
     return updated.rows[0];
   });

@@ -27,7 +27,7 @@ const PREFETCH = process.env.BENCH_CELERY_PREFETCH ?? "64";
 const TIMEOUT_S = Number(process.env.BENCH_RUSH_TIMEOUT_S ?? 60);
 const { fmt } = lib;
 
-/** test/celery_worker/labs_worker.py as test/support/celery-worker.ts runs it (that helper's cwd is source-relative). */
+/** test/celery_worker/labs_worker.py, run as test/support/celery-worker.ts does (its cwd is source-relative). */
 async function startCeleryWorker({ queue, brokerUrl, resultBackend }) {
   const env = {
     ...process.env,
@@ -42,7 +42,8 @@ async function startCeleryWorker({ queue, brokerUrl, resultBackend }) {
   return startReadyChild({
     name: "celery worker",
     command: "/usr/bin/python3",
-    args: ["-m", "celery", "-A", "labs_worker", "worker", `--pool=${POOL}`, "-c", String(CONCURRENCY), "--prefetch-multiplier", PREFETCH, "-Q", queue, "--loglevel=INFO",
+    args: ["-m", "celery", "-A", "labs_worker", "worker", `--pool=${POOL}`, "-c", String(CONCURRENCY),
+      "--prefetch-multiplier", PREFETCH, "-Q", queue, "--loglevel=INFO",
       "-n", `${queue}@%h`, "--without-mingle", "--without-gossip", "--without-heartbeat"],
     cwd: path.resolve(__dirname, "../test/celery_worker"),
     env,
@@ -63,7 +64,11 @@ function post(url, token, body) {
       {
         method: "POST",
         agent: false,
-        headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "content-length": Buffer.byteLength(body) },
+        headers: {
+          authorization: `Bearer ${token}`,
+          "content-type": "application/json",
+          "content-length": Buffer.byteLength(body),
+        },
       },
       (res) => {
         res.resume();
@@ -149,17 +154,24 @@ lib.runMain(async () => {
   lib.onCleanup(() => c.end());
   let running = 0;
   for (;;) {
-    const { rows } = await c.query("SELECT count(*) FILTER (WHERE status = 'running')::int AS running, count(*) FILTER (WHERE status = 'failed')::int AS failed FROM lab_instances WHERE lab_id = $1", [labId]);
+    const { rows } = await c.query(
+      `SELECT count(*) FILTER (WHERE status = 'running')::int AS running,
+              count(*) FILTER (WHERE status = 'failed')::int AS failed
+         FROM lab_instances WHERE lab_id = $1`,
+      [labId],
+    );
     running = rows[0].running;
     if (rows[0].failed) throw new Error(`${rows[0].failed} starts failed`);
     if (running === N) break;
     if (performance.now() - lastAccepted > TIMEOUT_S * 1000) {
       const diag = await c.query(
-        `SELECT (SELECT json_object_agg(status, n) FROM (SELECT status, count(*) n FROM lab_instances WHERE lab_id = $1 GROUP BY status) s) AS statuses,
+        `SELECT (SELECT json_object_agg(status, n)
+                   FROM (SELECT status, count(*) n FROM lab_instances WHERE lab_id = $1 GROUP BY status) s) AS statuses,
                 (SELECT count(*) FILTER (WHERE published_at IS NULL) FROM task_outbox) AS unpublished`,
         [labId],
       );
-      throw new Error(`only ${running}/${N} running ${TIMEOUT_S} s after the last start: ${JSON.stringify(diag.rows[0])}\n` +
+      throw new Error(
+        `only ${running}/${N} running ${TIMEOUT_S} s after the last start: ${JSON.stringify(diag.rows[0])}\n` +
         `worker output: ${saveWorkerLog()}`);
     }
     await new Promise((r) => setTimeout(r, 25));
@@ -179,15 +191,20 @@ lib.runMain(async () => {
   const rssAfter = platform.nodes.map((n) => `${n.name} ${fmt(lib.rssMiB(n.pid))}`).join(", ");
   console.log(
     [
-      `${new Date().toISOString()} — node ${process.version}, ${os.cpus().length} cores, load average ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}`,
-      `cluster: 2 gateway nodes + 2 domain nodes over RabbitMQ, Redis cacher, PostgreSQL; a real Celery worker (--pool=${POOL} -c ${CONCURRENCY}) answering at once`,
+      `${new Date().toISOString()} — node ${process.version}, ${os.cpus().length} cores, ` +
+        `load average ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}`,
+      "cluster: 2 gateway nodes + 2 domain nodes over RabbitMQ, Redis cacher, PostgreSQL; " +
+        `a real Celery worker (--pool=${POOL} -c ${CONCURRENCY}) answering at once`,
       "",
-      "| students | all accepted (202) | start p50 | start p99 | all running after the last start | target | start_lab published |",
+      "| students | all accepted (202) | start p50 | start p99 | all running after the last start | target " +
+        "| start_lab published |",
       "|---|---|---|---|---|---|---|",
       `| ${N} | ${fmt(allAccepted / 1000, 2)} s | ${fmt(pct(latencies, 50))} ms | ${fmt(pct(latencies, 99))} ms | ` +
-        `${fmt(allRunning / 1000, 2)} s | ${allRunning / 1000 <= TARGET_S ? "met" : "MISSED"} (≤ ${TARGET_S} s) | ${outbox.n - outbox.unpublished}/${outbox.n} |`,
+        `${fmt(allRunning / 1000, 2)} s | ${allRunning / 1000 <= TARGET_S ? "met" : "MISSED"} (≤ ${TARGET_S} s) | ` +
+        `${outbox.n - outbox.unpublished}/${outbox.n} |`,
       "",
-      `Last start_lab published ${fmt(publishedAfterS, 2)} s after the last start was accepted (the rest: worker and results).`,
+      `Last start_lab published ${fmt(publishedAfterS, 2)} s after the last start was accepted ` +
+        "(the rest: worker and results).",
       `RSS MiB before: ${rssBefore}; after: ${rssAfter}. Worker log: ${saveWorkerLog()}`,
     ].join("\n"),
   );
