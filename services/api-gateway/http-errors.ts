@@ -24,7 +24,12 @@ export interface HttpAnswer {
   body: { detail: string | ValidationProblem[] };
   /** A server-side failure the operator must see in the log. */
   serverFault: boolean;
+  /** Retry-After (s): set on 503s, the outages a client should wait out and retry. */
+  retryAfterS?: number;
 }
+
+/** Our outages (a node restarting, a broker or database restart) last seconds: retry soon, not at once. */
+export const OUTAGE_RETRY_AFTER_S = 5;
 
 /** Where a field came from, so `loc` reads like FastAPI's ("path", "query" or "body"). */
 export interface RequestShape {
@@ -106,14 +111,16 @@ export function toHttpAnswer(err: ErrorLike, req: RequestShape): HttpAnswer {
   if (type === "entity.too.large") return { status: 413, body: { detail: DETAIL_BY_STATUS[413] }, serverFault: false };
   // moleculer's own: a missing service or node is an outage, not a client error.
   if (type === "SERVICE_NOT_FOUND" || type === "SERVICE_NOT_AVAILABLE" || type === "REQUEST_TIMEOUT" || type === "REQUEST_REJECTED") {
-    return { status: 503, body: { detail: "Service temporarily unavailable, try again" }, serverFault: true };
+    const detail = "Service temporarily unavailable, try again";
+    return { status: 503, body: { detail }, serverFault: true, retryAfterS: OUTAGE_RETRY_AFTER_S };
   }
   if (code >= 400 && code < 500) {
     const message = err.message && err.message.length <= 500 ? err.message : DETAIL_BY_STATUS[code] ?? "Bad request";
     return { status: code, body: { detail: message }, serverFault: false };
   }
   if (code === 503 || type === "SERVICE_UNAVAILABLE") {
-    return { status: 503, body: { detail: err.message || DETAIL_BY_STATUS[503] }, serverFault: true };
+    const detail = err.message || DETAIL_BY_STATUS[503];
+    return { status: 503, body: { detail }, serverFault: true, retryAfterS: OUTAGE_RETRY_AFTER_S };
   }
   return { status: 500, body: { detail: "Internal server error" }, serverFault: true };
 }
