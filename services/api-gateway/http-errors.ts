@@ -98,6 +98,8 @@ const DETAIL_BY_STATUS: Record<number, string> = {
   503: "Service unavailable",
 };
 
+const MOLECULER_OUTAGES = new Set(["SERVICE_NOT_FOUND", "SERVICE_NOT_AVAILABLE", "REQUEST_TIMEOUT", "REQUEST_REJECTED", "BAD_GATEWAY"]);
+
 export function toHttpAnswer(err: ErrorLike, req: RequestShape): HttpAnswer {
   const code = typeof err.code === "number" ? err.code : typeof err.status === "number" ? err.status : 500;
   const type = typeof err.type === "string" ? err.type : "";
@@ -109,8 +111,9 @@ export function toHttpAnswer(err: ErrorLike, req: RequestShape): HttpAnswer {
   // body-parser's errors: malformed JSON and oversized bodies.
   if (type === "entity.parse.failed") return { status: 400, body: { detail: "Malformed JSON body" }, serverFault: false };
   if (type === "entity.too.large") return { status: 413, body: { detail: DETAIL_BY_STATUS[413] }, serverFault: false };
-  // moleculer's own: a missing service or node is an outage, not a client error.
-  if (type === "SERVICE_NOT_FOUND" || type === "SERVICE_NOT_AVAILABLE" || type === "REQUEST_TIMEOUT" || type === "REQUEST_REJECTED") {
+  // moleculer's own: a missing service or node, or this node's transporter away (BAD_GATEWAY: RabbitMQ is
+  // restarting), is an outage, not a client error.
+  if (MOLECULER_OUTAGES.has(type)) {
     const detail = "Service temporarily unavailable, try again";
     return { status: 503, body: { detail }, serverFault: true, retryAfterS: OUTAGE_RETRY_AFTER_S };
   }

@@ -4,7 +4,7 @@ import { OUTAGE_RETRY_AFTER_S, toHttpAnswer } from "../../services/api-gateway/h
 const req = { method: "POST", pathParams: [] };
 
 describe("toHttpAnswer", () => {
-  it.each(["SERVICE_NOT_FOUND", "SERVICE_NOT_AVAILABLE", "REQUEST_TIMEOUT", "REQUEST_REJECTED"])(
+  it.each(["SERVICE_NOT_FOUND", "SERVICE_NOT_AVAILABLE", "REQUEST_TIMEOUT", "REQUEST_REJECTED", "BAD_GATEWAY"])(
     "moleculer's %s (a node or the transporter away) is a 503 with Retry-After",
     (type) => {
       expect(toHttpAnswer({ type, code: 404 }, req)).toEqual({
