@@ -34,7 +34,7 @@ let idp: TestIdp;
 let db: Sequelize;
 let queue: CeleryQueueWatch;
 const gateways: (SpawnedNode & { url: string })[] = [];
-const domains: SpawnedNode[] = [];
+const domains: (SpawnedNode & { nodeId: string })[] = [];
 let commonEnv: Record<string, string>;
 let students: string[] = [];
 let teacher: string;
@@ -58,12 +58,10 @@ async function startGateway(): Promise<SpawnedNode & { url: string }> {
   return Object.assign(node, { url: `http://127.0.0.1:${port}` });
 }
 
-async function startDomain(): Promise<SpawnedNode> {
-  return spawnNode(`domain-${++nodeSeq}`, {
-    ...commonEnv,
-    NODEID: `${namespace}-dom-${nodeSeq}`,
-    SERVICES: "courses,labs,lab-instances,access,tasks",
-  });
+async function startDomain(): Promise<SpawnedNode & { nodeId: string }> {
+  const nodeId = `${namespace}-dom-${++nodeSeq}`;
+  const node = await spawnNode(`domain-${nodeSeq}`, { ...commonEnv, NODEID: nodeId, SERVICES: "courses,labs,lab-instances,access,tasks" });
+  return Object.assign(node, { nodeId });
 }
 
 /** Waits until `gateway` routes the domain services (its aliases are regenerated once they appear). */
@@ -205,9 +203,10 @@ function startLoad(targets: () => string[], opts: { listers: number; starters: n
   };
   const once = async (kind: Kind, build: () => { path: string; token: string; body?: unknown }) => {
     const { path, token, body } = build();
+    const first = rr++;
     for (let attempt = 0; ; attempt++) {
       const list = targets();
-      const gateway = list[rr++ % list.length];
+      const gateway = list[(first + attempt) % list.length];
       const sentAt = Date.now();
       try {
         const res = await fetch(`${gateway}/api/v1${path}`, {
@@ -230,7 +229,7 @@ function startLoad(targets: () => string[], opts: { listers: number; starters: n
         return;
       } catch (err) {
         const cause = (err as { cause?: { code?: string } }).cause?.code;
-        if (cause === "ECONNREFUSED" && attempt < 5) continue;
+        if (cause === "ECONNREFUSED" && attempt < list.length) continue;
         const status = (err as Error).name === "TimeoutError" ? "hang" : cause === "ECONNREFUSED" ? "refused" : "dropped";
         outcomes.push({ kind, sentAt, doneAt: Date.now(), gateway, status, detail: String(cause ?? err) });
         return;
@@ -253,15 +252,24 @@ function startLoad(targets: () => string[], opts: { listers: number; starters: n
     ...Array.from({ length: opts.listers }, () => loop("list")),
     ...Array.from({ length: opts.starters }, () => loop("start")),
   ];
-  return {
+  const load = {
     outcomes,
     async stop(): Promise<Outcome[]> {
       stopped = true;
       await Promise.all(loops);
+      runningLoads.delete(load);
       return outcomes;
     },
   };
+  runningLoads.add(load);
+  return load;
 }
+
+/** Loads a failed test left running: stopped after each test, so the next one starts quiet. */
+const runningLoads = new Set<{ stop(): Promise<Outcome[]> }>();
+afterEach(async () => {
+  await Promise.all([...runningLoads].map((l) => l.stop()));
+});
 
 const failed = (o: Outcome) => o.status !== 200 && o.status !== 202;
 const summary = (list: Outcome[]) =>
@@ -334,7 +342,12 @@ const acceptedIds = (list: Outcome[]) => list.flatMap((o) => (o.instanceId === u
 /* ───────────────────────────── setup ───────────────────────────── */
 
 beforeAll(async () => {
-  [pg, rabbit, idp] = await Promise.all([startThrowawayPostgres(), startThrowawayRabbit(), startIdp()]);
+  const [pgUp, rabbitUp, idpUp] = await Promise.allSettled([startThrowawayPostgres(), startThrowawayRabbit(), startIdp()]);
+  // Kept even if another one failed, so afterAll stops it.
+  if (pgUp.status === "fulfilled") pg = pgUp.value;
+  if (rabbitUp.status === "fulfilled") rabbit = rabbitUp.value;
+  if (idpUp.status === "fulfilled") idp = idpUp.value;
+  for (const r of [pgUp, rabbitUp, idpUp]) if (r.status === "rejected") throw r.reason;
   db = createSequelize(pg.url, { poolMax: 2 });
   await migrateUp(db);
   const celeryQueue = `${namespace}-celery`;
@@ -353,9 +366,11 @@ beforeAll(async () => {
     MAX_ACTIVE_INSTANCES_PER_STUDENT: "100",
     LOGLEVEL: process.env.TEST_LOGLEVEL ?? "warn",
   };
-  const started = await Promise.all([startGateway(), startGateway(), startDomain(), startDomain()]);
-  gateways.push(started[0], started[1]);
-  domains.push(started[2], started[3]);
+  // Settled, not all: a node that did start must be in the lists afterAll stops, even if its twin failed.
+  const [g1, g2, d1, d2] = await Promise.allSettled([startGateway(), startGateway(), startDomain(), startDomain()]);
+  for (const r of [g1, g2]) if (r.status === "fulfilled") gateways.push(r.value);
+  for (const r of [d1, d2]) if (r.status === "fulfilled") domains.push(r.value);
+  for (const r of [g1, g2, d1, d2]) if (r.status === "rejected") throw r.reason;
 
   teacher = (await idp.getToken("teacher")).accessToken;
   admin = (await idp.getToken("admin")).accessToken;
@@ -391,12 +406,19 @@ it("SIGKILL of a domain node: requests fail over to its twin once the gateways n
   await sleep(2_000);
   const victim = domains.shift()!;
   const killedAt = Date.now();
-  await victim.signal("SIGKILL");
-  const noticedAt = Math.max(
-    ...(await Promise.all(gateways.map((g) => g.waitForLine(new RegExp(`Node '[^']*dom[^']*' disconnected`), 60_000)))),
-  );
-  await sleep(3_000);
-  const outcomes = await load.stop();
+  let noticedAt: number;
+  let outcomes: Outcome[];
+  try {
+    await victim.signal("SIGKILL");
+    noticedAt = Math.max(
+      ...(await Promise.all(gateways.map((g) => g.waitForLine(new RegExp(`Node '${victim.nodeId}' disconnected`), 60_000)))),
+    );
+    await sleep(3_000);
+  } finally {
+    outcomes = await load.stop();
+    // The next drills need the full topology, whatever happened here.
+    domains.push(await startDomain());
+  }
 
   const failures = outcomes.filter(failed);
   const afterNotice = outcomes.filter((o) => o.sentAt > noticedAt && failed(o));
@@ -408,7 +430,6 @@ it("SIGKILL of a domain node: requests fail over to its twin once the gateways n
   expect(afterNotice).toEqual([]);
   expectOnly503(failures);
   await expectNothingLost(acceptedIds(outcomes));
-  domains.push(await startDomain());
 });
 
 it("a gateway SIGTERMed under load: in-flight requests complete, new ones go to the other gateway", async () => {
@@ -417,11 +438,18 @@ it("a gateway SIGTERMed under load: in-flight requests complete, new ones go to 
   const load = startLoad(() => live, { listers: 6, starters: 2 });
   await sleep(2_000);
   const termAt = Date.now();
-  const stopped = leaving.signal("SIGTERM");
-  await stopped;
-  const goneAt = Date.now();
-  await sleep(2_000);
-  const outcomes = await load.stop();
+  let goneAt: number;
+  let outcomes: Outcome[];
+  try {
+    await leaving.signal("SIGTERM");
+    goneAt = Date.now();
+    await sleep(2_000);
+  } finally {
+    outcomes = await load.stop();
+    if (!leaving.exited()) await leaving.stop(1_000);
+    gateways.splice(gateways.indexOf(leaving), 1, await startGateway());
+    await routed(gateways[0], teacher);
+  }
 
   const inFlight = outcomes.filter((o) => o.gateway === leaving.url && o.sentAt <= termAt && o.doneAt >= termAt);
   const afterGone = outcomes.filter((o) => o.sentAt > goneAt);
@@ -430,11 +458,11 @@ it("a gateway SIGTERMed under load: in-flight requests complete, new ones go to 
       `${outcomes.filter(failed).length} failed`,
   );
   expect(outcomes.filter(failed)).toEqual([]);
+  // It stopped by itself, not at start.ts's hard-stop timer (exit code 1).
+  expect(leaving.exitCode()).toBe(0);
   expect(afterGone.length).toBeGreaterThan(0);
   expect(afterGone.every((o) => o.gateway === staying.url)).toBe(true);
   await expectNothingLost(acceptedIds(outcomes));
-  gateways.splice(0, 1, await startGateway());
-  await routed(gateways[0], teacher);
 });
 
 it("RabbitMQ restarted under load: 503 while peers are unreachable, reconnects by itself, every start published once", async () => {

@@ -19,6 +19,8 @@ export interface SpawnedNode {
   /** Sends the signal; resolves once the process has exited. */
   signal(sig: NodeJS.Signals): Promise<void>;
   exited(): boolean;
+  /** The exit code once exited (null while running or when ended by a signal). */
+  exitCode(): number | null;
   /** SIGTERM, then SIGKILL after graceMs. Idempotent. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -74,6 +76,7 @@ export async function spawnNode(name: string, env: Record<string, string>): Prom
       await exitedPromise;
     },
     exited: () => child.child.exitCode !== null || child.child.signalCode !== null,
+    exitCode: () => child.child.exitCode,
     stop: (graceMs = 15_000) => child.stop(graceMs),
   };
 }
