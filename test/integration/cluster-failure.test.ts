@@ -60,7 +60,11 @@ async function startGateway(): Promise<SpawnedNode & { url: string }> {
 
 async function startDomain(): Promise<SpawnedNode & { nodeId: string }> {
   const nodeId = `${namespace}-dom-${++nodeSeq}`;
-  const node = await spawnNode(`domain-${nodeSeq}`, { ...commonEnv, NODEID: nodeId, SERVICES: "courses,labs,lab-instances,access,tasks" });
+  const node = await spawnNode(`domain-${nodeSeq}`, {
+    ...commonEnv,
+    NODEID: nodeId,
+    SERVICES: "courses,labs,lab-instances,access,tasks",
+  });
   return Object.assign(node, { nodeId });
 }
 
@@ -87,10 +91,15 @@ async function waitFor<T>(what: string, fn: () => Promise<T | false | undefined>
   }
 }
 
+const headersOf = (token: string, body: unknown): Record<string, string> => ({
+  authorization: `Bearer ${token}`,
+  ...(body === undefined ? {} : { "content-type": "application/json" }),
+});
+
 async function api(base: string, method: string, path: string, token: string, body?: unknown) {
   const res = await fetch(`${base}/api/v1${path}`, {
     method,
-    headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+    headers: headersOf(token, body),
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const json = (await res.json()) as Record<string, unknown>;
@@ -99,7 +108,9 @@ async function api(base: string, method: string, path: string, token: string, bo
 
 async function must(what: string, p: Promise<{ status: number; body: Record<string, unknown> }>, status: number) {
   const res = await p;
-  if (res.status !== status) throw new Error(`${what}: expected ${status}, got ${res.status} ${JSON.stringify(res.body)}`);
+  if (res.status !== status) {
+    throw new Error(`${what}: expected ${status}, got ${res.status} ${JSON.stringify(res.body)}`);
+  }
   return res.body;
 }
 
@@ -211,7 +222,7 @@ function startLoad(targets: () => string[], opts: { listers: number; starters: n
       try {
         const res = await fetch(`${gateway}/api/v1${path}`, {
           method: body === undefined ? "GET" : "POST",
-          headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+          headers: headersOf(token, body),
           body: body === undefined ? undefined : JSON.stringify(body),
           signal: AbortSignal.timeout(CLIENT_TIMEOUT_MS),
         });
@@ -230,7 +241,8 @@ function startLoad(targets: () => string[], opts: { listers: number; starters: n
       } catch (err) {
         const cause = (err as { cause?: { code?: string } }).cause?.code;
         if (cause === "ECONNREFUSED" && attempt < list.length) continue;
-        const status = (err as Error).name === "TimeoutError" ? "hang" : cause === "ECONNREFUSED" ? "refused" : "dropped";
+        const status =
+          (err as Error).name === "TimeoutError" ? "hang" : cause === "ECONNREFUSED" ? "refused" : "dropped";
         outcomes.push({ kind, sentAt, doneAt: Date.now(), gateway, status, detail: String(cause ?? err) });
         return;
       }
@@ -242,7 +254,8 @@ function startLoad(targets: () => string[], opts: { listers: number; starters: n
         await once("list", () => ({ path: "/courses?limit=50", token: students[rr % students.length] }));
       } else {
         const { student, lab } = nextPair();
-        await once("start", () => ({ path: "/lab-instances", token: students[student], body: { lab_id: lab, course_id: course } }));
+        const body = { lab_id: lab, course_id: course };
+        await once("start", () => ({ path: "/lab-instances", token: students[student], body }));
       }
       // Steady, not flat out: the point is a failure under traffic, not a benchmark.
       await sleep(kind === "list" ? 20 : 50);
@@ -273,15 +286,16 @@ afterEach(async () => {
 
 const failed = (o: Outcome) => o.status !== 200 && o.status !== 202;
 const summary = (list: Outcome[]) =>
-  JSON.stringify(list.slice(0, 10).map((o) => ({ kind: o.kind, status: o.status, detail: o.detail, gateway: o.gateway })));
+  JSON.stringify(list.slice(0, 10).map(({ kind, status, detail, gateway }) => ({ kind, status, detail, gateway })));
 
 /** While a part is down the API answers 503 with a detail and Retry-After: never a 500, never a hang. */
 function expectOnly503(list: Outcome[]): void {
   const bad = list.filter((o) => failed(o) && !(o.status === 503 && typeof o.detail === "string" && o.retryAfter));
   if (!bad.length) return;
   // What the gateways logged for them (server faults are logged with the error's name and message).
-  const logged = gateways.flatMap((g) => g.output().split("\n").filter((l) => / → (5\d\d)/.test(l) && !/→ 503/.test(l)));
-  throw new Error(`${bad.length} failures other than 503 + detail + Retry-After: ${summary(bad)}\n${logged.slice(-10).join("\n")}`);
+  const logged = gateways.flatMap((g) => g.output().split("\n").filter((l) => / → 5\d\d/.test(l) && !/→ 503/.test(l)));
+  const what = `${bad.length} failures other than 503 + detail + Retry-After`;
+  throw new Error(`${what}: ${summary(bad)}\n${logged.slice(-10).join("\n")}`);
 }
 
 /* ───────────────────────────── nothing lost ───────────────────────────── */
@@ -292,6 +306,8 @@ interface InstanceAudit {
   start_rows: number;
   start_task_id: string | null;
   published: boolean;
+  /** Failed publish attempts of the start_lab row (a confirm that did not come in time counts as one). */
+  attempts: number;
 }
 
 /**
@@ -303,7 +319,8 @@ async function expectNothingLost(accepted: number[]): Promise<void> {
   const audit = () =>
     db.query<InstanceAudit>(
       `SELECT i.id, i.celery_task_id, count(o.id)::int AS start_rows, min(o.id::text) AS start_task_id,
-              coalesce(bool_and(o.published_at IS NOT NULL), false) AS published
+              coalesce(bool_and(o.published_at IS NOT NULL), false) AS published,
+              coalesce(max(o.attempts), 0) AS attempts
          FROM lab_instances i LEFT JOIN task_outbox o ON o.lab_instance_id = i.id AND o.task_name = 'start_lab'
         GROUP BY i.id ORDER BY i.id`,
       { type: QueryTypes.SELECT },
@@ -319,14 +336,23 @@ async function expectNothingLost(accepted: number[]): Promise<void> {
   ).catch(async (err: Error) => {
     const r = await audit();
     const missing = r.filter((x) => !x.published || !x.start_task_id || !queue.firstDeliveries.has(x.start_task_id));
-    throw new Error(`${err.message}: ${missing.length} of ${r.length} not delivered: ${JSON.stringify(missing.slice(0, 5))}`);
+    const sample = JSON.stringify(missing.slice(0, 5));
+    throw new Error(`${err.message}: ${missing.length} of ${r.length} not delivered: ${sample}`);
   });
   const ids = new Set(rows.map((r) => r.id));
   expect(accepted.filter((id) => !ids.has(id))).toEqual([]);
   expect(rows.filter((r) => r.start_rows !== 1 || r.start_task_id !== r.celery_task_id)).toEqual([]);
-  expect(rows.filter((r) => queue.firstDeliveries.get(r.start_task_id ?? "") !== 1)).toEqual([]);
+  // Exactly once, except after a publish whose confirm did not come within the publish timeout: the relay
+  // cannot know whether the broker kept it and sends it again (at least once, by design: amqp-publisher.ts).
+  const deliveries = (r: InstanceAudit) => queue.firstDeliveries.get(r.start_task_id ?? "") ?? 0;
+  const resent = rows.filter((r) => deliveries(r) > 1 && r.attempts > 0);
+  if (resent.length) {
+    console.log(`${resent.length} start(s) sent again after an unconfirmed publish: ${JSON.stringify(resent)}`);
+  }
+  expect(rows.filter((r) => deliveries(r) !== 1 && !(deliveries(r) > 1 && r.attempts > 0))).toEqual([]);
   const orphans = await db.query<{ n: number }>(
-    "SELECT count(*)::int AS n FROM task_outbox o WHERE NOT EXISTS (SELECT 1 FROM lab_instances i WHERE i.id = o.lab_instance_id)",
+    `SELECT count(*)::int AS n FROM task_outbox o
+      WHERE NOT EXISTS (SELECT 1 FROM lab_instances i WHERE i.id = o.lab_instance_id)`,
     { type: QueryTypes.SELECT },
   );
   expect(orphans[0].n).toBe(0);
@@ -342,7 +368,11 @@ const acceptedIds = (list: Outcome[]) => list.flatMap((o) => (o.instanceId === u
 /* ───────────────────────────── setup ───────────────────────────── */
 
 beforeAll(async () => {
-  const [pgUp, rabbitUp, idpUp] = await Promise.allSettled([startThrowawayPostgres(), startThrowawayRabbit(), startIdp()]);
+  const [pgUp, rabbitUp, idpUp] = await Promise.allSettled([
+    startThrowawayPostgres(),
+    startThrowawayRabbit(),
+    startIdp(),
+  ]);
   // Kept even if another one failed, so afterAll stops it.
   if (pgUp.status === "fulfilled") pg = pgUp.value;
   if (rabbitUp.status === "fulfilled") rabbit = rabbitUp.value;
@@ -382,7 +412,11 @@ beforeAll(async () => {
   course = (await must("course", api(g, "POST", "/courses", teacher, { name: "Failure drills" }), 201)).id as number;
   await must("assign", api(g, "POST", `/courses/${course}/students`, teacher, { student_ids: studentIds }), 200);
   for (let i = 0; i < LABS; i++) {
-    const body = { name: `Drill ${i}`, docker_image: "registry.autolabs.local/labs/net:1.0", resources: { cpu: "500m", memory: "512Mi", storage: "1Gi" } };
+    const body = {
+      name: `Drill ${i}`,
+      docker_image: "registry.autolabs.local/labs/net:1.0",
+      resources: { cpu: "500m", memory: "512Mi", storage: "1Gi" },
+    };
     const lab = (await must("lab", api(g, "POST", "/labs", teacher, body), 201)).id as number;
     await must("submit", api(g, "POST", `/labs/${lab}/submit`, teacher), 200);
     await must("approve", api(g, "POST", `/labs/${lab}/approve`, admin), 200);
@@ -400,18 +434,19 @@ afterAll(async () => {
 
 /* ───────────────────────────── the drills ───────────────────────────── */
 
-it("SIGKILL of a domain node: requests fail over to its twin once the gateways notice; no start lost or doubled", async () => {
+it("SIGKILL of a domain node: requests fail over to its twin once the gateways notice; no start lost", async () => {
   const both = gateways.map((g) => g.url);
   const load = startLoad(() => both, { listers: 4, starters: 2 });
   await sleep(2_000);
   const victim = domains.shift()!;
   const killedAt = Date.now();
+  const disconnected = new RegExp(`Node '${victim.nodeId}' disconnected`);
   let noticedAt: number;
   let outcomes: Outcome[];
   try {
     await victim.signal("SIGKILL");
     noticedAt = Math.max(
-      ...(await Promise.all(gateways.map((g) => g.waitForLine(new RegExp(`Node '${victim.nodeId}' disconnected`), 60_000)))),
+      ...(await Promise.all(gateways.map((g) => g.waitForLine(disconnected, 60_000)))),
     );
     await sleep(3_000);
   } finally {
@@ -423,7 +458,8 @@ it("SIGKILL of a domain node: requests fail over to its twin once the gateways n
   const failures = outcomes.filter(failed);
   const afterNotice = outcomes.filter((o) => o.sentAt > noticedAt && failed(o));
   console.log(
-    `domain SIGKILL: ${outcomes.length} requests, ${failures.length} failed (${outcomes.filter((o) => o.kind === "start").length} starts), ` +
+    `domain SIGKILL: ${outcomes.length} requests (${outcomes.filter((o) => o.kind === "start").length} starts), ` +
+      `${failures.length} failed, ` +
       `window ${noticedAt - killedAt} ms from kill to both gateways noticing, ${afterNotice.length} failed after`,
   );
   expect(outcomes.filter((o) => o.sentAt > noticedAt).length).toBeGreaterThan(0);
@@ -454,7 +490,8 @@ it("a gateway SIGTERMed under load: in-flight requests complete, new ones go to 
   const inFlight = outcomes.filter((o) => o.gateway === leaving.url && o.sentAt <= termAt && o.doneAt >= termAt);
   const afterGone = outcomes.filter((o) => o.sentAt > goneAt);
   console.log(
-    `gateway SIGTERM: ${outcomes.length} requests, ${inFlight.length} in flight at the signal, stop took ${goneAt - termAt} ms, ` +
+    `gateway SIGTERM: ${outcomes.length} requests, ${inFlight.length} in flight at the signal, ` +
+      `stop took ${goneAt - termAt} ms, ` +
       `${outcomes.filter(failed).length} failed`,
   );
   expect(outcomes.filter(failed)).toEqual([]);
@@ -465,7 +502,7 @@ it("a gateway SIGTERMed under load: in-flight requests complete, new ones go to 
   await expectNothingLost(acceptedIds(outcomes));
 });
 
-it("RabbitMQ restarted under load: 503 while peers are unreachable, reconnects by itself, every start published once", async () => {
+it("RabbitMQ restarted under load: 503 while unreachable, reconnects, every start published once", async () => {
   const both = gateways.map((g) => g.url);
   const load = startLoad(() => both, { listers: 4, starters: 2 });
   await sleep(2_000);
@@ -478,7 +515,8 @@ it("RabbitMQ restarted under load: 503 while peers are unreachable, reconnects b
   const recoveredAt = await waitFor(
     "both gateways to answer /courses again",
     async () => {
-      const answers = await Promise.all(gateways.map((g) => api(g.url, "GET", "/courses?limit=1", students[0]).catch(() => null)));
+      const ask = (g: { url: string }) => api(g.url, "GET", "/courses?limit=1", students[0]).catch(() => null);
+      const answers = await Promise.all(gateways.map(ask));
       return answers.every((a) => a?.status === 200) && Date.now();
     },
     60_000,
