@@ -98,7 +98,13 @@ const DETAIL_BY_STATUS: Record<number, string> = {
   503: "Service unavailable",
 };
 
-const MOLECULER_OUTAGES = new Set(["SERVICE_NOT_FOUND", "SERVICE_NOT_AVAILABLE", "REQUEST_TIMEOUT", "REQUEST_REJECTED", "BAD_GATEWAY"]);
+const MOLECULER_OUTAGES = new Set([
+  "SERVICE_NOT_FOUND",
+  "SERVICE_NOT_AVAILABLE",
+  "REQUEST_TIMEOUT",
+  "REQUEST_REJECTED",
+  "BAD_GATEWAY",
+]);
 
 export function toHttpAnswer(err: ErrorLike, req: RequestShape): HttpAnswer {
   const code = typeof err.code === "number" ? err.code : typeof err.status === "number" ? err.status : 500;

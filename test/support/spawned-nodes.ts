@@ -61,7 +61,8 @@ export async function spawnNode(name: string, env: Record<string, string>): Prom
         };
         const timer = setTimeout(() => {
           cleanup();
-          rej(new Error(`${name} printed no line matching ${pattern} within ${timeoutMs} ms. Its output:\n${child.output()}`));
+          const what = `${name} printed no line matching ${pattern} within ${timeoutMs} ms`;
+          rej(new Error(`${what}. Its output:\n${child.output()}`));
         }, timeoutMs);
         const cleanup = () => {
           clearTimeout(timer);

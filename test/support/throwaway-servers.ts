@@ -83,10 +83,8 @@ export async function startThrowawayPostgres(): Promise<ThrowawayServer> {
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    await run(join(bin, "initdb"), ["-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"], {
-      env: { PATH: process.env.PATH ?? "" },
-      ...user,
-    });
+    const initdbArgs = ["-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"];
+    await run(join(bin, "initdb"), initdbArgs, { env: { PATH: process.env.PATH ?? "" }, ...user });
     await start();
   } catch (err) {
     await destroy();
@@ -183,5 +181,6 @@ export async function startThrowawayRabbit(): Promise<ThrowawayServer> {
     await destroy();
     throw err;
   }
-  return { port, url: `amqp://guest:guest@127.0.0.1:${port}`, stop, start, output: () => server?.output() ?? "", destroy };
+  const output = () => server?.output() ?? "";
+  return { port, url: `amqp://guest:guest@127.0.0.1:${port}`, stop, start, output, destroy };
 }

@@ -17,8 +17,9 @@ describe("toHttpAnswer", () => {
   );
 
   it("a service's own 503 (the database unreachable) keeps its detail and gets Retry-After", () => {
-    const answer = toHttpAnswer({ type: "SERVICE_UNAVAILABLE", code: 503, message: "Database temporarily unavailable, try again" }, req);
-    expect(answer).toMatchObject({ status: 503, body: { detail: "Database temporarily unavailable, try again" }, retryAfterS: OUTAGE_RETRY_AFTER_S });
+    const detail = "Database temporarily unavailable, try again";
+    const answer = toHttpAnswer({ type: "SERVICE_UNAVAILABLE", code: 503, message: detail }, req);
+    expect(answer).toMatchObject({ status: 503, body: { detail }, retryAfterS: OUTAGE_RETRY_AFTER_S });
   });
 
   it("client errors and bugs carry no Retry-After", () => {
