@@ -278,6 +278,14 @@ function startLoad(targets: () => string[], opts: { listers: number; starters: n
   return load;
 }
 
+/** An outage of a shared part must not take a node down with it. */
+function expectNodesAlive(): void {
+  const dead = [...gateways, ...domains].filter((n) => n.exited());
+  if (dead.length) {
+    throw new Error(`node(s) died: ${dead.map((n) => `${n.name} (exit ${n.exitCode()}):\n${n.output().slice(-3000)}`).join("\n")}`);
+  }
+}
+
 /** Loads a failed test left running: stopped after each test, so the next one starts quiet. */
 const runningLoads = new Set<{ stop(): Promise<Outcome[]> }>();
 afterEach(async () => {
@@ -531,6 +539,7 @@ it("RabbitMQ restarted under load: 503 while unreachable, reconnects, every star
     `RabbitMQ restart: ${outcomes.length} requests, ${failures.length} failed (down ${upAt - downAt} ms, ` +
       `recovered ${recoveredAt - upAt} ms after it was back), ${acceptedIds(outcomes).length} starts accepted`,
   );
+  expectNodesAlive();
   expect(failures.length).toBeGreaterThan(0);
   expectOnly503(failures);
   expect(outcomes.filter((o) => o.sentAt > recoveredAt + 1_000 && failed(o))).toEqual([]);
@@ -562,6 +571,7 @@ it("PostgreSQL restarted under load: 503 while it is down, the pool recovers, no
     `PostgreSQL restart: ${outcomes.length} requests, ${failures.length} failed (down ${upAt - downAt} ms, ` +
       `first start accepted ${recoveredAt - upAt} ms after it was back)`,
   );
+  expectNodesAlive();
   expect(failures.length).toBeGreaterThan(0);
   expectOnly503(failures);
   expect(outcomes.filter((o) => o.sentAt > recoveredAt + 1_000 && failed(o))).toEqual([]);
