@@ -3,8 +3,8 @@
  * authentication into a small principal, errors as `{"detail"}`, a request id on every answer, health.
  */
 import { randomUUID } from "node:crypto";
-import type { IncomingMessage, ServerResponse } from "node:http";
-import type { CallingOptions, Context, Service, ServiceSchema } from "moleculer";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import type { CallingOptions, Context, Service, ServiceBroker, ServiceSchema } from "moleculer";
 import ApiGateway, { type ApiSettingsSchema } from "moleculer-web";
 import Redis from "ioredis";
 import { AccessMixin } from "../../mixins/access.mixin";
@@ -13,6 +13,7 @@ import { unauthorized, unsupportedMediaType, badRequest, forbidden } from "../sh
 import type { Principal, RequestMeta } from "../shared/principal";
 import { checkCsrf, cookiePolicy, readAuthCookies, trustedOrigins } from "../auth/web-session.rules";
 import { toHttpAnswer } from "./http-errors";
+import { trackHttpRequests, type HttpDrain } from "./http-drain";
 import { buildOpenApi, docsPage, type RouteDescription } from "./openapi";
 import { PrometheusText } from "../runtime/prometheus-text";
 import { LabInstanceStreams, withEventStreamCallOptions, type StreamedInstance } from "./sse";
@@ -46,12 +47,15 @@ type GatewayMethods = {
   checkRedis(): Promise<Check>;
   checkRabbit(): Check;
   authorize(ctx: Context<unknown, RequestMeta>, route: unknown, req: GatewayRequest, res: ServerResponse): Promise<void>;
+  drainHttp(timeoutMs: number): Promise<void>;
 };
 type GatewayVars = {
   redis: Redis | null;
   rateLimiter: RateLimiter;
   /** The lab-instance event streams open on this node. */
   streams: LabInstanceStreams;
+  server: Server;
+  httpDrain: HttpDrain;
 };
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,100}$/;
@@ -209,6 +213,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
           res.setHeader("Content-Type", "application/json; charset=utf-8");
           if (requestId !== "-") res.setHeader("X-Request-Id", requestId);
           if (answer.status === 401) res.setHeader("WWW-Authenticate", bearerChallenge(req));
+          if (answer.retryAfterS !== undefined) res.setHeader("Retry-After", String(answer.retryAfterS));
           res.writeHead(answer.status);
         }
         res.end(JSON.stringify(answer.body));
@@ -374,10 +379,17 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
         if (!config.transporter || !transit) return "embedded";
         return transit.connected && !transit.disconnecting ? "ok" : "failed: transporter disconnected";
       },
+      drainHttp(timeoutMs: number): Promise<void> {
+        // Open event streams would hold the drain to its bound: end them first (clients reconnect elsewhere).
+        streams.closeAll();
+        return this.httpDrain.drain(timeoutMs);
+      },
     },
 
     created() {
       this.streams = streams;
+      // moleculer-web's own created() (a mixin: it ran first) made the server.
+      this.httpDrain = trackHttpRequests(this.server);
       const url = config.redisUrl ?? config.cacher;
       this.redis = url
         ? new Redis(url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 1000 })
@@ -402,3 +414,12 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
 }
 
 export default createGateway;
+
+/**
+ * SIGTERM of a node (start.ts), before its broker stops: its gateway, if it has one, stops taking connections
+ * and answers the requests it has, within timeoutMs.
+ */
+export async function drainGateway(broker: ServiceBroker, timeoutMs: number): Promise<void> {
+  const gateway = broker.getLocalService("api-gateway") as unknown as Partial<GatewayMethods> | undefined;
+  await gateway?.drainHttp?.(timeoutMs);
+}

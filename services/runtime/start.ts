@@ -3,12 +3,13 @@
  * PGlite server and the embedded IdP as child processes, migrations applied, demo data seeded once, all
  * seven services in this process. Each external part set in the environment replaces its stand-in.
  *
- * SIGTERM/SIGINT: the broker stops (in-flight requests finish, Moleculer's tracking), then the pool
- * closes, then the child processes stop.
+ * SIGTERM/SIGINT: the gateway stops taking connections and answers the requests it has, then the broker
+ * stops (in-flight calls finish, Moleculer's tracking), then the pool closes, then the child processes stop.
  */
 import path from "node:path";
 import type { ServiceBroker } from "moleculer";
 import type { Sequelize } from "sequelize";
+import { drainGateway } from "../api-gateway/api-gateway.service";
 import { issuerOf } from "../auth/auth.service";
 import { ConfigError, loadConfig, type Config } from "../shared/config";
 import { createSequelize } from "../shared/db";
@@ -63,6 +64,8 @@ async function main(): Promise<void> {
     const hardStop = setTimeout(() => process.exit(1), 30_000);
     hardStop.unref();
     try {
+      // HTTP first: requests already received are answered while the services they call still run.
+      if (running.broker) await drainGateway(running.broker, 10_000);
       await running.broker?.stop();
       await running.sequelize?.close();
       await running.idp?.stop();
