@@ -88,6 +88,20 @@ function transporterOf(config: Config): BrokerOptions["transporter"] {
   return config.transporter as BrokerOptions["transporter"];
 }
 
+/**
+ * Moleculer's built-in metrics that describe the host rather than the service: its command line, host name, OS
+ * user and home directory, network addresses and MAC. A scrape must not hand them to whoever can reach it.
+ */
+export const IDENTIFYING_METRICS = [
+  "process.arguments",
+  "process.pid",
+  "process.ppid",
+  "os.hostname",
+  "os.user.**",
+  "os.network.**",
+  "os.cpu.info.**",
+];
+
 export function brokerOptions(config: Config): BrokerOptions {
   const logger: LoggerConfig = {
     type: "Console",
@@ -134,10 +148,15 @@ export function brokerOptions(config: Config): BrokerOptions {
     // Served by the gateway at GET /metrics; METRICS_PORT adds Moleculer's own scrape port (nodes without a gateway).
     metrics: {
       enabled: true,
+      // Moleculer's default turns the process/OS collector off under NODE_ENV=test: the tests scrape what
+      // production serves.
+      collectProcessMetrics: true,
       // Moleculer accepts reporter instances; its typings list only names and configs.
       reporter: [
-        new PrometheusText() as unknown as "Prometheus",
-        ...(config.metricsPort ? [{ type: "Prometheus" as const, options: { port: config.metricsPort } }] : []),
+        new PrometheusText({ excludes: IDENTIFYING_METRICS }) as unknown as "Prometheus",
+        ...(config.metricsPort
+          ? [{ type: "Prometheus" as const, options: { port: config.metricsPort, excludes: IDENTIFYING_METRICS } }]
+          : []),
       ],
     },
     tracing: { enabled: false },
