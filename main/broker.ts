@@ -6,6 +6,7 @@ import { ServiceBroker, type BrokerOptions, type ServiceSchema } from "moleculer
 import type { Sequelize } from "sequelize";
 import { brokerOptions } from "../platform/moleculer.config";
 import type { Config } from "../platform/config";
+import { DatabaseOutageMiddleware } from "../platform/database-outage";
 import { attachPlatform } from "../platform/platform";
 import createGateway from "../services/api-gateway/api-gateway.service";
 import CoursesService from "../services/courses/courses.service";
@@ -28,7 +29,12 @@ const SERVICES: Record<string, ServiceFactory> = {
 };
 
 export function createPlatformBroker(config: Config, sequelize: Sequelize, overrides: Partial<BrokerOptions> = {}): ServiceBroker {
-  const broker = new ServiceBroker({ ...brokerOptions(config), ...overrides });
+  const options = brokerOptions(config);
+  const broker = new ServiceBroker({
+    ...options,
+    middlewares: [...(options.middlewares ?? []), DatabaseOutageMiddleware],
+    ...overrides,
+  });
   attachPlatform(broker, { config, sequelize });
   for (const name of config.services) {
     const factory = SERVICES[name];

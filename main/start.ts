@@ -3,12 +3,13 @@
  * PGlite server and the embedded IdP as child processes, migrations applied, demo data seeded once, all
  * seven services in this process. Each external part set in the environment replaces its stand-in.
  *
- * SIGTERM/SIGINT: the broker stops (in-flight requests finish, Moleculer's tracking), then the pool
- * closes, then the child processes stop.
+ * SIGTERM/SIGINT: the gateway stops taking connections and answers the requests it has, then the broker
+ * stops (in-flight calls finish, Moleculer's tracking), then the pool closes, then the child processes stop.
  */
 import path from "node:path";
 import type { ServiceBroker } from "moleculer";
 import type { Sequelize } from "sequelize";
+import { drainGateway } from "../services/api-gateway/api-gateway.service";
 import { issuerOf } from "../services/auth/auth.service";
 import { ConfigError, loadConfig, type Config } from "../platform/config";
 import { createSequelize } from "../platform/db";
@@ -63,6 +64,8 @@ async function main(): Promise<void> {
     const hardStop = setTimeout(() => process.exit(1), 30_000);
     hardStop.unref();
     try {
+      // HTTP first: requests already received are answered while the services they call still run.
+      if (running.broker) await drainGateway(running.broker, 10_000);
       await running.broker?.stop();
       await running.sequelize?.close();
       await running.idp?.stop();
@@ -94,7 +97,12 @@ async function main(): Promise<void> {
     // the extended-protocol messages of concurrent connections (electric-sql/pglite#1046: wrong results,
     // "unnamed prepared statement does not exist", or a jammed queue).
     const poolMax = running.postgres ? 1 : config.databasePoolMax;
-    running.sequelize = createSequelize(databaseUrl, { poolMax, applicationName: `autolabs-${config.nodeId ?? process.pid}` });
+    running.sequelize = createSequelize(databaseUrl, {
+      poolMax,
+      applicationName: `autolabs-${config.nodeId ?? process.pid}`,
+      // Not on the embedded PGlite: its connections share one session (platform/db.ts).
+      preparedStatements: config.databaseUrl !== undefined,
+    });
     // The embedded database is ours to migrate; in a cluster the deploy runs `npm run migrate -- up` (an init container).
     if (running.postgres || process.env.MIGRATE_ON_START === "true") {
       const applied = await migrateUp(running.sequelize);

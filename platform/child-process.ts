@@ -15,6 +15,9 @@ export interface ReadyChildOptions {
   timeoutMs: number;
   /** Forward each output line (e.g. to the platform's logger). */
   onLine?: (line: string) => void;
+  /** Run as this user/group (the parent must be root): servers such as postgres refuse to run as root. */
+  uid?: number;
+  gid?: number;
 }
 
 export interface ReadyChild {
@@ -29,7 +32,13 @@ export interface ReadyChild {
 const OUTPUT_LIMIT = 64 * 1024;
 
 export function startReadyChild(opts: ReadyChildOptions): Promise<ReadyChild> {
-  const child = spawn(opts.command, opts.args, { env: opts.env, cwd: opts.cwd, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(opts.command, opts.args, {
+    env: opts.env,
+    cwd: opts.cwd,
+    uid: opts.uid,
+    gid: opts.gid,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let out = "";
   let pending = "";
   const exited = new Promise<void>((res) => child.once("exit", () => res()));

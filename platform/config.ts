@@ -19,6 +19,19 @@ export interface Config {
   dataDir: string;
   embeddedPgPort: number;
   transporter: string | undefined;
+  /** AMQP transporter options (used only when TRANSPORTER is amqp://…); see platform/moleculer.config.ts for why. */
+  amqp: {
+    /** Unacknowledged requests RabbitMQ hands one node at a time (AMQP_PREFETCH). */
+    prefetch: number;
+    /** AMQP connection heartbeat, s; 0 = off (AMQP_HEARTBEAT_S). */
+    heartbeatS: number;
+    /** Events older than this are dropped from a node's queue (AMQP_EVENT_TTL_MS). */
+    eventTtlMs: number;
+    /** A node's own queues are deleted this long after it stopped consuming (AMQP_QUEUE_EXPIRY_S). */
+    queueExpiryS: number;
+  };
+  /** A call between services that takes longer fails with a timeout (REQUEST_TIMEOUT_MS). */
+  requestTimeoutMs: number;
   cacher: string | undefined;
   redisUrl: string | undefined;
   celeryBrokerUrl: string | undefined;
@@ -185,6 +198,13 @@ export function loadConfig(env: Env = process.env): Config {
     dataDir: str(env, "DATA_DIR") ?? ".data",
     embeddedPgPort: int(env, "EMBEDDED_PG_PORT", 54329, 1, 65535),
     transporter,
+    amqp: {
+      prefetch: int(env, "AMQP_PREFETCH", 200, 1, 10_000),
+      heartbeatS: int(env, "AMQP_HEARTBEAT_S", 10, 0, 600),
+      eventTtlMs: int(env, "AMQP_EVENT_TTL_MS", 60_000, 1000, 86_400_000),
+      queueExpiryS: int(env, "AMQP_QUEUE_EXPIRY_S", 120, 10, 86_400),
+    },
+    requestTimeoutMs: int(env, "REQUEST_TIMEOUT_MS", 30_000, 100, 600_000),
     cacher,
     redisUrl: url(env, "REDIS_URL", ["redis:", "rediss:"]),
     celeryBrokerUrl: url(env, "CELERY_BROKER_URL", ["amqp:", "amqps:"]),

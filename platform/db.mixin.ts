@@ -7,6 +7,7 @@ import type { Context, Service, ServiceBroker, ServiceSchema } from "moleculer";
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
 import { coherentCacherOf, readThrough } from "./coherent-cache";
 import { platformOf } from "./platform";
+import { statementRunnerOf } from "./db";
 import { parseListQuery, type FilterKind, type ListQuery, type ListSpec } from "../lib/listing";
 import { validationError } from "./errors";
 import { SYSTEM_ONLY } from "../lib/access.rules";
@@ -116,7 +117,9 @@ const dbMethods: DbMethods & ThisType<Service & DbMethods> = {
     return platformOf(this.broker).sequelize;
   },
   async select<T extends object>(sql: string, bind: Record<string, unknown> = {}, transaction?: Transaction): Promise<T[]> {
-    return this.sequelize().query<T>(sql, { bind, type: QueryTypes.SELECT, transaction });
+    // Inside a transaction Sequelize owns the connection; outside, the statement runner's lighter path.
+    if (transaction) return this.sequelize().query<T>(sql, { bind, type: QueryTypes.SELECT, transaction });
+    return statementRunnerOf(this.sequelize()).query<T>(sql, bind);
   },
   async selectOne<T extends object>(sql: string, bind: Record<string, unknown> = {}, transaction?: Transaction): Promise<T | null> {
     const rows = await this.select<T>(sql, bind, transaction);

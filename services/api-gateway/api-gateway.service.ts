@@ -5,8 +5,8 @@
 import { ANY_USER, SYSTEM_ONLY } from "../../lib/access.rules";
 import { PUBLIC } from "../../platform/access-gate";
 import { randomUUID } from "node:crypto";
-import type { IncomingMessage, ServerResponse } from "node:http";
-import type { CallingOptions, Context, Service, ServiceSchema } from "moleculer";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import type { CallingOptions, Context, Service, ServiceBroker, ServiceSchema } from "moleculer";
 import ApiGateway, { type ApiSettingsSchema } from "moleculer-web";
 import Redis from "ioredis";
 import { platformOf } from "../../platform/platform";
@@ -15,6 +15,7 @@ import type { Principal, RequestMeta } from "../../lib/principal";
 import { STATUS_CHANGED_EVENT } from "../lab-instances/lab-instances.contract";
 import { checkCsrf, cookiePolicy, readAuthCookies, trustedOrigins } from "../../lib/web-session.rules";
 import { toHttpAnswer } from "./http-errors";
+import { trackHttpRequests, type HttpDrain } from "./http-drain";
 import { buildOpenApi, docsPage, type RouteDescription } from "./openapi";
 import { PrometheusText } from "../../platform/prometheus-text";
 import { LabInstanceStreams, withEventStreamCallOptions, type StreamedInstance } from "./sse";
@@ -48,12 +49,15 @@ type GatewayMethods = {
   checkRedis(): Promise<Check>;
   checkRabbit(): Check;
   authorize(ctx: Context<unknown, RequestMeta>, route: unknown, req: GatewayRequest, res: ServerResponse): Promise<void>;
+  drainHttp(timeoutMs: number): Promise<void>;
 };
 type GatewayVars = {
   redis: Redis | null;
   rateLimiter: RateLimiter;
   /** The lab-instance event streams open on this node. */
   streams: LabInstanceStreams;
+  server: Server;
+  httpDrain: HttpDrain;
 };
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,100}$/;
@@ -211,11 +215,17 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
           res.setHeader("Content-Type", "application/json; charset=utf-8");
           if (requestId !== "-") res.setHeader("X-Request-Id", requestId);
           if (answer.status === 401) res.setHeader("WWW-Authenticate", bearerChallenge(req));
+          if (answer.retryAfterS !== undefined) res.setHeader("Retry-After", String(answer.retryAfterS));
           res.writeHead(answer.status);
         }
         res.end(JSON.stringify(answer.body));
       },
       log4XXResponses: false,
+      // The access log is at debug level (moleculer-web: info, three lines per request: request, action, response).
+      // At info it wrote those lines synchronously on every request of a production node (LOGLEVEL=info); server
+      // faults are logged by onError, with the request id, at any level.
+      logRequest: "debug",
+      logResponse: "debug",
       logRequestParams: null,
       logResponseData: null,
     },
@@ -371,10 +381,17 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
         if (!config.transporter || !transit) return "embedded";
         return transit.connected && !transit.disconnecting ? "ok" : "failed: transporter disconnected";
       },
+      drainHttp(timeoutMs: number): Promise<void> {
+        // Open event streams would hold the drain to its bound: end them first (clients reconnect elsewhere).
+        streams.closeAll();
+        return this.httpDrain.drain(timeoutMs);
+      },
     },
 
     created() {
       this.streams = streams;
+      // moleculer-web's own created() (a mixin: it ran first) made the server.
+      this.httpDrain = trackHttpRequests(this.server);
       const url = config.redisUrl ?? config.cacher;
       this.redis = url
         ? new Redis(url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 1000 })
@@ -399,3 +416,12 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
 }
 
 export default createGateway;
+
+/**
+ * SIGTERM of a node (start.ts), before its broker stops: its gateway, if it has one, stops taking connections
+ * and answers the requests it has, within timeoutMs.
+ */
+export async function drainGateway(broker: ServiceBroker, timeoutMs: number): Promise<void> {
+  const gateway = broker.getLocalService("api-gateway") as unknown as Partial<GatewayMethods> | undefined;
+  await gateway?.drainHttp?.(timeoutMs);
+}

@@ -20,7 +20,12 @@ export interface HttpAnswer {
   body: { detail: string | ValidationProblem[] };
   /** A server-side failure the operator must see in the log. */
   serverFault: boolean;
+  /** Retry-After (s): set on 503s, the outages a client should wait out and retry. */
+  retryAfterS?: number;
 }
+
+/** Our outages (a node restarting, a broker or database restart) last seconds: retry soon, not at once. */
+export const OUTAGE_RETRY_AFTER_S = 5;
 
 /** Where a field came from, so `loc` reads like FastAPI's ("path", "query" or "body"). */
 export interface RequestShape {
@@ -89,6 +94,14 @@ const DETAIL_BY_STATUS: Record<number, string> = {
   503: "Service unavailable",
 };
 
+const MOLECULER_OUTAGES = new Set([
+  "SERVICE_NOT_FOUND",
+  "SERVICE_NOT_AVAILABLE",
+  "REQUEST_TIMEOUT",
+  "REQUEST_REJECTED",
+  "BAD_GATEWAY",
+]);
+
 export function toHttpAnswer(err: ErrorLike, req: RequestShape): HttpAnswer {
   const code = typeof err.code === "number" ? err.code : typeof err.status === "number" ? err.status : 500;
   const type = typeof err.type === "string" ? err.type : "";
@@ -97,16 +110,19 @@ export function toHttpAnswer(err: ErrorLike, req: RequestShape): HttpAnswer {
     const detail = isProblemList(err.data) ? err.data : fromFastestValidator(err.data, req);
     return { status: 422, body: { detail }, serverFault: false };
   }
-  // moleculer's own: a missing service or node is an outage, not a client error.
-  if (type === "SERVICE_NOT_FOUND" || type === "SERVICE_NOT_AVAILABLE" || type === "REQUEST_TIMEOUT" || type === "REQUEST_REJECTED") {
-    return { status: 503, body: { detail: "Service temporarily unavailable, try again" }, serverFault: true };
+  // moleculer's own: a missing service or node, or this node's transporter away (BAD_GATEWAY: RabbitMQ is
+  // restarting), is an outage, not a client error.
+  if (MOLECULER_OUTAGES.has(type)) {
+    const detail = "Service temporarily unavailable, try again";
+    return { status: 503, body: { detail }, serverFault: true, retryAfterS: OUTAGE_RETRY_AFTER_S };
   }
   if (code >= 400 && code < 500) {
     const message = err.message && err.message.length <= 500 ? err.message : DETAIL_BY_STATUS[code] ?? "Bad request";
     return { status: code, body: { detail: message }, serverFault: false };
   }
   if (code === 503 || type === "SERVICE_UNAVAILABLE") {
-    return { status: 503, body: { detail: err.message || DETAIL_BY_STATUS[503] }, serverFault: true };
+    const detail = err.message || DETAIL_BY_STATUS[503];
+    return { status: 503, body: { detail }, serverFault: true, retryAfterS: OUTAGE_RETRY_AFTER_S };
   }
   return { status: 500, body: { detail: "Internal server error" }, serverFault: true };
 }

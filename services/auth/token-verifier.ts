@@ -12,17 +12,25 @@
  * per cooldown, so random kids cannot hammer the IdP). If a refetch fails, the last good key set is
  * still used, so an IdP blip does not log everyone out; and for one cooldown after a failed fetch no
  * request tries again (an IdP that is down is asked at most once per cooldown, not once per request).
+ *
+ * Bearer tokens verified once are remembered (services/auth/verified-token-cache.ts) for as long as a fresh
+ * verification would still accept them against the same, fresh key set: the signature check runs once per
+ * token and key set. Stale keys (past max age, IdP down) bypass the cache, so refetch and outage behave as
+ * without it. Checks with overrides (ID tokens at login) always run in full.
  */
 import {
   createLocalJWKSet,
   createRemoteJWKSet,
   errors as joseErrors,
+  jwksCache,
   jwtVerify,
+  type JWKSCacheInput,
   type JSONWebKeySet,
   type JWTPayload,
   type JWTVerifyGetKey,
 } from "jose";
 import { serviceUnavailable, unauthorized } from "../../platform/errors";
+import { createVerifiedTokenCache } from "./verified-token-cache";
 
 export type VerifierAlgorithm = "RS256" | "ES256";
 
@@ -40,6 +48,8 @@ export interface TokenVerifierOptions {
   jwksCooldownMs?: number;
   /** Age after which the cached JWKS is refetched. Default 600000. */
   jwksMaxAgeMs?: number;
+  /** Verified Bearer tokens remembered (LRU). Default 10000 (about 10 MB); 0 turns the cache off. */
+  verifiedTokenCacheSize?: number;
 }
 
 /** Per-call checks that differ from the Bearer defaults: ID tokens share the keys but not the audience. */
@@ -71,6 +81,9 @@ const TOKEN_KEY_ERRORS = new Set<string>([
   joseErrors.JOSEAlgNotAllowed.code,
 ]);
 
+/** Each remembered token costs its payload plus a digest: ~1 KB; 10,000 covers a campus' active users. */
+const DEFAULT_VERIFIED_TOKEN_CACHE_SIZE = 10_000;
+
 /** Marks a failure to obtain keys, so verify() can answer 503 rather than 401. */
 class IdpUnavailable extends Error {}
 
@@ -99,6 +112,26 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
   let lastGoodKeys: JSONWebKeySet | undefined;
   let fetchFailedAt = 0;
   const cooldownMs = opts.jwksCooldownMs ?? 30_000;
+  // jose writes every successfully fetched key set here: a new `jwks` object is a new key set.
+  const fetched: JWKSCacheInput = {};
+  const fetchedKeys = (): JSONWebKeySet | undefined => ("jwks" in fetched ? fetched.jwks : undefined);
+  let keysSeen: JSONWebKeySet | undefined;
+  let keyGeneration = 0;
+  const cacheSize = opts.verifiedTokenCacheSize ?? DEFAULT_VERIFIED_TOKEN_CACHE_SIZE;
+  const verified =
+    cacheSize > 0
+      ? createVerifiedTokenCache<JWTPayload>({ maxEntries: cacheSize, clockToleranceS: opts.clockToleranceS })
+      : null;
+
+  /** The generation of the key set jose holds now (bumped when it loaded another). */
+  function currentGeneration(): number {
+    const keys = fetchedKeys();
+    if (keys !== keysSeen) {
+      keysSeen = keys;
+      keyGeneration++;
+    }
+    return keyGeneration;
+  }
 
   async function discoverJwksUri(): Promise<URL> {
     const url = `${issuer}/.well-known/openid-configuration`;
@@ -139,6 +172,7 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
       timeoutDuration: timeoutMs,
       cooldownDuration: cooldownMs,
       cacheMaxAge: opts.jwksMaxAgeMs ?? 600_000,
+      [jwksCache]: fetched,
     });
     return remote;
   }
@@ -155,14 +189,18 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
     throw new IdpUnavailable(`JWKS unavailable: ${why}`);
   }
 
-  const getKey: JWTVerifyGetKey = async (header, token) => {
+  /** `onKeySet`: told the key set generation the key came from, when it came from the fresh remote set. */
+  const keyResolver = (onKeySet?: (generation: number) => void): JWTVerifyGetKey => async (header, token) => {
     const set = await remoteSet();
     if (lastGoodKeys && Date.now() - fetchFailedAt < cooldownMs) {
       return fromLastGood(header, token, "a recent fetch failed");
     }
     try {
+      const before = currentGeneration();
       const key = await set(header, token);
-      lastGoodKeys = set.jwks();
+      lastGoodKeys = fetchedKeys();
+      // Unchanged across the lookup: the key is from that set (a reload meanwhile: not remembered).
+      if (currentGeneration() === before) onKeySet?.(before);
       return key;
     } catch (err) {
       const code = errorCode(err);
@@ -177,9 +215,15 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
     if (typeof token !== "string" || token.length === 0 || token.length > MAX_TOKEN_LENGTH) {
       throw unauthorized("Invalid token");
     }
+    const cacheable = verified !== null && overrides.audience === undefined && overrides.requiredClaims === undefined;
+    if (cacheable && remote?.fresh) {
+      const hit = verified.get(token, currentGeneration());
+      if (hit !== undefined) return hit;
+    }
+    let generation: number | undefined;
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, getKey, {
+      ({ payload } = await jwtVerify(token, keyResolver((g) => (generation = g)), {
         issuer,
         audience: overrides.audience ?? opts.audience,
         algorithms: opts.algorithms,
@@ -191,9 +235,14 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
       throw toUnauthorized(err);
     }
     // jose checks that iat is a number, but compares it with the clock only under maxTokenAge (which would
-    // also make iat required): a token "issued" in the future is refused here, with the same tolerance.
+    // also make iat required): a token "issued" in the future is refused here, with the same tolerance,
+    // before it can be remembered.
     if (payload.iat !== undefined && payload.iat > Math.floor(Date.now() / 1000) + opts.clockToleranceS) {
       throw unauthorized("Token issued in the future");
+    }
+    if (cacheable && generation !== undefined && typeof payload.exp === "number") {
+      // Frozen: every later caller of this token shares the object.
+      verified.set(token, { exp: payload.exp, nbf: payload.nbf }, generation, Object.freeze(payload));
     }
     return payload;
   }
@@ -204,7 +253,7 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
       try {
         const set = await remoteSet();
         await set.reload();
-        lastGoodKeys = set.jwks();
+        lastGoodKeys = fetchedKeys();
       } catch (err) {
         if (err instanceof IdpUnavailable) throw serviceUnavailable("Identity provider unavailable");
         throw serviceUnavailable(`Identity provider unavailable: ${(err as Error).message}`);

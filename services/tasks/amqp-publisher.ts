@@ -117,6 +117,9 @@ export class AmqpPublisher implements TaskPublisher {
       conn = await withTimeout(
         amqp.connect(this.opts.url, {
           timeout: this.opts.connectTimeoutMs,
+          // Nagle off (amqplib leaves it on): a publish and its confirm are small frames that must not wait
+          // for the previous frame's ACK.
+          noDelay: true,
           clientProperties: { connection_name: this.opts.connectionName },
         }),
         this.opts.connectTimeoutMs + 1_000,

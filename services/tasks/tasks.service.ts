@@ -123,6 +123,11 @@ type TasksVars = {
   /** Result applications in progress on this node (pushes and reconcile may race on one id). */
   applying: Map<string, Promise<void>>;
   relayTotals: RelayStats;
+  /**
+   * Rows the broker confirmed whose `published_at` was not committed (the database went away between the
+   * publish and the commit). Recorded before the next claim, so a database restart does not publish them twice.
+   */
+  confirmedUnrecorded: Set<string>;
 };
 type TasksMethods = {
   relayRound(): Promise<boolean>;
@@ -217,6 +222,11 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
     async relayRound(this: TasksThis): Promise<boolean> {
       const { sequelize } = platformOf(this.broker);
       const s = this.settings.relay;
+      if (this.confirmedUnrecorded.size > 0) {
+        const ids = [...this.confirmedUnrecorded];
+        await sequelize.transaction((transaction) => markPublished(sequelize, transaction, ids));
+        for (const id of ids) this.confirmedUnrecorded.delete(id);
+      }
       const probe = await probeOutbox(sequelize);
 
       let connectError: string | null = null;
@@ -237,6 +247,7 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
       }
       if (!probe.due) return false;
 
+      let confirmed: string[] = [];
       const stats = await sequelize.transaction(async (transaction): Promise<RelayStats> => {
         const rows = await claimDueRows(sequelize, transaction, s.batchSize);
         if (rows.length === 0) return { published: 0, failed: 0 };
@@ -265,10 +276,13 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
             else fail(row, o.error);
           });
         }
+        confirmed = published;
+        for (const id of published) this.confirmedUnrecorded.add(id);
         await markPublished(sequelize, transaction, published);
         await markFailed(sequelize, transaction, failures);
         return { published: published.length, failed: failures.length };
       });
+      for (const id of confirmed) this.confirmedUnrecorded.delete(id);
 
       this.relayTotals.published += stats.published;
       this.relayTotals.failed += stats.failed;
@@ -374,6 +388,7 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
     const { config } = platformOf(this.broker);
     this.applying = new Map();
     this.relayTotals = { published: 0, failed: 0 };
+    this.confirmedUnrecorded = new Set();
 
     if (config.celeryBrokerUrl) {
       this.publisher = new AmqpPublisher({

@@ -163,3 +163,78 @@ it("the IdP coming back is noticed after the cooldown", async () => {
   await sleep(COOLDOWN_MS + 50);
   expect(await outcome(v.verify(await tokenBy(k2)))).toBe(200);
 });
+
+describe("verified tokens are remembered, never beyond what a fresh check would accept", () => {
+  const signatureChecks = () => jest.spyOn(globalThis.crypto.subtle, "verify");
+  afterEach(() => jest.restoreAllMocks());
+
+  it("the signature of a token is checked once per key set, not once per request", async () => {
+    const k1 = await newKey("k1");
+    ks.published = [k1];
+    const v = verifierFor();
+    // Keys loaded first: a token checked while its key set loads is not remembered (it could be the old set).
+    expect(await outcome(v.verify(await tokenBy(k1, "310000000000000004")))).toBe(200);
+    const token = await tokenBy(k1);
+    const checks = signatureChecks();
+    for (let i = 0; i < 5; i++) expect(await outcome(v.verify(token))).toBe(200);
+    expect(checks).toHaveBeenCalledTimes(1);
+    // Another token is checked on its own; a tampered copy of the first never matches it.
+    expect(await outcome(v.verify(await tokenBy(k1, "310000000000000003")))).toBe(200);
+    expect(await outcome(v.verify(`${token.slice(0, -4)}AAAA`))).toBe(401);
+    expect(checks).toHaveBeenCalledTimes(3);
+  });
+
+  it("a cached token past exp is refused", async () => {
+    const k1 = await newKey("k1");
+    ks.published = [k1];
+    const v = verifierFor({ clockToleranceS: 0 });
+    const exp = Math.floor(Date.now() / 1000) + 2;
+    const token = await new SignJWT({ sub: "310000000000000002" })
+      .setProtectedHeader({ alg: "RS256", kid: "k1" })
+      .setIssuer(ks.issuer)
+      .setAudience(AUD)
+      .setExpirationTime(exp)
+      .sign(k1.priv);
+    expect(await outcome(v.verify(token))).toBe(200);
+    expect(await outcome(v.verify(token))).toBe(200);
+    while (Date.now() < exp * 1000) await sleep(100);
+    await expect(v.verify(token)).rejects.toMatchObject({ code: 401, message: "Token expired" });
+  });
+
+  it("a cached token of a key rotated out is refused once a key set without it is loaded (max age)", async () => {
+    const k1 = await newKey("k1");
+    const k2 = await newKey("k2");
+    ks.published = [k1];
+    const v = verifierFor({ jwksMaxAgeMs: 300 });
+    const old = await tokenBy(k1);
+    expect(await outcome(v.verify(old))).toBe(200);
+    expect(await outcome(v.verify(old))).toBe(200);
+    ks.published = [k2];
+    await sleep(350);
+    expect(await outcome(v.verify(old))).toBe(401);
+    expect(await outcome(v.verify(await tokenBy(k2)))).toBe(200);
+  });
+
+  it("a cached token of a key rotated out is refused once a new kid made the verifier refetch", async () => {
+    const k1 = await newKey("k1");
+    const k2 = await newKey("k2");
+    ks.published = [k1];
+    const v = verifierFor();
+    const old = await tokenBy(k1);
+    expect(await outcome(v.verify(old))).toBe(200);
+    ks.published = [k2];
+    await sleep(COOLDOWN_MS + 50);
+    expect(await outcome(v.verify(await tokenBy(k2)))).toBe(200);
+    expect(ks.jwksHits).toBe(2);
+    expect(await outcome(v.verify(old))).toBe(401);
+  });
+
+  it("ID token checks (other audience) are never answered from the cache", async () => {
+    const k1 = await newKey("k1");
+    ks.published = [k1];
+    const v = verifierFor();
+    const token = await tokenBy(k1);
+    expect(await outcome(v.verify(token))).toBe(200);
+    expect(await outcome(v.verify(token, { audience: "autolabs-cli" }))).toBe(401);
+  });
+});

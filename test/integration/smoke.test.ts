@@ -33,7 +33,13 @@ it("serves the OpenAPI description, the docs page and Prometheus metrics", async
   const metrics = await fetch(`${p.url}/metrics`);
   expect(metrics.status).toBe(200);
   expect(metrics.headers.get("content-type")).toMatch(/text\/plain/);
-  expect(await metrics.text()).toMatch(/^moleculer_request_total\{.*action="courses\.list".*\} \d+$/m);
+  const text = await metrics.text();
+  expect(text).toMatch(/^moleculer_request_total\{.*action="courses\.list".*\} \d+$/m);
+  // Nothing that describes the host: command line, host name, OS user, addresses.
+  expect(text).toMatch(/^process_memory_rss\b/m);
+  for (const family of ["process_arguments", "process_pid", "os_hostname", "os_user_", "os_network_", "os_cpu_info_"]) {
+    expect(text).not.toMatch(new RegExp(`^${family}`, "m"));
+  }
 
   // Nothing else is routed outside /api/v1.
   expect((await fetch(`${p.url}/$node/list`)).status).toBe(404);

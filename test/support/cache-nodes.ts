@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Redis from "ioredis";
 import type { Sequelize } from "sequelize";
+import { statementRunnerOf } from "../../platform/db";
 import type { PlatformCacher } from "../../platform/coherent-cache";
 import { coherentCacherOf } from "../../platform/coherent-cache";
 import { AMQP_URL, createTestDatabase, startNode, type PlatformNode, type TestDatabase } from "./platform";
@@ -134,23 +135,31 @@ async function dropRedisKeys(pattern: string): Promise<void> {
 }
 
 type QueryFn = (...args: unknown[]) => Promise<unknown>;
+type QueryTarget = { query: QueryFn };
+
+/** Where a node's SQL goes through: Sequelize itself (transactions, migrations) and the statement runner. */
+function queryTargets(sequelize: Sequelize): QueryTarget[] {
+  return [sequelize as unknown as QueryTarget, statementRunnerOf(sequelize) as unknown as QueryTarget];
+}
 
 /** Counts the SQL statements `sequelize` runs until `stop()`; `sql` lists them (for a failing assertion). */
 export function countQueries(sequelize: Sequelize): { readonly count: number; readonly sql: string[]; stop(): void } {
-  const target = sequelize as unknown as { query: QueryFn };
-  const original = target.query;
   const sql: string[] = [];
-  target.query = function (this: unknown, ...args: unknown[]) {
-    sql.push(String(args[0]).replace(/\s+/g, " ").slice(0, 160));
-    return original.apply(this, args);
-  };
+  const restores = queryTargets(sequelize).map((target) => {
+    const original = target.query;
+    target.query = function (this: unknown, ...args: unknown[]) {
+      sql.push(String(args[0]).replace(/\s+/g, " ").slice(0, 160));
+      return original.apply(this, args);
+    };
+    return () => (target.query = original);
+  });
   return {
     get count() {
       return sql.length;
     },
     sql,
     stop() {
-      target.query = original;
+      for (const restore of restores) restore();
     },
   };
 }
@@ -161,21 +170,29 @@ export function countQueries(sequelize: Sequelize): { readonly count: number; re
  * and stores it after the write's invalidation.
  */
 export function holdQuery(sequelize: Sequelize, match: RegExp): { reached: Promise<void>; release(): void; restore(): void } {
-  const target = sequelize as unknown as { query: QueryFn };
-  const original = target.query;
   let onReached!: () => void;
   let release!: () => void;
   const reached = new Promise<void>((r) => (onReached = r));
   const released = new Promise<void>((r) => (release = r));
   let armed = true;
-  target.query = async function (this: unknown, ...args: unknown[]) {
-    const result = await original.apply(this, args);
-    if (armed && match.test(String(args[0]))) {
-      armed = false;
-      onReached();
-      await released;
-    }
-    return result;
+  const restores = queryTargets(sequelize).map((target) => {
+    const original = target.query;
+    target.query = async function (this: unknown, ...args: unknown[]) {
+      const result = await original.apply(this, args);
+      if (armed && match.test(String(args[0]))) {
+        armed = false;
+        onReached();
+        await released;
+      }
+      return result;
+    };
+    return () => (target.query = original);
+  });
+  return {
+    reached,
+    release,
+    restore: () => {
+      for (const restore of restores) restore();
+    },
   };
-  return { reached, release, restore: () => (target.query = original) };
 }

@@ -65,7 +65,7 @@ export async function startNode(databaseUrl: string, env: Record<string, string>
   const config = loadConfig({ DATABASE_URL: databaseUrl, LOGLEVEL: process.env.TEST_LOGLEVEL ?? "error", NODEID: `test-${randomBytes(4).toString("hex")}`, ...env });
   // Port 0: any free port, read back below (unless the test needs a known one, e.g. for PUBLIC_URL).
   if (env.PORT === undefined) config.port = 0;
-  const sequelize = createSequelize(databaseUrl, { poolMax: config.databasePoolMax });
+  const sequelize = createSequelize(databaseUrl, { poolMax: config.databasePoolMax, preparedStatements: true });
   const broker = createPlatformBroker(config, sequelize);
   await broker.start();
   let url = "";

@@ -1,4 +1,5 @@
 import { loadConfig, ConfigError } from "../../platform/config";
+import { brokerOptions } from "../../platform/moleculer.config";
 
 describe("loadConfig", () => {
   it("gives the embedded defaults with no environment", () => {
@@ -99,5 +100,61 @@ describe("rate limits", () => {
   ])("reject a bad %s naming the variable", (name, value, message) => {
     expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [name]: value })).toThrow(message);
+  });
+});
+
+describe("AMQP transporter and request timeout", () => {
+  it("has deliberate defaults", () => {
+    const c = loadConfig({});
+    expect(c.amqp).toEqual({ prefetch: 200, heartbeatS: 10, eventTtlMs: 60_000, queueExpiryS: 120 });
+    expect(c.requestTimeoutMs).toBe(30_000);
+  });
+
+  it("reads the operator's knobs", () => {
+    const c = loadConfig({
+      AMQP_PREFETCH: "50",
+      AMQP_HEARTBEAT_S: "0",
+      AMQP_EVENT_TTL_MS: "5000",
+      AMQP_QUEUE_EXPIRY_S: "600",
+      REQUEST_TIMEOUT_MS: "2000",
+    });
+    expect(c.amqp).toEqual({ prefetch: 50, heartbeatS: 0, eventTtlMs: 5000, queueExpiryS: 600 });
+    expect(c.requestTimeoutMs).toBe(2000);
+  });
+
+  it.each([
+    ["AMQP_PREFETCH", "0", /AMQP_PREFETCH must be between 1 and 10000/],
+    ["AMQP_PREFETCH", "many", /AMQP_PREFETCH must be an integer/],
+    ["AMQP_HEARTBEAT_S", "-1", /AMQP_HEARTBEAT_S must be an integer/],
+    ["AMQP_EVENT_TTL_MS", "10", /AMQP_EVENT_TTL_MS must be between/],
+    ["AMQP_QUEUE_EXPIRY_S", "1", /AMQP_QUEUE_EXPIRY_S must be between/],
+    ["REQUEST_TIMEOUT_MS", "0", /REQUEST_TIMEOUT_MS must be between/],
+  ])("rejects a bad %s=%s", (name, value, message) => {
+    expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
+    expect(() => loadConfig({ [name]: value })).toThrow(message);
+  });
+});
+
+describe("broker options from the config", () => {
+  it("passes the AMQP options to the transporter and adds the connection heartbeat to every URL", () => {
+    const config = loadConfig({ TRANSPORTER: "amqp://a:5672;amqp://b:5672/?heartbeat=3", AMQP_PREFETCH: "64" });
+    const opts = brokerOptions(config);
+    expect(opts.transporter).toEqual({
+      type: "AMQP",
+      options: {
+        url: ["amqp://a:5672?heartbeat=10", "amqp://b:5672/?heartbeat=3"],
+        prefetch: 64,
+        eventTimeToLive: 60_000,
+        heartbeatTimeToLive: 15_000,
+        autoDeleteQueues: 120_000,
+        socketOptions: { noDelay: true },
+      },
+    });
+    expect(opts.requestTimeout).toBe(30_000);
+    expect(opts.disableBalancer).toBe(false);
+  });
+
+  it("has no transporter in embedded mode", () => {
+    expect(brokerOptions(loadConfig({})).transporter).toBeNull();
   });
 });
