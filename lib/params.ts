@@ -104,3 +104,8 @@ export function nameParam(max: number) {
 export function multilineTextParam(max: number) {
   return { type: "string", trim: true, max, custom: checkText(true) } as const;
 }
+
+/** Params of an action about one object (`GET /things/{id}`): ID_PARAM checked it. */
+export interface IdParams {
+  id: number;
+}

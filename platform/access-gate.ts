@@ -51,6 +51,9 @@ declare module "moleculer" {
   }
 }
 
+/** An action's context: its params and the request's meta (the caller). */
+export type Ctx<P = Record<string, unknown>> = Context<P, RequestMeta>;
+
 export interface AccessLocals<E> {
   entity: E;
 }

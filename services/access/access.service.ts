@@ -15,12 +15,12 @@
  */
 import { ACCESS_REQUESTS_CHANGED_EVENT, type AccessRequestChanged } from "./access.contract";
 import { COURSE_EVENTS, assignStudents, type CourseStudentChanged } from "../courses/courses.contract";
-import type { Context, Service, ServiceSchema } from "moleculer";
-import { entityOf, principalOf } from "../../platform/access-gate";
+import type { Service, ServiceSchema } from "moleculer";
+import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
 import { ANY_USER, STAFF, STUDENT_ONLY, type Decision } from "../../lib/access.rules";
 import { conflict, forbidden, notFound, validationError } from "../../platform/errors";
-import type { Principal, RequestMeta, UserPrincipal } from "../../lib/principal";
+import type { Principal, UserPrincipal } from "../../lib/principal";
 import type { AccessRequestView } from "./access-requests.rows";
 import { PERMISSION_RULES, decidePermission, type PermissionAnswer, type PermissionQuery } from "../../lib/permission.rules";
 import {
@@ -35,11 +35,8 @@ import {
   type AccessRequestStatus,
   type RequestNeed,
 } from "./access-requests.rules";
-import { BODY_ID_PARAM, ID_PARAM } from "../../lib/params";
+import { BODY_ID_PARAM, ID_PARAM, type IdParams } from "../../lib/params";
 
-interface IdParams {
-  id: number;
-}
 interface CreateParams {
   course_id: number;
   message?: unknown;
@@ -48,7 +45,6 @@ interface RejectParams extends IdParams {
   reason?: unknown;
 }
 
-type Ctx<P = Record<string, unknown>> = Context<P, RequestMeta>;
 type AccessMethods = {
   transition(ctx: Ctx<IdParams>, action: AccessRequestAction, reason: string | null): Promise<AccessRequestView>;
   viewById(id: number, viewer: Principal): Promise<AccessRequestView | null>;

@@ -12,14 +12,14 @@
  */
 import { ANY_USER, STAFF } from "../../lib/access.rules";
 import { timingSafeEqual, createHash } from "node:crypto";
-import type { Context, ServiceSchema } from "moleculer";
-import { PUBLIC, principalOf } from "../../platform/access-gate";
+import type { ServiceSchema } from "moleculer";
+import { PUBLIC, principalOf, type Ctx } from "../../platform/access-gate";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
 import { platformOf } from "../../platform/platform";
 import { badRequest, conflict, forbidden, notFound } from "../../platform/errors";
 import { containsPattern, type ListSpec } from "../../lib/listing";
-import { ID_PARAM } from "../../lib/params";
-import type { RequestMeta, Role, UserPrincipal } from "../../lib/principal";
+import { ID_PARAM, type IdParams } from "../../lib/params";
+import type { Role, UserPrincipal } from "../../lib/principal";
 import { claimsToIdentity, identityToStore, type ClaimsIdentity, type StoredIdentity } from "./auth.rules";
 import { BACKEND_CALLBACK_PATH, DEV_CLIENT_SECRET } from "./auth.contract";
 import { createOidcClient, type OidcClient } from "./oidc-client";
@@ -46,9 +46,6 @@ import {
 interface TokenParams {
   token: string;
 }
-interface IdParams {
-  id: number;
-}
 interface SessionParams {
   sid: string;
 }
@@ -59,7 +56,6 @@ interface CallbackParams {
   error?: unknown;
 }
 
-type Ctx<P = Record<string, unknown>> = Context<P, RequestMeta>;
 
 type AuthMethods = {
   upsertUser(identity: ClaimsIdentity & { role: Role }): Promise<UserPrincipal>;

@@ -3,20 +3,17 @@
  */
 import { countActiveInstances, deleteInstances } from "../lab-instances/lab-instances.contract";
 import { COURSE_EVENTS, assignStudents, type CourseEvent, type CourseEventPayloads } from "./courses.contract";
-import type { Context, Service, ServiceSchema } from "moleculer";
+import type { Service, ServiceSchema } from "moleculer";
 import type { Transaction } from "sequelize";
-import { entityOf, principalOf } from "../../platform/access-gate";
+import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
 import { DbMixin, listParams, parseListOrThrow, type CachedTable, type DbMethods } from "../../platform/db.mixin";
 import { ANY_USER, STAFF, decideCourse, decideLab, type Decision } from "../../lib/access.rules";
 import { conflict, notFound, validationError } from "../../platform/errors";
 import { containsPattern, type ListSpec } from "../../lib/listing";
-import type { Principal, RequestMeta, UserPrincipal } from "../../lib/principal";
+import type { Principal, UserPrincipal } from "../../lib/principal";
 import type { CourseRow } from "./courses.rows";
-import { ID_PARAM, BODY_ID_PARAM, multilineTextParam, nameParam, optionalNotNull } from "../../lib/params";
+import { ID_PARAM, BODY_ID_PARAM, multilineTextParam, nameParam, optionalNotNull, type IdParams } from "../../lib/params";
 
-interface IdParams {
-  id: number;
-}
 interface CreateParams {
   name: string;
   description?: string;
@@ -42,7 +39,6 @@ export interface LoadedCourse extends CourseRow {
   caller_assigned: boolean;
 }
 
-type Ctx<P = Record<string, unknown>> = Context<P, RequestMeta>;
 type CoursesMethods = {
   checkOwner(ownerId: number): Promise<void>;
   courseChanged(table: CachedTable, event: string, payload: Record<string, unknown>): Promise<void>;

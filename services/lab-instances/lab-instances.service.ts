@@ -15,14 +15,14 @@
 import { COURSE_EVENTS, type CourseStudentChanged } from "../courses/courses.contract";
 import type { Context, ServiceSchema } from "moleculer";
 import type { Transaction } from "sequelize";
-import { entityOf, principalOf } from "../../platform/access-gate";
+import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
 import { ANY_USER, STUDENT_ONLY, SYSTEM_ONLY, decideLabInstance, type Decision, type Need } from "../../lib/access.rules";
 import { platformOf } from "../../platform/platform";
 import { advisoryLockKey } from "../../platform/db";
 import { conflict, notFound } from "../../platform/errors";
 import type { ListSpec } from "../../lib/listing";
-import { systemPrincipal, type RequestMeta, type UserPrincipal } from "../../lib/principal";
+import { systemPrincipal, type UserPrincipal } from "../../lib/principal";
 import { TASKS_ENQUEUED_EVENT, TASK_NAMES, TASK_RESULT_STATES, enqueueTask } from "../tasks/tasks.contract";
 import {
   STATUS_CHANGED_EVENT,
@@ -41,12 +41,9 @@ import {
   type InstanceStatus,
   type Outcome,
 } from "./lab-instances.rules";
-import { BODY_ID_PARAM, ID_PARAM } from "../../lib/params";
+import { BODY_ID_PARAM, ID_PARAM, type IdParams } from "../../lib/params";
 
 
-interface IdParams {
-  id: number;
-}
 interface StartParams {
   lab_id: number;
   course_id: number;
@@ -74,7 +71,6 @@ interface Transition {
   wrote: boolean;
 }
 
-type Ctx<P = Record<string, unknown>> = Context<P, RequestMeta>;
 type Methods = {
   transition(
     id: number,

@@ -4,13 +4,13 @@
  */
 import { countActiveInstances, deleteInstances } from "../lab-instances/lab-instances.contract";
 import { LABS_CHANGED_EVENT, type LabChanged } from "./labs.contract";
-import type { Context, ServiceSchema } from "moleculer";
-import { entityOf, principalOf } from "../../platform/access-gate";
+import type { ServiceSchema } from "moleculer";
+import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
 import { ANY_USER, STAFF, ADMIN_ONLY, decideLab, type Decision, type Need } from "../../lib/access.rules";
 import { conflict, forbidden, notFound, validationError } from "../../platform/errors";
 import type { ValidationProblem } from "../../lib/validation-problem";
-import type { Principal, RequestMeta, UserPrincipal } from "../../lib/principal";
+import type { Principal, UserPrincipal } from "../../lib/principal";
 import type { LabRow } from "./labs.rows";
 import {
   LAB_LIST_SPEC,
@@ -25,11 +25,8 @@ import {
   type LabChanges,
   type LabResources,
 } from "./labs.rules";
-import { ID_PARAM, multilineTextParam, nameParam, optionalNotNull } from "../../lib/params";
+import { ID_PARAM, multilineTextParam, nameParam, optionalNotNull, type IdParams } from "../../lib/params";
 
-interface IdParams {
-  id: number;
-}
 interface LabBody {
   name?: string;
   description?: string;
@@ -48,7 +45,6 @@ export interface LoadedLab extends LabRow {
   caller_reaches: boolean;
 }
 
-type Ctx<P = Record<string, unknown>> = Context<P, RequestMeta>;
 type LabsMethods = {
   validateBody(body: LabBody, partial: boolean): { changes: LabChanges; problems: ValidationProblem[] };
   transition(ctx: Ctx<IdParams>, action: LabAction, reason?: string): Promise<LabRow>;
