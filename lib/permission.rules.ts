@@ -84,14 +84,34 @@ export function decidePermission(p: Principal, q: PermissionQuery, f: Permission
     case "assigned_to_course":
       return p.role === "student" && f.course.caller_assigned ? allow("assigned") : refused("not_assigned");
     case "start_lab":
-      if (!f.lab) return hidden("lab_not_attached", "Lab");
-      if (f.lab.status !== "approved") {
-        return {
-          decision: "conflict",
-          reason: "lab_not_approved",
-          detail: `Lab ${q.lab_id} is not approved (status: ${f.lab.status}); it can be started once an administrator approves it`,
-        };
-      }
-      return allow("lab_startable");
+      // No lab named: nothing attached to look at (the facts hold no lab either).
+      if (q.lab_id === undefined) return hidden("lab_not_attached", "Lab");
+      return decideStart(q.lab_id, { assigned: f.course.caller_assigned, attachedLabStatus: f.lab?.status ?? null });
   }
+}
+
+/** A student's start of a lab in a course, as the cached check reads them or the start locks them. */
+export interface StartFacts {
+  /** The student is assigned to the course (false also when there is no such course). */
+  assigned: boolean;
+  /** Status of the lab when it is attached to the course; null when it is not (or does not exist). */
+  attachedLabStatus: string | null;
+}
+
+/**
+ * Start admission, the one rule for both the cached access.check (before the action) and lab-instances'
+ * locked transaction (the facts again, under lock): a course the student is not in is hidden, so is a lab
+ * not attached to it; an attached lab that is not approved is a conflict (409).
+ */
+export function decideStart(labId: number, f: StartFacts): PermissionAnswer {
+  if (!f.assigned) return hidden("course_not_visible", "Course");
+  if (f.attachedLabStatus === null) return hidden("lab_not_attached", "Lab");
+  if (f.attachedLabStatus !== "approved") {
+    return {
+      decision: "conflict",
+      reason: "lab_not_approved",
+      detail: `Lab ${labId} is not approved (status: ${f.attachedLabStatus}); it can be started once an administrator approves it`,
+    };
+  }
+  return allow("lab_startable");
 }

@@ -41,6 +41,7 @@ import {
   type InstanceStatus,
   type Outcome,
 } from "./lab-instances.rules";
+import { decideStart } from "../../lib/permission.rules";
 import { BODY_ID_PARAM, ID_PARAM, type IdParams } from "../../lib/params";
 
 
@@ -218,18 +219,23 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
                     { course: courseId, me: me.id },
                     transaction,
                   );
-            if (assigned.length === 0) throw notFound("Course");
             // FOR SHARE: detaching the lab waits for this start, then counts its instance.
-            const attached = await this.select(
-              "SELECT 1 AS ok FROM course_labs WHERE course_id = $course AND lab_id = $lab FOR SHARE",
-              { course: courseId, lab: labId },
-              transaction,
-            );
-            // Not attached to this course: the student may not learn whether such a lab exists.
-            if (!lab || attached.length === 0) throw notFound("Lab");
-            if (lab.status !== "approved") {
-              throw conflict(`Lab ${labId} is not approved (status: ${lab.status}); it can be started once an administrator approves it`);
-            }
+            const attached =
+              assigned.length === 0
+                ? []
+                : await this.select(
+                    "SELECT 1 AS ok FROM course_labs WHERE course_id = $course AND lab_id = $lab FOR SHARE",
+                    { course: courseId, lab: labId },
+                    transaction,
+                  );
+            // The access check's rule again, on the locked facts. Not attached to this course: the student
+            // may not learn whether such a lab exists.
+            const admission = decideStart(labId, {
+              assigned: assigned.length > 0,
+              attachedLabStatus: lab && attached.length > 0 ? lab.status : null,
+            });
+            if (admission.decision === "not_found") throw notFound(admission.entity ?? "Lab");
+            if (admission.decision === "conflict") throw conflict(admission.detail ?? `Lab ${labId} cannot be started`);
             const active = await this.select<{ id: number; lab_id: number; status: InstanceStatus }>(
               `SELECT id, lab_id, status FROM lab_instances WHERE student_id = $me AND status IN ${ACTIVE_SQL} ORDER BY id`,
               { me: me.id },
