@@ -14,6 +14,7 @@
 import { QueryTypes } from "sequelize";
 import { systemPrincipal } from "../../lib/principal";
 import { startTestPlatform, type TestPlatform } from "../support/platform";
+import { changedTables, settledTableSnapshot, tableSnapshot, type TableSnapshot } from "../support/table-snapshot";
 import { EXTRA_ACCOUNTS, tokenFor } from "../support/http-api";
 import { CALLERS, MATRIX, type Caller, type FreshKind, type MatrixCase, type MatrixRow, type Scope } from "./authorization-matrix.table";
 
@@ -87,48 +88,18 @@ async function insertId(query: string, bind: Record<string, unknown>): Promise<n
   return row.id;
 }
 
-/** Every domain table as compared: users without the columns any authenticated request may bump. */
-const SNAPSHOT_TABLES: readonly [string, string][] = [
-  ["users", "SELECT id, external_id, email, name, role, created_at FROM users"],
-  ["courses", "SELECT * FROM courses"],
-  ["course_students", "SELECT * FROM course_students"],
-  ["course_labs", "SELECT * FROM course_labs"],
-  ["labs", "SELECT * FROM labs"],
-  ["lab_instances", "SELECT * FROM lab_instances"],
-  ["access_requests", "SELECT * FROM access_requests"],
-  ["task_outbox", "SELECT * FROM task_outbox"],
-];
-const SNAPSHOT_SQL = SNAPSHOT_TABLES.map(
-  ([name, select]) =>
-    `SELECT '${name}' AS t, count(*)::int AS n, md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) AS h FROM (${select}) x`,
-).join(" UNION ALL ");
-
-type Snapshot = Map<string, string>;
-
-async function snapshot(): Promise<Snapshot> {
+async function snapshot(): Promise<TableSnapshot> {
   stats.snapshots++;
-  const rows = await sql<{ t: string; n: number; h: string }>(SNAPSHOT_SQL);
-  return new Map(rows.map((r) => [r.t, `${r.n} rows, ${r.h}`]));
+  return tableSnapshot(p.sequelize);
 }
 
 /** A snapshot once no event handler of an earlier allowed write is still writing. */
-async function settledSnapshot(): Promise<Snapshot> {
-  let last = await snapshot();
-  if (!dirty) return last;
-  for (let i = 0; i < 40; i++) {
-    await new Promise((r) => setTimeout(r, 25));
-    const next = await snapshot();
-    if (changedTables(last, next).length === 0) {
-      dirty = false;
-      return next;
-    }
-    last = next;
-  }
-  throw new Error("the database never settled after an allowed write");
-}
-
-function changedTables(a: Snapshot, b: Snapshot): string[] {
-  return [...a.keys()].filter((t) => a.get(t) !== b.get(t)).map((t) => `${t} (${a.get(t)} → ${b.get(t)})`);
+async function settledSnapshot(): Promise<TableSnapshot> {
+  if (!dirty) return snapshot();
+  stats.snapshots++;
+  const settled = await settledTableSnapshot(p.sequelize);
+  dirty = false;
+  return settled;
 }
 
 /* ───────────────────────────── fresh objects ───────────────────────────── */

@@ -5,7 +5,7 @@
  * request timeout; with the configured prefetch every request is answered.
  */
 import { randomBytes } from "node:crypto";
-import { AMQP_URL, REDIS_URL, createTestDatabase, startNode, type PlatformNode, type TestDatabase } from "../support/platform";
+import { REDIS_URL, createTestDatabase, startGatewayAndDomain, type PlatformNode, type TestDatabase } from "../support/platform";
 import { startIdp, type TestIdp } from "../support/idp";
 
 const CONCURRENT_REQUESTS = 400;
@@ -19,7 +19,6 @@ const namespace = `cload-${randomBytes(4).toString("hex")}`;
 beforeAll(async () => {
   [db, idp] = await Promise.all([createTestDatabase(), startIdp()]);
   const common = {
-    TRANSPORTER: AMQP_URL,
     CACHER: REDIS_URL,
     REDIS_URL,
     NAMESPACE: namespace,
@@ -27,15 +26,10 @@ beforeAll(async () => {
     // Small enough that a node serialised by prefetch 1 cannot drain the burst in time; the configured
     // prefetch answers it with a wide margin.
     REQUEST_TIMEOUT_MS: "10000",
+    // One user's 400 requests at once: the per-user budget (a real user's) would answer most of them 429.
+    RATE_LIMIT_RPS: "0",
   };
-  domain = await startNode(db.url, { ...common, NODEID: `${namespace}-domain`, SERVICES: "auth,courses,labs" });
-  gateway = await startNode(db.url, { ...common, NODEID: `${namespace}-gateway`, SERVICES: "api-gateway" });
-  await gateway.broker.waitForServices(["auth", "courses", "labs"], 20_000);
-  const deadline = Date.now() + 20_000;
-  while ((await fetch(`${gateway.url}/api/v1/labs`)).status === 404) {
-    if (Date.now() > deadline) throw new Error("gateway never routed the remote services");
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  ({ gateway, domain } = await startGatewayAndDomain(db.url, namespace, common, ["auth", "courses", "labs"]));
 });
 
 afterAll(async () => {

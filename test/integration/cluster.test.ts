@@ -3,7 +3,7 @@
  * (AMQP transporter), caching in the real Redis, storing in the real PostgreSQL. The same API works.
  */
 import { randomBytes } from "node:crypto";
-import { AMQP_URL, REDIS_URL, createTestDatabase, startNode, type PlatformNode, type TestDatabase } from "../support/platform";
+import { REDIS_URL, createTestDatabase, startGatewayAndDomain, type PlatformNode, type TestDatabase } from "../support/platform";
 import { startIdp, type TestIdp } from "../support/idp";
 
 let db: TestDatabase;
@@ -27,16 +27,8 @@ async function api(method: string, path: string, token?: string, body?: unknown)
 
 beforeAll(async () => {
   [db, idp] = await Promise.all([createTestDatabase(), startIdp()]);
-  const common = { TRANSPORTER: AMQP_URL, CACHER: REDIS_URL, REDIS_URL, NAMESPACE: namespace, OIDC_ISSUER: idp.issuer };
-  domain = await startNode(db.url, { ...common, NODEID: `${namespace}-domain`, SERVICES: "auth,courses,labs" });
-  gateway = await startNode(db.url, { ...common, NODEID: `${namespace}-gateway`, SERVICES: "api-gateway" });
-  await gateway.broker.waitForServices(["auth", "courses", "labs"], 20_000);
-  // Remote services are routed once the gateway has regenerated its aliases.
-  const deadline = Date.now() + 20_000;
-  while ((await fetch(`${gateway.url}/api/v1/courses`)).status === 404) {
-    if (Date.now() > deadline) throw new Error("gateway never routed the remote services");
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  const common = { CACHER: REDIS_URL, REDIS_URL, NAMESPACE: namespace, OIDC_ISSUER: idp.issuer };
+  ({ gateway, domain } = await startGatewayAndDomain(db.url, namespace, common, ["auth", "courses", "labs"]));
 });
 
 afterAll(async () => {

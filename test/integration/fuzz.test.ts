@@ -11,9 +11,9 @@
  * One platform for the file, without the tasks service (no relay moves rows while tables are compared).
  */
 import { gzipSync } from "node:zlib";
-import { QueryTypes } from "sequelize";
 import { systemPrincipal } from "../../lib/principal";
 import { startTestPlatform, type TestPlatform } from "../support/platform";
+import { changedTables, settledTableSnapshot, tableSnapshot } from "../support/table-snapshot";
 import {
   EXTRA_ACCOUNTS,
   checkedApi,
@@ -64,56 +64,6 @@ interface Route {
 let routes: Route[] = [];
 const goodIds: number[] = [];
 const callers: Record<string, string | undefined> = {};
-
-const SNAPSHOT_SQL = [
-  ["users", "SELECT id, external_id, email, name, role, created_at FROM users"],
-  ["courses", "SELECT * FROM courses"],
-  ["course_students", "SELECT * FROM course_students"],
-  ["course_labs", "SELECT * FROM course_labs"],
-  ["labs", "SELECT * FROM labs"],
-  ["lab_instances", "SELECT * FROM lab_instances"],
-  ["access_requests", "SELECT * FROM access_requests"],
-  ["task_outbox", "SELECT * FROM task_outbox"],
-]
-  .map(
-    ([t, q]) =>
-      `SELECT '${t}' AS t, count(*)::int AS n,
-              md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) AS h FROM (${q}) x`,
-  )
-  .join(" UNION ALL ");
-
-async function snapshot(): Promise<string> {
-  const rows = await p.sequelize.query<{ t: string; n: number; h: string }>(SNAPSHOT_SQL, { type: QueryTypes.SELECT });
-  return rows.map((r) => `${r.t}:${r.n}:${r.h}`).join(" ");
-}
-
-/** Transactions of other sessions on this database (an event handler of an allowed write still writing). */
-async function openTransactions(): Promise<number> {
-  const [row] = await p.sequelize.query<{ n: number }>(
-    `SELECT count(*)::int AS n FROM pg_stat_activity
-      WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL`,
-    { type: QueryTypes.SELECT },
-  );
-  return row.n;
-}
-
-/**
- * A snapshot once the event handlers of an earlier allowed write have finished writing (removing a student
- * stops their instances in an event handler, after the answer): no transaction open and the tables
- * unchanged over a few consecutive looks.
- */
-async function settledSnapshot(): Promise<string> {
-  let last = await snapshot();
-  let stable = 0;
-  for (let i = 0; i < 200 && stable < 3; i++) {
-    await new Promise((r) => setTimeout(r, 20));
-    const next = await snapshot();
-    stable = next === last && (await openTransactions()) === 0 ? stable + 1 : 0;
-    last = next;
-  }
-  if (stable < 3) throw new Error("the database never settled after an allowed write");
-  return last;
-}
 
 beforeAll(async () => {
   p = await startTestPlatform({
@@ -381,6 +331,7 @@ describe("fuzz of every /api/v1 route", () => {
     expect(routes.length).toBeGreaterThan(25);
     const problems: string[] = [];
     const statuses = new Map<number, number>();
+    const snapshot = () => tableSnapshot(p.sequelize);
     let before = await snapshot();
     let refused = 0;
     let previous = "";
@@ -398,14 +349,13 @@ describe("fuzz of every /api/v1 route", () => {
         const shape = shapeProblem(req.method, answer);
         if (shape) problems.push(`${tag} → ${answer.status}: ${shape}`);
         const after = await snapshot();
-        if (after !== before) {
-          const was = new Set(before.split(" "));
-          const changed = after.split(" ").filter((t) => !was.has(t)).map((t) => t.split(":").slice(0, 2).join(":"));
+        const changed = changedTables(before, after);
+        if (changed.length > 0) {
           problems.push(`${tag} → ${answer.status} but changed ${changed.join(", ")} (previous: ${previous})`);
         }
         before = after;
       } else if (answer.status < 300 && !["GET", "HEAD", "OPTIONS"].includes(req.method)) {
-        before = await settledSnapshot();
+        before = await settledTableSnapshot(p.sequelize);
         // Ids the fuzz itself created join the pool: later requests act on them.
         const id = (answer.body as { id?: unknown } | null)?.id;
         if (typeof id === "number" && goodIds.length < 60) goodIds.push(id);

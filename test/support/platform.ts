@@ -85,6 +85,29 @@ export async function startNode(databaseUrl: string, env: Record<string, string>
   };
 }
 
+/**
+ * A gateway node and a domain node over the real RabbitMQ (namespace `namespace`, env `common` on both), the
+ * gateway routing the domain node's services once this resolves (it regenerates its aliases when they appear).
+ */
+export async function startGatewayAndDomain(
+  databaseUrl: string,
+  namespace: string,
+  common: Record<string, string>,
+  domainServices: string[],
+): Promise<{ gateway: PlatformNode; domain: PlatformNode }> {
+  const env = { TRANSPORTER: AMQP_URL, NAMESPACE: namespace, ...common };
+  const domain = await startNode(databaseUrl, { ...env, NODEID: `${namespace}-domain`, SERVICES: domainServices.join(",") });
+  const gateway = await startNode(databaseUrl, { ...env, NODEID: `${namespace}-gateway`, SERVICES: "api-gateway" });
+  await gateway.broker.waitForServices(domainServices, 20_000);
+  const probe = domainServices.includes("labs") ? "/labs" : "/courses";
+  const deadline = Date.now() + 20_000;
+  while ((await fetch(`${gateway.url}/api/v1${probe}`)).status === 404) {
+    if (Date.now() > deadline) throw new Error("gateway never routed the remote services");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { gateway, domain };
+}
+
 export interface TestPlatform extends PlatformNode {
   db: TestDatabase;
   idp: TestIdp;
