@@ -45,6 +45,25 @@ export function decideCourse(p: Principal, course: CourseFacts, need: Need): Dec
   return need === "view" ? "allow" : "forbidden";
 }
 
+/** A WHERE condition over a table alias, with its bound values; null condition: every row. */
+export interface ScopeSql {
+  where: string | null;
+  bind: Record<string, number>;
+}
+
+/**
+ * decideCourse(p, course, "view") as SQL over `courses c`: the courses a list shows the caller. A test
+ * (test/integration/access-scope.test.ts) checks on generated rows that the two agree.
+ */
+export function courseScopeSql(p: Principal): ScopeSql {
+  if (p.kind === "system" || p.role === "admin") return { where: null, bind: {} };
+  if (p.role === "teacher") return { where: "c.owner_id = $scope_me", bind: { scope_me: p.id } };
+  return {
+    where: "EXISTS (SELECT 1 FROM course_students cs WHERE cs.course_id = c.id AND cs.student_id = $scope_me)",
+    bind: { scope_me: p.id },
+  };
+}
+
 /**
  * created_lab manages its lab (an admin reviews it). Teachers see approved labs (the catalogue they attach
  * to courses) and labs attached to their courses; students see approved labs of courses they are assigned to.

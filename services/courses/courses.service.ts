@@ -7,7 +7,7 @@ import type { Service, ServiceSchema } from "moleculer";
 import type { Transaction } from "sequelize";
 import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
 import { DbMixin, listParams, parseListOrThrow, type CachedTable, type DbMethods } from "../../platform/db.mixin";
-import { ANY_USER, STAFF, decideCourse, decideLab, type Decision } from "../../lib/access.rules";
+import { ANY_USER, STAFF, courseScopeSql, decideCourse, decideLab, type Decision } from "../../lib/access.rules";
 import { conflict, notFound, validationError } from "../../platform/errors";
 import { containsPattern, type ListSpec } from "../../lib/listing";
 import type { Principal, UserPrincipal } from "../../lib/principal";
@@ -118,15 +118,9 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
       async handler(ctx: Ctx) {
         const q = parseListOrThrow(ctx.params, COURSE_LIST);
         const p = principalOf(ctx);
-        const where: string[] = [];
-        const bind: Record<string, unknown> = {};
-        if (p.kind === "user" && p.role === "teacher") {
-          where.push("c.owner_id = $me");
-          bind.me = p.id;
-        } else if (p.kind === "user" && p.role === "student") {
-          where.push("EXISTS (SELECT 1 FROM course_students cs WHERE cs.course_id = c.id AND cs.student_id = $me)");
-          bind.me = p.id;
-        }
+        const scope = courseScopeSql(p);
+        const where: string[] = scope.where ? [scope.where] : [];
+        const bind: Record<string, unknown> = { ...scope.bind };
         if (q.filters.owner_id !== undefined) {
           where.push("c.owner_id = $owner");
           bind.owner = q.filters.owner_id;

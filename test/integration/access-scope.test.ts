@@ -1,0 +1,104 @@
+/**
+ * Each visibility rule is written once as a decision (decideCourse) and once as the SQL scope a list uses
+ * (courseScopeSql). On generated rows, in PostgreSQL (a schema of its own in a throwaway database), the two
+ * must pick the same rows for every kind of caller.
+ */
+import { Client } from "pg";
+import { createTestDatabase, type TestDatabase } from "../support/platform";
+import { courseScopeSql, decideCourse } from "../../lib/access.rules";
+import type { Principal } from "../../lib/principal";
+
+interface Course {
+  id: number;
+  owner_id: number;
+}
+
+let testDb: TestDatabase;
+let db: Client;
+const courses: Course[] = [];
+const assignments: { course_id: number; student_id: number }[] = [];
+const TEACHERS = [1, 2, 3];
+const STUDENTS = [11, 12, 13, 14];
+
+/** A fixed pseudo-random sequence: the same rows on every run. */
+function seeded(seed: number): () => number {
+  let x = seed;
+  return () => {
+    x = (x * 1103515245 + 12345) % 2 ** 31;
+    return x / 2 ** 31;
+  };
+}
+
+beforeAll(async () => {
+  testDb = await createTestDatabase();
+  db = new Client({ connectionString: testDb.url });
+  await db.connect();
+  // The rule's tables only, in a schema of their own: the generated rows need no users or names.
+  await db.query(`
+    CREATE SCHEMA scope_test;
+    SET search_path = scope_test;
+    CREATE TABLE courses (id int PRIMARY KEY, owner_id int NOT NULL);
+    CREATE TABLE course_students (course_id int NOT NULL, student_id int NOT NULL, PRIMARY KEY (course_id, student_id));
+  `);
+  const random = seeded(42);
+  for (let id = 1; id <= 30; id++) {
+    const course = { id, owner_id: TEACHERS[Math.floor(random() * TEACHERS.length)] };
+    courses.push(course);
+    await db.query("INSERT INTO courses VALUES ($1, $2)", [course.id, course.owner_id]);
+    for (const student of STUDENTS) {
+      if (random() < 0.3) {
+        assignments.push({ course_id: id, student_id: student });
+        await db.query("INSERT INTO course_students VALUES ($1, $2)", [id, student]);
+      }
+    }
+  }
+}, 60_000);
+
+afterAll(async () => {
+  await db?.end();
+  await testDb?.drop();
+});
+
+/** pg binds $1, $2…: the scope's named binds ($scope_me) in order. */
+async function scoped(p: Principal): Promise<number[]> {
+  const scope = courseScopeSql(p);
+  const names = Object.keys(scope.bind);
+  let where = scope.where ?? "TRUE";
+  names.forEach((name, i) => (where = where.replaceAll(`$${name}`, `$${i + 1}`)));
+  const result = await db.query<{ id: number }>(`SELECT c.id FROM courses c WHERE ${where} ORDER BY c.id`, names.map((n) => scope.bind[n]));
+  return result.rows.map((r) => r.id);
+}
+
+function decided(p: Principal): number[] {
+  return courses
+    .filter((c) => {
+      const callerAssigned = p.kind === "user" && assignments.some((a) => a.course_id === c.id && a.student_id === p.id);
+      return decideCourse(p, { owner_id: c.owner_id, callerAssigned }, "view") === "allow";
+    })
+    .map((c) => c.id);
+}
+
+const principals: Principal[] = [
+  { kind: "system", reason: "test" },
+  { kind: "user", id: 100, role: "admin" },
+  ...TEACHERS.map((id): Principal => ({ kind: "user", id, role: "teacher" })),
+  ...STUDENTS.map((id): Principal => ({ kind: "user", id, role: "student" })),
+  // Ids that own or are assigned to nothing.
+  { kind: "user", id: 99, role: "teacher" },
+  { kind: "user", id: 98, role: "student" },
+];
+
+it("the generated rows give every kind of caller something to see and something hidden", () => {
+  for (const p of principals.filter((x) => x.kind === "user" && x.role !== "admin" && x.id < 50)) {
+    const seen = decided(p);
+    expect(seen.length).toBeGreaterThan(0);
+    expect(seen.length).toBeLessThan(courses.length);
+  }
+});
+
+it.each(principals.map((p) => [p.kind === "system" ? "system" : `${p.role} ${p.id}`, p] as const))(
+  "courseScopeSql picks exactly the courses decideCourse lets %s view",
+  async (_name, p) => {
+    expect(await scoped(p)).toEqual(decided(p));
+  },
+);
