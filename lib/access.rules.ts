@@ -87,6 +87,19 @@ export interface LabInstanceFacts {
 }
 
 /**
+ * decideLabInstance(p, inst, "view") as SQL over `lab_instances i` (the instance's course owner read from
+ * `courses`). Checked against the decision on generated rows (test/integration/access-scope.test.ts).
+ */
+export function labInstanceScopeSql(p: Principal): ScopeSql {
+  if (p.kind === "system" || p.role === "admin") return { where: null, bind: {} };
+  if (p.role === "student") return { where: "i.student_id = $scope_me", bind: { scope_me: p.id } };
+  return {
+    where: "EXISTS (SELECT 1 FROM courses c WHERE c.id = i.course_id AND c.owner_id = $scope_me)",
+    bind: { scope_me: p.id },
+  };
+}
+
+/**
  * A student sees and stops only their own instances; a teacher those in courses they own; admin all.
  * Anyone else may not learn the instance exists.
  */

@@ -110,7 +110,9 @@ export function decideStart(labId: number, f: StartFacts): PermissionAnswer {
     return {
       decision: "conflict",
       reason: "lab_not_approved",
-      detail: `Lab ${labId} is not approved (status: ${f.attachedLabStatus}); it can be started once an administrator approves it`,
+      detail:
+        `Lab ${labId} is not approved (status: ${f.attachedLabStatus}); ` +
+        "it can be started once an administrator approves it",
     };
   }
   return allow("lab_startable");

@@ -3,7 +3,7 @@
  * to its definition; a service with an action that declares none fails to start (deny by default, caught at
  * boot rather than in production), whether or not it remembered anything: the gate is in the broker options.
  *
- *   access: { roles: STAFF, entity: "Course", load: loadCourse, decide: (p, course) => decideCourse(p, course, "manage") }
+ *   access: { roles: STAFF, entity: "Course", load: loadCourse, decide: (p, c) => decideCourse(p, c, "manage") }
  *
  * Order: no principal → 401; role not allowed → 403; `load` the object once (null → 404) and keep it in
  * ctx.locals.entity for the handler; `decide` → 404 (may not know it exists) or 403 (may see, may not act).
@@ -74,7 +74,8 @@ function isPrincipal(value: unknown): value is Principal {
   if (!value || typeof value !== "object") return false;
   const v = value as Record<string, unknown>;
   if (v.kind === "system") return typeof v.reason === "string";
-  return v.kind === "user" && Number.isInteger(v.id) && (v.role === "admin" || v.role === "teacher" || v.role === "student");
+  const role = v.role;
+  return v.kind === "user" && Number.isInteger(v.id) && (role === "admin" || role === "teacher" || role === "student");
 }
 
 /** Calls that carry this access are answered for anyone, even anonymous (health, the login redirect). */
@@ -115,7 +116,9 @@ function checkDeclarations(schema: ServiceSchema): void {
     if (def === false) continue;
     const full = `${schema.name}.${name}`;
     const access = typeof def === "function" ? undefined : (def as ActionSchema).access;
-    if (!access) throw new Errors.ServiceSchemaError(`${full} declares no access rule (deny by default)`, { action: full });
+    if (!access) {
+      throw new Errors.ServiceSchemaError(`${full} declares no access rule (deny by default)`, { action: full });
+    }
     if (access.decide && !access.load) {
       throw new Errors.ServiceSchemaError(`${full}: access.decide needs access.load`, { action: full });
     }

@@ -27,7 +27,11 @@ function whereOf(of: InstancesOf): { where: string; bind: Record<string, number>
   return { where: parts.join(" AND "), bind };
 }
 
-export async function countActiveInstances(sequelize: Sequelize, of: InstancesOf, transaction?: Transaction): Promise<number> {
+export async function countActiveInstances(
+  sequelize: Sequelize,
+  of: InstancesOf,
+  transaction?: Transaction,
+): Promise<number> {
   const { where, bind } = whereOf(of);
   const [row] = await sequelize.query<{ n: string }>(
     `SELECT count(*) AS n FROM lab_instances WHERE ${where} AND status IN ${ACTIVE_SQL}`,

@@ -17,7 +17,7 @@ import type { Context, ServiceSchema } from "moleculer";
 import type { Transaction } from "sequelize";
 import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
-import { ANY_USER, STUDENT_ONLY, SYSTEM_ONLY, decideLabInstance, type Decision, type Need } from "../../lib/access.rules";
+import { ANY_USER, STUDENT_ONLY, SYSTEM_ONLY, decideLabInstance, labInstanceScopeSql, type Decision, type Need } from "../../lib/access.rules";
 import { platformOf } from "../../platform/platform";
 import { advisoryLockKey } from "../../platform/db";
 import { conflict, notFound } from "../../platform/errors";
@@ -143,15 +143,9 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
       async handler(ctx: Ctx) {
         const q = parseListOrThrow(ctx.params, INSTANCE_LIST);
         const p = principalOf(ctx);
-        const where: string[] = [];
-        const bind: Record<string, unknown> = {};
-        if (p.kind === "user" && p.role === "student") {
-          where.push("i.student_id = $me");
-          bind.me = p.id;
-        } else if (p.kind === "user" && p.role === "teacher") {
-          where.push("EXISTS (SELECT 1 FROM courses c WHERE c.id = i.course_id AND c.owner_id = $me)");
-          bind.me = p.id;
-        }
+        const scope = labInstanceScopeSql(p);
+        const where: string[] = scope.where ? [scope.where] : [];
+        const bind: Record<string, unknown> = { ...scope.bind };
         for (const f of ["status", "lab_id", "course_id", "student_id"] as const) {
           if (q.filters[f] !== undefined) {
             where.push(`i.${f} = $${f}`);

@@ -1,11 +1,18 @@
 /**
- * Each visibility rule is written once as a decision (decideCourse) and once as the SQL scope a list uses
- * (courseScopeSql). On generated rows, in PostgreSQL (a schema of its own in a throwaway database), the two
+ * Each visibility rule is written once as a decision (decideCourse, decideLabInstance) and once as the SQL
+ * scope a list uses (courseScopeSql, labInstanceScopeSql). On generated rows, in PostgreSQL (a schema of its
+ * own in a throwaway database), the two
  * must pick the same rows for every kind of caller.
  */
 import { Client } from "pg";
 import { createTestDatabase, type TestDatabase } from "../support/platform";
-import { courseScopeSql, decideCourse } from "../../lib/access.rules";
+import {
+  courseScopeSql,
+  decideCourse,
+  decideLabInstance,
+  labInstanceScopeSql,
+  type ScopeSql,
+} from "../../lib/access.rules";
 import type { Principal } from "../../lib/principal";
 
 interface Course {
@@ -17,6 +24,7 @@ let testDb: TestDatabase;
 let db: Client;
 const courses: Course[] = [];
 const assignments: { course_id: number; student_id: number }[] = [];
+const instances: { id: number; course_id: number; student_id: number }[] = [];
 const TEACHERS = [1, 2, 3];
 const STUDENTS = [11, 12, 13, 14];
 
@@ -39,6 +47,7 @@ beforeAll(async () => {
     SET search_path = scope_test;
     CREATE TABLE courses (id int PRIMARY KEY, owner_id int NOT NULL);
     CREATE TABLE course_students (course_id int NOT NULL, student_id int NOT NULL, PRIMARY KEY (course_id, student_id));
+    CREATE TABLE lab_instances (id int PRIMARY KEY, course_id int NOT NULL, student_id int NOT NULL);
   `);
   const random = seeded(42);
   for (let id = 1; id <= 30; id++) {
@@ -49,6 +58,9 @@ beforeAll(async () => {
       if (random() < 0.3) {
         assignments.push({ course_id: id, student_id: student });
         await db.query("INSERT INTO course_students VALUES ($1, $2)", [id, student]);
+        const instance = { id: instances.length + 1, course_id: id, student_id: student };
+        instances.push(instance);
+        await db.query("INSERT INTO lab_instances VALUES ($1, $2, $3)", [instance.id, id, student]);
       }
     }
   }
@@ -60,19 +72,30 @@ afterAll(async () => {
 });
 
 /** pg binds $1, $2…: the scope's named binds ($scope_me) in order. */
-async function scoped(p: Principal): Promise<number[]> {
-  const scope = courseScopeSql(p);
+async function scoped(scope: ScopeSql, from: string): Promise<number[]> {
   const names = Object.keys(scope.bind);
   let where = scope.where ?? "TRUE";
   names.forEach((name, i) => (where = where.replaceAll(`$${name}`, `$${i + 1}`)));
-  const result = await db.query<{ id: number }>(`SELECT c.id FROM courses c WHERE ${where} ORDER BY c.id`, names.map((n) => scope.bind[n]));
+  const values = names.map((n) => scope.bind[n]);
+  const result = await db.query<{ id: number }>(`SELECT id FROM ${from} WHERE ${where} ORDER BY id`, values);
   return result.rows.map((r) => r.id);
+}
+
+function decidedInstances(p: Principal): number[] {
+  const ownerOf = new Map(courses.map((c) => [c.id, c.owner_id]));
+  return instances
+    .filter((i) => {
+      const facts = { student_id: i.student_id, course_owner_id: ownerOf.get(i.course_id)! };
+      return decideLabInstance(p, facts, "view") === "allow";
+    })
+    .map((i) => i.id);
 }
 
 function decided(p: Principal): number[] {
   return courses
     .filter((c) => {
-      const callerAssigned = p.kind === "user" && assignments.some((a) => a.course_id === c.id && a.student_id === p.id);
+      const callerAssigned =
+        p.kind === "user" && assignments.some((a) => a.course_id === c.id && a.student_id === p.id);
       return decideCourse(p, { owner_id: c.owner_id, callerAssigned }, "view") === "allow";
     })
     .map((c) => c.id);
@@ -93,12 +116,22 @@ it("the generated rows give every kind of caller something to see and something 
     const seen = decided(p);
     expect(seen.length).toBeGreaterThan(0);
     expect(seen.length).toBeLessThan(courses.length);
+    const seenInstances = decidedInstances(p);
+    expect(seenInstances.length).toBeGreaterThan(0);
+    expect(seenInstances.length).toBeLessThan(instances.length);
   }
 });
 
 it.each(principals.map((p) => [p.kind === "system" ? "system" : `${p.role} ${p.id}`, p] as const))(
   "courseScopeSql picks exactly the courses decideCourse lets %s view",
   async (_name, p) => {
-    expect(await scoped(p)).toEqual(decided(p));
+    expect(await scoped(courseScopeSql(p), "courses c")).toEqual(decided(p));
+  },
+);
+
+it.each(principals.map((p) => [p.kind === "system" ? "system" : `${p.role} ${p.id}`, p] as const))(
+  "labInstanceScopeSql picks exactly the instances decideLabInstance lets %s view",
+  async (_name, p) => {
+    expect(await scoped(labInstanceScopeSql(p), "lab_instances i")).toEqual(decidedInstances(p));
   },
 );

@@ -54,7 +54,11 @@ function importsOf(file: string): ImportEdge[] {
       ts.isStringLiteralLike(node.arguments[0])
     ) {
       add(node.arguments[0].text, true, false);
-    } else if (ts.isImportTypeNode(node) && ts.isLiteralTypeNode(node.argument) && ts.isStringLiteral(node.argument.literal)) {
+    } else if (
+      ts.isImportTypeNode(node) &&
+      ts.isLiteralTypeNode(node.argument) &&
+      ts.isStringLiteral(node.argument.literal)
+    ) {
       add(node.argument.literal.text, false, true);
     }
     ts.forEachChild(node, visit);

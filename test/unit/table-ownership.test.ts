@@ -60,12 +60,15 @@ export function writesOf(service: string): Map<string, string[]> {
   return writes;
 }
 
-const SERVICES = readdirSync(path.join(ROOT, "services")).filter((n) => statSync(path.join(ROOT, "services", n)).isDirectory());
+const SERVICES = readdirSync(path.join(ROOT, "services")).filter((n) =>
+  statSync(path.join(ROOT, "services", n)).isDirectory(),
+);
 
 describe("table ownership", () => {
   it("every table the migrations create has one owner, a service", () => {
     const created = filesUnder(path.join("platform", "migrations"))
-      .flatMap((f) => [...readFileSync(path.join(ROOT, f), "utf8").matchAll(/CREATE TABLE ([a-z_]+)/g)].map((m) => m[1]))
+      .flatMap((f) => [...readFileSync(path.join(ROOT, f), "utf8").matchAll(/CREATE TABLE ([a-z_]+)/g)])
+      .map((m) => m[1])
       .sort();
     expect(created.length).toBeGreaterThan(0);
     expect(Object.keys(OWNER).sort()).toEqual(created);
@@ -79,7 +82,9 @@ describe("table ownership", () => {
 
   it("no service writes a table it does not own", () => {
     const foreign = SERVICES.flatMap((service) =>
-      [...writesOf(service)].filter(([table]) => OWNER[table] !== service).map(([table, files]) => `${service} writes ${table} (${files.join(", ")})`),
+      [...writesOf(service)]
+        .filter(([table]) => OWNER[table] !== service)
+        .map(([table, files]) => `${service} writes ${table} (${files.join(", ")})`),
     );
     expect(foreign).toEqual([]);
   });
