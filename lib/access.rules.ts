@@ -80,6 +80,25 @@ export function decideLab(p: Principal, lab: LabFacts, need: Need): Decision {
   return "forbidden";
 }
 
+/**
+ * decideLab(p, lab, "view") as SQL over `labs l`: callerReachesViaCourse is an attachment (course_labs) to a
+ * course the teacher owns or the student is assigned to. Checked against the decision on generated rows.
+ */
+export function labScopeSql(p: Principal): ScopeSql {
+  if (p.kind === "system" || p.role === "admin") return { where: null, bind: {} };
+  const viaCourse = (courseRule: string) =>
+    "EXISTS (SELECT 1 FROM course_labs cl JOIN courses c ON c.id = cl.course_id " +
+    `WHERE cl.lab_id = l.id AND ${courseRule})`;
+  if (p.role === "teacher") {
+    return {
+      where: `(l.created_by = $scope_me OR l.status = 'approved' OR ${viaCourse("c.owner_id = $scope_me")})`,
+      bind: { scope_me: p.id },
+    };
+  }
+  const assigned = "EXISTS (SELECT 1 FROM course_students cs WHERE cs.course_id = c.id AND cs.student_id = $scope_me)";
+  return { where: `l.status = 'approved' AND ${viaCourse(assigned)}`, bind: { scope_me: p.id } };
+}
+
 export interface LabInstanceFacts {
   student_id: number;
   /** owner_id of the instance's course. */

@@ -7,7 +7,7 @@ import { LABS_CHANGED_EVENT, type LabChanged } from "./labs.contract";
 import type { ServiceSchema } from "moleculer";
 import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
-import { ANY_USER, STAFF, ADMIN_ONLY, decideLab, type Decision, type Need } from "../../lib/access.rules";
+import { ANY_USER, STAFF, ADMIN_ONLY, decideLab, type Decision, type Need, labScopeSql } from "../../lib/access.rules";
 import { conflict, forbidden, notFound, validationError } from "../../platform/errors";
 import type { ValidationProblem } from "../../lib/validation-problem";
 import type { Principal, UserPrincipal } from "../../lib/principal";
@@ -141,21 +141,9 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
       async handler(ctx: Ctx) {
         const q = parseListOrThrow(ctx.params, LAB_LIST_SPEC);
         const p = principalOf(ctx);
-        const where: string[] = [];
-        const bind: Record<string, unknown> = {};
-        const reachable = `EXISTS (SELECT 1 FROM course_labs cl JOIN courses c ON c.id = cl.course_id WHERE cl.lab_id = l.id AND %s)`;
-        if (p.kind === "user" && p.role === "teacher") {
-          where.push(`(l.created_by = $me OR l.status = 'approved' OR ${reachable.replace("%s", "c.owner_id = $me")})`);
-          bind.me = p.id;
-        } else if (p.kind === "user" && p.role === "student") {
-          where.push(
-            `l.status = 'approved' AND ${reachable.replace(
-              "%s",
-              "EXISTS (SELECT 1 FROM course_students cs WHERE cs.course_id = c.id AND cs.student_id = $me)",
-            )}`,
-          );
-          bind.me = p.id;
-        }
+        const scope = labScopeSql(p);
+        const where: string[] = scope.where ? [scope.where] : [];
+        const bind: Record<string, unknown> = { ...scope.bind };
         if (q.filters.status !== undefined) {
           where.push("l.status = $status");
           bind.status = q.filters.status;
@@ -166,8 +154,10 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
           let courseVisible = "";
           if (p.kind === "user" && p.role === "teacher") {
             courseVisible = " AND EXISTS (SELECT 1 FROM courses fc WHERE fc.id = f.course_id AND fc.owner_id = $me)";
+            bind.me = p.id;
           } else if (p.kind === "user" && p.role === "student") {
             courseVisible = " AND EXISTS (SELECT 1 FROM course_students fs WHERE fs.course_id = f.course_id AND fs.student_id = $me)";
+            bind.me = p.id;
           }
           where.push(`EXISTS (SELECT 1 FROM course_labs f WHERE f.lab_id = l.id AND f.course_id = $course${courseVisible})`);
           bind.course = q.filters.course_id;

@@ -1,7 +1,7 @@
 /**
- * Each visibility rule is written once as a decision (decideCourse, decideLabInstance) and once as the SQL
- * scope a list uses (courseScopeSql, labInstanceScopeSql). On generated rows, in PostgreSQL (a schema of its
- * own in a throwaway database), the two
+ * Each visibility rule is written once as a decision (decideCourse, decideLab, decideLabInstance) and once
+ * as the SQL scope a list uses (courseScopeSql, labScopeSql, labInstanceScopeSql). On generated rows, in
+ * PostgreSQL (a schema of its own in a throwaway database), the two
  * must pick the same rows for every kind of caller.
  */
 import { Client } from "pg";
@@ -9,8 +9,10 @@ import { createTestDatabase, type TestDatabase } from "../support/platform";
 import {
   courseScopeSql,
   decideCourse,
+  decideLab,
   decideLabInstance,
   labInstanceScopeSql,
+  labScopeSql,
   type ScopeSql,
 } from "../../lib/access.rules";
 import type { Principal } from "../../lib/principal";
@@ -25,6 +27,9 @@ let db: Client;
 const courses: Course[] = [];
 const assignments: { course_id: number; student_id: number }[] = [];
 const instances: { id: number; course_id: number; student_id: number }[] = [];
+const labs: { id: number; created_by: number; status: string }[] = [];
+const attachments: { course_id: number; lab_id: number }[] = [];
+const LAB_STATUSES = ["draft", "pending_approval", "approved", "rejected"];
 const TEACHERS = [1, 2, 3];
 const STUDENTS = [11, 12, 13, 14];
 
@@ -48,6 +53,8 @@ beforeAll(async () => {
     CREATE TABLE courses (id int PRIMARY KEY, owner_id int NOT NULL);
     CREATE TABLE course_students (course_id int NOT NULL, student_id int NOT NULL, PRIMARY KEY (course_id, student_id));
     CREATE TABLE lab_instances (id int PRIMARY KEY, course_id int NOT NULL, student_id int NOT NULL);
+    CREATE TABLE labs (id int PRIMARY KEY, created_by int NOT NULL, status text NOT NULL);
+    CREATE TABLE course_labs (course_id int NOT NULL, lab_id int NOT NULL, PRIMARY KEY (course_id, lab_id));
   `);
   const random = seeded(42);
   for (let id = 1; id <= 30; id++) {
@@ -61,6 +68,21 @@ beforeAll(async () => {
         const instance = { id: instances.length + 1, course_id: id, student_id: student };
         instances.push(instance);
         await db.query("INSERT INTO lab_instances VALUES ($1, $2, $3)", [instance.id, id, student]);
+      }
+    }
+  }
+  for (let id = 1; id <= 40; id++) {
+    const lab = {
+      id,
+      created_by: TEACHERS[Math.floor(random() * TEACHERS.length)],
+      status: LAB_STATUSES[Math.floor(random() * LAB_STATUSES.length)],
+    };
+    labs.push(lab);
+    await db.query("INSERT INTO labs VALUES ($1, $2, $3)", [lab.id, lab.created_by, lab.status]);
+    for (const course of courses) {
+      if (random() < 0.05) {
+        attachments.push({ course_id: course.id, lab_id: id });
+        await db.query("INSERT INTO course_labs VALUES ($1, $2)", [course.id, id]);
       }
     }
   }
@@ -91,6 +113,22 @@ function decidedInstances(p: Principal): number[] {
     .map((i) => i.id);
 }
 
+function decidedLabs(p: Principal): number[] {
+  const reaches = (labId: number): boolean =>
+    p.kind === "user" &&
+    attachments.some((a) => {
+      if (a.lab_id !== labId) return false;
+      if (p.role === "teacher") return courses.some((c) => c.id === a.course_id && c.owner_id === p.id);
+      return assignments.some((x) => x.course_id === a.course_id && x.student_id === p.id);
+    });
+  return labs
+    .filter((l) => {
+      const facts = { created_by: l.created_by, status: l.status, callerReachesViaCourse: reaches(l.id) };
+      return decideLab(p, facts, "view") === "allow";
+    })
+    .map((l) => l.id);
+}
+
 function decided(p: Principal): number[] {
   return courses
     .filter((c) => {
@@ -116,6 +154,9 @@ it("the generated rows give every kind of caller something to see and something 
     const seen = decided(p);
     expect(seen.length).toBeGreaterThan(0);
     expect(seen.length).toBeLessThan(courses.length);
+    const seenLabs = decidedLabs(p);
+    expect(seenLabs.length).toBeGreaterThan(0);
+    expect(seenLabs.length).toBeLessThan(labs.length);
     const seenInstances = decidedInstances(p);
     expect(seenInstances.length).toBeGreaterThan(0);
     expect(seenInstances.length).toBeLessThan(instances.length);
@@ -133,5 +174,12 @@ it.each(principals.map((p) => [p.kind === "system" ? "system" : `${p.role} ${p.i
   "labInstanceScopeSql picks exactly the instances decideLabInstance lets %s view",
   async (_name, p) => {
     expect(await scoped(labInstanceScopeSql(p), "lab_instances i")).toEqual(decidedInstances(p));
+  },
+);
+
+it.each(principals.map((p) => [p.kind === "system" ? "system" : `${p.role} ${p.id}`, p] as const))(
+  "labScopeSql picks exactly the labs decideLab lets %s view",
+  async (_name, p) => {
+    expect(await scoped(labScopeSql(p), "labs l")).toEqual(decidedLabs(p));
   },
 );
