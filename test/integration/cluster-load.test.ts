@@ -26,8 +26,6 @@ beforeAll(async () => {
     // Small enough that a node serialised by prefetch 1 cannot drain the burst in time; the configured
     // prefetch answers it with a wide margin.
     REQUEST_TIMEOUT_MS: "10000",
-    // One user's 400 requests at once: the per-user budget (a real user's) would answer most of them 429.
-    RATE_LIMIT_RPS: "0",
   };
   ({ gateway, domain } = await startGatewayAndDomain(db.url, namespace, common, ["auth", "courses", "labs"]));
 });

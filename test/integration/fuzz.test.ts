@@ -69,9 +69,6 @@ beforeAll(async () => {
   p = await startTestPlatform({
     SERVICES: "api-gateway,auth,courses,labs,lab-instances,access",
     BODY_LIMIT_BYTES: String(64 * 1024),
-    // Thousands of requests per user in seconds: with the per-user limits on, most would be 429s and reach nothing.
-    RATE_LIMIT_RPS: "0",
-    RATE_LIMIT_LAB_STARTS_PER_MIN: "0",
   });
   f = await fixtures(p, checkedApi(p));
 

@@ -36,11 +36,9 @@ describe("lab instances (no task runner)", () => {
   let w: World;
 
   beforeAll(async () => {
-    // One student starts dozens of labs a minute here: the lab-start rate limit (rate-limit.test.ts) is off.
     p = await startTestPlatform({
       SERVICES: WITHOUT_TASKS,
       MAX_ACTIVE_INSTANCES_PER_STUDENT: "3",
-      RATE_LIMIT_LAB_STARTS_PER_MIN: "0",
     });
     w = await world(p, 4);
   });

@@ -30,9 +30,6 @@ beforeAll(async () => {
     SERVICES,
     MAX_ACTIVE_INSTANCES_PER_STUDENT: "3",
     LAB_SWEEP_INTERVAL_MS: "3600000",
-    // Storms of one user's requests in milliseconds: the per-user limits would answer 429 before any race.
-    RATE_LIMIT_RPS: "0",
-    RATE_LIMIT_LAB_STARTS_PER_MIN: "0",
     // Room for every request of a storm to hold a connection at once: the races are between statements.
     DATABASE_POOL_MAX: String(2 * N),
   });

@@ -62,7 +62,16 @@ export interface PlatformNode {
 export async function startNode(databaseUrl: string, env: Record<string, string> = {}): Promise<PlatformNode> {
   // Unique node ids: several nodes of one test live in one process (Moleculer's default is host-pid).
   // Errors only: the expected warnings of outage tests would bury a failure's own output (TEST_LOGLEVEL to see more).
-  const config = loadConfig({ DATABASE_URL: databaseUrl, LOGLEVEL: process.env.TEST_LOGLEVEL ?? "error", NODEID: `test-${randomBytes(4).toString("hex")}`, ...env });
+  // The per-user rate limits are off unless a test sets them (rate-limit.test.ts): a test drives a few users at
+  // machine speed, and a faster machine would turn its setup into 429s.
+  const config = loadConfig({
+    DATABASE_URL: databaseUrl,
+    LOGLEVEL: process.env.TEST_LOGLEVEL ?? "error",
+    NODEID: `test-${randomBytes(4).toString("hex")}`,
+    RATE_LIMIT_RPS: "0",
+    RATE_LIMIT_LAB_STARTS_PER_MIN: "0",
+    ...env,
+  });
   // Port 0: any free port, read back below (unless the test needs a known one, e.g. for PUBLIC_URL).
   if (env.PORT === undefined) config.port = 0;
   const sequelize = createSequelize(databaseUrl, { poolMax: config.databasePoolMax, preparedStatements: true });
