@@ -16,12 +16,7 @@ let f: Fixtures;
 let ids: Ids;
 
 beforeAll(async () => {
-  p = await startTestPlatform({
-    SERVICES: "api-gateway,auth,courses,labs",
-    // One teacher builds whole worlds of labs in a burst; the per-user limit (rate-limit.test.ts) would
-    // answer 429 on a fast machine before the visibility under test is reached.
-    RATE_LIMIT_RPS: "0",
-  });
+  p = await startTestPlatform({ SERVICES: "api-gateway,auth,courses,labs" });
   api = checkedApi(p);
   f = await fixtures(p, api);
   ids = f.ids;
