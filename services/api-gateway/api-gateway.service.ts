@@ -9,7 +9,7 @@ import ApiGateway, { type ApiSettingsSchema } from "moleculer-web";
 import Redis from "ioredis";
 import { AccessMixin } from "../../mixins/access.mixin";
 import { platformOf } from "../runtime/platform";
-import { unauthorized, unsupportedMediaType, badRequest, forbidden } from "../shared/errors";
+import { unauthorized, unsupportedMediaType, badRequest, forbidden, serviceUnavailable } from "../shared/errors";
 import type { Principal, RequestMeta } from "../shared/principal";
 import { checkCsrf, cookiePolicy, readAuthCookies, trustedOrigins } from "../auth/web-session.rules";
 import { toHttpAnswer } from "./http-errors";
@@ -90,6 +90,8 @@ function hasBody(req: IncomingMessage): boolean {
 const baseMethods = ApiGateway.methods as unknown as {
   httpHandler(this: unknown, req: IncomingMessage, res: ServerResponse, next?: unknown): unknown;
   resolveAlias(this: unknown, url: string, method?: string): unknown;
+  regenerateAutoAliases(this: unknown, route: unknown): void;
+  send404(this: unknown, req: IncomingMessage, res: ServerResponse): void;
   logRequest(this: unknown, req: IncomingMessage): void;
   logResponse(this: unknown, req: IncomingMessage, res: ServerResponse, data: unknown): void;
 };
@@ -132,6 +134,10 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
   // moleculer-web logs each request and answer at `logRequest`/`logResponse` (debug, below): under info the lines
   // are dropped, but only after the redacted copy of the request was built. Skip it all then (~5 % of a read's CPU).
   const requestLogOn = config.logLevel === "debug" || config.logLevel === "trace";
+  // First path segment under /api/v1 → the service whose aliases it held. A service whose node is away (RabbitMQ
+  // restarting, a node dead past the offline timeout) takes its aliases with it: its paths answer 503, not 404.
+  const routedServices = new Map<string, string>();
+  const segmentOf = (path: string) => /^\/api\/v1\/([^/?#]+)/.exec(path)?.[1];
   return {
     name: "api-gateway",
     mixins: [ApiGateway, AccessMixin],
@@ -306,6 +312,26 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
       },
       logResponse(req: IncomingMessage, res: ServerResponse, data: unknown) {
         if (requestLogOn) baseMethods.logResponse.call(this, loggableRequest(req), res, data);
+      },
+      regenerateAutoAliases(route: unknown) {
+        baseMethods.regenerateAutoAliases.call(this, route);
+        const aliases = (this as unknown as { aliases: { fullPath?: string; action?: string | null }[] }).aliases;
+        for (const alias of aliases) {
+          const segment = segmentOf(alias.fullPath ?? "");
+          const service = alias.action?.split(".")[0];
+          if (segment && service) routedServices.set(segment, service);
+        }
+      },
+      send404(req: IncomingMessage, res: ServerResponse) {
+        // moleculer-web has cut the route's prefix off req.url by now; originalUrl keeps it.
+        const url = (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? "";
+        const service = routedServices.get(segmentOf(url) ?? "");
+        const available = () => this.broker.registry.getServiceList({ onlyAvailable: true }).some((s) => s.name === service);
+        if (service !== undefined && !available()) {
+          const self = this as unknown as { sendError(req: IncomingMessage, res: ServerResponse, err: Error): void };
+          return self.sendError(req, res, serviceUnavailable("Service temporarily unavailable, try again"));
+        }
+        return baseMethods.send404.call(this, req, res);
       },
       refreshAliases() {
         const self = this as unknown as { routes: { opts: { autoAliases?: boolean } }[]; regenerateAutoAliases(r: unknown): void };
