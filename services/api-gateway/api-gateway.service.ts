@@ -135,7 +135,8 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
   // are dropped, but only after the redacted copy of the request was built. Skip it all then (~5 % of a read's CPU).
   const requestLogOn = config.logLevel === "debug" || config.logLevel === "trace";
   // First path segment under /api/v1 → the service whose aliases it held. A service whose node is away (RabbitMQ
-  // restarting, a node dead past the offline timeout) takes its aliases with it: its paths answer 503, not 404.
+  // restarting, a node dead past the offline timeout) takes its aliases with it, and they come back only at the
+  // next (debounced) regeneration: until then its paths answer 503, not 404.
   const routedServices = new Map<string, string>();
   const segmentOf = (path: string) => /^\/api\/v1\/([^/?#]+)/.exec(path)?.[1];
   return {
@@ -326,8 +327,10 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
         // moleculer-web has cut the route's prefix off req.url by now; originalUrl keeps it.
         const url = (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? "";
         const service = routedServices.get(segmentOf(url) ?? "");
-        const available = () => this.broker.registry.getServiceList({ onlyAvailable: true }).some((s) => s.name === service);
-        if (service !== undefined && !available()) {
+        // No alias of that service right now: its node is away, or it is back and the aliases are not yet
+        // regenerated (debounced). Either way the path exists; the service is what's missing.
+        const aliases = (this as unknown as { aliases: { action?: string | null }[] }).aliases;
+        if (service !== undefined && !aliases.some((a) => a.action?.startsWith(`${service}.`))) {
           const self = this as unknown as { sendError(req: IncomingMessage, res: ServerResponse, err: Error): void };
           return self.sendError(req, res, serviceUnavailable("Service temporarily unavailable, try again"));
         }
