@@ -10,7 +10,7 @@ import type { CallingOptions, Context, Service, ServiceBroker, ServiceSchema } f
 import ApiGateway, { type ApiSettingsSchema } from "moleculer-web";
 import Redis from "ioredis";
 import { platformOf } from "../../platform/platform";
-import { unauthorized, unsupportedMediaType, badRequest, forbidden } from "../../platform/errors";
+import { unauthorized, unsupportedMediaType, badRequest, forbidden, serviceUnavailable } from "../../platform/errors";
 import type { Principal, RequestMeta } from "../../lib/principal";
 import { STATUS_CHANGED_EVENT } from "../lab-instances/lab-instances.contract";
 import { checkCsrf, cookiePolicy, readAuthCookies, trustedOrigins } from "../../lib/web-session.rules";
@@ -92,6 +92,8 @@ function hasBody(req: IncomingMessage): boolean {
 const baseMethods = ApiGateway.methods as unknown as {
   httpHandler(this: unknown, req: IncomingMessage, res: ServerResponse, next?: unknown): unknown;
   resolveAlias(this: unknown, url: string, method?: string): unknown;
+  regenerateAutoAliases(this: unknown, route: unknown): void;
+  send404(this: unknown, req: IncomingMessage, res: ServerResponse): void;
   logRequest(this: unknown, req: IncomingMessage): void;
   logResponse(this: unknown, req: IncomingMessage, res: ServerResponse, data: unknown): void;
 };
@@ -134,6 +136,11 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
   // moleculer-web logs each request and answer at `logRequest`/`logResponse` (debug, below): under info the lines
   // are dropped, but only after the redacted copy of the request was built. Skip it all then (~5 % of a read's CPU).
   const requestLogOn = config.logLevel === "debug" || config.logLevel === "trace";
+  // First path segment under /api/v1 → the service whose aliases it held. A service whose node is away (RabbitMQ
+  // restarting, a node dead past the offline timeout) takes its aliases with it, and they come back only at the
+  // next (debounced) regeneration: until then its paths answer 503, not 404.
+  const routedServices = new Map<string, string>();
+  const segmentOf = (path: string) => /^\/api\/v1\/([^/?#]+)/.exec(path)?.[1];
   return {
     name: "api-gateway",
     mixins: [ApiGateway],
@@ -308,6 +315,28 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
       },
       logResponse(req: IncomingMessage, res: ServerResponse, data: unknown) {
         if (requestLogOn) baseMethods.logResponse.call(this, loggableRequest(req), res, data);
+      },
+      regenerateAutoAliases(route: unknown) {
+        baseMethods.regenerateAutoAliases.call(this, route);
+        const aliases = (this as unknown as { aliases: { fullPath?: string; action?: string | null }[] }).aliases;
+        for (const alias of aliases) {
+          const segment = segmentOf(alias.fullPath ?? "");
+          const service = alias.action?.split(".")[0];
+          if (segment && service) routedServices.set(segment, service);
+        }
+      },
+      send404(req: IncomingMessage, res: ServerResponse) {
+        // moleculer-web has cut the route's prefix off req.url by now; originalUrl keeps it.
+        const url = (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? "";
+        const service = routedServices.get(segmentOf(url) ?? "");
+        // No alias of that service right now: its node is away, or it is back and the aliases are not yet
+        // regenerated (debounced). Either way the path exists; the service is what's missing.
+        const aliases = (this as unknown as { aliases: { action?: string | null }[] }).aliases;
+        if (service !== undefined && !aliases.some((a) => a.action?.startsWith(`${service}.`))) {
+          const self = this as unknown as { sendError(req: IncomingMessage, res: ServerResponse, err: Error): void };
+          return self.sendError(req, res, serviceUnavailable("Service temporarily unavailable, try again"));
+        }
+        return baseMethods.send404.call(this, req, res);
       },
       refreshAliases() {
         const self = this as unknown as { routes: { opts: { autoAliases?: boolean } }[]; regenerateAutoAliases(r: unknown): void };

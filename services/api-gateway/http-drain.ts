@@ -1,8 +1,8 @@
 /**
- * Graceful stop of the HTTP side of a gateway node, before its broker stops: no new connections (the load
- * balancer's next try goes to another gateway), every request already received is answered, keep-alive
- * connections are closed as soon as they are idle (`Connection: close` on the answers still to come), and
- * only what is still open after the bound is cut. Without this, server.close() waits for idle keep-alive
+ * Graceful stop of the HTTP side of a gateway node, before its broker stops: for a short lame-duck period
+ * every answer carries `Connection: close` (clients stop reusing their sockets), then no new connections (the
+ * load balancer's next try goes to another gateway), every request already received is answered, idle
+ * keep-alive connections are closed, and only what is still open after the bound is cut. Without this, server.close() waits for idle keep-alive
  * connections forever, and the process ends at its hard-stop timer with requests in flight.
  */
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
@@ -12,9 +12,18 @@ export interface HttpDrain {
   drain(timeoutMs: number): Promise<void>;
 }
 
+/**
+ * How long a draining gateway keeps listening while every answer says `Connection: close`. Closing an idle
+ * keep-alive socket races a client writing its next request on it (the client sees a reset, and only
+ * idempotent requests are retried by proxies); a client that got `Connection: close` opens a new connection,
+ * which after the listener closes goes to another gateway.
+ */
+const LAME_DUCK_MS = 1_000;
+
 export function trackHttpRequests(server: Server): HttpDrain {
   const inFlight = new Set<ServerResponse>();
   let draining: Promise<void> | undefined;
+  /** Set once the listener is closed: only then may the drain end. */
   let settle: (() => void) | undefined;
   const closeWhenIdle = (res: ServerResponse) => {
     if (!res.headersSent) res.setHeader("Connection", "close");
@@ -24,9 +33,9 @@ export function trackHttpRequests(server: Server): HttpDrain {
     if (draining) closeWhenIdle(res);
     res.once("close", () => {
       inFlight.delete(res);
-      if (draining) {
+      if (settle) {
         server.closeIdleConnections();
-        if (inFlight.size === 0) settle?.();
+        if (inFlight.size === 0) settle();
       }
     });
   });
@@ -38,14 +47,17 @@ export function trackHttpRequests(server: Server): HttpDrain {
           resolve();
         }, timeoutMs);
         timer.unref();
-        settle = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-        server.close();
-        server.closeIdleConnections();
         for (const res of inFlight) closeWhenIdle(res);
-        if (inFlight.size === 0) settle();
+        const stopListening = setTimeout(() => {
+          settle = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+          server.close();
+          server.closeIdleConnections();
+          if (inFlight.size === 0) settle();
+        }, Math.min(LAME_DUCK_MS, timeoutMs / 2));
+        stopListening.unref();
       });
       return draining;
     },

@@ -243,7 +243,8 @@ function startLoad(targets: () => string[], opts: { listers: number; starters: n
         const cause = (err as { cause?: { code?: string } }).cause?.code;
         // A reset of an idempotent GET is retried too, as an ingress does (proxy_next_upstream error): a draining
         // gateway closes its idle keep-alive sockets, and a request written on one just then never reached it.
-        const retryable = cause === "ECONNREFUSED" || (cause === "ECONNRESET" && kind === "list");
+        const reset = cause === "ECONNRESET" || cause === "UND_ERR_SOCKET";
+        const retryable = cause === "ECONNREFUSED" || (reset && kind === "list");
         if (retryable && attempt < list.length) continue;
         const status =
           (err as Error).name === "TimeoutError" ? "hang" : cause === "ECONNREFUSED" ? "refused" : "dropped";

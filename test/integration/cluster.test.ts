@@ -10,6 +10,7 @@ let db: TestDatabase;
 let idp: TestIdp;
 let gateway: PlatformNode;
 let domain: PlatformNode;
+let domainStopped = false;
 
 const namespace = `cluster-${randomBytes(4).toString("hex")}`;
 
@@ -33,7 +34,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await gateway?.stop();
-  await domain?.stop();
+  if (!domainStopped) await domain?.stop();
   await Promise.allSettled([db?.drop(), idp?.stop()]);
 });
 
@@ -86,4 +87,25 @@ it("maps errors raised on the remote node to the same HTTP answers", async () =>
   const invalid = await api("POST", "/labs", (await idp.getToken("teacher")).accessToken, { name: "" });
   expect(invalid.status).toBe(422);
   expect(Array.isArray(invalid.body.detail)).toBe(true);
+});
+
+// Last: it stops the domain node.
+it("answers 503 with Retry-After, not 404, on the paths of a service whose node went away", async () => {
+  const teacher = (await idp.getToken("teacher")).accessToken;
+  expect((await api("GET", "/courses", teacher)).status).toBe(200);
+  domainStopped = true;
+  await domain.stop();
+  // The gateway drops the node's services, then regenerates its aliases without them (debounced).
+  const web = gateway.broker.getLocalService("api-gateway") as unknown as { aliases: { action?: string | null }[] };
+  const deadline = Date.now() + 20_000;
+  while (web.aliases.some((a) => a.action === "courses.list")) {
+    if (Date.now() > deadline) throw new Error("the gateway kept the aliases of the stopped node");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const res = await fetch(`${gateway.url}/api/v1/courses`, { headers: { authorization: `Bearer ${teacher}` } });
+  expect(res.status).toBe(503);
+  expect(res.headers.get("retry-after")).toMatch(/^\d+$/);
+  expect(await res.json()).toEqual({ detail: expect.any(String) });
+  // A path no service ever had is still 404.
+  expect((await fetch(`${gateway.url}/api/v1/no-such-thing`)).status).toBe(404);
 });
