@@ -3,10 +3,13 @@ FROM node:22-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
-COPY tsconfig.json moleculer.config.ts ./
+COPY tsconfig.json ./
+COPY lib ./lib
+COPY platform ./platform
 COPY services ./services
-COPY mixins ./mixins
-COPY migrations ./migrations
+COPY main ./main
+# dev/ is compiled too: main loads it (dynamic import) only in embedded mode, never in production.
+COPY dev ./dev
 COPY test ./test
 RUN npx tsc -p tsconfig.json && npm prune --omit=dev
 
@@ -19,4 +22,4 @@ COPY --from=build /app/dist ./dist
 USER node
 EXPOSE 8000
 # exec form: SIGTERM reaches node, which drains in-flight requests before exiting.
-CMD ["node", "dist/services/runtime/start.js"]
+CMD ["node", "dist/main/start.js"]

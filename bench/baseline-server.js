@@ -109,7 +109,7 @@ function listQuery(url, resource) {
   return { offset, limit, field, direction: sort.startsWith("-") ? "DESC" : "ASC" };
 }
 
-/** services/shared/db.mixin.ts selectPage: one statement with the total as a window count, a count only when empty. */
+/** platform/db.mixin.ts selectPage: one statement with the total as a window count, a count only when empty. */
 async function selectPage(name, select, fromWhere, params, q, orderField = q.field) {
   const n = params.length;
   const { rows } = await pool.query({

@@ -11,7 +11,7 @@ const { Client } = require("pg");
 const { importJWK, SignJWT } = require("jose");
 const { createTestDatabase, AMQP_URL, REDIS_URL } = require("../dist/test/support/platform.js");
 const { startIdp } = require("../dist/test/support/idp.js");
-const { startReadyChild } = require("../dist/services/runtime/child-process.js");
+const { startReadyChild } = require("../dist/platform/child-process.js");
 
 const ROOT = path.resolve(__dirname, "..");
 const ROLES_CLAIM = "urn:zitadel:iam:org:project:roles";
@@ -176,13 +176,13 @@ function rssMiB(pid) {
   }
 }
 
-/** A platform node (`node dist/services/runtime/start.js`) as its own process. */
+/** A platform node (`node dist/main/start.js`) as its own process. */
 async function startPlatformNode(name, env) {
   const port = env.PORT ?? String(await freePort());
   const child = await startReadyChild({
     name: `platform node ${name}`,
     command: process.execPath,
-    args: [path.join(ROOT, "dist/services/runtime/start.js")],
+    args: [path.join(ROOT, "dist/main/start.js")],
     env: { PATH: process.env.PATH, NODE_ENV: "production", LOGLEVEL: "warn", ...env, PORT: port },
     ready: /platform ready in (\d+) ms/,
     timeoutMs: 60_000,

@@ -11,7 +11,7 @@ const { randomBytes } = require("node:crypto");
 const { Client } = require("pg");
 const lib = require("./lib");
 const path = require("node:path");
-const { startReadyChild } = require("../dist/services/runtime/child-process.js");
+const { startReadyChild } = require("../dist/platform/child-process.js");
 
 const N = Number(process.env.BENCH_STUDENTS ?? 300);
 const TARGET_S = 5;

@@ -5,10 +5,11 @@
  * Pure: no moleculer, no sequelize. Decisions come back as values; the service maps them
  * (INVALID_TRANSITION → 409, "not_found" → 404, "forbidden" → 403, problems → 422).
  */
-import type { Decision } from "./access.rules";
-import type { ListSpec, ValidationProblem } from "../shared/listing";
-import type { Principal } from "../shared/principal";
-import { controlCharProblem } from "../shared/params";
+import type { Decision } from "../../lib/access.rules";
+import type { ListSpec } from "../../lib/listing";
+import type { ValidationProblem } from "../../lib/validation-problem";
+import type { Principal } from "../../lib/principal";
+import { controlCharProblem } from "../../lib/params";
 
 /* ───────────────────────────── State machine ───────────────────────────── */
 

@@ -9,18 +9,20 @@
  *
  * Permission decisions are cached 10 minutes per (caller, rule, resource). Every write to a fact they read
  * (course_students, courses.owner_id, course_labs, labs.status, a course or lab removed) invalidates them
- * before the write answers (CACHES_READING in mixins/db.mixin.ts), on every node, and a decision computed
- * from pre-write facts is never stored after that (services/runtime/coherent-cache.ts). Events cannot do
+ * before the write answers (CACHES_READING in platform/db.mixin.ts), on every node, and a decision computed
+ * from pre-write facts is never stored after that (platform/coherent-cache.ts). Events cannot do
  * this: a broadcast is not awaited, so the writer's answer could overtake the clean.
  */
-import type { Context, Service, ServiceSchema } from "moleculer";
-import { AccessMixin, entityOf, principalOf } from "../../mixins/access.mixin";
-import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../mixins/db.mixin";
-import type { Decision } from "./access.rules";
-import { conflict, forbidden, notFound, validationError } from "../shared/errors";
-import type { Principal, RequestMeta, UserPrincipal } from "../shared/principal";
-import { defineAccessRequestModel, type AccessRequestModel, type AccessRequestView } from "./access-requests.model";
-import { PERMISSION_RULES, decidePermission, type PermissionAnswer, type PermissionQuery } from "./permission.rules";
+import { ACCESS_REQUESTS_CHANGED_EVENT, type AccessRequestChanged } from "./access.contract";
+import { COURSE_EVENTS, assignStudents, type CourseStudentChanged } from "../courses/courses.contract";
+import type { Service, ServiceSchema } from "moleculer";
+import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
+import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
+import { ANY_USER, STAFF, STUDENT_ONLY, type Decision } from "../../lib/access.rules";
+import { conflict, forbidden, notFound, validationError } from "../../platform/errors";
+import type { Principal, UserPrincipal } from "../../lib/principal";
+import type { AccessRequestView } from "./access-requests.rows";
+import { PERMISSION_RULES, decidePermission, type PermissionAnswer, type PermissionQuery } from "../../lib/permission.rules";
 import {
   ACCESS_REQUEST_LIST_SPEC,
   DECISION_REASON_MAX,
@@ -33,11 +35,8 @@ import {
   type AccessRequestStatus,
   type RequestNeed,
 } from "./access-requests.rules";
-import { BODY_ID_PARAM, ID_PARAM } from "../shared/params";
+import { BODY_ID_PARAM, ID_PARAM, type IdParams } from "../../lib/params";
 
-interface IdParams {
-  id: number;
-}
 interface CreateParams {
   course_id: number;
   message?: unknown;
@@ -46,7 +45,6 @@ interface RejectParams extends IdParams {
   reason?: unknown;
 }
 
-type Ctx<P = Record<string, unknown>> = Context<P, RequestMeta>;
 type AccessMethods = {
   transition(ctx: Ctx<IdParams>, action: AccessRequestAction, reason: string | null): Promise<AccessRequestView>;
   viewById(id: number, viewer: Principal): Promise<AccessRequestView | null>;
@@ -110,9 +108,9 @@ const rule =
 
 const REQUEST_ACCESS = { entity: "Access request", load: loadRequest } as const;
 
-const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, { model: AccessRequestModel }> = {
+const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods> = {
   name: "access",
-  mixins: [DbMixin(defineAccessRequestModel), AccessMixin],
+  mixins: [DbMixin()],
   // Root, with full paths on each action: this service also owns permission decisions, which may get
   // routes of their own beside /access-requests.
   settings: { rest: "/" },
@@ -125,7 +123,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
      */
     check: {
       visibility: "public",
-      access: { roles: ["admin", "teacher", "student"] },
+      access: { roles: ANY_USER },
       params: {
         rule: { type: "enum", values: [...PERMISSION_RULES] },
         course_id: ID_PARAM,
@@ -157,7 +155,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
 
     list: {
       rest: "GET /access-requests",
-      access: { roles: ["admin", "teacher", "student"] },
+      access: { roles: ANY_USER },
       params: listParams(Object.keys(ACCESS_REQUEST_LIST_SPEC.filters)),
       async handler(ctx: Ctx) {
         const q = parseListOrThrow(ctx.params, ACCESS_REQUEST_LIST_SPEC);
@@ -196,7 +194,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
     create: {
       rest: "POST /access-requests",
       // Only a student asks to join; a teacher or admin assigns directly (POST /courses/{id}/students).
-      access: { roles: ["student"] },
+      access: { roles: STUDENT_ONLY },
       params: { course_id: BODY_ID_PARAM, message: { type: "any", optional: true } },
       async handler(ctx: Ctx<CreateParams>) {
         const p = principalOf(ctx);
@@ -261,7 +259,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
         const created = await this.viewById(id, p);
         // The student was removed in between: nothing left to show.
         if (!created) throw notFound("Access request");
-        this.broker.broadcast("access-requests.changed", {
+        this.broker.broadcast<AccessRequestChanged>(ACCESS_REQUESTS_CHANGED_EVENT, {
           request_id: id,
           course_id: courseId,
           student_id: p.id,
@@ -275,7 +273,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
 
     get: {
       rest: "GET /access-requests/:id",
-      access: { roles: ["admin", "teacher", "student"], ...REQUEST_ACCESS, decide: rule("view") },
+      access: { roles: ANY_USER, ...REQUEST_ACCESS, decide: rule("view") },
       params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         return entityOf<AccessRequestView>(ctx);
@@ -284,7 +282,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
 
     approve: {
       rest: "POST /access-requests/:id/approve",
-      access: { roles: ["admin", "teacher"], ...REQUEST_ACCESS, decide: rule("decide") },
+      access: { roles: STAFF, ...REQUEST_ACCESS, decide: rule("decide") },
       params: { id: ID_PARAM },
       handler(ctx: Ctx<IdParams>) {
         return this.transition(ctx, "approve", null);
@@ -293,7 +291,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
 
     reject: {
       rest: "POST /access-requests/:id/reject",
-      access: { roles: ["admin", "teacher"], ...REQUEST_ACCESS, decide: rule("decide") },
+      access: { roles: STAFF, ...REQUEST_ACCESS, decide: rule("decide") },
       params: { id: ID_PARAM, reason: { type: "any", optional: true } },
       handler(ctx: Ctx<RejectParams>) {
         // Optional: unlike a lab (whose author must fix something), a student has nothing to repair, and a
@@ -307,7 +305,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
     cancel: {
       rest: "POST /access-requests/:id/cancel",
       // Role check first: teachers and admins never cancel (they reject), so they hear 403 without a lookup.
-      access: { roles: ["student"], ...REQUEST_ACCESS, decide: rule("cancel") },
+      access: { roles: STUDENT_ONLY, ...REQUEST_ACCESS, decide: rule("cancel") },
       params: { id: ID_PARAM },
       handler(ctx: Ctx<IdParams>) {
         return this.transition(ctx, "cancel", null);
@@ -374,12 +372,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
         let assigned = false;
         if (action === "approve") {
           // ON CONFLICT: an admin may have assigned the student directly meanwhile; approval still stands.
-          const added = await this.select<{ student_id: number }>(
-            `INSERT INTO course_students (course_id, student_id) VALUES ($course, $student)
-             ON CONFLICT DO NOTHING RETURNING student_id`,
-            { course: updated[0].course_id, student: updated[0].student_id },
-            transaction,
-          ).catch((err: unknown) => {
+          const added = await assignStudents(this.sequelize(), updated[0].course_id, [updated[0].student_id], transaction).catch((err: unknown) => {
             // The course was deleted since the check above: the whole approval rolls back.
             if (pgErrorOf(err).code === "23503") throw conflict("The course of this access request no longer exists");
             throw err;
@@ -393,9 +386,9 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods, 
         // The write to course_students happened here, not in the courses service, so what reads that table
         // (a student's GET /courses, GET /courses/{id}, their permission decisions) is dropped here, on every node.
         await this.tablesChanged("course_students");
-        this.broker.broadcast("courses.student-assigned", { course_id: outcome.course_id, student_id: outcome.student_id });
+        this.broker.broadcast<CourseStudentChanged>(COURSE_EVENTS.studentAssigned, { course_id: outcome.course_id, student_id: outcome.student_id });
       }
-      this.broker.broadcast("access-requests.changed", {
+      this.broker.broadcast<AccessRequestChanged>(ACCESS_REQUESTS_CHANGED_EVENT, {
         request_id: outcome.id,
         course_id: outcome.course_id,
         student_id: outcome.student_id,

@@ -2,20 +2,22 @@
  * The HTTP edge: `/api/v1` aliases only (mappingPolicy restrict), JSON bodies only, CORS for FRONTEND_URL,
  * authentication into a small principal, errors as `{"detail"}`, a request id on every answer, health.
  */
+import { ANY_USER, SYSTEM_ONLY } from "../../lib/access.rules";
+import { PUBLIC } from "../../platform/access-gate";
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { CallingOptions, Context, Service, ServiceBroker, ServiceSchema } from "moleculer";
 import ApiGateway, { type ApiSettingsSchema } from "moleculer-web";
 import Redis from "ioredis";
-import { AccessMixin } from "../../mixins/access.mixin";
-import { platformOf } from "../runtime/platform";
-import { unauthorized, unsupportedMediaType, badRequest, forbidden, serviceUnavailable } from "../shared/errors";
-import type { Principal, RequestMeta } from "../shared/principal";
-import { checkCsrf, cookiePolicy, readAuthCookies, trustedOrigins } from "../auth/web-session.rules";
+import { platformOf } from "../../platform/platform";
+import { unauthorized, unsupportedMediaType, badRequest, forbidden, serviceUnavailable } from "../../platform/errors";
+import type { Principal, RequestMeta } from "../../lib/principal";
+import { STATUS_CHANGED_EVENT } from "../lab-instances/lab-instances.contract";
+import { checkCsrf, cookiePolicy, readAuthCookies, trustedOrigins } from "../../lib/web-session.rules";
 import { toHttpAnswer } from "./http-errors";
 import { trackHttpRequests, type HttpDrain } from "./http-drain";
 import { buildOpenApi, docsPage, type RouteDescription } from "./openapi";
-import { PrometheusText } from "../runtime/prometheus-text";
+import { PrometheusText } from "../../platform/prometheus-text";
 import { LabInstanceStreams, withEventStreamCallOptions, type StreamedInstance } from "./sse";
 import { createRateLimiter, type RateLimiter } from "./rate-limit";
 import { bodyParserErrors, verifyJsonShape } from "./body";
@@ -141,7 +143,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
   const segmentOf = (path: string) => /^\/api\/v1\/([^/?#]+)/.exec(path)?.[1];
   return {
     name: "api-gateway",
-    mixins: [ApiGateway, AccessMixin],
+    mixins: [ApiGateway],
 
     settings: {
       port: config.port,
@@ -243,12 +245,12 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
       // rule); route changes over the bus are switched off; the alias list is for operators (system), through
       // the broker only: `rest: null` drops moleculer-web's own "GET /list-aliases", which autoAliases would
       // otherwise publish as /api/v1/api-gateway/list-aliases (a route outside the API).
-      rest: { access: { public: true, roles: [] } },
-      listAliases: { rest: null, access: { roles: [] } },
+      rest: { access: PUBLIC },
+      listAliases: { rest: null, access: { roles: SYSTEM_ONLY } },
       addRoute: false,
       removeRoute: false,
       openapi: {
-        access: { public: true, roles: [] },
+        access: PUBLIC,
         handler() {
           const aliases = (this as unknown as { aliases: { method: string; fullPath: string; action?: string }[] }).aliases;
           const actions = new Map(
@@ -261,14 +263,14 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
               path: a.fullPath,
               action: a.action,
               params: action?.params as Record<string, unknown> | undefined,
-              access: (action?.access as RouteDescription["access"]) ?? (a.action ? undefined : { roles: ["admin", "teacher", "student"] }),
+              access: (action?.access as RouteDescription["access"]) ?? (a.action ? undefined : { roles: ANY_USER }),
             };
           });
           return buildOpenApi(routes, { prefix: "/api/v1", version: config.version, serverUrl: config.publicUrl });
         },
       },
       health: {
-        access: { public: true, roles: [] },
+        access: PUBLIC,
         async handler(ctx: Context<unknown, RequestMeta>): Promise<HealthReport> {
           const [database, redis] = await Promise.all([this.checkDatabase(), this.checkRedis()]);
           const checks = { database, redis, rabbitmq: this.checkRabbit() };
@@ -286,7 +288,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
         this.refreshAliases();
       },
       // Feeds the SSE streams of lab instances open on this node (services/api-gateway/sse.ts).
-      "lab-instances.status-changed"(ctx: Context<StreamedInstance>) {
+      [STATUS_CHANGED_EVENT](ctx: Context<StreamedInstance>) {
         streams.publish(ctx.params);
       },
     },

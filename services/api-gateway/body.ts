@@ -6,7 +6,7 @@
  * the inflated bytes, so a zip bomb is a 413 after `limit` bytes, never a full inflation.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { badRequest, payloadTooLarge, unsupportedMediaType } from "../shared/errors";
+import { badRequest, payloadTooLarge, unsupportedMediaType } from "../../platform/errors";
 
 /** Far beyond any body of this API (its deepest is resources: 2 levels), far below a stack overflow. */
 export const JSON_MAX_DEPTH = 32;

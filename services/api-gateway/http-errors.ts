@@ -3,6 +3,7 @@
  * 422 shape for validation, never a stack trace, never a 500 for a client's mistake.
  * Pure: errors arrive from other nodes as plain objects, so only `code`, `type`, `status` and `data` are read.
  */
+import type { ValidationProblem } from "../../lib/validation-problem";
 
 export interface ErrorLike {
   name?: string;
@@ -13,11 +14,6 @@ export interface ErrorLike {
   data?: unknown;
 }
 
-export interface ValidationProblem {
-  loc: (string | number)[];
-  msg: string;
-  type: string;
-}
 
 export interface HttpAnswer {
   status: number;

@@ -38,7 +38,7 @@ export function ruleToSchema(rule: unknown): { schema: JsonSchema; optional: boo
   const r = rule as Record<string, unknown>;
   let schema: JsonSchema;
   switch (r.type) {
-    case "custom": // services/shared/params.ts ID_PARAM: a checker function documented by its integer bounds
+    case "custom": // lib/params.ts ID_PARAM: a checker function documented by its integer bounds
     case "number":
       schema = { type: r.integer ? "integer" : "number" };
       if (r.positive) schema.minimum = 1;

@@ -6,6 +6,7 @@
  * operations in the same order on doubles, so both stores decide alike (an integration test replays the
  * script's answers through takeAll). Pure: no moleculer, no ioredis.
  */
+import { LAB_INSTANCES_ACTIONS } from "../lab-instances/lab-instances.contract";
 import { isIPv4, isIPv6 } from "node:net";
 
 export interface BucketLimit {
@@ -117,7 +118,7 @@ export const perSecond = (rps: number, burst: number): BucketLimit | undefined =
   rps > 0 && burst > 0 ? { ratePerS: rps, burst } : undefined;
 
 export const LOGIN_LIMITED_ACTIONS: ReadonlySet<string> = new Set(["auth.login", "auth.callback"]);
-export const LAB_START_ACTION = "lab-instances.create";
+export const LAB_START_ACTION = LAB_INSTANCES_ACTIONS.create;
 
 export interface RequestFacts {
   /** The routed action (undefined for custom aliases such as the event stream). */

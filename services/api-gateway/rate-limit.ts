@@ -7,9 +7,9 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import Redis from "ioredis";
-import type { Config } from "../shared/config";
-import { tooManyRequests } from "../shared/errors";
-import type { Principal } from "../shared/principal";
+import type { Config } from "../../platform/config";
+import { tooManyRequests } from "../../platform/errors";
+import type { Principal } from "../../lib/principal";
 import {
   bucketsFor,
   clientAddress,

@@ -17,10 +17,9 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Context } from "moleculer";
-import type { LabInstanceRow } from "../lab-instances/lab-instances.model";
-import { isFinal, statusRank, type InstanceStatus } from "../lab-instances/lab-instances.rules";
-import { serviceUnavailable } from "../shared/errors";
-import type { RequestMeta } from "../shared/principal";
+import { isFinal, statusRank, type InstanceStatus, type LabInstanceRow } from "../lab-instances/lab-instances.contract";
+import { serviceUnavailable } from "../../platform/errors";
+import type { RequestMeta } from "../../lib/principal";
 
 export const KEEP_ALIVE_MS = 15_000;
 /** Reconnect delay EventSource uses after a dropped connection. */

@@ -2,7 +2,7 @@
  * Identity rules: turn verified token claims into our identity. Pure (no framework imports) so the
  * gateway, the auth service and the unit tests share one definition.
  */
-import type { Role } from "../shared/principal";
+import type { Role } from "../../lib/principal";
 
 /** Highest privilege first: when a user holds several roles, the first match wins. */
 const ROLE_PRECEDENCE: readonly Role[] = ["admin", "teacher", "student"];

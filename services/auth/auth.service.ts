@@ -10,21 +10,22 @@
  * is re-read through the users cache (USERS_CACHE_TTL_S, 5 min, invalidated on every change), so a deleted
  * or re-roled user is never trusted longer than that.
  */
+import { ANY_USER, STAFF } from "../../lib/access.rules";
 import { timingSafeEqual, createHash } from "node:crypto";
-import type { Context, ServiceSchema } from "moleculer";
-import { AccessMixin, principalOf } from "../../mixins/access.mixin";
-import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../mixins/db.mixin";
-import { platformOf } from "../runtime/platform";
-import { badRequest, conflict, forbidden, notFound } from "../shared/errors";
-import { containsPattern, type ListSpec } from "../shared/listing";
-import { ID_PARAM } from "../shared/params";
-import type { RequestMeta, Role, UserPrincipal } from "../shared/principal";
+import type { ServiceSchema } from "moleculer";
+import { PUBLIC, principalOf, type Ctx } from "../../platform/access-gate";
+import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
+import { platformOf } from "../../platform/platform";
+import { badRequest, conflict, forbidden, notFound } from "../../platform/errors";
+import { containsPattern, type ListSpec } from "../../lib/listing";
+import { ID_PARAM, type IdParams } from "../../lib/params";
+import type { Role, UserPrincipal } from "../../lib/principal";
 import { claimsToIdentity, identityToStore, type ClaimsIdentity, type StoredIdentity } from "./auth.rules";
-import { BACKEND_CALLBACK_PATH, DEV_CLIENT_SECRET } from "./embedded-idp";
+import { BACKEND_CALLBACK_PATH, DEV_CLIENT_SECRET } from "./auth.contract";
 import { createOidcClient, type OidcClient } from "./oidc-client";
 import { createMemoryStore, createRedisStore, type AuthStore } from "./session-store";
 import { createTokenVerifier, type TokenVerifier } from "./token-verifier";
-import { defineUserModel, type UserModel, type UserRow } from "./users.model";
+import type { UserRow } from "./users.rows";
 import {
   LOGIN_STATE_TTL_S,
   SECRET_RE,
@@ -40,13 +41,10 @@ import {
   type CookiePolicy,
   type LoginState,
   type SessionRecord,
-} from "./web-session.rules";
+} from "../../lib/web-session.rules";
 
 interface TokenParams {
   token: string;
-}
-interface IdParams {
-  id: number;
 }
 interface SessionParams {
   sid: string;
@@ -58,7 +56,6 @@ interface CallbackParams {
   error?: unknown;
 }
 
-type Ctx<P = Record<string, unknown>> = Context<P, RequestMeta>;
 
 type AuthMethods = {
   upsertUser(identity: ClaimsIdentity & { role: Role }): Promise<UserPrincipal>;
@@ -72,7 +69,6 @@ type AuthMethods = {
   invalidateUser(id: number): Promise<void>;
 };
 type AuthVars = {
-  model: UserModel;
   verifier: TokenVerifier;
   oidc: OidcClient;
   store: AuthStore;
@@ -104,21 +100,21 @@ const USER_LIST: ListSpec<"created_at" | "name" | "email" | "id", { role: "enum:
   filters: { role: "enum:admin|teacher|student", q: "string" },
 };
 
-/** The embedded IdP's issuer when OIDC_ISSUER is not set (services/auth/embedded-idp.ts). */
+/** The embedded IdP's issuer when OIDC_ISSUER is not set (dev/embedded-idp.ts). */
 export function issuerOf(config: { oidc: { issuer?: string; embeddedPort: number } }): string {
   return config.oidc.issuer ?? `http://localhost:${config.oidc.embeddedPort}`;
 }
 
 const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, AuthVars> = {
   name: "auth",
-  mixins: [DbMixin(defineUserModel), AccessMixin],
+  mixins: [DbMixin()],
   // Routes of two resources live here: /auth/* and /users/*.
   settings: { rest: "/" },
 
   actions: {
     /** Bearer token → principal. Called by the gateway for every request that carries one; not routed. */
     authenticate: {
-      access: { public: true, roles: [] },
+      access: PUBLIC,
       params: { token: { type: "string", min: 10, max: 16384 } },
       async handler(ctx: Ctx<TokenParams>): Promise<UserPrincipal> {
         const payload = await this.verifier.verify(ctx.params.token);
@@ -135,7 +131,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
      * A store that cannot answer throws 503: never anonymous, never a 500.
      */
     resolveSession: {
-      access: { public: true, roles: [] },
+      access: PUBLIC,
       params: { sid: { type: "string", max: 256 } },
       async handler(ctx: Ctx<SessionParams>): Promise<UserPrincipal | null> {
         const { sid } = ctx.params;
@@ -159,7 +155,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
      */
     login: {
       rest: ["GET /auth/login", "POST /auth/login"],
-      access: { public: true, roles: [] },
+      access: PUBLIC,
       params: { redirect_to: { type: "any", optional: true } },
       async handler(ctx: Ctx<{ redirect_to?: unknown }>): Promise<null> {
         const { config } = platformOf(this.broker);
@@ -192,7 +188,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
      */
     callback: {
       rest: "GET /auth/callback",
-      access: { public: true, roles: [] },
+      access: PUBLIC,
       // IdPs add their own parameters (session_state, scope, …): everything is checked by hand below.
       params: { $$strict: false },
       async handler(ctx: Ctx<CallbackParams>): Promise<null> {
@@ -265,7 +261,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
     /** Ends the browser's session and clears its cookie: 204, whether or not there was one. */
     logout: {
       rest: "POST /auth/logout",
-      access: { public: true, roles: [] },
+      access: PUBLIC,
       async handler(ctx: Ctx): Promise<null> {
         const sid = ctx.meta.authCookies?.session;
         if (sid !== undefined && SECRET_RE.test(sid)) await this.store.del(sessionKey(sid));
@@ -280,7 +276,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
 
     me: {
       rest: "GET /auth/me",
-      access: { roles: ["admin", "teacher", "student"] },
+      access: { roles: ANY_USER },
       async handler(ctx: Ctx) {
         const p = principalOf(ctx);
         if (p.kind !== "user") throw notFound("User");
@@ -292,7 +288,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
 
     listUsers: {
       rest: "GET /users",
-      access: { roles: ["admin", "teacher"] },
+      access: { roles: STAFF },
       params: listParams(Object.keys(USER_LIST.filters)),
       async handler(ctx: Ctx) {
         const q = parseListOrThrow(ctx.params, USER_LIST);
@@ -323,7 +319,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
 
     getUser: {
       rest: "GET /users/:id",
-      access: { roles: ["admin", "teacher", "student"] },
+      access: { roles: ANY_USER },
       params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         const p = principalOf(ctx);
@@ -432,7 +428,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
 
     /**
      * On every node before returning (a node-local cache is asked by a call, not an event), and a fill of
-     * this user's row computed before the change is refused (services/runtime/coherent-cache.ts).
+     * this user's row computed before the change is refused (platform/coherent-cache.ts).
      */
     async invalidateUser(id) {
       await this.invalidateCache("auth", [USER_KEY(id), USER_LIST_KEYS]);

@@ -7,8 +7,8 @@
  *  - 400 BAD_REQUEST: the IdP refused (its OAuth error code is in the detail: invalid_grant, …).
  *  - 503 SERVICE_UNAVAILABLE: the IdP is unreachable, answers 5xx, or its discovery document is unusable.
  */
-import { badRequest, serviceUnavailable } from "../shared/errors";
-import { safeErrorCode } from "./web-session.rules";
+import { badRequest, serviceUnavailable } from "../../platform/errors";
+import { safeErrorCode } from "../../lib/web-session.rules";
 
 export interface OidcClientOptions {
   issuer: string;

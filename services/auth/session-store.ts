@@ -8,7 +8,7 @@
  * Keys are prefixed `<NAMESPACE>:auth:`; values are opaque strings (the caller's JSON); every key has a TTL.
  */
 import Redis from "ioredis";
-import { serviceUnavailable } from "../shared/errors";
+import { serviceUnavailable } from "../../platform/errors";
 
 export interface AuthStore {
   readonly kind: "redis" | "memory";

@@ -29,7 +29,7 @@ import {
   type JWTPayload,
   type JWTVerifyGetKey,
 } from "jose";
-import { serviceUnavailable, unauthorized } from "../shared/errors";
+import { serviceUnavailable, unauthorized } from "../../platform/errors";
 import { createVerifiedTokenCache } from "./verified-token-cache";
 
 export type VerifierAlgorithm = "RS256" | "ES256";

@@ -1,20 +1,19 @@
 /**
  * Courses: a teacher's course, its students (course_students) and the labs attached to it (course_labs).
  */
-import type { Context, Service, ServiceSchema } from "moleculer";
+import { countActiveInstances, deleteInstances } from "../lab-instances/lab-instances.contract";
+import { COURSE_EVENTS, assignStudents, type CourseEvent, type CourseEventPayloads } from "./courses.contract";
+import type { Service, ServiceSchema } from "moleculer";
 import type { Transaction } from "sequelize";
-import { AccessMixin, entityOf, principalOf } from "../../mixins/access.mixin";
-import { DbMixin, listParams, parseListOrThrow, type CachedTable, type DbMethods } from "../../mixins/db.mixin";
-import { decideCourse, decideLab, type Decision } from "../access/access.rules";
-import { conflict, notFound, validationError } from "../shared/errors";
-import { containsPattern, type ListSpec } from "../shared/listing";
-import type { Principal, RequestMeta, UserPrincipal } from "../shared/principal";
-import { defineCourseModels, type CourseModel, type CourseRow } from "./courses.model";
-import { ID_PARAM, BODY_ID_PARAM, multilineTextParam, nameParam, optionalNotNull } from "../shared/params";
+import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
+import { DbMixin, listParams, parseListOrThrow, type CachedTable, type DbMethods } from "../../platform/db.mixin";
+import { ANY_USER, STAFF, courseScopeSql, decideCourse, decideLab, type Decision } from "../../lib/access.rules";
+import { conflict, notFound, validationError } from "../../platform/errors";
+import { containsPattern, type ListSpec } from "../../lib/listing";
+import type { Principal, UserPrincipal } from "../../lib/principal";
+import type { CourseRow } from "./courses.rows";
+import { ID_PARAM, BODY_ID_PARAM, multilineTextParam, nameParam, optionalNotNull, type IdParams } from "../../lib/params";
 
-interface IdParams {
-  id: number;
-}
 interface CreateParams {
   name: string;
   description?: string;
@@ -40,15 +39,13 @@ export interface LoadedCourse extends CourseRow {
   caller_assigned: boolean;
 }
 
-type Ctx<P = Record<string, unknown>> = Context<P, RequestMeta>;
 type CoursesMethods = {
   checkOwner(ownerId: number): Promise<void>;
-  activeInstanceCount(where: string, bind: Record<string, unknown>, transaction?: Transaction): Promise<number>;
   courseChanged(table: CachedTable, event: string, payload: Record<string, unknown>): Promise<void>;
   lockCourse(course: LoadedCourse, transaction: Transaction): Promise<void>;
   lostRace(course: LoadedCourse, transaction?: Transaction): Promise<void>;
 };
-type CoursesThis = Service & DbMethods & CoursesMethods & { model: CourseModel };
+type CoursesThis = Service & DbMethods & CoursesMethods;
 
 const NAME = nameParam(200);
 /** The column may be NULL: null clears the description. */
@@ -75,8 +72,6 @@ const COURSE_LAB_LIST: ListSpec<"created_at" | "name" | "id", { status: "enum:dr
 const COURSE_COLUMNS = "id, name, description, owner_id, created_at, updated_at";
 const LAB_COLUMNS =
   "l.id, l.name, l.description, l.docker_image, l.resources, l.network_isolated, l.max_lifetime_s, l.status, l.rejection_reason, l.created_by, l.approved_by, l.created_at, l.updated_at";
-const ACTIVE_STATUSES = "('pending','running','stopping')";
-
 /** Loads the course named by `id` with the caller's assignment, in one query. */
 async function loadCourse(this: Service, ctx: Ctx): Promise<LoadedCourse | null> {
   const self = this as CoursesThis;
@@ -109,29 +104,23 @@ function publicCourse(c: CourseRow): CourseRow {
 }
 
 
-const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods, { model: CourseModel }> = {
+const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods> = {
   name: "courses",
-  mixins: [DbMixin(defineCourseModels), AccessMixin],
+  mixins: [DbMixin()],
   settings: { rest: "/courses" },
 
   actions: {
     list: {
       rest: "GET /",
-      access: { roles: ["admin", "teacher", "student"] },
+      access: { roles: ANY_USER },
       params: listParams(Object.keys(COURSE_LIST.filters)),
       cache: { keys: ["#user.kind", "#user.id", "#user.role", "offset", "limit", "sort", "owner_id", "q"], ttl: 600 },
       async handler(ctx: Ctx) {
         const q = parseListOrThrow(ctx.params, COURSE_LIST);
         const p = principalOf(ctx);
-        const where: string[] = [];
-        const bind: Record<string, unknown> = {};
-        if (p.kind === "user" && p.role === "teacher") {
-          where.push("c.owner_id = $me");
-          bind.me = p.id;
-        } else if (p.kind === "user" && p.role === "student") {
-          where.push("EXISTS (SELECT 1 FROM course_students cs WHERE cs.course_id = c.id AND cs.student_id = $me)");
-          bind.me = p.id;
-        }
+        const scope = courseScopeSql(p);
+        const where: string[] = scope.where ? [scope.where] : [];
+        const bind: Record<string, unknown> = { ...scope.bind };
         if (q.filters.owner_id !== undefined) {
           where.push("c.owner_id = $owner");
           bind.owner = q.filters.owner_id;
@@ -147,7 +136,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     create: {
       rest: "POST /",
-      access: { roles: ["admin", "teacher"] },
+      access: { roles: STAFF },
       params: { name: NAME, description: DESCRIPTION, owner_id: OWNER_ID },
       async handler(ctx: Ctx<CreateParams>) {
         const p = principalOf(ctx);
@@ -179,7 +168,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           await this.checkOwner(ownerId);
           throw conflict("The owner changed meanwhile; try again");
         }
-        await this.courseChanged("courses", "courses.changed", { course_id: created.id });
+        await this.courseChanged("courses", COURSE_EVENTS.changed, { course_id: created.id });
         ctx.meta.$statusCode = 201;
         ctx.meta.$location = `/api/v1/courses/${created.id}`;
         return created;
@@ -188,7 +177,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     get: {
       rest: "GET /:id",
-      access: { roles: ["admin", "teacher", "student"], ...COURSE_ACCESS, decide: view },
+      access: { roles: ANY_USER, ...COURSE_ACCESS, decide: view },
       params: { id: ID_PARAM },
       cache: { keys: ["#user.kind", "#user.id", "#user.role", "id"], ttl: 600 },
       async handler(ctx: Ctx<IdParams>) {
@@ -198,7 +187,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     update: {
       rest: "PUT /:id",
-      access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
+      access: { roles: STAFF, ...COURSE_ACCESS, decide: manage },
       params: { id: ID_PARAM, name: optionalNotNull(NAME), description: DESCRIPTION, owner_id: OWNER_ID },
       async handler(ctx: Ctx<UpdateParams>) {
         const course = entityOf<LoadedCourse>(ctx);
@@ -231,7 +220,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           if (changes.owner_id !== undefined) await this.checkOwner(changes.owner_id);
           throw conflict("The course changed meanwhile; reload it and try again");
         }
-        await this.courseChanged("courses", changes.owner_id !== undefined ? "courses.owner-changed" : "courses.changed", {
+        await this.courseChanged("courses", changes.owner_id !== undefined ? COURSE_EVENTS.ownerChanged : COURSE_EVENTS.changed, {
           course_id: course.id,
           owner_id: rows[0].owner_id,
           previous_owner_id: course.owner_id,
@@ -242,7 +231,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     remove: {
       rest: "DELETE /:id",
-      access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
+      access: { roles: STAFF, ...COURSE_ACCESS, decide: manage },
       params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         const course = entityOf<LoadedCourse>(ctx);
@@ -257,23 +246,16 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
             await this.lostRace(course, transaction);
             throw conflict("The course changed meanwhile; reload it and try again");
           }
-          const active = await this.selectOne<{ n: string }>(
-            `SELECT count(*) AS n FROM lab_instances WHERE course_id = $id AND status IN ${ACTIVE_STATUSES}`,
-            { id: course.id },
-            transaction,
-          );
-          if (Number(active?.n ?? 0) > 0) {
-            throw conflict(`Course has ${active!.n} active lab instance(s); stop them before deleting the course`);
+          const active = await countActiveInstances(this.sequelize(), { course_id: course.id }, transaction);
+          if (active > 0) {
+            throw conflict(`Course has ${active} active lab instance(s); stop them before deleting the course`);
           }
           // Finished instances are history of this course only; they go with it (as with a deleted lab).
           // Left in place, their foreign key refuses the DELETE and the caller got a 500.
-          await this.sequelize().query(`DELETE FROM lab_instances WHERE course_id = $id AND status NOT IN ${ACTIVE_STATUSES}`, {
-            bind: { id: course.id },
-            transaction,
-          });
+          await deleteInstances(this.sequelize(), { course_id: course.id }, "finished", transaction);
           await this.sequelize().query("DELETE FROM courses WHERE id = $id", { bind: { id: course.id }, transaction });
         });
-        await this.courseChanged("courses", "courses.removed", { course_id: course.id });
+        await this.courseChanged("courses", COURSE_EVENTS.removed, { course_id: course.id });
         ctx.meta.$statusCode = 204;
         return null;
       },
@@ -281,7 +263,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     students: {
       rest: "GET /:id/students",
-      access: { roles: ["admin", "teacher", "student"], ...COURSE_ACCESS, decide: manage },
+      access: { roles: ANY_USER, ...COURSE_ACCESS, decide: manage },
       params: { id: ID_PARAM, ...listParams(Object.keys(STUDENT_LIST.filters)) },
       async handler(ctx: Ctx<IdParams>) {
         const q = parseListOrThrow(ctx.params, STUDENT_LIST);
@@ -302,7 +284,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     assignStudents: {
       rest: "POST /:id/students",
-      access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
+      access: { roles: STAFF, ...COURSE_ACCESS, decide: manage },
       params: { id: ID_PARAM, student_ids: { type: "array", items: BODY_ID_PARAM, min: 1, max: 500, unique: true } },
       async handler(ctx: Ctx<AssignParams>) {
         const course = entityOf<LoadedCourse>(ctx);
@@ -324,19 +306,13 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
               missing.map((id) => ({ loc: ["body", "student_ids", ids.indexOf(id)], msg: `User ${id} is not a student`, type: "value_error" })),
             );
           }
-          // In id order: two overlapping assignments then wait for each other instead of deadlocking.
-          return this.select<{ student_id: number }>(
-            `INSERT INTO course_students (course_id, student_id)
-             SELECT $course, unnest($ids::int[]) ON CONFLICT DO NOTHING RETURNING student_id`,
-            { course: course.id, ids: [...ids].sort((a, b) => a - b) },
-            transaction,
-          );
+          return assignStudents(this.sequelize(), course.id, [...ids], transaction);
         });
-        const addedIds = added.map((r) => r.student_id).sort((a, b) => a - b);
+        const addedIds = [...added].sort((a, b) => a - b);
         // Caches first: a listener reacting to the event must not read a stale answer.
         if (addedIds.length > 0) await this.tablesChanged("course_students");
         for (const studentId of addedIds) {
-          this.broker.broadcast("courses.student-assigned", { course_id: course.id, student_id: studentId });
+          this.broker.broadcast(COURSE_EVENTS.studentAssigned, { course_id: course.id, student_id: studentId });
         }
         return { course_id: course.id, added: addedIds, already_assigned: ids.filter((id) => !addedIds.includes(id)) };
       },
@@ -344,7 +320,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     removeStudent: {
       rest: "DELETE /:id/students/:student_id",
-      access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
+      access: { roles: STAFF, ...COURSE_ACCESS, decide: manage },
       params: { id: ID_PARAM, student_id: ID_PARAM },
       async handler(ctx: Ctx<StudentParams>) {
         const course = entityOf<LoadedCourse>(ctx);
@@ -360,7 +336,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           throw notFound("Student in this course");
         }
         // lab-instances listens and stops the student's instances in this course.
-        await this.courseChanged("course_students", "courses.student-removed", { course_id: course.id, student_id: ctx.params.student_id });
+        await this.courseChanged("course_students", COURSE_EVENTS.studentRemoved, { course_id: course.id, student_id: ctx.params.student_id });
         ctx.meta.$statusCode = 204;
         return null;
       },
@@ -368,7 +344,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     labs: {
       rest: "GET /:id/labs",
-      access: { roles: ["admin", "teacher", "student"], ...COURSE_ACCESS, decide: view },
+      access: { roles: ANY_USER, ...COURSE_ACCESS, decide: view },
       params: { id: ID_PARAM, ...listParams(Object.keys(COURSE_LAB_LIST.filters)) },
       cache: { keys: ["#user.kind", "#user.id", "#user.role", "id", "offset", "limit", "sort", "status"], ttl: 600 },
       async handler(ctx: Ctx<IdParams>) {
@@ -392,7 +368,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     attachLab: {
       rest: "POST /:id/labs",
-      access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
+      access: { roles: STAFF, ...COURSE_ACCESS, decide: manage },
       params: { id: ID_PARAM, lab_id: BODY_ID_PARAM },
       async handler(ctx: Ctx<LabParams>) {
         const course = entityOf<LoadedCourse>(ctx);
@@ -418,7 +394,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           return { lab: found, inserted: rows };
         });
         if (inserted.length > 0) {
-          await this.courseChanged("course_labs", "courses.lab-attached", { course_id: course.id, lab_id: lab.id });
+          await this.courseChanged("course_labs", COURSE_EVENTS.labAttached, { course_id: course.id, lab_id: lab.id });
           ctx.meta.$statusCode = 201;
           // The new link, as DELETE names it (a 201 without Location also makes moleculer-web warn on every call).
           ctx.meta.$location = `/api/v1/courses/${course.id}/labs/${lab.id}`;
@@ -429,7 +405,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     detachLab: {
       rest: "DELETE /:id/labs/:lab_id",
-      access: { roles: ["admin", "teacher"], ...COURSE_ACCESS, decide: manage },
+      access: { roles: STAFF, ...COURSE_ACCESS, decide: manage },
       params: { id: ID_PARAM, lab_id: ID_PARAM },
       async handler(ctx: Ctx<LabParams>) {
         const course = entityOf<LoadedCourse>(ctx);
@@ -443,16 +419,16 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
             transaction,
           );
           if (removed.length === 0) throw notFound("Lab in this course");
-          const active = await this.activeInstanceCount(
-            "course_id = $course AND lab_id = $lab",
-            { course: course.id, lab: ctx.params.lab_id },
+          const active = await countActiveInstances(
+            this.sequelize(),
+            { course_id: course.id, lab_id: ctx.params.lab_id },
             transaction,
           );
           if (active > 0) {
             throw conflict(`Lab has ${active} active instance(s) in this course; stop them before detaching it`);
           }
         });
-        await this.courseChanged("course_labs", "courses.lab-detached", { course_id: course.id, lab_id: ctx.params.lab_id });
+        await this.courseChanged("course_labs", COURSE_EVENTS.labDetached, { course_id: course.id, lab_id: ctx.params.lab_id });
         ctx.meta.$statusCode = 204;
         return null;
       },
@@ -469,18 +445,6 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
       if (!owner || owner.role !== "teacher") {
         throw validationError([{ loc: ["body", "owner_id"], msg: "owner_id must be the id of a teacher", type: "value_error" }]);
       }
-    },
-    async activeInstanceCount(
-      where: string,
-      bind: Record<string, unknown>,
-      transaction?: Transaction,
-    ): Promise<number> {
-      const row = await this.selectOne<{ n: string }>(
-        `SELECT count(*) AS n FROM lab_instances WHERE ${where} AND status IN ${ACTIVE_STATUSES}`,
-        bind,
-        transaction,
-      );
-      return Number(row?.n ?? 0);
     },
     /**
      * FOR SHARE on the course as the access check saw it (same owner): it cannot be deleted or handed over
@@ -514,7 +478,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
      * After a committed write to `table`: drops every cached answer that reads it (course answers, permission
      * decisions) on every node, then tells listeners. The caller answers only after this.
      */
-    async courseChanged(table: CachedTable, event: string, payload: Record<string, unknown>): Promise<void> {
+    async courseChanged<E extends CourseEvent>(table: CachedTable, event: E, payload: CourseEventPayloads[E]): Promise<void> {
       await this.tablesChanged(table);
       this.broker.broadcast(event, payload);
     },

@@ -6,11 +6,13 @@
  *
  * The service asks `decide(current, event)` inside a transaction that holds the instance row, then writes
  * the outcome with an UPDATE conditional on `current`. Every outcome only ever moves forward along the
- * table below (checked by the unit tests for every status × event), so a late, duplicated or reordered
- * worker result can never move an instance backwards.
+ * lifecycle above (the unit tests check every status × event against DESIGN's table), so a late,
+ * duplicated or reordered worker result can never move an instance backwards.
  *
  * Pure: no moleculer, no sequelize.
  */
+
+import type { TaskName, TaskResultState } from "../tasks/tasks.contract";
 
 export type InstanceStatus = "pending" | "running" | "stopping" | "stopped" | "failed" | "expired";
 export const INSTANCE_STATUSES: readonly InstanceStatus[] = ["pending", "running", "stopping", "stopped", "failed", "expired"];
@@ -20,26 +22,7 @@ export const ACTIVE_STATUSES: readonly InstanceStatus[] = ["pending", "running",
 /** Nothing happens to an instance in these any more (only its pod's cleanup is recorded, as stopped_at). */
 export const FINAL_STATUSES: readonly InstanceStatus[] = ["stopped", "failed", "expired"];
 
-export const isActive = (s: InstanceStatus): boolean => ACTIVE_STATUSES.includes(s);
 export const isFinal = (s: InstanceStatus): boolean => FINAL_STATUSES.includes(s);
-
-/**
- * Allowed status changes. `expired` is final: the lifetime ran out, cleanup_lab removes the pod, and the
- * cleanup's success is recorded as stopped_at without overwriting *why* the instance ended (DESIGN's
- * "expired (then stopped)" is read as "the pod is then stopped"). Final statuses never change.
- */
-export const TRANSITIONS: { readonly [S in InstanceStatus]: readonly InstanceStatus[] } = {
-  pending: ["running", "stopping", "failed"],
-  running: ["stopping", "failed", "expired"],
-  stopping: ["stopped", "failed"],
-  stopped: [],
-  failed: [],
-  expired: [],
-};
-
-export function canTransition(from: InstanceStatus, to: InstanceStatus): boolean {
-  return TRANSITIONS[from].includes(to);
-}
 
 /**
  * Position of a status along the lifecycle: strictly increasing along every allowed transition (the tests
@@ -60,15 +43,13 @@ export function statusRank(s: InstanceStatus): number {
   }
 }
 
-export type TaskName = "start_lab" | "stop_lab" | "cleanup_lab";
-export type TaskState = "SUCCESS" | "FAILURE" | "REVOKED";
 
 /** What can happen to an instance. */
 export type InstanceEvent =
   /** A user (or the system, e.g. the student left the course) asks to stop it. */
   | { kind: "stop" }
   /** A worker's result for one of the instance's tasks. */
-  | { kind: "result"; task: TaskName; state: TaskState; error?: string }
+  | { kind: "result"; task: TaskName; state: TaskResultState; error?: string }
   /** Sweeper: pending for longer than LAB_START_TIMEOUT_S. */
   | { kind: "start_timed_out"; timeoutS: number }
   /** Sweeper: running past expires_at. */
@@ -96,7 +77,7 @@ export function errorText(error: string | undefined, fallback: string): string {
   return text.length > ERROR_MAX_LENGTH ? `${text.slice(0, ERROR_MAX_LENGTH - 1)}…` : text;
 }
 
-function resultOutcome(current: InstanceStatus, task: TaskName, state: TaskState, error?: string): Outcome {
+function resultOutcome(current: InstanceStatus, task: TaskName, state: TaskResultState, error?: string): Outcome {
   const ok = state === "SUCCESS";
   const failure = () => errorText(error, state === "REVOKED" ? `${task} was revoked` : `${task} failed`);
   switch (task) {
@@ -175,18 +156,6 @@ export function lifetimeSeconds(labMaxLifetimeS: number | null | undefined, defa
     : defaultS;
 }
 
-export function expiresAt(startedAt: Date, lifetimeS: number): Date {
-  return new Date(startedAt.getTime() + lifetimeS * 1000);
-}
-
-/** The sweeper's two questions, with the same boundaries as its SQL (strictly past the limit). */
-export function startTimedOut(createdAt: Date, now: Date, timeoutS: number): boolean {
-  return now.getTime() - createdAt.getTime() > timeoutS * 1000;
-}
-export function lifetimeExceeded(expires: Date | null, now: Date): boolean {
-  return expires !== null && now.getTime() > expires.getTime();
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // Worker results
 // ---------------------------------------------------------------------------------------------------------
@@ -238,7 +207,7 @@ export function parseStartResult(result: unknown): StartResult {
  */
 export function resultEvent(
   task: TaskName,
-  state: TaskState,
+  state: TaskResultState,
   result: unknown,
   error: string | undefined,
 ): { event: InstanceEvent; start?: { k8s_pod_name: string; connection_url: string } } {

@@ -10,20 +10,26 @@
  * Task ids: lab_instances.celery_task_id is the start_lab task's id (results are matched against it);
  * stop_lab and cleanup_lab ids live only in their task_outbox rows (lab_instance_id links them).
  *
- * PGlite caveat: inside a transaction every query passes `{ transaction }` (see services/shared/db.ts).
+ * PGlite caveat: inside a transaction every query passes `{ transaction }` (see platform/db.ts).
  */
+import { COURSE_EVENTS, type CourseStudentChanged } from "../courses/courses.contract";
 import type { Context, ServiceSchema } from "moleculer";
 import type { Transaction } from "sequelize";
-import { AccessMixin, entityOf, principalOf } from "../../mixins/access.mixin";
-import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../mixins/db.mixin";
-import { decideLabInstance, type Decision, type Need } from "../access/access.rules";
-import { platformOf } from "../runtime/platform";
-import { advisoryLockKey } from "../shared/db";
-import { conflict, notFound } from "../shared/errors";
-import type { ListSpec } from "../shared/listing";
-import { systemPrincipal, type RequestMeta, type UserPrincipal } from "../shared/principal";
-import { TASKS_ENQUEUED_EVENT, enqueueTask } from "../tasks/outbox";
-import { INSTANCE_COLUMNS, defineLabInstanceModel, type LabInstanceModel, type LabInstanceRow } from "./lab-instances.model";
+import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
+import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
+import { ANY_USER, STUDENT_ONLY, SYSTEM_ONLY, decideLabInstance, labInstanceScopeSql, type Decision, type Need } from "../../lib/access.rules";
+import { platformOf } from "../../platform/platform";
+import { advisoryLockKey } from "../../platform/db";
+import { conflict, notFound } from "../../platform/errors";
+import type { ListSpec } from "../../lib/listing";
+import { systemPrincipal, type UserPrincipal } from "../../lib/principal";
+import { TASKS_ENQUEUED_EVENT, TASK_NAMES, TASK_RESULT_STATES, enqueueTask } from "../tasks/tasks.contract";
+import {
+  STATUS_CHANGED_EVENT,
+  type ApplyTaskResultAnswer,
+  type ApplyTaskResultParams,
+} from "./lab-instances.contract";
+import { INSTANCE_COLUMNS, type LabInstanceRow } from "./lab-instances.rows";
 import {
   ACTIVE_STATUSES,
   INSTANCE_STATUSES,
@@ -34,35 +40,14 @@ import {
   type InstanceEvent,
   type InstanceStatus,
   type Outcome,
-  type TaskName,
-  type TaskState,
 } from "./lab-instances.rules";
-import { BODY_ID_PARAM, ID_PARAM } from "../shared/params";
+import { decideStart } from "../../lib/permission.rules";
+import { BODY_ID_PARAM, ID_PARAM, type IdParams } from "../../lib/params";
 
-/** Broadcast on every status change, with the instance's public JSON. */
-export const STATUS_CHANGED_EVENT = "lab-instances.status-changed";
 
-interface IdParams {
-  id: number;
-}
 interface StartParams {
   lab_id: number;
   course_id: number;
-}
-export interface ApplyTaskResultParams {
-  task_id: string;
-  task_name: TaskName;
-  lab_instance_id: number;
-  status: TaskState;
-  result?: unknown;
-  error?: string;
-}
-export interface ApplyTaskResultAnswer {
-  /** Something was written (a status change, a task, stopped_at); false: the result changed nothing. */
-  applied: boolean;
-  /** Status after applying; null when the instance no longer exists. */
-  status: InstanceStatus | null;
-  note?: string;
 }
 export interface SweepReport {
   /** false: another node holds the sweep lock and swept this round. */
@@ -70,11 +55,6 @@ export interface SweepReport {
   timed_out: number[];
   expired: number[];
 }
-interface StudentRemoved {
-  course_id: number;
-  student_id: number;
-}
-
 /** An instance as the access check loads it: the row plus its course's owner. */
 export interface LoadedInstance extends LabInstanceRow {
   course_owner_id: number;
@@ -92,7 +72,6 @@ interface Transition {
   wrote: boolean;
 }
 
-type Ctx<P = Record<string, unknown>> = Context<P, RequestMeta>;
 type Methods = {
   transition(
     id: number,
@@ -103,7 +82,7 @@ type Methods = {
   announce(changed: LabInstanceRow[], enqueued: boolean): void;
   sweep(): Promise<SweepReport>;
 };
-type Vars = { model: LabInstanceModel; sweepTimer: NodeJS.Timeout | null; sweeping: Promise<SweepReport> | null };
+type Vars = { sweepTimer: NodeJS.Timeout | null; sweeping: Promise<SweepReport> | null };
 type StartFields = { k8s_pod_name: string; connection_url: string };
 
 const COLUMNS = INSTANCE_COLUMNS.join(", ");
@@ -152,27 +131,21 @@ function isActiveUniqueViolation(err: unknown): boolean {
 
 const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, Vars> = {
   name: "lab-instances",
-  mixins: [DbMixin(defineLabInstanceModel), AccessMixin],
+  mixins: [DbMixin()],
   settings: { rest: "/lab-instances" },
 
   actions: {
     // Not cached: statuses change all the time and a stale "pending" would mislead the UI.
     list: {
       rest: "GET /",
-      access: { roles: ["admin", "teacher", "student"] },
+      access: { roles: ANY_USER },
       params: listParams(Object.keys(INSTANCE_LIST.filters)),
       async handler(ctx: Ctx) {
         const q = parseListOrThrow(ctx.params, INSTANCE_LIST);
         const p = principalOf(ctx);
-        const where: string[] = [];
-        const bind: Record<string, unknown> = {};
-        if (p.kind === "user" && p.role === "student") {
-          where.push("i.student_id = $me");
-          bind.me = p.id;
-        } else if (p.kind === "user" && p.role === "teacher") {
-          where.push("EXISTS (SELECT 1 FROM courses c WHERE c.id = i.course_id AND c.owner_id = $me)");
-          bind.me = p.id;
-        }
+        const scope = labInstanceScopeSql(p);
+        const where: string[] = scope.where ? [scope.where] : [];
+        const bind: Record<string, unknown> = { ...scope.bind };
         for (const f of ["status", "lab_id", "course_id", "student_id"] as const) {
           if (q.filters[f] !== undefined) {
             where.push(`i.${f} = $${f}`);
@@ -199,7 +172,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
       // cached per student, course and lab: a refused or repeated start costs no query here. The transaction
       // below checks the same facts again under locks, so a decision is never the last word on a start.
       access: {
-        roles: ["student"],
+        roles: STUDENT_ONLY,
         entity: "Course",
         check: (ctx) => ({ rule: "start_lab", course_id: Number(ctx.params.course_id), lab_id: Number(ctx.params.lab_id) }),
       },
@@ -240,18 +213,23 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
                     { course: courseId, me: me.id },
                     transaction,
                   );
-            if (assigned.length === 0) throw notFound("Course");
             // FOR SHARE: detaching the lab waits for this start, then counts its instance.
-            const attached = await this.select(
-              "SELECT 1 AS ok FROM course_labs WHERE course_id = $course AND lab_id = $lab FOR SHARE",
-              { course: courseId, lab: labId },
-              transaction,
-            );
-            // Not attached to this course: the student may not learn whether such a lab exists.
-            if (!lab || attached.length === 0) throw notFound("Lab");
-            if (lab.status !== "approved") {
-              throw conflict(`Lab ${labId} is not approved (status: ${lab.status}); it can be started once an administrator approves it`);
-            }
+            const attached =
+              assigned.length === 0
+                ? []
+                : await this.select(
+                    "SELECT 1 AS ok FROM course_labs WHERE course_id = $course AND lab_id = $lab FOR SHARE",
+                    { course: courseId, lab: labId },
+                    transaction,
+                  );
+            // The access check's rule again, on the locked facts. Not attached to this course: the student
+            // may not learn whether such a lab exists.
+            const admission = decideStart(labId, {
+              assigned: assigned.length > 0,
+              attachedLabStatus: lab && attached.length > 0 ? lab.status : null,
+            });
+            if (admission.decision === "not_found") throw notFound(admission.entity ?? "Lab");
+            if (admission.decision === "conflict") throw conflict(admission.detail ?? `Lab ${labId} cannot be started`);
             const active = await this.select<{ id: number; lab_id: number; status: InstanceStatus }>(
               `SELECT id, lab_id, status FROM lab_instances WHERE student_id = $me AND status IN ${ACTIVE_SQL} ORDER BY id`,
               { me: me.id },
@@ -311,7 +289,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
 
     get: {
       rest: "GET /:id",
-      access: { roles: ["admin", "teacher", "student"], ...INSTANCE_ACCESS, decide: instanceRule("view") },
+      access: { roles: ANY_USER, ...INSTANCE_ACCESS, decide: instanceRule("view") },
       params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         return publicInstance(entityOf<LoadedInstance>(ctx));
@@ -324,7 +302,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
      */
     stop: {
       rest: "POST /:id/stop",
-      access: { roles: ["admin", "teacher", "student"], ...INSTANCE_ACCESS, decide: instanceRule("manage") },
+      access: { roles: ANY_USER, ...INSTANCE_ACCESS, decide: instanceRule("manage") },
       params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         const inst = entityOf<LoadedInstance>(ctx);
@@ -340,7 +318,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
 
     connection: {
       rest: "GET /:id/connection",
-      access: { roles: ["admin", "teacher", "student"], ...INSTANCE_ACCESS, decide: instanceRule("view") },
+      access: { roles: ANY_USER, ...INSTANCE_ACCESS, decide: instanceRule("view") },
       params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         const inst = entityOf<LoadedInstance>(ctx);
@@ -363,12 +341,12 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
      * monotone: a duplicate or late result never moves an instance backwards (see lab-instances.rules.ts).
      */
     applyTaskResult: {
-      access: { roles: [] },
+      access: { roles: SYSTEM_ONLY },
       params: {
         task_id: { type: "string", min: 1, max: 255 },
-        task_name: { type: "enum", values: ["start_lab", "stop_lab", "cleanup_lab"] },
+        task_name: { type: "enum", values: [...TASK_NAMES] },
         lab_instance_id: ID_PARAM,
-        status: { type: "enum", values: ["SUCCESS", "FAILURE", "REVOKED"] },
+        status: { type: "enum", values: [...TASK_RESULT_STATES] },
         result: { type: "any", optional: true },
         error: { type: "string", optional: true, nullable: true },
       },
@@ -398,7 +376,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
 
     /** One sweep now (tests, operators in the REPL); the timer does the same every LAB_SWEEP_INTERVAL_MS. */
     sweep: {
-      access: { roles: [] },
+      access: { roles: SYSTEM_ONLY },
       handler(): Promise<SweepReport> {
         return this.sweep();
       },
@@ -407,8 +385,8 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
 
   events: {
     /** The student left the course: their instances in it stop (as the system: nobody asked in person). */
-    "courses.student-removed": {
-      async handler(ctx: Context<StudentRemoved>) {
+    [COURSE_EVENTS.studentRemoved]: {
+      async handler(ctx: Context<CourseStudentChanged>) {
         const { course_id, student_id } = ctx.params;
         const rows = await this.select<{ id: number }>(
           `SELECT id FROM lab_instances WHERE course_id = $course AND student_id = $student AND status IN ('pending', 'running')`,

@@ -6,9 +6,10 @@
  * FastAPI-shaped validation problems; the service maps them (INVALID_TRANSITION → 409 conflict,
  * FORBIDDEN → 403, problems → 422).
  */
-import type { Role } from "../shared/principal";
-import { controlCharProblem } from "../shared/params";
-import type { FilterKind, ListSpec, ValidationProblem } from "../shared/listing";
+import type { Role } from "../../lib/principal";
+import { controlCharProblem } from "../../lib/params";
+import type { FilterKind, ListSpec } from "../../lib/listing";
+import type { ValidationProblem } from "../../lib/validation-problem";
 
 /* ───────────────────────────── Approval state machine ───────────────────────────── */
 
@@ -224,7 +225,7 @@ export function statusAfterEdit(lab: LabApprovalState, changes: LabChanges, acto
   return { ok: true, status: lab.status, approved_by: lab.approved_by, reapproval_required: false, changed };
 }
 
-/** List spec for `GET /labs?status=&course_id=` (see services/shared/listing.ts). */
+/** List spec for `GET /labs?status=&course_id=` (see lib/listing.ts). */
 export const LAB_LIST_SPEC = {
   sortable: ["id", "name", "status", "created_at", "updated_at"],
   defaultSort: "-created_at",

@@ -2,13 +2,16 @@
  * Labs: a docker image with its resources, and the approval workflow
  * (draft → pending_approval → approved | rejected; see labs.rules.ts).
  */
-import type { Context, ServiceSchema } from "moleculer";
-import { AccessMixin, entityOf, principalOf } from "../../mixins/access.mixin";
-import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../mixins/db.mixin";
-import { decideLab, type Decision, type Need } from "../access/access.rules";
-import { conflict, forbidden, notFound, validationError, type ValidationProblem } from "../shared/errors";
-import type { Principal, RequestMeta, UserPrincipal } from "../shared/principal";
-import { defineLabModel, type LabModel, type LabRow } from "./labs.model";
+import { countActiveInstances, deleteInstances } from "../lab-instances/lab-instances.contract";
+import { LABS_CHANGED_EVENT, type LabChanged } from "./labs.contract";
+import type { ServiceSchema } from "moleculer";
+import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
+import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
+import { ANY_USER, STAFF, ADMIN_ONLY, decideLab, type Decision, type Need, labScopeSql } from "../../lib/access.rules";
+import { conflict, forbidden, notFound, validationError } from "../../platform/errors";
+import type { ValidationProblem } from "../../lib/validation-problem";
+import type { Principal, UserPrincipal } from "../../lib/principal";
+import type { LabRow } from "./labs.rows";
 import {
   LAB_LIST_SPEC,
   dockerImageProblems,
@@ -22,11 +25,8 @@ import {
   type LabChanges,
   type LabResources,
 } from "./labs.rules";
-import { ID_PARAM, multilineTextParam, nameParam, optionalNotNull } from "../shared/params";
+import { ID_PARAM, multilineTextParam, nameParam, optionalNotNull, type IdParams } from "../../lib/params";
 
-interface IdParams {
-  id: number;
-}
 interface LabBody {
   name?: string;
   description?: string;
@@ -45,7 +45,6 @@ export interface LoadedLab extends LabRow {
   caller_reaches: boolean;
 }
 
-type Ctx<P = Record<string, unknown>> = Context<P, RequestMeta>;
 type LabsMethods = {
   validateBody(body: LabBody, partial: boolean): { changes: LabChanges; problems: ValidationProblem[] };
   transition(ctx: Ctx<IdParams>, action: LabAction, reason?: string): Promise<LabRow>;
@@ -77,8 +76,6 @@ const PARTIAL_BODY_PARAMS = {
 
 export const LAB_COLUMNS =
   "id, name, description, docker_image, resources, network_isolated, max_lifetime_s, status, rejection_reason, created_by, approved_by, created_at, updated_at";
-const ACTIVE_STATUSES = "('pending','running','stopping')";
-
 /**
  * The lab still has the approval facts it was read with (status, approver and what runs). Every write that
  * decided from them carries this; resources compare as jsonb (by value, not key order).
@@ -131,34 +128,22 @@ function actorRole(p: Principal): "admin" | "teacher" | "student" {
   return p.kind === "system" ? "admin" : p.role;
 }
 
-const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { model: LabModel }> = {
+const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
   name: "labs",
-  mixins: [DbMixin(defineLabModel), AccessMixin],
+  mixins: [DbMixin()],
   settings: { rest: "/labs" },
 
   actions: {
     list: {
       rest: "GET /",
-      access: { roles: ["admin", "teacher", "student"] },
+      access: { roles: ANY_USER },
       params: listParams(Object.keys(LAB_LIST_SPEC.filters)),
       async handler(ctx: Ctx) {
         const q = parseListOrThrow(ctx.params, LAB_LIST_SPEC);
         const p = principalOf(ctx);
-        const where: string[] = [];
-        const bind: Record<string, unknown> = {};
-        const reachable = `EXISTS (SELECT 1 FROM course_labs cl JOIN courses c ON c.id = cl.course_id WHERE cl.lab_id = l.id AND %s)`;
-        if (p.kind === "user" && p.role === "teacher") {
-          where.push(`(l.created_by = $me OR l.status = 'approved' OR ${reachable.replace("%s", "c.owner_id = $me")})`);
-          bind.me = p.id;
-        } else if (p.kind === "user" && p.role === "student") {
-          where.push(
-            `l.status = 'approved' AND ${reachable.replace(
-              "%s",
-              "EXISTS (SELECT 1 FROM course_students cs WHERE cs.course_id = c.id AND cs.student_id = $me)",
-            )}`,
-          );
-          bind.me = p.id;
-        }
+        const scope = labScopeSql(p);
+        const where: string[] = scope.where ? [scope.where] : [];
+        const bind: Record<string, unknown> = { ...scope.bind };
         if (q.filters.status !== undefined) {
           where.push("l.status = $status");
           bind.status = q.filters.status;
@@ -169,8 +154,10 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
           let courseVisible = "";
           if (p.kind === "user" && p.role === "teacher") {
             courseVisible = " AND EXISTS (SELECT 1 FROM courses fc WHERE fc.id = f.course_id AND fc.owner_id = $me)";
+            bind.me = p.id;
           } else if (p.kind === "user" && p.role === "student") {
             courseVisible = " AND EXISTS (SELECT 1 FROM course_students fs WHERE fs.course_id = f.course_id AND fs.student_id = $me)";
+            bind.me = p.id;
           }
           where.push(`EXISTS (SELECT 1 FROM course_labs f WHERE f.lab_id = l.id AND f.course_id = $course${courseVisible})`);
           bind.course = q.filters.course_id;
@@ -181,7 +168,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
 
     create: {
       rest: "POST /",
-      access: { roles: ["admin", "teacher"] },
+      access: { roles: STAFF },
       params: BODY_PARAMS,
       async handler(ctx: Ctx<LabBody>) {
         const { changes, problems } = this.validateBody(ctx.params, false);
@@ -202,7 +189,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
           },
         );
         // A new lab is attached to no course yet: no cached answer reads it, nothing to invalidate.
-        this.broker.broadcast("labs.changed", { lab_id: row.id, status: row.status });
+        this.broker.broadcast<LabChanged>(LABS_CHANGED_EVENT, { lab_id: row.id, status: row.status });
         ctx.meta.$statusCode = 201;
         ctx.meta.$location = `/api/v1/labs/${row.id}`;
         return row;
@@ -211,7 +198,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
 
     get: {
       rest: "GET /:id",
-      access: { roles: ["admin", "teacher", "student"], ...LAB_ACCESS, decide: decide("view") },
+      access: { roles: ANY_USER, ...LAB_ACCESS, decide: decide("view") },
       params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         return publicLab(entityOf<LoadedLab>(ctx));
@@ -220,7 +207,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
 
     update: {
       rest: "PUT /:id",
-      access: { roles: ["admin", "teacher"], ...LAB_ACCESS, decide: decide("manage") },
+      access: { roles: STAFF, ...LAB_ACCESS, decide: decide("manage") },
       params: { id: ID_PARAM, ...PARTIAL_BODY_PARAMS },
       async handler(ctx: Ctx<UpdateParams>) {
         const lab = entityOf<LoadedLab>(ctx);
@@ -249,7 +236,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
 
     remove: {
       rest: "DELETE /:id",
-      access: { roles: ["admin", "teacher"], ...LAB_ACCESS, decide: decide("manage") },
+      access: { roles: STAFF, ...LAB_ACCESS, decide: decide("manage") },
       params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         const lab = entityOf<LoadedLab>(ctx);
@@ -257,16 +244,12 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
           const locked = await this.select("SELECT id FROM labs WHERE id = $id FOR UPDATE", { id: lab.id }, transaction);
           // Deleted by a concurrent request since the access check loaded it: that one answered 204, this one 404.
           if (locked.length === 0) throw notFound("Lab");
-          const active = await this.selectOne<{ n: string }>(
-            `SELECT count(*) AS n FROM lab_instances WHERE lab_id = $id AND status IN ${ACTIVE_STATUSES}`,
-            { id: lab.id },
-            transaction,
-          );
-          if (Number(active?.n ?? 0) > 0) {
-            throw conflict(`Lab has ${active!.n} active instance(s); stop them before deleting the lab`);
+          const active = await countActiveInstances(this.sequelize(), { lab_id: lab.id }, transaction);
+          if (active > 0) {
+            throw conflict(`Lab has ${active} active instance(s); stop them before deleting the lab`);
           }
           // Finished instances are history of this lab only; they go with it.
-          await this.sequelize().query("DELETE FROM lab_instances WHERE lab_id = $id", { bind: { id: lab.id }, transaction });
+          await deleteInstances(this.sequelize(), { lab_id: lab.id }, "all", transaction);
           await this.sequelize().query("DELETE FROM labs WHERE id = $id", { bind: { id: lab.id }, transaction });
         });
         await this.labChanged({ ...lab, status: "deleted" } as unknown as LabRow);
@@ -277,7 +260,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
 
     submit: {
       rest: "POST /:id/submit",
-      access: { roles: ["admin", "teacher"], ...LAB_ACCESS, decide: decide("manage") },
+      access: { roles: STAFF, ...LAB_ACCESS, decide: decide("manage") },
       params: { id: ID_PARAM },
       handler(ctx: Ctx<IdParams>) {
         return this.transition(ctx, "submit");
@@ -286,7 +269,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
 
     approve: {
       rest: "POST /:id/approve",
-      access: { roles: ["admin"], ...LAB_ACCESS },
+      access: { roles: ADMIN_ONLY, ...LAB_ACCESS },
       params: { id: ID_PARAM },
       handler(ctx: Ctx<IdParams>) {
         return this.transition(ctx, "approve");
@@ -295,7 +278,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
 
     reject: {
       rest: "POST /:id/reject",
-      access: { roles: ["admin"], ...LAB_ACCESS },
+      access: { roles: ADMIN_ONLY, ...LAB_ACCESS },
       params: { id: ID_PARAM, reason: { type: "any", optional: true } },
       handler(ctx: Ctx<RejectParams>) {
         const reason = parseRejectionReason({ reason: ctx.params.reason });
@@ -367,7 +350,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods, { mo
      */
     async labChanged(lab: LabRow) {
       await this.tablesChanged("labs", "course_labs");
-      this.broker.broadcast("labs.changed", { lab_id: lab.id, status: lab.status });
+      this.broker.broadcast<LabChanged>(LABS_CHANGED_EVENT, { lab_id: lab.id, status: lab.status });
     },
   },
 };

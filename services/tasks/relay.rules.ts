@@ -2,7 +2,9 @@
  * Pure rules of the tasks service: retry pacing of the outbox relay and of result application, and the
  * mapping from a Celery result to the `lab-instances.applyTaskResult` call. No I/O, no framework imports.
  */
-import { CELERY_READY_STATES, isCeleryTaskName, type CeleryResult, type CeleryTaskName } from "./celery-protocol";
+import { CELERY_READY_STATES, isCeleryTaskName, type CeleryResult } from "./celery-protocol";
+import type { ApplyTaskResultParams } from "../lab-instances/lab-instances.contract";
+import type { TaskResultState } from "./tasks.contract";
 
 export interface BackoffPolicy {
   /** Delay before the 2nd try (attempt 1 failed), before jitter. */
@@ -84,21 +86,8 @@ export function taskIdFromResultChannel(channel: string): string | null {
   return isTaskId(id) ? id : null;
 }
 
-export type AppliedStatus = "SUCCESS" | "FAILURE" | "REVOKED";
 
-/** Params of `lab-instances.applyTaskResult` (the contract between the two services). */
-export interface ApplyTaskResultParams {
-  task_id: string;
-  task_name: CeleryTaskName;
-  lab_instance_id: number;
-  status: AppliedStatus;
-  /** SUCCESS only: the worker's return value. */
-  result?: unknown;
-  /** FAILURE / REVOKED only: "<ExcType>: <message>". */
-  error?: string;
-}
-
-export function isReadyState(status: string): status is AppliedStatus {
+export function isReadyState(status: string): status is TaskResultState {
   return (CELERY_READY_STATES as readonly string[]).includes(status);
 }
 

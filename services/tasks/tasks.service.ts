@@ -11,11 +11,11 @@
  * - Embedded (no CELERY_BROKER_URL): the simulated runner takes the same encoded messages and writes
  *   Celery-shaped results into an in-memory store that the same consumer reads.
  */
+import { SYSTEM_ONLY } from "../../lib/access.rules";
 import type { Context, ServiceSchema, Service } from "moleculer";
 import { QueryTypes } from "sequelize";
-import { AccessMixin } from "../../mixins/access.mixin";
-import { platformOf } from "../runtime/platform";
-import { systemPrincipal, type RequestMeta } from "../shared/principal";
+import { platformOf } from "../../platform/platform";
+import { systemPrincipal, type RequestMeta } from "../../lib/principal";
 import { AmqpPublisher } from "./amqp-publisher";
 import {
   canonicalKwargs,
@@ -54,8 +54,8 @@ import {
   errorText,
   isReadyState,
   isTransientCallError,
-  type ApplyTaskResultParams,
 } from "./relay.rules";
+import { LAB_INSTANCES_ACTIONS, type ApplyTaskResultParams } from "../lab-instances/lab-instances.contract";
 import { MemoryResultStore, SimulatedRunner } from "./simulated-runner";
 import type { PublisherState, ResultSource, ResultSourceState, TaskPublisher } from "./transport";
 
@@ -151,13 +151,12 @@ function redactUrl(url: string): string {
 
 const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
   name: "tasks",
-  mixins: [AccessMixin],
   settings: DEFAULT_TASKS_SETTINGS,
 
   actions: {
     /** Broker and result-backend state for the gateway's health check. System only. */
     health: {
-      access: { roles: [] },
+      access: { roles: SYSTEM_ONLY },
       async handler(this: TasksThis, _ctx: Context<Record<string, never>, RequestMeta>): Promise<TasksHealth> {
         let outbox: TasksHealth["outbox"] = null;
         try {
@@ -334,7 +333,7 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
       }
       const params: ApplyTaskResultParams = decision.params;
       try {
-        await this.broker.call("lab-instances.applyTaskResult", params, {
+        await this.broker.call(LAB_INSTANCES_ACTIONS.applyTaskResult, params, {
           meta: { user: systemPrincipal("tasks: apply Celery result") },
           timeout: r.applyTimeoutMs,
         });
@@ -383,6 +382,9 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
   },
 
   created(this: TasksThis) {
+    // Each instance tunes its own copy (several nodes share one process in tests); Moleculer hands every
+    // instance of a mixin-less schema the same settings object.
+    this.settings = structuredClone(this.settings);
     const { config } = platformOf(this.broker);
     this.applying = new Map();
     this.relayTotals = { published: 0, failed: 0 };
@@ -471,7 +473,7 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
 };
 
 /**
- * Typed above for its own handlers; the registry (services/runtime/broker.ts) holds plain schemas, and a
+ * Typed above for its own handlers; the registry (main/broker.ts) holds plain schemas, and a
  * schema with required settings does not convert to one directly.
  */
 export default TasksService as unknown as ServiceSchema;

@@ -5,8 +5,8 @@
  * and writes no user; a node that also allows the partner accepts the same tokens and logins.
  */
 import { QueryTypes } from "sequelize";
-import { DEV_CLIENT_SECRET } from "../../services/auth/embedded-idp";
-import { runCodeFlow } from "../../services/auth/oidc-code-flow";
+import { DEV_CLIENT_SECRET } from "../../services/auth/auth.contract";
+import { runCodeFlow } from "../../dev/oidc-code-flow";
 import { TestBrowser, setCookieNamed } from "../support/browser";
 import { startIdp, type TestIdp } from "../support/idp";
 import { createTestDatabase, startNode, type PlatformNode, type TestDatabase } from "../support/platform";

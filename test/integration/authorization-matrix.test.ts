@@ -12,7 +12,7 @@
  * instances while the tables are compared.
  */
 import { QueryTypes } from "sequelize";
-import { systemPrincipal } from "../../services/shared/principal";
+import { systemPrincipal } from "../../lib/principal";
 import { startTestPlatform, type TestPlatform } from "../support/platform";
 import { changedTables, settledTableSnapshot, tableSnapshot, type TableSnapshot } from "../support/table-snapshot";
 import { EXTRA_ACCOUNTS, tokenFor } from "../support/http-api";

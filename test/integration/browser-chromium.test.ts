@@ -1,5 +1,5 @@
 /**
- * A person logging in with a real browser on the embedded platform: `node dist/services/runtime/start.js`
+ * A person logging in with a real browser on the embedded platform: `node dist/main/start.js`
  * with no external services at all (PGlite, the embedded IdP, in-memory sessions: no Redis), and a real
  * headless Chromium that opens /api/v1/auth/login, clicks a demo account on the IdP's login page, and
  * lands on /api/v1/auth/me showing its own user. Then, from that page, what a frontend does: a change
@@ -8,12 +8,12 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { startReadyChild, type ReadyChild } from "../../services/runtime/child-process";
+import { startReadyChild, type ReadyChild } from "../../platform/child-process";
 import { freePort } from "../support/browser";
 import { Chromium, type Page } from "../support/chromium";
 
 const ROOT = resolve(__dirname, "../..");
-const START = resolve(ROOT, "dist/services/runtime/start.js");
+const START = resolve(ROOT, "dist/main/start.js");
 
 let platform: ReadyChild | undefined;
 let chromium: Chromium | undefined;

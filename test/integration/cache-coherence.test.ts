@@ -9,8 +9,8 @@
  *   make that answer stick (the read-populate race);
  * - the hit ratio of a short mixed run (printed for the closing note).
  */
-import type { PermissionAnswer, PermissionQuery } from "../../services/access/permission.rules";
-import type { Role } from "../../services/shared/principal";
+import type { PermissionAnswer, PermissionQuery } from "../../lib/permission.rules";
+import type { Role } from "../../lib/principal";
 import { holdQuery, startCacheCluster, type CacheCluster } from "../support/cache-nodes";
 
 const ROLE: Record<string, Role> = {

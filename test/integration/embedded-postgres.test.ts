@@ -10,10 +10,10 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { Client } from "pg";
 import { QueryTypes } from "sequelize";
-import { createSequelize } from "../../services/shared/db";
-import { startEmbeddedPostgres, type EmbeddedPostgres } from "../../services/runtime/embedded-postgres";
-import { migrateUp } from "../../services/runtime/migrator";
-import { migrations } from "../../migrations";
+import { createSequelize } from "../../platform/db";
+import { startEmbeddedPostgres, type EmbeddedPostgres } from "../../dev/embedded-postgres";
+import { migrateUp } from "../../platform/migrator";
+import { migrations } from "../../platform/migrations";
 import { freePort } from "../support/net";
 
 const ALL_MIGRATIONS = migrations.map((m) => m.name);
@@ -137,7 +137,7 @@ describe("embedded PostgreSQL (pglite-server)", () => {
   });
 
   // Needs the compiled module (npm test compiles first): the watchdog is checked in a real parent process.
-  const compiled = path.resolve(__dirname, "../../dist/services/runtime/embedded-postgres.js");
+  const compiled = path.resolve(__dirname, "../../dist/dev/embedded-postgres.js");
   test("the server shuts itself down when its parent is killed", async () => {
     expect(existsSync(compiled)).toBe(true);
     const port = await freePort();

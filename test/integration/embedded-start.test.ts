@@ -10,10 +10,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
-import { startReadyChild, type ReadyChild } from "../../services/runtime/child-process";
+import { startReadyChild, type ReadyChild } from "../../platform/child-process";
 import { freePort } from "../support/net";
 
-const DIST = resolve(__dirname, "../../dist/services");
+const DIST = resolve(__dirname, "../../dist");
 const run = promisify(execFile);
 
 let env: NodeJS.ProcessEnv;
@@ -25,7 +25,7 @@ async function start(): Promise<ReadyChild> {
   return startReadyChild({
     name: "embedded platform",
     command: process.execPath,
-    args: [join(DIST, "runtime/start.js")],
+    args: [join(DIST, "main/start.js")],
     env,
     ready: /platform ready in (\d+) ms/,
     timeoutMs: 90_000,
@@ -33,7 +33,7 @@ async function start(): Promise<ReadyChild> {
 }
 
 async function token(account: string): Promise<string> {
-  const { stdout } = await run(process.execPath, [join(DIST, "auth/token-cli.js"), account], { env });
+  const { stdout } = await run(process.execPath, [join(DIST, "dev/token-cli.js"), account], { env });
   return stdout.trim();
 }
 

@@ -11,7 +11,7 @@
  * One platform for the file, without the tasks service (no relay moves rows while tables are compared).
  */
 import { gzipSync } from "node:zlib";
-import { systemPrincipal } from "../../services/shared/principal";
+import { systemPrincipal } from "../../lib/principal";
 import { startTestPlatform, type TestPlatform } from "../support/platform";
 import { changedTables, settledTableSnapshot, tableSnapshot } from "../support/table-snapshot";
 import {

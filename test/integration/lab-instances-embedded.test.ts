@@ -15,9 +15,9 @@
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { startEmbeddedPostgres, type EmbeddedPostgres } from "../../services/runtime/embedded-postgres";
-import { migrateUp } from "../../services/runtime/migrator";
-import { createSequelize } from "../../services/shared/db";
+import { startEmbeddedPostgres, type EmbeddedPostgres } from "../../dev/embedded-postgres";
+import { migrateUp } from "../../platform/migrator";
+import { createSequelize } from "../../platform/db";
 import { startIdp, type TestIdp } from "../support/idp";
 import { startNode, type ApiResponse, type PlatformNode } from "../support/platform";
 import { must, openStream, statusOf, until, world, type Instance, type World, type WorldPlatform } from "../support/lab-instances";

@@ -9,8 +9,9 @@
  * status change is the test's own doing.
  */
 import { startNode, startTestPlatform, type TestPlatform } from "../support/platform";
-import { systemPrincipal } from "../../services/shared/principal";
-import type { ApplyTaskResultParams, SweepReport } from "../../services/lab-instances/lab-instances.service";
+import { systemPrincipal } from "../../lib/principal";
+import type { SweepReport } from "../../services/lab-instances/lab-instances.service";
+import type { ApplyTaskResultParams } from "../../services/lab-instances/lab-instances.contract";
 import {
   RESOURCES,
   STATUS_KEYS,

@@ -11,10 +11,10 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { Client } from "pg";
 import type { Sequelize } from "sequelize";
-import { advisoryLockKey, createSequelize } from "../../services/shared/db";
-import { startEmbeddedPostgres, type EmbeddedPostgres } from "../../services/runtime/embedded-postgres";
-import { MIGRATION_LOCK, migrateDown, migrateUp, migrationStatus } from "../../services/runtime/migrator";
-import { migrations } from "../../migrations";
+import { advisoryLockKey, createSequelize } from "../../platform/db";
+import { startEmbeddedPostgres, type EmbeddedPostgres } from "../../dev/embedded-postgres";
+import { MIGRATION_LOCK, migrateDown, migrateUp, migrationStatus } from "../../platform/migrator";
+import { migrations } from "../../platform/migrations";
 import { freePort } from "../support/net";
 
 const ALL_MIGRATIONS = migrations.map((m) => m.name);

@@ -11,7 +11,7 @@
  */
 import { Client } from "pg";
 import { startTestPlatform, type ApiResponse, type TestPlatform } from "../support/platform";
-import { systemPrincipal } from "../../services/shared/principal";
+import { systemPrincipal } from "../../lib/principal";
 import { checkedApi, fixtures, RESOURCES, uniqueName, type Api, type Fixtures, type Ids } from "../support/http-api";
 
 let p: TestPlatform;

@@ -6,7 +6,7 @@
  * like takeAll(), its specification.
  */
 import { randomBytes } from "node:crypto";
-import { DEV_CLIENT_SECRET } from "../../services/auth/embedded-idp";
+import { DEV_CLIENT_SECRET } from "../../services/auth/auth.contract";
 import { RedisBuckets, type TimedTake } from "../../services/api-gateway/rate-limit";
 import { takeAll, type BucketLimit, type BucketState } from "../../services/api-gateway/rate-limit.rules";
 import { EXTRA_ACCOUNTS, tokenFor } from "../support/http-api";

@@ -1,11 +1,11 @@
 /**
- * The statement runner (services/shared/db.ts) answers exactly as sequelize.query with QueryTypes.SELECT:
+ * The statement runner (platform/db.ts) answers exactly as sequelize.query with QueryTypes.SELECT:
  * the same rows and types, the same treatment of binds (repeated names, `$$`, NUL in strings, a missing
  * value) and the same Sequelize errors; on a real PostgreSQL each distinct text is prepared once per
  * connection.
  */
 import { QueryTypes, type Sequelize } from "sequelize";
-import { createSequelize, statementRunnerOf } from "../../services/shared/db";
+import { createSequelize, statementRunnerOf } from "../../platform/db";
 import { createTestDatabase, type TestDatabase } from "../support/platform";
 
 let db: TestDatabase;

@@ -9,11 +9,11 @@ import { mkdtempSync, rmSync } from "fs";
 import { tmpdir } from "os";
 import path from "path";
 import { createTestDatabase, startNode, type PlatformNode } from "../support/platform";
-import { startEmbeddedPostgres } from "../../services/runtime/embedded-postgres";
-import { migrateUp } from "../../services/runtime/migrator";
-import { createSequelize } from "../../services/shared/db";
+import { startEmbeddedPostgres } from "../../dev/embedded-postgres";
+import { migrateUp } from "../../platform/migrator";
+import { createSequelize } from "../../platform/db";
 import { SIMULATED_FAILING_LAB_ID, SIMULATED_FAILURE_MESSAGE } from "../../services/tasks/simulated-runner";
-import { systemPrincipal } from "../../services/shared/principal";
+import { systemPrincipal } from "../../lib/principal";
 import type { TasksHealth } from "../../services/tasks/tasks.service";
 import {
   allPublished,

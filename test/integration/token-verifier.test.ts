@@ -13,8 +13,8 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { decodeJwt, importJWK, SignJWT, type JWTPayload } from "jose";
 import { claimsToIdentity } from "../../services/auth/auth.rules";
-import { DEV_CLIENT_SECRET } from "../../services/auth/embedded-idp";
-import { runCodeFlow } from "../../services/auth/oidc-code-flow";
+import { DEV_CLIENT_SECRET } from "../../services/auth/auth.contract";
+import { runCodeFlow } from "../../dev/oidc-code-flow";
 import { createTokenVerifier, type TokenVerifier, type TokenVerifierOptions } from "../../services/auth/token-verifier";
 import { startIdp, type TestIdp } from "../support/idp";
 
@@ -366,7 +366,7 @@ describe("lifetimes and restarts", () => {
 });
 
 describe("token CLI", () => {
-  const CLI = resolve(__dirname, "../../dist/services/auth/token-cli.js");
+  const CLI = resolve(__dirname, "../../dist/dev/token-cli.js");
   const runCli = (args: string[], env: Record<string, string>) =>
     new Promise<{ code: number | null; stdout: string; stderr: string }>((res) => {
       const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? "", ...env } });

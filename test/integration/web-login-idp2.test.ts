@@ -14,7 +14,7 @@ import Redis from "ioredis";
 import { TestBrowser, freePort, setCookieNamed } from "../support/browser";
 import { startIdp, type TestIdp } from "../support/idp";
 import { createTestDatabase, startNode, type PlatformNode, type TestDatabase } from "../support/platform";
-import { runCodeFlow } from "../../services/auth/oidc-code-flow";
+import { runCodeFlow } from "../../dev/oidc-code-flow";
 
 const REDIS_URL = process.env.TEST_SESSION_REDIS_URL ?? "redis://127.0.0.1:6379/7";
 const NS = `wl2${randomBytes(4).toString("hex")}`;

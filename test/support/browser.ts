@@ -7,7 +7,7 @@
  * `proxy` maps public origins to where the servers really listen, like a TLS-terminating reverse proxy in
  * front of the platform: PUBLIC_URL can then be https://… while the gateway listens on plain http.
  */
-import { CookieJar } from "../../services/auth/oidc-code-flow";
+import { CookieJar } from "../../dev/oidc-code-flow";
 export { freePort } from "./net";
 
 export interface Hop {

@@ -10,9 +10,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Redis from "ioredis";
 import type { Sequelize } from "sequelize";
-import { statementRunnerOf } from "../../services/shared/db";
-import type { PlatformCacher } from "../../services/runtime/coherent-cache";
-import { coherentCacherOf } from "../../services/runtime/coherent-cache";
+import { statementRunnerOf } from "../../platform/db";
+import type { PlatformCacher } from "../../platform/coherent-cache";
+import { coherentCacherOf } from "../../platform/coherent-cache";
 import { AMQP_URL, createTestDatabase, startNode, type PlatformNode, type TestDatabase } from "./platform";
 import { startIdp, type TestIdp } from "./idp";
 

@@ -2,7 +2,7 @@
  * Runs test/celery_worker/labs_worker.py (a real Celery worker, Debian's
  * python3-celery) as a child process for conformance tests.
  */
-import { startReadyChild } from "../../services/runtime/child-process";
+import { startReadyChild } from "../../platform/child-process";
 import { join } from "path";
 
 export const CELERY_WORKER_DIR = join(__dirname, "..", "celery_worker");

@@ -5,13 +5,13 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { runCodeFlow, type CodeFlowTokens } from "../../services/auth/oidc-code-flow";
-import type { PrivateJwks } from "../../services/auth/embedded-idp";
-import { startReadyChild } from "../../services/runtime/child-process";
+import { runCodeFlow, type CodeFlowTokens } from "../../dev/oidc-code-flow";
+import type { PrivateJwks } from "../../dev/embedded-idp";
+import { startReadyChild } from "../../platform/child-process";
 
 // Works from test/support (ts-jest) and from dist/test/support (benchmarks run the compiled harness).
 const ROOT = resolve(__dirname, __dirname.split(/[\\/]/).includes("dist") ? "../../.." : "../..");
-const IDP_SCRIPT = resolve(ROOT, "dist/services/auth/embedded-idp.js");
+const IDP_SCRIPT = resolve(ROOT, "dist/dev/embedded-idp.js");
 const READY = /embedded IdP listening on (http:\/\/\S+)/;
 
 export interface IdpOptions {

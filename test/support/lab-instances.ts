@@ -5,8 +5,8 @@
  */
 import { importJWK, SignJWT } from "jose";
 import type { ApiResponse, TestPlatform } from "./platform";
-import { systemPrincipal } from "../../services/shared/principal";
-import type { ApplyTaskResultAnswer, ApplyTaskResultParams } from "../../services/lab-instances/lab-instances.service";
+import { systemPrincipal } from "../../lib/principal";
+import type { ApplyTaskResultAnswer, ApplyTaskResultParams } from "../../services/lab-instances/lab-instances.contract";
 
 /** What the helpers need of a platform (startTestPlatform's, or one built by hand on another database). */
 export type WorldPlatform = Pick<TestPlatform, "api" | "userId" | "broker" | "sequelize" | "config" | "url">;

@@ -9,10 +9,10 @@ import type { Server } from "node:http";
 import type { ServiceBroker } from "moleculer";
 import { Client } from "pg";
 import type { Sequelize } from "sequelize";
-import { createPlatformBroker } from "../../services/runtime/broker";
-import { migrateUp } from "../../services/runtime/migrator";
-import { loadConfig, type Config } from "../../services/shared/config";
-import { createSequelize } from "../../services/shared/db";
+import { createPlatformBroker } from "../../main/broker";
+import { migrateUp } from "../../platform/migrator";
+import { loadConfig, type Config } from "../../platform/config";
+import { createSequelize } from "../../platform/db";
 import { startIdp, type TestIdp } from "./idp";
 
 export const PG_ADMIN_URL = process.env.TEST_PG_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";

@@ -2,7 +2,7 @@
  * A redis-server of a test's own, on a free port, for outage tests (freeze, kill, restart) that must
  * never touch the machine's shared Redis.
  */
-import { startReadyChild, type ReadyChild } from "../../services/runtime/child-process";
+import { startReadyChild, type ReadyChild } from "../../platform/child-process";
 import { freePort } from "./net";
 
 export interface OwnRedis {

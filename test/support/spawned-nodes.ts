@@ -1,13 +1,13 @@
 /**
- * Platform nodes as child OS processes (`node dist/services/runtime/start.js`), for tests where a signal must
+ * Platform nodes as child OS processes (`node dist/main/start.js`), for tests where a signal must
  * hit a real process: SIGKILL (a node dies mid-request) and SIGTERM (a graceful stop). Needs
  * `npx tsc -p tsconfig.json` first, like the embedded IdP.
  */
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
-import { startReadyChild, type ReadyChild } from "../../services/runtime/child-process";
+import { startReadyChild, type ReadyChild } from "../../platform/child-process";
 
-const START_JS = resolve(__dirname, "../../dist/services/runtime/start.js");
+const START_JS = resolve(__dirname, "../../dist/main/start.js");
 
 export interface SpawnedNode {
   name: string;

@@ -3,6 +3,7 @@
  * real enqueueTask(), read messages back from RabbitMQ, a TCP relay to cut the broker link on demand, and a
  * stand-in for the OTHER team's lab-instances service that records applyTaskResult calls.
  */
+import { SYSTEM_ONLY } from "../../lib/access.rules";
 import { createServer, connect as tcpConnect, type Server, type Socket } from "net";
 import type { AddressInfo } from "net";
 import * as amqp from "amqplib";
@@ -12,8 +13,8 @@ import { QueryTypes, type Sequelize } from "sequelize";
 import type { CeleryTaskKwargs, CeleryTaskName } from "../../services/tasks/celery-protocol";
 import { celeryQueueDeclaration } from "../../services/tasks/celery-protocol";
 import { TASKS_ENQUEUED_EVENT, enqueueTask } from "../../services/tasks/outbox";
-import type { ApplyTaskResultParams } from "../../services/tasks/relay.rules";
-import type { Principal } from "../../services/shared/principal";
+import type { ApplyTaskResultParams } from "../../services/lab-instances/lab-instances.contract";
+import type { Principal } from "../../lib/principal";
 
 export async function waitFor<T>(
   what: string,
@@ -228,6 +229,8 @@ export async function registerApplierDouble(broker: ServiceBroker): Promise<Appl
     name: "lab-instances",
     actions: {
       applyTaskResult: {
+        // The real action's rule: only the system (the relay) applies results.
+        access: { roles: SYSTEM_ONLY },
         handler(ctx: Context<ApplyTaskResultParams, { user?: Principal | null }>) {
           if (failing > 0) {
             failing--;

@@ -11,7 +11,7 @@ import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { startReadyChild, type ReadyChild } from "../../services/runtime/child-process";
+import { startReadyChild, type ReadyChild } from "../../platform/child-process";
 import { freePort } from "./net";
 
 const run = promisify(execFile);

@@ -10,8 +10,8 @@ import {
   type AccessRequestStatus,
   type RequestNeed,
 } from "../../services/access/access-requests.rules";
-import { parseListQuery } from "../../services/shared/listing";
-import { systemPrincipal, type Principal } from "../../services/shared/principal";
+import { parseListQuery } from "../../lib/listing";
+import { systemPrincipal, type Principal } from "../../lib/principal";
 
 describe("nextRequestStatus (state machine)", () => {
   const ACTIONS: AccessRequestAction[] = ["approve", "reject", "cancel"];

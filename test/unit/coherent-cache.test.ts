@@ -4,7 +4,7 @@
  * integration tests in test/integration/cache-coherence.test.ts.)
  */
 import { ServiceBroker } from "moleculer";
-import { CoherentMemoryCacher, readThrough } from "../../services/runtime/coherent-cache";
+import { CoherentMemoryCacher, readThrough } from "../../platform/coherent-cache";
 
 let broker: ServiceBroker;
 let cacher: CoherentMemoryCacher;

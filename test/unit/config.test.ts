@@ -1,5 +1,5 @@
-import { loadConfig, ConfigError } from "../../services/shared/config";
-import { brokerOptions } from "../../moleculer.config";
+import { loadConfig, ConfigError } from "../../platform/config";
+import { brokerOptions } from "../../platform/moleculer.config";
 
 describe("loadConfig", () => {
   it("gives the embedded defaults with no environment", () => {

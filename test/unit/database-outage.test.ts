@@ -6,7 +6,7 @@ import {
   DatabaseError,
   UniqueConstraintError,
 } from "sequelize";
-import { isDatabaseOutage } from "../../services/runtime/database-outage";
+import { isDatabaseOutage } from "../../platform/database-outage";
 
 const pgError = (message: string, code?: string) => Object.assign(new Error(message), code ? { code } : {});
 

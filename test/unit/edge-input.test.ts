@@ -13,7 +13,7 @@ import {
   multilineTextParam,
   nameParam,
   optionalNotNull,
-} from "../../services/shared/params";
+} from "../../lib/params";
 
 // As moleculer's FastestValidator builds it (which also compiles a copy: the validator edits its schema).
 const v = new Validator({ useNewCustomCheckerFunction: true });

@@ -26,8 +26,8 @@ import {
   type LabStatus,
   type QuantityResult,
 } from "../../services/labs/labs.rules";
-import { parseListQuery } from "../../services/shared/listing";
-import type { Role } from "../../services/shared/principal";
+import { parseListQuery } from "../../lib/listing";
+import type { Role } from "../../lib/principal";
 
 const ROLES: Role[] = ["admin", "teacher", "student"];
 const ACTIONS: LabAction[] = ["submit", "approve", "reject"];

@@ -4,12 +4,10 @@ import {
   MAX_LIMIT,
   MAX_OFFSET,
   MAX_STRING_FILTER_LENGTH,
-  listResponse,
-  orderBy,
   parseListQuery,
   type ListSpec,
-  type ValidationProblem,
-} from "../../services/shared/listing";
+} from "../../lib/listing";
+import type { ValidationProblem } from "../../lib/validation-problem";
 
 const SPEC = {
   sortable: ["created_at", "name", "id"],
@@ -285,37 +283,6 @@ describe("parseListQuery: spec errors are programmer errors", () => {
 
   it("throws on an empty enum choice", () => {
     expect(() => parseListQuery({}, { sortable: ["id"], defaultSort: "id", filters: { s: "enum:a||b" } })).toThrow(/empty enum/);
-  });
-});
-
-describe("listResponse", () => {
-  it("wraps items with total, offset and limit", () => {
-    const q = ok({ offset: "10", limit: "2" });
-    expect(listResponse([{ id: 1 }, { id: 2 }], 37, q)).toEqual({ items: [{ id: 1 }, { id: 2 }], total: 37, offset: 10, limit: 2 });
-  });
-
-  it("works for an empty page past the end", () => {
-    expect(listResponse([], 3, { offset: 100, limit: 50 })).toEqual({ items: [], total: 3, offset: 100, limit: 50 });
-  });
-});
-
-describe("orderBy", () => {
-  it("adds an id tie-breaker in the same direction", () => {
-    expect(orderBy({ field: "created_at", direction: "DESC" })).toEqual([
-      ["created_at", "DESC"],
-      ["id", "DESC"],
-    ]);
-  });
-
-  it("does not repeat the tie-breaker", () => {
-    expect(orderBy({ field: "id", direction: "ASC" })).toEqual([["id", "ASC"]]);
-  });
-
-  it("takes a custom tie-breaker", () => {
-    expect(orderBy({ field: "name", direction: "ASC" }, "student_id")).toEqual([
-      ["name", "ASC"],
-      ["student_id", "ASC"],
-    ]);
   });
 });
 

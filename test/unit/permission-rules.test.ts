@@ -1,5 +1,5 @@
-import { decidePermission, type PermissionFacts, type PermissionQuery } from "../../services/access/permission.rules";
-import type { Principal } from "../../services/shared/principal";
+import { decidePermission, decideStart, type PermissionFacts, type PermissionQuery } from "../../lib/permission.rules";
+import type { Principal } from "../../lib/principal";
 
 const admin: Principal = { kind: "user", id: 1, role: "admin" };
 const owner: Principal = { kind: "user", id: 2, role: "teacher" };
@@ -49,6 +49,29 @@ describe("decidePermission", () => {
   it("answers 'no such course' alike for every caller who may ask about it", () => {
     for (const who of [admin, owner, student, system]) {
       expect(decidePermission(who, q("assigned_to_course"), noCourse)).toEqual({ decision: "not_found", reason: "no_such_course", entity: "Course" });
+    }
+  });
+});
+
+describe("decideStart", () => {
+  const statuses = [null, "draft", "pending_approval", "approved", "rejected"] as const;
+
+  it("hides a course the student is not in, then a lab not attached; a lab not approved is a conflict", () => {
+    expect(decideStart(20, { assigned: false, attachedLabStatus: "approved" })).toMatchObject({ decision: "not_found", entity: "Course" });
+    expect(decideStart(20, { assigned: true, attachedLabStatus: null })).toMatchObject({ decision: "not_found", entity: "Lab" });
+    expect(decideStart(20, { assigned: true, attachedLabStatus: "draft" })).toMatchObject({ decision: "conflict" });
+    expect(decideStart(20, { assigned: true, attachedLabStatus: "approved" })).toEqual({ decision: "allow", reason: "lab_startable" });
+  });
+
+  it("is what the cached check answers a student for every combination of facts (one rule, two callers)", () => {
+    for (const assigned of [true, false]) {
+      for (const status of statuses) {
+        expect([assigned, status, decidePermission(student, q("start_lab"), course(assigned, status))]).toEqual([
+          assigned,
+          status,
+          decideStart(20, { assigned, attachedLabStatus: status }),
+        ]);
+      }
     }
   });
 });

@@ -12,7 +12,7 @@ import {
   safeErrorCode,
   setCookie,
   trustedOrigins,
-} from "../../services/auth/web-session.rules";
+} from "../../lib/web-session.rules";
 import { createMemoryStore } from "../../services/auth/session-store";
 
 describe("secrets", () => {

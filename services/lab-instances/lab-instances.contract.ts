@@ -1,0 +1,40 @@
+/**
+ * What other services may use of `lab-instances`: its action and event names, the params and answer of
+ * `applyTaskResult` (called by tasks' relay), the public JSON of an instance and the lifecycle order that
+ * SSE streams rely on.
+ */
+import type { TaskName, TaskResultState } from "../tasks/tasks.contract";
+import type { InstanceStatus } from "./lab-instances.rules";
+
+export { ACTIVE_STATUSES, isFinal, statusRank, type InstanceStatus } from "./lab-instances.rules";
+export type { LabInstanceRow } from "./lab-instances.rows";
+export { countActiveInstances, deleteInstances, type InstancesOf } from "./lab-instances.repository";
+
+export const LAB_INSTANCES_ACTIONS = {
+  create: "lab-instances.create",
+  get: "lab-instances.get",
+  applyTaskResult: "lab-instances.applyTaskResult",
+} as const;
+
+/** Broadcast on every status change, with the instance's public JSON (LabInstanceRow). */
+export const STATUS_CHANGED_EVENT = "lab-instances.status-changed";
+
+/** Params of `lab-instances.applyTaskResult`. */
+export interface ApplyTaskResultParams {
+  task_id: string;
+  task_name: TaskName;
+  lab_instance_id: number;
+  status: TaskResultState;
+  /** SUCCESS only: the worker's return value. */
+  result?: unknown;
+  /** FAILURE / REVOKED only: "<ExcType>: <message>". */
+  error?: string;
+}
+
+export interface ApplyTaskResultAnswer {
+  /** Something was written (a status change, a task, stopped_at); false: the result changed nothing. */
+  applied: boolean;
+  /** Status after applying; null when the instance no longer exists. */
+  status: InstanceStatus | null;
+  note?: string;
+}
