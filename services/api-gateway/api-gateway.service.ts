@@ -443,6 +443,9 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
       this.streams.closeAll();
       this.redis?.disconnect();
       this.rateLimiter.close();
+      // moleculer-web regenerates aliases on a debounce timer it never cancels: a service change just before the
+      // stop would regenerate (and log) after it.
+      (this as unknown as { regenerateAllAutoAliases?: { cancel?: () => void } }).regenerateAllAutoAliases?.cancel?.();
     },
   };
 }
