@@ -41,6 +41,15 @@ afterAll(async () => {
   await p?.stop();
 });
 
+/** A teacher's course with three assigned students and an approved lab attached. */
+async function classWithLab() {
+  const course = await f.course("teacher");
+  await f.assign(course, ids.student, ids.student2, ids.student3);
+  const lab = await f.approvedLab("teacher");
+  await f.attach(course, lab.id);
+  return { course, lab };
+}
+
 interface Lab {
   id: number;
   name: string;
@@ -340,10 +349,7 @@ describe("courses", () => {
   it("detach storm with starts: a detached lab has no active instance in the course, a kept one may", async () => {
     const students = ["student", "student2", "student3"];
     for (let round = 0; round < ROUNDS; round++) {
-      const course = await f.course("teacher");
-      await f.assign(course, ids.student, ids.student2, ids.student3);
-      const lab = await f.approvedLab("teacher");
-      await f.attach(course, lab.id);
+      const { course, lab } = await classWithLab();
       const responses = await Promise.all(
         Array.from({ length: N }, (_, i) =>
           i === N >> 1
@@ -389,10 +395,7 @@ describe("courses", () => {
   it("course and lab deletion storms with starts: never a 500; a deleted course or lab has no instance", async () => {
     const students = ["student", "student2", "student3"];
     for (let round = 0; round < ROUNDS; round++) {
-      const course = await f.course("teacher");
-      await f.assign(course, ids.student, ids.student2, ids.student3);
-      const lab = await f.approvedLab("teacher");
-      await f.attach(course, lab.id);
+      const { course, lab } = await classWithLab();
       const deleteCourse = round % 2 === 0;
       const responses = await Promise.all(
         Array.from({ length: N }, (_, i) =>
