@@ -26,8 +26,20 @@ const LAB_COLUMNS =
   "l.id, l.name, l.description, l.docker_image, l.resources, l.network_isolated, l.max_lifetime_s, l.status, " +
   "l.rejection_reason, l.created_by, l.approved_by, l.created_at, l.updated_at";
 const INSTANCE_COLUMNS = [
-  "id", "lab_id", "course_id", "student_id", "status", "celery_task_id", "k8s_pod_name", "connection_url", "error",
-  "created_at", "started_at", "stopped_at", "expires_at", "updated_at",
+  "id",
+  "lab_id",
+  "course_id",
+  "student_id",
+  "status",
+  "celery_task_id",
+  "k8s_pod_name",
+  "connection_url",
+  "error",
+  "created_at",
+  "started_at",
+  "stopped_at",
+  "expires_at",
+  "updated_at",
 ];
 const I_COLUMNS = INSTANCE_COLUMNS.map((c) => `i.${c}`).join(", ");
 const ACTIVE_SQL = "('pending', 'running', 'stopping')";

@@ -28,7 +28,9 @@ function onCleanup(fn) {
 async function cleanupAll() {
   while (cleanups.length) {
     const fn = cleanups.pop();
-    await Promise.resolve().then(fn).catch((err) => console.error(`cleanup: ${err.message}`));
+    await Promise.resolve()
+      .then(fn)
+      .catch((err) => console.error(`cleanup: ${err.message}`));
   }
 }
 let interrupted = false;
@@ -217,7 +219,13 @@ async function startTopology(topology, { dbUrl, issuer, env = {} }) {
   if (topology !== "embedded" && topology !== "one-node" && topology !== "cluster") {
     throw new Error(`BENCH_TOPOLOGY: unknown topology "${topology}" (embedded, one-node, cluster)`);
   }
-  if (topology !== "embedded") onCleanup(() => removeAmqpTopology(namespace, plan.map(([name]) => `${namespace}-${name}`)));
+  if (topology !== "embedded")
+    onCleanup(() =>
+      removeAmqpTopology(
+        namespace,
+        plan.map(([name]) => `${namespace}-${name}`),
+      ),
+    );
   const nodes = [];
   for (const [name, nodeEnv] of plan) {
     nodes.push(await startPlatformNode(name, { ...nodeEnv, NODEID: `${namespace}-${name}` }));

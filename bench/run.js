@@ -10,7 +10,11 @@
  */
 const lib = require("./lib");
 
-const list = (raw) => raw.split(",").map((s) => s.trim()).filter(Boolean);
+const list = (raw) =>
+  raw
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
 const TOPOLOGIES = list(process.env.BENCH_TOPOLOGY ?? "embedded,one-node,cluster");
 const ALL_SCENARIOS = {
   "courses-cached": "GET /courses?limit=50 (cached)",
@@ -90,7 +94,11 @@ async function benchTopology(topology, idp, tokens) {
     dbUrl: platformDb.url,
     issuer: idp.issuer,
     // A few tokens at full speed: the per-user budgets (a real user's) would turn the load into 429s.
-    env: { MAX_ACTIVE_INSTANCES_PER_STUDENT: String(MAX_ACTIVE), RATE_LIMIT_RPS: "0", RATE_LIMIT_LAB_STARTS_PER_MIN: "0" },
+    env: {
+      MAX_ACTIVE_INSTANCES_PER_STUDENT: String(MAX_ACTIVE),
+      RATE_LIMIT_RPS: "0",
+      RATE_LIMIT_LAB_STARTS_PER_MIN: "0",
+    },
   });
   const baseline = await lib.startBaseline({ dbUrl: baselineDb.url, issuer: idp.issuer, maxActive: MAX_ACTIVE });
   await lib.waitRouted(platform.gateways, ["/courses", "/labs", "/lab-instances", "/auth/me"], tokens[0]);
@@ -128,7 +136,10 @@ lib.runMain(async () => {
   const tokens = await lib.studentTokens(idp, subs);
   const out = [
     `${new Date().toISOString()} — node ${process.version}, ${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}, ` +
-      `${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, load average ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}`,
+      `${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, load average ${os
+        .loadavg()
+        .map((l) => l.toFixed(2))
+        .join(" ")}`,
     `${CONNECTIONS} connections, ${WARMUP_S} s warm-up + ${DURATION_S} s per scenario and side, ` +
       `${lib.SEED.students} students (own tokens)`,
   ];

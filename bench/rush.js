@@ -42,9 +42,26 @@ async function startCeleryWorker({ queue, brokerUrl, resultBackend }) {
   return startReadyChild({
     name: "celery worker",
     command: "/usr/bin/python3",
-    args: ["-m", "celery", "-A", "labs_worker", "worker", `--pool=${POOL}`, "-c", String(CONCURRENCY),
-      "--prefetch-multiplier", PREFETCH, "-Q", queue, "--loglevel=INFO",
-      "-n", `${queue}@%h`, "--without-mingle", "--without-gossip", "--without-heartbeat"],
+    args: [
+      "-m",
+      "celery",
+      "-A",
+      "labs_worker",
+      "worker",
+      `--pool=${POOL}`,
+      "-c",
+      String(CONCURRENCY),
+      "--prefetch-multiplier",
+      PREFETCH,
+      "-Q",
+      queue,
+      "--loglevel=INFO",
+      "-n",
+      `${queue}@%h`,
+      "--without-mingle",
+      "--without-gossip",
+      "--without-heartbeat",
+    ],
     cwd: path.resolve(__dirname, "../test/celery_worker"),
     env,
     ready: / ready\.\s*$/,
@@ -172,7 +189,8 @@ lib.runMain(async () => {
       );
       throw new Error(
         `only ${running}/${N} running ${TIMEOUT_S} s after the last start: ${JSON.stringify(diag.rows[0])}\n` +
-        `worker output: ${saveWorkerLog()}`);
+          `worker output: ${saveWorkerLog()}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 25));
   }
@@ -192,7 +210,10 @@ lib.runMain(async () => {
   console.log(
     [
       `${new Date().toISOString()} — node ${process.version}, ${os.cpus().length} cores, ` +
-        `load average ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}`,
+        `load average ${os
+          .loadavg()
+          .map((l) => l.toFixed(2))
+          .join(" ")}`,
       "cluster: 2 gateway nodes + 2 domain nodes over RabbitMQ, Redis cacher, PostgreSQL; " +
         `a real Celery worker (--pool=${POOL} -c ${CONCURRENCY}) answering at once`,
       "",

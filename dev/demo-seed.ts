@@ -39,7 +39,10 @@ export async function seedDemoData(sequelize: Sequelize): Promise<boolean> {
                'approved', $teacher, $admin) RETURNING id`,
       { res: RESOURCES, teacher: ids.teacher, admin: ids.admin },
     );
-    await q("INSERT INTO course_labs (course_id, lab_id) VALUES ($course, $lab) RETURNING lab_id", { course: course.id, lab: approved.id });
+    await q("INSERT INTO course_labs (course_id, lab_id) VALUES ($course, $lab) RETURNING lab_id", {
+      course: course.id,
+      lab: approved.id,
+    });
     await q(
       `INSERT INTO labs (name, description, docker_image, resources, network_isolated, status, created_by)
        VALUES ('Networking sandbox', 'Two hosts and a router.', 'registry.example.com/autolabs/netlab:1.0', $res::jsonb, true,

@@ -90,7 +90,10 @@ export interface IdpAccount extends Omit<DemoAccount, "role"> {
 }
 
 /** `{"<role>": {"<orgId>": "<domain>", …}}` for every role, granted by every one of `orgs`. */
-export function rolesClaimOf(roles: readonly string[], orgs: Record<string, string>): Record<string, Record<string, string>> {
+export function rolesClaimOf(
+  roles: readonly string[],
+  orgs: Record<string, string>,
+): Record<string, Record<string, string>> {
   return Object.fromEntries(roles.map((r) => [r, { ...orgs }]));
 }
 
@@ -101,7 +104,7 @@ export function parseRoleOrgs(raw: string | undefined): Record<string, string> {
   for (const item of raw.split(",")) {
     const m = /^\s*([0-9A-Za-z_-]{1,64}):([0-9A-Za-z.-]{1,253})\s*$/.exec(item);
     if (!m) throw new Error(`EMBEDDED_IDP_ROLE_ORGS must be "<orgId>:<domain>,…", got "${raw}"`);
-    orgs[m[1]!] = m[2]!;
+    orgs[m[1]] = m[2]!;
   }
   return orgs;
 }
@@ -140,15 +143,15 @@ export function loadAccounts(file: string | undefined, warn: (msg: string) => vo
       continue;
     }
     const base = accounts.get(login);
-    const name = typeof o.name === "string" ? o.name : base?.name ?? login;
+    const name = typeof o.name === "string" ? o.name : (base?.name ?? login);
     accounts.set(login, {
       login,
-      sub: typeof o.sub === "string" && /^[0-9A-Za-z-]{1,64}$/.test(o.sub) ? o.sub : base?.sub ?? derivedSub(login),
-      email: typeof o.email === "string" ? o.email : base?.email ?? `${login}@autolabs.local`,
+      sub: typeof o.sub === "string" && /^[0-9A-Za-z-]{1,64}$/.test(o.sub) ? o.sub : (base?.sub ?? derivedSub(login)),
+      email: typeof o.email === "string" ? o.email : (base?.email ?? `${login}@autolabs.local`),
       name,
       givenName: base?.givenName ?? name.split(" ")[0] ?? name,
       familyName: base?.familyName ?? name.split(" ").slice(1).join(" "),
-      roles: roles as string[],
+      roles: roles,
     });
   }
   return [...accounts.values()];
@@ -175,7 +178,9 @@ function thumbprint(jwk: JsonWebKey): string {
 /** A new private signing key as a JWK: RSA 2048 for RS256, P-256 for ES256. */
 export function generateSigningKey(alg: SigningAlg): PrivateJwks["keys"][number] {
   const { privateKey } =
-    alg === "ES256" ? generateKeyPairSync("ec", { namedCurve: "P-256" }) : generateKeyPairSync("rsa", { modulusLength: 2048 });
+    alg === "ES256"
+      ? generateKeyPairSync("ec", { namedCurve: "P-256" })
+      : generateKeyPairSync("rsa", { modulusLength: 2048 });
   const jwk = privateKey.export({ format: "jwk" });
   return { ...jwk, kid: thumbprint(jwk), alg, use: "sig" };
 }
@@ -290,11 +295,13 @@ ${body}</body></html>`;
 
 function loginPage(uid: string, clientId: string, accountList: readonly IdpAccount[], error?: string): string {
   const action = `/interaction/${encodeURIComponent(uid)}/login`;
-  const accounts = accountList.map(
-    (a) => `<form method="post" action="${escapeHtml(action)}">
+  const accounts = accountList
+    .map(
+      (a) => `<form method="post" action="${escapeHtml(action)}">
 <input type="hidden" name="login" value="${escapeHtml(a.login)}"><input type="hidden" name="password" value="${escapeHtml(a.login)}">
 <button type="submit">Sign in as <strong>${escapeHtml(a.login)}</strong> — ${escapeHtml(a.name)} (${escapeHtml(a.roles.join(", ") || "no role")})</button></form>`,
-  ).join("\n");
+    )
+    .join("\n");
   return page(
     "Sign in — AutoLabs (embedded IdP)",
     `<h1>Sign in</h1><p>to <code>${escapeHtml(clientId)}</code></p>
@@ -340,7 +347,9 @@ export interface RunningIdp {
 
 /** Resource indicators must be absolute URIs; Zitadel audiences (project ids) are not, hence a URN. */
 function resourceIndicatorFor(audience: string): string {
-  return /^[a-z][a-z0-9+.-]*:/i.test(audience) && URL.canParse(audience) ? audience : `urn:autolabs:resource:${audience}`;
+  return /^[a-z][a-z0-9+.-]*:/i.test(audience) && URL.canParse(audience)
+    ? audience
+    : `urn:autolabs:resource:${audience}`;
 }
 
 const passwordMatches = (given: string, expected: string): boolean => {
@@ -358,7 +367,7 @@ function buildConfiguration(
 ): object {
   const { config } = opts;
   // The first key signs (a rotated-in key goes first, the old one stays listed for tokens already out).
-  const signingAlg = jwks.keys[0]!.alg;
+  const signingAlg = jwks.keys[0].alg;
   const orgs = opts.roleOrgs ?? { [DEMO_ORG_ID]: DEMO_ORG_DOMAIN };
   const { audience, rolesClaim } = config.oidc;
   const resource = resourceIndicatorFor(audience);
@@ -411,7 +420,10 @@ function buildConfiguration(
       return {
         accountId: account.sub,
         async claims(use: string) {
-          const roles = use === "id_token" && opts.rolesInIdToken === false ? {} : { [rolesClaim]: rolesClaimOf(account.roles, orgs) };
+          const roles =
+            use === "id_token" && opts.rolesInIdToken === false
+              ? {}
+              : { [rolesClaim]: rolesClaimOf(account.roles, orgs) };
           return {
             sub: account.sub,
             email: account.email,
@@ -545,16 +557,23 @@ async function handleInteraction(
   accounts: () => IdpAccount[],
 ): Promise<void> {
   const m = /^\/interaction\/([A-Za-z0-9_-]+)(?:\/(login|abort))?$/.exec(path);
-  if (!m) return sendHtml(res, 404, page("Not found", "<h1>Not found</h1>"));
+  if (!m) {
+    sendHtml(res, 404, page("Not found", "<h1>Not found</h1>"));
+    return;
+  }
   const action = m[2];
   let details: InteractionDetails;
   try {
     details = await provider.interactionDetails(req, res);
   } catch {
     // Expired or foreign interaction (cookie missing): the user has to start the sign-in again.
-    return sendHtml(res, 400, page("Sign-in expired", "<h1>This sign-in has expired</h1><p>Go back and start again.</p>"));
+    sendHtml(res, 400, page("Sign-in expired", "<h1>This sign-in has expired</h1><p>Go back and start again.</p>"));
+    return;
   }
-  if (details.uid !== m[1]) return sendHtml(res, 400, page("Error", "<h1>Interaction mismatch</h1>"));
+  if (details.uid !== m[1]) {
+    sendHtml(res, 400, page("Error", "<h1>Interaction mismatch</h1>"));
+    return;
+  }
   const clientId = typeof details.params.client_id === "string" ? details.params.client_id : "unknown client";
 
   if (action === "abort" && req.method === "GET") {
@@ -562,18 +581,23 @@ async function handleInteraction(
       error: "access_denied",
       error_description: "End-User aborted interaction",
     });
-    return redirect(res, to);
+    redirect(res, to);
+    return;
   }
 
   if (action === "login" && req.method === "POST") {
-    if (details.prompt.name !== "login") return sendHtml(res, 400, page("Error", "<h1>No sign-in pending</h1>"));
+    if (details.prompt.name !== "login") {
+      sendHtml(res, 400, page("Error", "<h1>No sign-in pending</h1>"));
+      return;
+    }
     const form = await readForm(req);
     const list = accounts();
     const login = form.get("login")?.trim() ?? "";
     const account = list.find((a) => a.login === login);
     if (!account || !passwordMatches(form.get("password") ?? "", account.login)) {
       // 401 (not 200) so a headless client can tell a rejected login from the next page.
-      return sendHtml(res, 401, loginPage(details.uid, clientId, list, "Unknown account or wrong password."));
+      sendHtml(res, 401, loginPage(details.uid, clientId, list, "Unknown account or wrong password."));
+      return;
     }
     const to = await provider.interactionResult(
       req,
@@ -581,18 +605,24 @@ async function handleInteraction(
       { login: { accountId: account.sub, amr: ["pwd"] } },
       { mergeWithLastSubmission: false },
     );
-    return redirect(res, to);
+    redirect(res, to);
+    return;
   }
 
   if (action === undefined && req.method === "GET") {
-    if (details.prompt.name === "login") return sendHtml(res, 200, loginPage(details.uid, clientId, accounts()));
+    if (details.prompt.name === "login") {
+      sendHtml(res, 200, loginPage(details.uid, clientId, accounts()));
+      return;
+    }
     if (details.prompt.name === "consent") {
       const to = await provider.interactionResult(req, res, await autoConsent(provider, details), {
         mergeWithLastSubmission: true,
       });
-      return redirect(res, to);
+      redirect(res, to);
+      return;
     }
-    return sendHtml(res, 400, page("Error", `<h1>Unsupported prompt ${escapeHtml(details.prompt.name)}</h1>`));
+    sendHtml(res, 400, page("Error", `<h1>Unsupported prompt ${escapeHtml(details.prompt.name)}</h1>`));
+    return;
   }
   res.writeHead(405, { allow: action === "login" ? "POST" : "GET" });
   res.end();
@@ -689,18 +719,22 @@ function parseTtl(raw: string | undefined): number | undefined {
 }
 
 /** The EMBEDDED_IDP_* knobs that make this provider look like another IdP (see the module doc). */
-function envKnobs(env: NodeJS.ProcessEnv): Pick<EmbeddedIdpOptions, "host" | "keyAlg" | "roleOrgs" | "rolesInIdToken" | "accountsFile"> {
+function envKnobs(
+  env: NodeJS.ProcessEnv,
+): Pick<EmbeddedIdpOptions, "host" | "keyAlg" | "roleOrgs" | "rolesInIdToken" | "accountsFile"> {
   const host = env.EMBEDDED_IDP_HOST?.trim() || undefined;
-  if (host !== undefined && !/^[A-Za-z0-9.-]{1,253}$/.test(host)) throw new Error(`EMBEDDED_IDP_HOST must be a host name, got "${host}"`);
+  if (host !== undefined && !/^[A-Za-z0-9.-]{1,253}$/.test(host))
+    throw new Error(`EMBEDDED_IDP_HOST must be a host name, got "${host}"`);
   const alg = env.EMBEDDED_IDP_KEY_ALG?.trim().toUpperCase() || undefined;
-  if (alg !== undefined && alg !== "RS256" && alg !== "ES256") throw new Error(`EMBEDDED_IDP_KEY_ALG must be RS256 or ES256, got "${alg}"`);
+  if (alg !== undefined && alg !== "RS256" && alg !== "ES256")
+    throw new Error(`EMBEDDED_IDP_KEY_ALG must be RS256 or ES256, got "${alg}"`);
   const inIdToken = env.EMBEDDED_IDP_ROLES_IN_ID_TOKEN?.trim().toLowerCase();
   if (inIdToken !== undefined && inIdToken !== "" && inIdToken !== "true" && inIdToken !== "false") {
     throw new Error(`EMBEDDED_IDP_ROLES_IN_ID_TOKEN must be true or false, got "${inIdToken}"`);
   }
   return {
     host,
-    keyAlg: alg as SigningAlg | undefined,
+    keyAlg: alg,
     roleOrgs: parseRoleOrgs(env.EMBEDDED_IDP_ROLE_ORGS),
     rolesInIdToken: inIdToken !== "false",
     accountsFile: env.EMBEDDED_IDP_ACCOUNTS_FILE?.trim() || undefined,
@@ -724,7 +758,10 @@ async function main(): Promise<void> {
     console.log(`embedded IdP stopping (${signal})`);
     // Hard deadline: a stuck socket must not keep the platform's shutdown waiting.
     setTimeout(() => process.exit(0), 3000).unref();
-    idp.close().then(() => process.exit(0), () => process.exit(0));
+    idp.close().then(
+      () => process.exit(0),
+      () => process.exit(0),
+    );
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));

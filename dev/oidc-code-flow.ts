@@ -207,11 +207,16 @@ export async function runCodeFlow(opts: CodeFlowOptions): Promise<CodeFlowTokens
         // Our redirect URI: read the code, never follow it (nothing listens there).
         const p = next.searchParams;
         if (p.get("error")) {
-          throw new CodeFlowError("PROTOCOL", `authorization failed: ${p.get("error")} ${p.get("error_description") ?? ""}`.trim());
+          throw new CodeFlowError(
+            "PROTOCOL",
+            `authorization failed: ${p.get("error")} ${p.get("error_description") ?? ""}`.trim(),
+          );
         }
-        if (p.get("state") !== state) throw new CodeFlowError("PROTOCOL", "state mismatch in the authorization response");
+        if (p.get("state") !== state)
+          throw new CodeFlowError("PROTOCOL", "state mismatch in the authorization response");
         const iss = p.get("iss");
-        if (iss !== null && iss !== meta.issuer) throw new CodeFlowError("PROTOCOL", "iss mismatch in the authorization response");
+        if (iss !== null && iss !== meta.issuer)
+          throw new CodeFlowError("PROTOCOL", "iss mismatch in the authorization response");
         code = p.get("code") ?? undefined;
         if (!code) throw new CodeFlowError("PROTOCOL", "authorization response carries no code");
         break;
@@ -243,7 +248,11 @@ export async function runCodeFlow(opts: CodeFlowOptions): Promise<CodeFlowTokens
       continue;
     }
     const text = await res.text().catch(() => "");
-    const snippet = text.replace(/<[^>]*>/g, " ").replace(/\s+/g, " ").trim().slice(0, 200);
+    const snippet = text
+      .replace(/<[^>]*>/g, " ")
+      .replace(/\s+/g, " ")
+      .trim()
+      .slice(0, 200);
     throw new CodeFlowError("PROTOCOL", `unexpected ${res.status} at ${url.pathname}${snippet ? `: ${snippet}` : ""}`);
   }
   if (code === undefined) throw new CodeFlowError("PROTOCOL", "too many redirects before the authorization code");

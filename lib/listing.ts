@@ -14,7 +14,10 @@ import type { ValidationProblem } from "./validation-problem";
 /** `"int"`: a 32-bit integer; `"string"`: up to MAX_STRING_FILTER_LENGTH chars; `"enum:a|b|c"`: one of a, b, c. */
 export type FilterKind = "int" | "string" | `enum:${string}`;
 
-export interface ListSpec<S extends string = string, F extends Record<string, FilterKind> = Record<string, FilterKind>> {
+export interface ListSpec<
+  S extends string = string,
+  F extends Record<string, FilterKind> = Record<string, FilterKind>,
+> {
   /** Fields a client may sort by (allow-list: they reach ORDER BY). */
   sortable: readonly S[];
   /** Same syntax as the query parameter, e.g. "-created_at". Must name a sortable field. */
@@ -38,16 +41,20 @@ export type FilterValue<K extends FilterKind> = K extends "int"
 /** Only the filters present in the query appear (absent ones are undefined: "no filter"). */
 export type FilterValues<F extends Record<string, FilterKind>> = { [K in keyof F]?: FilterValue<F[K]> };
 
-export interface ListQuery<S extends string = string, F extends Record<string, FilterKind> = Record<string, FilterKind>> {
+export interface ListQuery<
+  S extends string = string,
+  F extends Record<string, FilterKind> = Record<string, FilterKind>,
+> {
   offset: number;
   limit: number;
   sort: Sort<S>;
   filters: FilterValues<F>;
 }
 
-export type ListQueryResult<S extends string = string, F extends Record<string, FilterKind> = Record<string, FilterKind>> =
-  | { ok: true; value: ListQuery<S, F> }
-  | { ok: false; problems: ValidationProblem[] };
+export type ListQueryResult<
+  S extends string = string,
+  F extends Record<string, FilterKind> = Record<string, FilterKind>,
+> = { ok: true; value: ListQuery<S, F> } | { ok: false; problems: ValidationProblem[] };
 
 export const DEFAULT_LIMIT = 50;
 export const MAX_LIMIT = 100;
@@ -81,26 +88,43 @@ function parseInt32(name: string, v: unknown, min: number, max: number): Parsed<
   const loc = ["query", name];
   let n: number;
   if (typeof v === "number") {
-    if (!Number.isFinite(v)) return { ok: false, problem: { loc, msg: "Input should be a finite number", type: "finite_number" } };
+    if (!Number.isFinite(v))
+      return { ok: false, problem: { loc, msg: "Input should be a finite number", type: "finite_number" } };
     if (!Number.isInteger(v))
       return {
         ok: false,
-        problem: { loc, msg: "Input should be a valid integer, got a number with a fractional part", type: "int_from_float" },
+        problem: {
+          loc,
+          msg: "Input should be a valid integer, got a number with a fractional part",
+          type: "int_from_float",
+        },
       };
     n = v;
   } else if (typeof v === "string") {
     if (!INT_RE.test(v))
       return {
         ok: false,
-        problem: { loc, msg: "Input should be a valid integer, unable to parse string as an integer", type: "int_parsing" },
+        problem: {
+          loc,
+          msg: "Input should be a valid integer, unable to parse string as an integer",
+          type: "int_parsing",
+        },
       };
     // Huge digit strings become huge (imprecise) numbers: fine, they only need to fail the range check.
     n = Number(v);
   } else {
     return { ok: false, problem: { loc, msg: "Input should be a valid integer", type: "int_type" } };
   }
-  if (n < min) return { ok: false, problem: { loc, msg: `Input should be greater than or equal to ${min}`, type: "greater_than_equal" } };
-  if (n > max) return { ok: false, problem: { loc, msg: `Input should be less than or equal to ${max}`, type: "less_than_equal" } };
+  if (n < min)
+    return {
+      ok: false,
+      problem: { loc, msg: `Input should be greater than or equal to ${min}`, type: "greater_than_equal" },
+    };
+  if (n > max)
+    return {
+      ok: false,
+      problem: { loc, msg: `Input should be less than or equal to ${max}`, type: "less_than_equal" },
+    };
   return { ok: true, value: n === 0 ? 0 : n }; // normalise "-0"
 }
 
@@ -119,17 +143,23 @@ function parseFilter(name: string, kind: FilterKind, v: unknown): Parsed<number 
   if (kind === "int") return parseInt32(name, v, MIN_INT32, MAX_INT32);
   // Internal callers may pass a number where a string is expected (e.g. a numeric search term).
   const s = typeof v === "number" && Number.isFinite(v) ? String(v) : v;
-  if (typeof s !== "string") return { ok: false, problem: { loc, msg: "Input should be a valid string", type: "string_type" } };
+  if (typeof s !== "string")
+    return { ok: false, problem: { loc, msg: "Input should be a valid string", type: "string_type" } };
   if (kind === "string") {
     if (s.length > MAX_STRING_FILTER_LENGTH)
       return {
         ok: false,
-        problem: { loc, msg: `String should have at most ${MAX_STRING_FILTER_LENGTH} characters`, type: "string_too_long" },
+        problem: {
+          loc,
+          msg: `String should have at most ${MAX_STRING_FILTER_LENGTH} characters`,
+          type: "string_too_long",
+        },
       };
     return { ok: true, value: s };
   }
   const choices = enumChoices(kind);
-  if (!choices.includes(s)) return { ok: false, problem: { loc, msg: `Input should be ${quoteChoices(choices)}`, type: "enum" } };
+  if (!choices.includes(s))
+    return { ok: false, problem: { loc, msg: `Input should be ${quoteChoices(choices)}`, type: "enum" } };
   return { ok: true, value: s };
 }
 
@@ -148,11 +178,12 @@ function parseSortToken<S extends string>(token: string, sortable: readonly S[])
 }
 
 /** Throws on a programmer error in the spec (not client input): a unit test of the caller catches it. */
-function checkSpec(spec: ListSpec<string, Record<string, FilterKind>>): void {
+function checkSpec(spec: ListSpec): void {
   if (parseSortToken(spec.defaultSort, spec.sortable) === undefined)
     throw new Error(`listing spec: defaultSort "${spec.defaultSort}" is not one of the sortable fields`);
   for (const [name, kind] of Object.entries(spec.filters)) {
-    if (["offset", "limit", "sort"].includes(name)) throw new Error(`listing spec: filter "${name}" clashes with a paging parameter`);
+    if (["offset", "limit", "sort"].includes(name))
+      throw new Error(`listing spec: filter "${name}" clashes with a paging parameter`);
     if (kind.startsWith("enum:") && enumChoices(kind).some((c) => c === ""))
       throw new Error(`listing spec: filter "${name}" has an empty enum choice`);
   }

@@ -60,7 +60,11 @@ export interface PermissionFacts {
 }
 
 const allow = (reason: PermissionReason): PermissionAnswer => ({ decision: "allow", reason });
-const hidden = (reason: PermissionReason, entity: "Course" | "Lab"): PermissionAnswer => ({ decision: "not_found", reason, entity });
+const hidden = (reason: PermissionReason, entity: "Course" | "Lab"): PermissionAnswer => ({
+  decision: "not_found",
+  reason,
+  entity,
+});
 const refused = (reason: PermissionReason): PermissionAnswer => ({ decision: "forbidden", reason });
 
 /**

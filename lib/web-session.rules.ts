@@ -58,7 +58,10 @@ export function setCookie(policy: CookiePolicy, name: string, value: string, max
  * Our two cookies from a Cookie header. The first occurrence of a name wins (the most specific path comes
  * first, RFC 6265 §5.4); values that are not of our secret format are ignored rather than passed on.
  */
-export function readAuthCookies(header: string | string[] | undefined, policy: CookiePolicy): { session?: string; login?: string } {
+export function readAuthCookies(
+  header: string | string[] | undefined,
+  policy: CookiePolicy,
+): { session?: string; login?: string } {
   const out: { session?: string; login?: string } = {};
   if (header === undefined) return out;
   const text = Array.isArray(header) ? header.join("; ") : header;
@@ -92,7 +95,8 @@ export function resolveRedirectTo(raw: unknown, frontendUrl: string): RedirectCh
   if (typeof raw !== "string") return { ok: false, reason: "redirect_to must be a single value" };
   if (raw.length > 2048) return { ok: false, reason: "redirect_to is too long" };
   // Browsers strip tabs/newlines and treat "\" as "/": "/\evil.com" would leave our origin.
-  if (/[\u0000-\u0020\u007f\\]/.test(raw)) return { ok: false, reason: "redirect_to contains characters a URL must not" };
+  if (/[\u0000-\u0020\u007f\\]/.test(raw))
+    return { ok: false, reason: "redirect_to contains characters a URL must not" };
   const front = new URL(frontendUrl);
   let target: URL;
   try {
@@ -134,7 +138,7 @@ export function trustedOrigins(frontendUrl: string, publicUrl: string): string[]
 
 export function checkCsrf(req: CsrfRequest, origins: readonly string[]): CsrfVerdict {
   if (SAFE_METHODS.has(req.method.toUpperCase())) return { ok: true };
-  const type = (req.contentType ?? "").split(";")[0]!.trim().toLowerCase();
+  const type = (req.contentType ?? "").split(";")[0].trim().toLowerCase();
   if (type !== "application/json") {
     return { ok: false, reason: "Cookie-authenticated changes must be sent with Content-Type: application/json" };
   }
@@ -189,7 +193,13 @@ export function parseLoginState(raw: string): LoginState | null {
   const o = parseJsonObject(raw);
   if (!o) return null;
   const { v, nonce, to, bind, at } = o;
-  if (typeof v !== "string" || typeof nonce !== "string" || typeof to !== "string" || typeof bind !== "string" || typeof at !== "number") {
+  if (
+    typeof v !== "string" ||
+    typeof nonce !== "string" ||
+    typeof to !== "string" ||
+    typeof bind !== "string" ||
+    typeof at !== "number"
+  ) {
     return null;
   }
   return { v, nonce, to, bind, at };
@@ -199,7 +209,8 @@ export function parseSessionRecord(raw: string): SessionRecord | null {
   const o = parseJsonObject(raw);
   if (!o) return null;
   const { uid, at, exp } = o;
-  if (!Number.isSafeInteger(uid) || (uid as number) <= 0 || typeof at !== "number" || typeof exp !== "number") return null;
+  if (!Number.isSafeInteger(uid) || (uid as number) <= 0 || typeof at !== "number" || typeof exp !== "number")
+    return null;
   return { uid: uid as number, at, exp };
 }
 

@@ -23,12 +23,16 @@ const SERVICES: Record<string, ServiceFactory> = {
   auth: AuthService as ServiceSchema,
   courses: CoursesService as ServiceSchema,
   labs: LabsService as ServiceSchema,
-  tasks: TasksService as ServiceSchema,
+  tasks: TasksService,
   "lab-instances": LabInstancesService as ServiceSchema,
   access: AccessService as ServiceSchema,
 };
 
-export function createPlatformBroker(config: Config, sequelize: Sequelize, overrides: Partial<BrokerOptions> = {}): ServiceBroker {
+export function createPlatformBroker(
+  config: Config,
+  sequelize: Sequelize,
+  overrides: Partial<BrokerOptions> = {},
+): ServiceBroker {
   const options = brokerOptions(config);
   const broker = new ServiceBroker({
     ...options,

@@ -32,11 +32,20 @@ interface Running {
 }
 
 async function startIdp(config: Config): Promise<ReadyChild> {
-  log("warn", `OIDC_ISSUER is not set: starting the EMBEDDED identity provider on port ${config.oidc.embeddedPort} (demo accounts, development only, never production)`);
+  log(
+    "warn",
+    `OIDC_ISSUER is not set: starting the EMBEDDED identity provider on port ${config.oidc.embeddedPort} (demo accounts, development only, never production)`,
+  );
   return startReadyChild({
     name: "embedded IdP",
     command: process.execPath,
-    args: [path.join(__dirname, "../dev/embedded-idp.js"), "--port", String(config.oidc.embeddedPort), "--data-dir", config.dataDir],
+    args: [
+      path.join(__dirname, "../dev/embedded-idp.js"),
+      "--port",
+      String(config.oidc.embeddedPort),
+      "--data-dir",
+      config.dataDir,
+    ],
     env: process.env,
     ready: /embedded IdP listening on (\S+)/,
     timeoutMs: 30_000,
@@ -81,7 +90,10 @@ async function main(): Promise<void> {
     const started = Date.now();
     let databaseUrl = config.databaseUrl;
     if (!databaseUrl) {
-      log("info", `DATABASE_URL is not set: starting the embedded PostgreSQL (PGlite) with data in ${path.resolve(config.dataDir, "pg")}`);
+      log(
+        "info",
+        `DATABASE_URL is not set: starting the embedded PostgreSQL (PGlite) with data in ${path.resolve(config.dataDir, "pg")}`,
+      );
       const { startEmbeddedPostgres } = await import("../dev/embedded-postgres");
       running.postgres = await startEmbeddedPostgres({
         dataDir: config.dataDir,
@@ -115,7 +127,10 @@ async function main(): Promise<void> {
 
     running.broker = createPlatformBroker(config, running.sequelize);
     await running.broker.start();
-    log("info", `platform ready in ${Date.now() - started} ms: http://localhost:${config.port}/api/v1/health (services: ${config.services.join(", ")}; identity: ${issuerOf(config)})`);
+    log(
+      "info",
+      `platform ready in ${Date.now() - started} ms: http://localhost:${config.port}/api/v1/health (services: ${config.services.join(", ")}; identity: ${issuerOf(config)})`,
+    );
     if (process.argv.includes("--repl")) await running.broker.repl();
   } catch (err) {
     log("error", `start-up failed: ${err instanceof Error ? err.message : String(err)}`);

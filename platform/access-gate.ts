@@ -47,7 +47,7 @@ export interface AccessDeclaration<E = unknown> {
 
 declare module "moleculer" {
   interface ActionSchema {
-    access?: AccessDeclaration<unknown>;
+    access?: AccessDeclaration;
   }
 }
 
@@ -81,7 +81,7 @@ function isPrincipal(value: unknown): value is Principal {
 /** Calls that carry this access are answered for anyone, even anonymous (health, the login redirect). */
 export const PUBLIC = { public: true, roles: [] } as const satisfies AccessDeclaration;
 
-function guard(decl: AccessDeclaration<unknown>, service: Service, handler: ActionHandler): ActionHandler {
+function guard(decl: AccessDeclaration, service: Service, handler: ActionHandler): ActionHandler {
   if (decl.public) return handler;
   return async function (ctx: Context<Record<string, unknown>, RequestMeta>) {
     const principal = ctx.meta.user;

@@ -56,8 +56,18 @@ export class CacheStats {
   bind(metrics: MetricRegistry | null | undefined): void {
     if (!metrics) return;
     this.metrics = metrics;
-    metrics.register({ name: METRICS.hits, type: "counter", labelNames: ["scope"], description: "Answers served from the cache" });
-    metrics.register({ name: METRICS.misses, type: "counter", labelNames: ["scope"], description: "Answers computed on a cache miss" });
+    metrics.register({
+      name: METRICS.hits,
+      type: "counter",
+      labelNames: ["scope"],
+      description: "Answers served from the cache",
+    });
+    metrics.register({
+      name: METRICS.misses,
+      type: "counter",
+      labelNames: ["scope"],
+      description: "Answers computed on a cache miss",
+    });
     metrics.register({
       name: METRICS.dropped,
       type: "counter",
@@ -104,14 +114,17 @@ export class CacheStats {
 
 export function isCoherent(cacher: unknown): cacher is PlatformCacher {
   const c = cacher as Partial<CoherentCacher> | null;
-  return !!c && typeof c.epochOf === "function" && typeof c.setIfEpoch === "function" && typeof c.invalidate === "function";
+  return (
+    !!c && typeof c.epochOf === "function" && typeof c.setIfEpoch === "function" && typeof c.invalidate === "function"
+  );
 }
 
 /** The broker's cacher; null without one. Any other cacher is a configuration bug: it would serve stale grants. */
 export function coherentCacherOf(broker: ServiceBroker): PlatformCacher | null {
   const cacher = broker.cacher;
   if (!cacher) return null;
-  if (!isCoherent(cacher)) throw new Error("The broker's cacher must be a coherent cacher (platform/coherent-cache.ts)");
+  if (!isCoherent(cacher))
+    throw new Error("The broker's cacher must be a coherent cacher (platform/coherent-cache.ts)");
   return cacher;
 }
 
@@ -166,7 +179,11 @@ export function coherentMiddleware(cacher: PlatformCacher): Middleware {
       const opts = typeof cache === "object" ? cache : { enabled: true };
       if (opts.enabled === false) return handler;
       // Locks would need the same epoch care; no action needs them, so asking for one is a mistake caught at boot.
-      if (opts.lock) throw new Errors.ServiceSchemaError(`${action.name}: cache locks are not supported by this platform's cacher`, {});
+      if (opts.lock)
+        throw new Errors.ServiceSchemaError(
+          `${action.name}: cache locks are not supported by this platform's cacher`,
+          {},
+        );
       const scope = scopeOf(action);
       const enabled = typeof opts.enabled === "function" ? opts.enabled : null;
       return function coherentCache(ctx: Context) {
@@ -175,7 +192,14 @@ export function coherentMiddleware(cacher: PlatformCacher): Middleware {
         // Redis known to be down: answer from the database without waiting on it.
         if (cacher.connected === false) return handler(ctx);
         const key = cacher.getCacheKey(action as unknown as string, opts, ctx);
-        return readThrough(cacher, scope, key, opts.ttl, () => handler(ctx), () => (ctx.cachedResult = true));
+        return readThrough(
+          cacher,
+          scope,
+          key,
+          opts.ttl,
+          () => handler(ctx),
+          () => (ctx.cachedResult = true),
+        );
       };
     },
   } as unknown as Middleware;
@@ -200,7 +224,13 @@ export class CoherentMemoryCacher extends Cachers.Memory implements CoherentCach
     return String(this.epochs.get(scope) ?? 0);
   }
 
-  async setIfEpoch(key: string, data: unknown, ttlS: number | undefined, scope: string, epoch: string): Promise<boolean> {
+  async setIfEpoch(
+    key: string,
+    data: unknown,
+    ttlS: number | undefined,
+    scope: string,
+    epoch: string,
+  ): Promise<boolean> {
     // Check and set with no await between them: nothing can bump the epoch in between.
     if (String(this.epochs.get(scope) ?? 0) !== epoch) return false;
     void this.set(key, data, ttlS);

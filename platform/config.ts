@@ -85,7 +85,10 @@ export interface Config {
 export const ALL_SERVICES = ["api-gateway", "auth", "courses", "labs", "lab-instances", "access", "tasks"] as const;
 
 export class ConfigError extends Error {
-  constructor(readonly variable: string, problem: string) {
+  constructor(
+    readonly variable: string,
+    problem: string,
+  ) {
     super(`Invalid configuration: ${variable} ${problem}`);
     this.name = "ConfigError";
   }
@@ -153,7 +156,12 @@ const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace"] as const
 
 export function loadConfig(env: Env = process.env): Config {
   const servicesRaw = str(env, "SERVICES");
-  const services = servicesRaw ? servicesRaw.split(",").map((s) => s.trim()).filter(Boolean) : [...ALL_SERVICES];
+  const services = servicesRaw
+    ? servicesRaw
+        .split(",")
+        .map((s) => s.trim())
+        .filter(Boolean)
+    : [...ALL_SERVICES];
   for (const s of services) {
     if (!(ALL_SERVICES as readonly string[]).includes(s)) {
       throw new ConfigError("SERVICES", `names an unknown service "${s}" (known: ${ALL_SERVICES.join(", ")})`);

@@ -61,4 +61,4 @@ export const DatabaseOutageMiddleware: Middleware = {
         throw isDatabaseOutage(err) ? serviceUnavailable(DETAIL) : err;
       });
   },
-} as Middleware;
+};

@@ -61,7 +61,11 @@ export type DbMethods = {
   cached<T>(key: string, ttlS: number, compute: () => Promise<T>): Promise<T>;
   sequelize(): Sequelize;
   select<T extends object>(sql: string, bind?: Record<string, unknown>, transaction?: Transaction): Promise<T[]>;
-  selectOne<T extends object>(sql: string, bind?: Record<string, unknown>, transaction?: Transaction): Promise<T | null>;
+  selectOne<T extends object>(
+    sql: string,
+    bind?: Record<string, unknown>,
+    transaction?: Transaction,
+  ): Promise<T | null>;
   selectPage<T extends object>(
     select: string,
     fromWhere: string,
@@ -92,14 +96,20 @@ const dbMethods: DbMethods & ThisType<Service & DbMethods> = {
     await Promise.all(
       remoteNodesOf(this.broker, scope).map((nodeID) =>
         this.broker
-          .call(`${scope}.cacheInvalidate`, { patterns: matching }, {
-            nodeID,
-            timeout: REMOTE_INVALIDATION_TIMEOUT_MS,
-            meta: { user: systemPrincipal("cache invalidation") },
-          })
+          .call(
+            `${scope}.cacheInvalidate`,
+            { patterns: matching },
+            {
+              nodeID,
+              timeout: REMOTE_INVALIDATION_TIMEOUT_MS,
+              meta: { user: systemPrincipal("cache invalidation") },
+            },
+          )
           .catch((err: Error) => {
             // The write is committed; the node's cache is emptied when it reconnects (Moleculer's Memory cacher).
-            this.logger.error(`cache: node ${nodeID} did not invalidate ${scope} (${err.message}); it may serve stale answers until its TTL`);
+            this.logger.error(
+              `cache: node ${nodeID} did not invalidate ${scope} (${err.message}); it may serve stale answers until its TTL`,
+            );
           }),
       ),
     );
@@ -116,12 +126,20 @@ const dbMethods: DbMethods & ThisType<Service & DbMethods> = {
   sequelize(): Sequelize {
     return platformOf(this.broker).sequelize;
   },
-  async select<T extends object>(sql: string, bind: Record<string, unknown> = {}, transaction?: Transaction): Promise<T[]> {
+  async select<T extends object>(
+    sql: string,
+    bind: Record<string, unknown> = {},
+    transaction?: Transaction,
+  ): Promise<T[]> {
     // Inside a transaction Sequelize owns the connection; outside, the statement runner's lighter path.
     if (transaction) return this.sequelize().query<T>(sql, { bind, type: QueryTypes.SELECT, transaction });
     return statementRunnerOf(this.sequelize()).query<T>(sql, bind);
   },
-  async selectOne<T extends object>(sql: string, bind: Record<string, unknown> = {}, transaction?: Transaction): Promise<T | null> {
+  async selectOne<T extends object>(
+    sql: string,
+    bind: Record<string, unknown> = {},
+    transaction?: Transaction,
+  ): Promise<T | null> {
     const rows = await this.select<T>(sql, bind, transaction);
     return rows[0] ?? null;
   },

@@ -169,7 +169,11 @@ interface SequelizeInternals {
   };
   dialect: {
     Query: {
-      new (connection: PgConnection, sequelize: Sequelize, options: object): {
+      new (
+        connection: PgConnection,
+        sequelize: Sequelize,
+        options: object,
+      ): {
         formatError(err: Error, stack?: string): Error;
       };
       formatBindParameters(sql: string, values: object, dialect: string): [string, unknown[]];

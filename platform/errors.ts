@@ -18,7 +18,6 @@ export type ErrorCode =
   | "TOO_MANY_REQUESTS"
   | "SERVICE_UNAVAILABLE";
 
-
 const clientError = (status: number, code: ErrorCode, detail: string, data?: unknown) =>
   new Errors.MoleculerClientError(detail, status, code, data);
 

@@ -28,7 +28,12 @@ function jsonFormatter(type: string, args: unknown[], bindings: Bindings, { prin
   ];
 }
 
-function readableFormatter(type: string, args: unknown[], bindings: Bindings, { printArgs }: FormatterHelpers): unknown[] {
+function readableFormatter(
+  type: string,
+  args: unknown[],
+  bindings: Bindings,
+  { printArgs }: FormatterHelpers,
+): unknown[] {
   const rid = currentRequestId();
   return [
     `[${new Date().toISOString().substring(11, 23)}]`,
@@ -40,11 +45,14 @@ function readableFormatter(type: string, args: unknown[], bindings: Bindings, { 
 
 /** Adds the AMQP connection heartbeat to each URL (`;`-separated cluster list) unless the URL sets its own. */
 export function withAmqpHeartbeat(urls: string, heartbeatS: number): string[] {
-  return urls.split(";").filter(Boolean).map((raw) => {
-    const u = new URL(raw);
-    if (!u.searchParams.has("heartbeat")) u.searchParams.set("heartbeat", String(heartbeatS));
-    return u.toString();
-  });
+  return urls
+    .split(";")
+    .filter(Boolean)
+    .map((raw) => {
+      const u = new URL(raw);
+      if (!u.searchParams.has("heartbeat")) u.searchParams.set("heartbeat", String(heartbeatS));
+      return u.toString();
+    });
 }
 
 /**
@@ -83,7 +91,7 @@ const HEARTBEAT_INTERVAL_S = 5;
 const HEARTBEAT_TIMEOUT_S = 15;
 
 function transporterOf(config: Config): BrokerOptions["transporter"] {
-  if (!config.transporter) return null as unknown as BrokerOptions["transporter"];
+  if (!config.transporter) return null;
   if (/^amqps?:\/\//.test(config.transporter)) return amqpTransporter(config.transporter, config);
   // Any other connection string selects its transporter by its scheme.
   return config.transporter as BrokerOptions["transporter"];
@@ -109,7 +117,7 @@ export function brokerOptions(config: Config): BrokerOptions {
     options: {
       level: config.logLevel,
       colors: config.mode === "embedded",
-      formatter: (config.mode === "cluster" ? jsonFormatter : readableFormatter) as unknown as string,
+      formatter: config.mode === "cluster" ? jsonFormatter : readableFormatter,
     },
   };
   return {

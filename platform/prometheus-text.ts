@@ -9,7 +9,12 @@ type Labels = Record<string, string>;
 
 export class PrometheusText extends MetricReporters.Prometheus {
   override init(registry: MetricRegistry): void {
-    const self = this as unknown as { registry: MetricRegistry; broker: unknown; logger: unknown; defaultLabels: Labels };
+    const self = this as unknown as {
+      registry: MetricRegistry;
+      broker: unknown;
+      logger: unknown;
+      defaultLabels: Labels;
+    };
     self.registry = registry;
     self.broker = registry.broker;
     self.logger = registry.logger;

@@ -16,8 +16,6 @@ import { CacheStats, coherentMiddleware, type CoherentCacher } from "./coherent-
 const COMMAND_TIMEOUT_MS = 500;
 const WARN_EVERY_MS = 10_000;
 
-type RedisCacherOptions = ConstructorParameters<typeof Cachers.Redis>[0];
-
 /** SET key only while the epoch counter still reads ARGV[2] (a missing counter reads "0"). */
 const SET_IF_EPOCH = `
 if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[2] then return 0 end
@@ -56,7 +54,7 @@ export class ResilientRedisCacher extends Cachers.Redis implements CoherentCache
         connectTimeout: 2000,
         retryStrategy: (times: number) => Math.min(times * 200, 2000),
       },
-    } as RedisCacherOptions);
+    });
     // Entries are "<prefix>-<key>"; "<prefix>:epoch:<scope>" is outside every clean pattern.
     this.epochPrefix = `${opts.prefix}:epoch:`;
   }
@@ -79,12 +77,26 @@ export class ResilientRedisCacher extends Cachers.Redis implements CoherentCache
     }
   }
 
-  async setIfEpoch(key: string, data: unknown, ttlS: number | undefined, scope: string, epoch: string): Promise<boolean> {
+  async setIfEpoch(
+    key: string,
+    data: unknown,
+    ttlS: number | undefined,
+    scope: string,
+    epoch: string,
+  ): Promise<boolean> {
     if (this.dirty) return false;
     try {
       const serialized = (this as unknown as { serializer: Serializer }).serializer.serialize(data);
       const ttl = ttlS ?? this.opts.ttl ?? 0;
-      const stored = await this.redis.eval(SET_IF_EPOCH, 2, (this.prefix ?? "") + key, this.epochPrefix + scope, serialized, epoch, ttl);
+      const stored = await this.redis.eval(
+        SET_IF_EPOCH,
+        2,
+        (this.prefix ?? "") + key,
+        this.epochPrefix + scope,
+        serialized,
+        epoch,
+        ttl,
+      );
       return stored === 1;
     } catch (err) {
       this.degraded("set", err);
@@ -113,7 +125,11 @@ export class ResilientRedisCacher extends Cachers.Redis implements CoherentCache
     super.init(broker);
     this.stats.bind(broker.metrics);
     // The base logs every reconnect failure with a stack (every 2 s during an outage): one warning per window is enough.
-    const client = (this as unknown as { client: { removeAllListeners(e: string): void; on(e: string, f: (err: Error) => void): void } }).client;
+    const client = (
+      this as unknown as {
+        client: { removeAllListeners(e: string): void; on(e: string, f: (err: Error) => void): void };
+      }
+    ).client;
     client.removeAllListeners("error");
     client.on("error", (err) => {
       (this as unknown as { connected: boolean }).connected = false;

@@ -18,8 +18,7 @@ export const ACCESS_REQUEST_STATUSES: readonly AccessRequestStatus[] = ["pending
 export type AccessRequestAction = "approve" | "reject" | "cancel";
 
 export type RequestTransition =
-  | { ok: true; status: AccessRequestStatus }
-  | { ok: false; code: "INVALID_TRANSITION"; detail: string };
+  { ok: true; status: AccessRequestStatus } | { ok: false; code: "INVALID_TRANSITION"; detail: string };
 
 const TARGET: Record<AccessRequestAction, AccessRequestStatus> = {
   approve: "approved",
@@ -106,12 +105,16 @@ type TextResult = { ok: true; value: string | null } | { ok: false; problems: Va
 export function parseOptionalText(raw: unknown, field: string, max: number): TextResult {
   const loc = ["body", field];
   if (raw === undefined || raw === null) return { ok: true, value: null };
-  if (typeof raw !== "string") return { ok: false, problems: [{ loc, msg: "Input should be a valid string", type: "string_type" }] };
+  if (typeof raw !== "string")
+    return { ok: false, problems: [{ loc, msg: "Input should be a valid string", type: "string_type" }] };
   const text = raw.trim();
   const control = controlCharProblem(text, true);
   if (control) return { ok: false, problems: [{ loc, msg: control, type: "string_pattern_mismatch" }] };
   if (text.length > max) {
-    return { ok: false, problems: [{ loc, msg: `String should have at most ${max} characters`, type: "string_too_long" }] };
+    return {
+      ok: false,
+      problems: [{ loc, msg: `String should have at most ${max} characters`, type: "string_too_long" }],
+    };
   }
   return { ok: true, value: text === "" ? null : text };
 }

@@ -22,7 +22,12 @@ import { ANY_USER, STAFF, STUDENT_ONLY, type Decision } from "../../lib/access.r
 import { conflict, forbidden, notFound, validationError } from "../../platform/errors";
 import type { Principal, UserPrincipal } from "../../lib/principal";
 import type { AccessRequestView } from "./access-requests.rows";
-import { PERMISSION_RULES, decidePermission, type PermissionAnswer, type PermissionQuery } from "../../lib/permission.rules";
+import {
+  PERMISSION_RULES,
+  decidePermission,
+  type PermissionAnswer,
+  type PermissionQuery,
+} from "../../lib/permission.rules";
 import {
   ACCESS_REQUEST_LIST_SPEC,
   DECISION_REASON_MAX,
@@ -92,7 +97,10 @@ const VIEW_COLUMNS =
 
 /** The PostgreSQL error under Sequelize's wrapper: branch on SQLSTATE and constraint, not on classes. */
 function pgErrorOf(err: unknown): { code?: string; constraint?: string } {
-  const e = err as { parent?: { code?: string; constraint?: string }; original?: { code?: string; constraint?: string } };
+  const e = err as {
+    parent?: { code?: string; constraint?: string };
+    original?: { code?: string; constraint?: string };
+  };
   return e?.parent ?? e?.original ?? {};
 }
 
@@ -320,7 +328,11 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods> 
      * Approval assigns the student in the same transaction: an approved request always means an assigned
      * student, even if the process dies right after.
      */
-    async transition(ctx: Ctx<IdParams>, action: AccessRequestAction, reason: string | null): Promise<AccessRequestView> {
+    async transition(
+      ctx: Ctx<IdParams>,
+      action: AccessRequestAction,
+      reason: string | null,
+    ): Promise<AccessRequestView> {
       const request = entityOf<AccessRequestView>(ctx);
       const p = principalOf(ctx);
       // Fast path with a readable detail; the conditional UPDATE below is what actually decides.
@@ -372,7 +384,12 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods> 
         let assigned = false;
         if (action === "approve") {
           // ON CONFLICT: an admin may have assigned the student directly meanwhile; approval still stands.
-          const added = await assignStudents(this.sequelize(), updated[0].course_id, [updated[0].student_id], transaction).catch((err: unknown) => {
+          const added = await assignStudents(
+            this.sequelize(),
+            updated[0].course_id,
+            [updated[0].student_id],
+            transaction,
+          ).catch((err: unknown) => {
             // The course was deleted since the check above: the whole approval rolls back.
             if (pgErrorOf(err).code === "23503") throw conflict("The course of this access request no longer exists");
             throw err;
@@ -386,7 +403,10 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods> 
         // The write to course_students happened here, not in the courses service, so what reads that table
         // (a student's GET /courses, GET /courses/{id}, their permission decisions) is dropped here, on every node.
         await this.tablesChanged("course_students");
-        this.broker.broadcast<CourseStudentChanged>(COURSE_EVENTS.studentAssigned, { course_id: outcome.course_id, student_id: outcome.student_id });
+        this.broker.broadcast<CourseStudentChanged>(COURSE_EVENTS.studentAssigned, {
+          course_id: outcome.course_id,
+          student_id: outcome.student_id,
+        });
       }
       this.broker.broadcast<AccessRequestChanged>(ACCESS_REQUESTS_CHANGED_EVENT, {
         request_id: outcome.id,

@@ -48,7 +48,12 @@ type GatewayMethods = {
   checkDatabase(): Promise<Check>;
   checkRedis(): Promise<Check>;
   checkRabbit(): Check;
-  authorize(ctx: Context<unknown, RequestMeta>, route: unknown, req: GatewayRequest, res: ServerResponse): Promise<void>;
+  authorize(
+    ctx: Context<unknown, RequestMeta>,
+    route: unknown,
+    req: GatewayRequest,
+    res: ServerResponse,
+  ): Promise<void>;
   drainHttp(timeoutMs: number): Promise<void>;
 };
 type GatewayVars = {
@@ -68,7 +73,9 @@ const LOGIN_ACTIONS = new Set(["auth.login", "auth.callback", "auth.logout"]);
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([
     p,
-    new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms).unref()),
+    new Promise<T>((_, reject) =>
+      setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms).unref(),
+    ),
   ]);
 }
 
@@ -184,7 +191,10 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
             if (BODY_METHODS.has(req.method ?? "") && hasBody(req)) {
               const type = (req.headers["content-type"] ?? "").split(";")[0].trim().toLowerCase();
               if (type !== "application/json") throw unsupportedMediaType();
-              if (req.body !== undefined && (typeof req.body !== "object" || Array.isArray(req.body) || req.body === null)) {
+              if (
+                req.body !== undefined &&
+                (typeof req.body !== "object" || Array.isArray(req.body) || req.body === null)
+              ) {
                 throw badRequest("Request body must be a JSON object");
               }
             }
@@ -200,13 +210,17 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
           bodyParsers: false,
           aliases: {
             "GET metrics"(this: Service, _req: IncomingMessage, res: ServerResponse) {
-              const reporter = this.broker.metrics?.reporter?.find((r: unknown) => r instanceof PrometheusText) as PrometheusText | undefined;
+              const reporter = this.broker.metrics?.reporter?.find((r: unknown) => r instanceof PrometheusText) as
+                PrometheusText | undefined;
               res.setHeader("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
               res.end(reporter ? reporter.text() : "");
             },
             "GET api/docs"(_req: IncomingMessage, res: ServerResponse) {
               res.setHeader("Content-Type", "text/html; charset=utf-8");
-              res.setHeader("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline'");
+              res.setHeader(
+                "Content-Security-Policy",
+                "default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline'",
+              );
               res.end(docsPage("/api/v1/openapi.json"));
             },
           },
@@ -252,9 +266,15 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
       openapi: {
         access: PUBLIC,
         handler() {
-          const aliases = (this as unknown as { aliases: { method: string; fullPath: string; action?: string }[] }).aliases;
+          const aliases = (this as unknown as { aliases: { method: string; fullPath: string; action?: string }[] })
+            .aliases;
           const actions = new Map(
-            (this.broker.registry.getActionList({ skipInternal: true }) as { name: string; action?: Record<string, unknown> }[]).map((a) => [a.name, a.action]),
+            (
+              this.broker.registry.getActionList({ skipInternal: true }) as {
+                name: string;
+                action?: Record<string, unknown>;
+              }[]
+            ).map((a) => [a.name, a.action]),
           );
           const routes = aliases.map((a) => {
             const action = a.action ? actions.get(a.action) : undefined;
@@ -301,9 +321,15 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
           const aliases = (this as unknown as { aliases: RoutedAlias[] }).aliases;
           const path = routedPath(req.url ?? "");
           const allow = allowedMethods(aliases, path, (a) => a.handler === streams.handler);
-          if (allow !== null && req.method === "OPTIONS") return answerAllow(req, res, 204, allow);
+          if (allow !== null && req.method === "OPTIONS") {
+            answerAllow(req, res, 204, allow);
+            return;
+          }
           const headless = allow !== null && !allow.includes("HEAD") && allow.includes("GET");
-          if (headless) return answerAllow(req, res, 405, allow);
+          if (headless) {
+            answerAllow(req, res, 405, allow);
+            return;
+          }
         }
         return baseMethods.httpHandler.call(this, req, res, next);
       },
@@ -334,12 +360,16 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
         const aliases = (this as unknown as { aliases: { action?: string | null }[] }).aliases;
         if (service !== undefined && !aliases.some((a) => a.action?.startsWith(`${service}.`))) {
           const self = this as unknown as { sendError(req: IncomingMessage, res: ServerResponse, err: Error): void };
-          return self.sendError(req, res, serviceUnavailable("Service temporarily unavailable, try again"));
+          self.sendError(req, res, serviceUnavailable("Service temporarily unavailable, try again"));
+          return;
         }
-        return baseMethods.send404.call(this, req, res);
+        baseMethods.send404.call(this, req, res);
       },
       refreshAliases() {
-        const self = this as unknown as { routes: { opts: { autoAliases?: boolean } }[]; regenerateAutoAliases(r: unknown): void };
+        const self = this as unknown as {
+          routes: { opts: { autoAliases?: boolean } }[];
+          regenerateAutoAliases(r: unknown): void;
+        };
         for (const route of self.routes) if (route.opts.autoAliases) self.regenerateAutoAliases(route);
       },
       /**
@@ -348,7 +378,11 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
        * own); a cookie-authenticated change must pass the CSRF check (403). A session store that is down
        * answers 503 (never anonymous).
        */
-      async authenticate(ctx: Context<unknown, RequestMeta>, _route: unknown, req: IncomingMessage): Promise<Principal | null> {
+      async authenticate(
+        ctx: Context<unknown, RequestMeta>,
+        _route: unknown,
+        req: IncomingMessage,
+      ): Promise<Principal | null> {
         const header = req.headers.authorization;
         if (header !== undefined) {
           // The scheme name is case-insensitive (RFC 7235 §2.1): "bearer <JWT>" is the same credential.
@@ -371,7 +405,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
               method: req.method ?? "GET",
               contentType: req.headers["content-type"],
               origin: req.headers.origin,
-              secFetchSite: req.headers["sec-fetch-site"] as string | undefined,
+              secFetchSite: req.headers["sec-fetch-site"],
             },
             csrfOrigins,
           );
@@ -426,7 +460,12 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
       this.httpDrain = trackHttpRequests(this.server);
       const url = config.redisUrl ?? config.cacher;
       this.redis = url
-        ? new Redis(url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 1000 })
+        ? new Redis(url, {
+            lazyConnect: true,
+            enableOfflineQueue: false,
+            maxRetriesPerRequest: 1,
+            connectTimeout: 1000,
+          })
         : null;
       this.redis?.on("error", () => {
         /* reported by the health check */

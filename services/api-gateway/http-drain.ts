@@ -48,15 +48,18 @@ export function trackHttpRequests(server: Server): HttpDrain {
         }, timeoutMs);
         timer.unref();
         for (const res of inFlight) closeWhenIdle(res);
-        const stopListening = setTimeout(() => {
-          settle = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-          server.close();
-          server.closeIdleConnections();
-          if (inFlight.size === 0) settle();
-        }, Math.min(LAME_DUCK_MS, timeoutMs / 2));
+        const stopListening = setTimeout(
+          () => {
+            settle = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+            server.close();
+            server.closeIdleConnections();
+            if (inFlight.size === 0) settle();
+          },
+          Math.min(LAME_DUCK_MS, timeoutMs / 2),
+        );
         stopListening.unref();
       });
       return draining;

@@ -14,7 +14,6 @@ export interface ErrorLike {
   data?: unknown;
 }
 
-
 export interface HttpAnswer {
   status: number;
   body: { detail: string | ValidationProblem[] };
@@ -64,7 +63,11 @@ function locOf(field: string | undefined, req: RequestShape): (string | number)[
   const parts = (field ?? "").split(/\.|\[(\d+)\]/).filter((p) => p !== undefined && p !== "");
   const path = parts.map((p) => (/^\d+$/.test(p) ? Number(p) : p));
   const first = String(path[0] ?? "");
-  const where = req.pathParams.includes(first) ? "path" : req.method === "GET" || req.method === "DELETE" ? "query" : "body";
+  const where = req.pathParams.includes(first)
+    ? "path"
+    : req.method === "GET" || req.method === "DELETE"
+      ? "query"
+      : "body";
   return [where, ...path];
 }
 
@@ -78,7 +81,9 @@ function fromFastestValidator(data: unknown, req: RequestShape): ValidationProbl
 }
 
 function isProblemList(data: unknown): data is ValidationProblem[] {
-  return Array.isArray(data) && data.every((d) => d && typeof d === "object" && Array.isArray((d as ValidationProblem).loc));
+  return (
+    Array.isArray(data) && data.every((d) => d && typeof d === "object" && Array.isArray((d as ValidationProblem).loc))
+  );
 }
 
 const DETAIL_BY_STATUS: Record<number, string> = {
@@ -117,7 +122,7 @@ export function toHttpAnswer(err: ErrorLike, req: RequestShape): HttpAnswer {
     return { status: 503, body: { detail }, serverFault: true, retryAfterS: OUTAGE_RETRY_AFTER_S };
   }
   if (code >= 400 && code < 500) {
-    const message = err.message && err.message.length <= 500 ? err.message : DETAIL_BY_STATUS[code] ?? "Bad request";
+    const message = err.message && err.message.length <= 500 ? err.message : (DETAIL_BY_STATUS[code] ?? "Bad request");
     return { status: code, body: { detail: message }, serverFault: false };
   }
   if (code === 503 || type === "SERVICE_UNAVAILABLE") {

@@ -24,7 +24,11 @@ interface ParameterObject {
 
 const ERROR_SCHEMA: JsonSchema = {
   type: "object",
-  properties: { detail: { oneOf: [{ type: "string" }, { type: "array", items: { $ref: "#/components/schemas/ValidationProblem" } }] } },
+  properties: {
+    detail: {
+      oneOf: [{ type: "string" }, { type: "array", items: { $ref: "#/components/schemas/ValidationProblem" } }],
+    },
+  },
   required: ["detail"],
 };
 
@@ -97,7 +101,10 @@ function describeAccess(access: RouteDescription["access"]): string {
   return `Roles: ${roles}. Objects the caller may not see answer 404; seen but not theirs to change, 403.`;
 }
 
-export function buildOpenApi(routes: readonly RouteDescription[], opts: { prefix: string; version: string; serverUrl: string }): JsonSchema {
+export function buildOpenApi(
+  routes: readonly RouteDescription[],
+  opts: { prefix: string; version: string; serverUrl: string },
+): JsonSchema {
   const paths: Record<string, Record<string, JsonSchema>> = {};
   const sorted = [...routes].sort((a, b) => a.path.localeCompare(b.path) || a.method.localeCompare(b.method));
   for (const route of sorted) {
@@ -130,13 +137,24 @@ export function buildOpenApi(routes: readonly RouteDescription[], opts: { prefix
       parameters,
       responses: {
         "2XX": { description: "Success", content: { "application/json": { schema: {} } } },
-        default: { description: "Error", content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } } },
+        default: {
+          description: "Error",
+          content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
+        },
       },
     };
     if (Object.keys(bodyProps).length > 0) {
       operation.requestBody = {
         required: bodyRequired.length > 0,
-        content: { "application/json": { schema: { type: "object", properties: bodyProps, ...(bodyRequired.length ? { required: bodyRequired } : {}) } } },
+        content: {
+          "application/json": {
+            schema: {
+              type: "object",
+              properties: bodyProps,
+              ...(bodyRequired.length ? { required: bodyRequired } : {}),
+            },
+          },
+        },
       };
     }
     if (!route.access?.public) operation.security = [{ bearer: [] }, { session: [] }];
@@ -156,7 +174,11 @@ export function buildOpenApi(routes: readonly RouteDescription[], opts: { prefix
         Error: ERROR_SCHEMA,
         ValidationProblem: {
           type: "object",
-          properties: { loc: { type: "array", items: { type: ["string", "integer"] } }, msg: { type: "string" }, type: { type: "string" } },
+          properties: {
+            loc: { type: "array", items: { type: ["string", "integer"] } },
+            msg: { type: "string" },
+            type: { type: "string" },
+          },
           required: ["loc", "msg", "type"],
         },
       },

@@ -45,14 +45,21 @@ export interface BucketStore {
 export class MemoryBuckets implements BucketStore {
   private readonly buckets = new Map<string, BucketState>();
 
-  constructor(private readonly maxBuckets = 100_000, private readonly now: () => number = Date.now) {}
+  constructor(
+    private readonly maxBuckets = 100_000,
+    private readonly now: () => number = Date.now,
+  ) {}
 
   get size(): number {
     return this.buckets.size;
   }
 
   async take(keys: readonly string[], limits: readonly BucketLimit[]): Promise<Take> {
-    const take = takeAll(keys.map((k) => this.buckets.get(k)), limits, this.now());
+    const take = takeAll(
+      keys.map((k) => this.buckets.get(k)),
+      limits,
+      this.now(),
+    );
     if (take.allowed) {
       keys.forEach((key, i) => {
         this.buckets.delete(key);
@@ -134,7 +141,11 @@ export class RedisBuckets implements BucketStore {
   /** When the current outage began; undefined while Redis answers. */
   private failingSince: number | undefined;
 
-  constructor(url: string, private readonly prefix: string, private readonly logger: OutageLog) {
+  constructor(
+    url: string,
+    private readonly prefix: string,
+    private readonly logger: OutageLog,
+  ) {
     // ioredis defaults chosen against, for a check on every request: no offline queue (a disconnected client
     // would queue requests behind the reconnect: latency, then a burst of stale takes), no command timeout
     // (a stalled server would hang every request), 20 retries per command, and re-sending in-flight commands
@@ -159,7 +170,10 @@ export class RedisBuckets implements BucketStore {
   }
 
   async take(keys: readonly string[], limits: readonly BucketLimit[]): Promise<TimedTake | undefined> {
-    if (this.redis.status !== "ready") return this.unavailable(`connection ${this.redis.status}`);
+    if (this.redis.status !== "ready") {
+      this.unavailable(`connection ${this.redis.status}`);
+      return;
+    }
     const sentAt = Date.now();
     if (this.failingSince !== undefined) {
       if (sentAt < this.skipUntil) return undefined;
@@ -170,7 +184,8 @@ export class RedisBuckets implements BucketStore {
     try {
       reply = await this.redis.rateLimitTake(keys.length, ...keys.map((k) => this.prefix + k), ...args);
     } catch (err) {
-      return this.unavailable((err as Error).message);
+      this.unavailable((err as Error).message);
+      return;
     }
     // Only an answer to a command sent after the outage began ends it (late answers to earlier ones do not).
     if (this.failingSince !== undefined && sentAt >= this.failingSince) {
@@ -225,7 +240,10 @@ export class RateLimiter {
     );
     if (buckets.length === 0) return;
     const limits = buckets.map((b) => b.limit);
-    const take = await this.store.take(buckets.map((b) => b.key), limits);
+    const take = await this.store.take(
+      buckets.map((b) => b.key),
+      limits,
+    );
     if (take === undefined) return;
     const verdict = verdictOf(take, limits);
     for (const [name, value] of Object.entries(rateLimitHeaders(verdict))) res.setHeader(name, value);

@@ -128,6 +128,7 @@ export function identityToStore(
     name: claims.name ?? stored?.name ?? null,
     role: claims.role,
   };
-  const changed = stored === null || stored.email !== next.email || stored.name !== next.name || stored.role !== next.role;
+  const changed =
+    stored === null || stored.email !== next.email || stored.name !== next.name || stored.role !== next.role;
   return { next, changed };
 }

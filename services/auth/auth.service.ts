@@ -56,7 +56,6 @@ interface CallbackParams {
   error?: unknown;
 }
 
-
 type AuthMethods = {
   upsertUser(identity: ClaimsIdentity & { role: Role }): Promise<UserPrincipal>;
   /** Login: writes the user (role synced, last_login_at) unconditionally and invalidates its cache. */
@@ -94,11 +93,12 @@ const sameDigest = (a: string, b: string): boolean => {
 };
 
 const USER_COLUMNS = "id, email, name, role, created_at, updated_at, last_login_at";
-const USER_LIST: ListSpec<"created_at" | "name" | "email" | "id", { role: "enum:admin|teacher|student"; q: "string" }> = {
-  sortable: ["created_at", "name", "email", "id"],
-  defaultSort: "name",
-  filters: { role: "enum:admin|teacher|student", q: "string" },
-};
+const USER_LIST: ListSpec<"created_at" | "name" | "email" | "id", { role: "enum:admin|teacher|student"; q: "string" }> =
+  {
+    sortable: ["created_at", "name", "email", "id"],
+    defaultSort: "name",
+    filters: { role: "enum:admin|teacher|student", q: "string" },
+  };
 
 /** The embedded IdP's issuer when OIDC_ISSUER is not set (dev/embedded-idp.ts). */
 export function issuerOf(config: { oidc: { issuer?: string; embeddedPort: number } }): string {
@@ -246,7 +246,9 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
         const now = Date.now();
         const session: SessionRecord = { uid: user.id, at: now, exp: now + config.sessionTtlS * 1000 };
         await this.store.put(sessionKey(sid), JSON.stringify(session), config.sessionTtlS);
-        this.logger.info(`login: user ${user.id} (${user.role}) signed in; session until ${new Date(session.exp).toISOString()}`);
+        this.logger.info(
+          `login: user ${user.id} (${user.role}) signed in; session until ${new Date(session.exp).toISOString()}`,
+        );
 
         ctx.meta.$statusCode = 302;
         ctx.meta.$location = pending.to;
@@ -299,7 +301,9 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
           return { items: [], total: 0, offset: q.offset, limit: q.limit };
         }
         // The answer depends only on the caller's role and the query: cached under both, dropped on any user change.
-        const key = `auth.users-list:${createHash("sha256").update(JSON.stringify([teacher ? "teacher" : "all", q])).digest("base64url")}`;
+        const key = `auth.users-list:${createHash("sha256")
+          .update(JSON.stringify([teacher ? "teacher" : "all", q]))
+          .digest("base64url")}`;
         return this.cached(key, platformOf(this.broker).config.usersCacheTtlS, () => {
           const where: string[] = [];
           const bind: Record<string, unknown> = {};
@@ -312,7 +316,12 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
             where.push("(name ILIKE $q OR email ILIKE $q)");
             bind.q = containsPattern(q.filters.q);
           }
-          return this.selectPage<UserRow>(USER_COLUMNS, `FROM users ${where.length ? "WHERE " + where.join(" AND ") : ""}`, bind, q);
+          return this.selectPage<UserRow>(
+            USER_COLUMNS,
+            `FROM users ${where.length ? "WHERE " + where.join(" AND ") : ""}`,
+            bind,
+            q,
+          );
         });
       },
     },
@@ -351,7 +360,10 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
       if (row.changed) await this.invalidateUser(row.id);
       const principal: UserPrincipal = { kind: "user", id: row.id, role: row.role };
       if (this.knownUsers.size >= KNOWN_USERS_MAX) this.knownUsers.clear();
-      this.knownUsers.set(fingerprint, { principal, until: Date.now() + platformOf(this.broker).config.usersCacheTtlS * 1000 });
+      this.knownUsers.set(fingerprint, {
+        principal,
+        until: Date.now() + platformOf(this.broker).config.usersCacheTtlS * 1000,
+      });
       return principal;
     },
 
@@ -410,10 +422,12 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
         throw badRequest("Login failed: the ID token is not valid");
       }
       const given = typeof payload.nonce === "string" ? payload.nonce : "";
-      if (!sameDigest(digestOf(given), digestOf(nonce))) throw badRequest("Login failed: the ID token does not belong to this login (nonce)");
+      if (!sameDigest(digestOf(given), digestOf(nonce)))
+        throw badRequest("Login failed: the ID token does not belong to this login (nonce)");
       // OIDC Core §3.1.3.7: with several audiences, or any azp, azp must be us.
       if ((Array.isArray(payload.aud) && payload.aud.length > 1) || payload.azp !== undefined) {
-        if (payload.azp !== config.oidc.clientId) throw badRequest("Login failed: the ID token was issued to another client");
+        if (payload.azp !== config.oidc.clientId)
+          throw badRequest("Login failed: the ID token was issued to another client");
       }
       return payload;
     },
@@ -460,7 +474,9 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
     } else {
       this.store = createMemoryStore();
       if (config.mode === "cluster") {
-        this.logger.warn("REDIS_URL is not set: login states and sessions are kept in this process's memory (one auth node only; lost on restart)");
+        this.logger.warn(
+          "REDIS_URL is not set: login states and sessions are kept in this process's memory (one auth node only; lost on restart)",
+        );
       }
     }
   },

@@ -164,7 +164,10 @@ export function createOidcClient(opts: OidcClientOptions): OidcClient {
       if (!body || typeof body.id_token !== "string") {
         throw badRequest("Login failed: the identity provider returned no ID token");
       }
-      return { idToken: body.id_token, accessToken: typeof body.access_token === "string" ? body.access_token : undefined };
+      return {
+        idToken: body.id_token,
+        accessToken: typeof body.access_token === "string" ? body.access_token : undefined,
+      };
     },
   };
 }

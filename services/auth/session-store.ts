@@ -46,7 +46,8 @@ export function createRedisStore(opts: RedisStoreOptions): AuthStore {
   });
   let down = false;
   redis.on("error", (err: Error) => {
-    if (!down) opts.log.warn(`session store (Redis) unavailable: ${err.message}; cookie sessions answer 503 until it is back`);
+    if (!down)
+      opts.log.warn(`session store (Redis) unavailable: ${err.message}; cookie sessions answer 503 until it is back`);
     down = true;
   });
   redis.on("ready", () => {

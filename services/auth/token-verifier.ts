@@ -178,7 +178,11 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
   }
 
   /** The last good keys while the IdP cannot be asked; a kid they lack stays unknowable → 503. */
-  async function fromLastGood(header: Parameters<JWTVerifyGetKey>[0], token: Parameters<JWTVerifyGetKey>[1], why: string) {
+  async function fromLastGood(
+    header: Parameters<JWTVerifyGetKey>[0],
+    token: Parameters<JWTVerifyGetKey>[1],
+    why: string,
+  ) {
     if (lastGoodKeys) {
       try {
         return await createLocalJWKSet(lastGoodKeys)(header, token);
@@ -190,26 +194,28 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
   }
 
   /** `onKeySet`: told the key set generation the key came from, when it came from the fresh remote set. */
-  const keyResolver = (onKeySet?: (generation: number) => void): JWTVerifyGetKey => async (header, token) => {
-    const set = await remoteSet();
-    if (lastGoodKeys && Date.now() - fetchFailedAt < cooldownMs) {
-      return fromLastGood(header, token, "a recent fetch failed");
-    }
-    try {
-      const before = currentGeneration();
-      const key = await set(header, token);
-      lastGoodKeys = fetchedKeys();
-      // Unchanged across the lookup: the key is from that set (a reload meanwhile: not remembered).
-      if (currentGeneration() === before) onKeySet?.(before);
-      return key;
-    } catch (err) {
-      const code = errorCode(err);
-      if (code !== undefined && TOKEN_KEY_ERRORS.has(code)) throw err;
-      // The fetch failed: back off for one cooldown, serving the last good keys meanwhile.
-      fetchFailedAt = Date.now();
-      return fromLastGood(header, token, (err as Error).message);
-    }
-  };
+  const keyResolver =
+    (onKeySet?: (generation: number) => void): JWTVerifyGetKey =>
+    async (header, token) => {
+      const set = await remoteSet();
+      if (lastGoodKeys && Date.now() - fetchFailedAt < cooldownMs) {
+        return fromLastGood(header, token, "a recent fetch failed");
+      }
+      try {
+        const before = currentGeneration();
+        const key = await set(header, token);
+        lastGoodKeys = fetchedKeys();
+        // Unchanged across the lookup: the key is from that set (a reload meanwhile: not remembered).
+        if (currentGeneration() === before) onKeySet?.(before);
+        return key;
+      } catch (err) {
+        const code = errorCode(err);
+        if (code !== undefined && TOKEN_KEY_ERRORS.has(code)) throw err;
+        // The fetch failed: back off for one cooldown, serving the last good keys meanwhile.
+        fetchFailedAt = Date.now();
+        return fromLastGood(header, token, (err as Error).message);
+      }
+    };
 
   async function verify(token: string, overrides: VerifyOverrides = {}): Promise<JWTPayload> {
     if (typeof token !== "string" || token.length === 0 || token.length > MAX_TOKEN_LENGTH) {
@@ -223,13 +229,17 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
     let generation: number | undefined;
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, keyResolver((g) => (generation = g)), {
-        issuer,
-        audience: overrides.audience ?? opts.audience,
-        algorithms: opts.algorithms,
-        clockTolerance: opts.clockToleranceS,
-        requiredClaims: overrides.requiredClaims ?? ["sub", "exp"],
-      }));
+      ({ payload } = await jwtVerify(
+        token,
+        keyResolver((g) => (generation = g)),
+        {
+          issuer,
+          audience: overrides.audience ?? opts.audience,
+          algorithms: opts.algorithms,
+          clockTolerance: opts.clockToleranceS,
+          requiredClaims: overrides.requiredClaims ?? ["sub", "exp"],
+        },
+      ));
     } catch (err) {
       if (err instanceof IdpUnavailable) throw serviceUnavailable("Identity provider unavailable");
       throw toUnauthorized(err);

@@ -10,9 +10,16 @@ import { DbMixin, listParams, parseListOrThrow, type CachedTable, type DbMethods
 import { ANY_USER, STAFF, courseScopeSql, decideCourse, decideLab, type Decision } from "../../lib/access.rules";
 import { conflict, notFound, validationError } from "../../platform/errors";
 import { containsPattern, type ListSpec } from "../../lib/listing";
-import type { Principal, UserPrincipal } from "../../lib/principal";
+import type { UserPrincipal } from "../../lib/principal";
 import type { CourseRow } from "./courses.rows";
-import { ID_PARAM, BODY_ID_PARAM, multilineTextParam, nameParam, optionalNotNull, type IdParams } from "../../lib/params";
+import {
+  ID_PARAM,
+  BODY_ID_PARAM,
+  multilineTextParam,
+  nameParam,
+  optionalNotNull,
+  type IdParams,
+} from "../../lib/params";
 
 interface CreateParams {
   name: string;
@@ -63,7 +70,10 @@ const STUDENT_LIST: ListSpec<"assigned_at" | "name" | "email" | "id", { q: "stri
   defaultSort: "name",
   filters: { q: "string" },
 };
-const COURSE_LAB_LIST: ListSpec<"created_at" | "name" | "id", { status: "enum:draft|pending_approval|approved|rejected" }> = {
+const COURSE_LAB_LIST: ListSpec<
+  "created_at" | "name" | "id",
+  { status: "enum:draft|pending_approval|approved|rejected" }
+> = {
   sortable: ["created_at", "name", "id"],
   defaultSort: "name",
   filters: { status: "enum:draft|pending_approval|approved|rejected" },
@@ -102,7 +112,6 @@ function publicCourse(c: CourseRow): CourseRow {
     updated_at: c.updated_at,
   };
 }
-
 
 const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods> = {
   name: "courses",
@@ -143,7 +152,9 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         let ownerId: number;
         if (p.kind === "user" && p.role === "teacher") {
           if (ctx.params.owner_id !== undefined && ctx.params.owner_id !== p.id) {
-            throw validationError([{ loc: ["body", "owner_id"], msg: "A teacher creates courses they own", type: "value_error" }]);
+            throw validationError([
+              { loc: ["body", "owner_id"], msg: "A teacher creates courses they own", type: "value_error" },
+            ]);
           }
           ownerId = p.id;
         } else {
@@ -197,7 +208,13 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         if (ctx.params.description !== undefined) changes.description = ctx.params.description;
         if (ctx.params.owner_id !== undefined && ctx.params.owner_id !== course.owner_id) {
           if (p.kind === "user" && p.role !== "admin") {
-            throw validationError([{ loc: ["body", "owner_id"], msg: "Only an admin hands a course to another teacher", type: "value_error" }]);
+            throw validationError([
+              {
+                loc: ["body", "owner_id"],
+                msg: "Only an admin hands a course to another teacher",
+                type: "value_error",
+              },
+            ]);
           }
           await this.checkOwner(ctx.params.owner_id);
           changes.owner_id = ctx.params.owner_id;
@@ -210,7 +227,9 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
             ? ""
             : " AND EXISTS (SELECT 1 FROM users u WHERE u.id = $owner_id AND u.role = 'teacher')";
         const rows = await this.select<CourseRow>(
-          `UPDATE courses SET ${Object.keys(changes).map((k) => `${k} = $${k}`).join(", ")}, updated_at = now()
+          `UPDATE courses SET ${Object.keys(changes)
+            .map((k) => `${k} = $${k}`)
+            .join(", ")}, updated_at = now()
             WHERE id = $id AND owner_id = $seen_owner${newOwnerIsTeacher} RETURNING ${COURSE_COLUMNS}`,
           { ...changes, id: course.id, seen_owner: course.owner_id },
         );
@@ -220,11 +239,15 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           if (changes.owner_id !== undefined) await this.checkOwner(changes.owner_id);
           throw conflict("The course changed meanwhile; reload it and try again");
         }
-        await this.courseChanged("courses", changes.owner_id !== undefined ? COURSE_EVENTS.ownerChanged : COURSE_EVENTS.changed, {
-          course_id: course.id,
-          owner_id: rows[0].owner_id,
-          previous_owner_id: course.owner_id,
-        });
+        await this.courseChanged(
+          "courses",
+          changes.owner_id !== undefined ? COURSE_EVENTS.ownerChanged : COURSE_EVENTS.changed,
+          {
+            course_id: course.id,
+            owner_id: rows[0].owner_id,
+            previous_owner_id: course.owner_id,
+          },
+        );
         return rows[0];
       },
     },
@@ -277,7 +300,13 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           "u.id, u.email, u.name, u.role, cs.assigned_at",
           `FROM course_students cs JOIN users u ON u.id = cs.student_id WHERE cs.course_id = $course ${filter}`,
           bind,
-          { ...q, sort: { field: q.sort.field === "assigned_at" ? "cs.assigned_at" : `u.${q.sort.field}`, direction: q.sort.direction } },
+          {
+            ...q,
+            sort: {
+              field: q.sort.field === "assigned_at" ? "cs.assigned_at" : `u.${q.sort.field}`,
+              direction: q.sort.direction,
+            },
+          },
         );
       },
     },
@@ -303,7 +332,11 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           const missing = ids.filter((id) => !found.has(id));
           if (missing.length > 0) {
             throw validationError(
-              missing.map((id) => ({ loc: ["body", "student_ids", ids.indexOf(id)], msg: `User ${id} is not a student`, type: "value_error" })),
+              missing.map((id) => ({
+                loc: ["body", "student_ids", ids.indexOf(id)],
+                msg: `User ${id} is not a student`,
+                type: "value_error",
+              })),
             );
           }
           return assignStudents(this.sequelize(), course.id, [...ids], transaction);
@@ -336,7 +369,10 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           throw notFound("Student in this course");
         }
         // lab-instances listens and stops the student's instances in this course.
-        await this.courseChanged("course_students", COURSE_EVENTS.studentRemoved, { course_id: course.id, student_id: ctx.params.student_id });
+        await this.courseChanged("course_students", COURSE_EVENTS.studentRemoved, {
+          course_id: course.id,
+          student_id: ctx.params.student_id,
+        });
         ctx.meta.$statusCode = 204;
         return null;
       },
@@ -372,7 +408,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
       params: { id: ID_PARAM, lab_id: BODY_ID_PARAM },
       async handler(ctx: Ctx<LabParams>) {
         const course = entityOf<LoadedCourse>(ctx);
-        const p = principalOf(ctx) as Principal;
+        const p = principalOf(ctx);
         // Decided and written under locks (course, then lab: the order every writer here takes them): the lab
         // cannot leave the catalogue or be deleted, nor the course change hands or go, between check and insert.
         const { lab, inserted } = await this.sequelize().transaction(async (transaction) => {
@@ -383,7 +419,10 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
             transaction,
           );
           // A teacher attaches labs they can see: their own or approved ones (the catalogue).
-          if (!found || (p.kind === "user" && decideLab(p, { ...found, callerReachesViaCourse: false }, "view") !== "allow")) {
+          if (
+            !found ||
+            (p.kind === "user" && decideLab(p, { ...found, callerReachesViaCourse: false }, "view") !== "allow")
+          ) {
             throw notFound("Lab");
           }
           const rows = await this.select<{ lab_id: number }>(
@@ -428,7 +467,10 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
             throw conflict(`Lab has ${active} active instance(s) in this course; stop them before detaching it`);
           }
         });
-        await this.courseChanged("course_labs", COURSE_EVENTS.labDetached, { course_id: course.id, lab_id: ctx.params.lab_id });
+        await this.courseChanged("course_labs", COURSE_EVENTS.labDetached, {
+          course_id: course.id,
+          lab_id: ctx.params.lab_id,
+        });
         ctx.meta.$statusCode = 204;
         return null;
       },
@@ -443,7 +485,9 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
     async checkOwner(ownerId: number): Promise<void> {
       const owner = await this.selectOne<{ role: string }>("SELECT role FROM users WHERE id = $id", { id: ownerId });
       if (!owner || owner.role !== "teacher") {
-        throw validationError([{ loc: ["body", "owner_id"], msg: "owner_id must be the id of a teacher", type: "value_error" }]);
+        throw validationError([
+          { loc: ["body", "owner_id"], msg: "owner_id must be the id of a teacher", type: "value_error" },
+        ]);
       }
     },
     /**
@@ -478,7 +522,11 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
      * After a committed write to `table`: drops every cached answer that reads it (course answers, permission
      * decisions) on every node, then tells listeners. The caller answers only after this.
      */
-    async courseChanged<E extends CourseEvent>(table: CachedTable, event: E, payload: CourseEventPayloads[E]): Promise<void> {
+    async courseChanged<E extends CourseEvent>(
+      table: CachedTable,
+      event: E,
+      payload: CourseEventPayloads[E],
+    ): Promise<void> {
       await this.tablesChanged(table);
       this.broker.broadcast(event, payload);
     },

@@ -15,7 +15,14 @@
 import type { TaskName, TaskResultState } from "../tasks/tasks.contract";
 
 export type InstanceStatus = "pending" | "running" | "stopping" | "stopped" | "failed" | "expired";
-export const INSTANCE_STATUSES: readonly InstanceStatus[] = ["pending", "running", "stopping", "stopped", "failed", "expired"];
+export const INSTANCE_STATUSES: readonly InstanceStatus[] = [
+  "pending",
+  "running",
+  "stopping",
+  "stopped",
+  "failed",
+  "expired",
+];
 
 /** Statuses that hold a pod (or may soon): the partial unique index and the per-student cap count these. */
 export const ACTIVE_STATUSES: readonly InstanceStatus[] = ["pending", "running", "stopping"];
@@ -42,7 +49,6 @@ export function statusRank(s: InstanceStatus): number {
       return 4;
   }
 }
-
 
 /** What can happen to an instance. */
 export type InstanceEvent =
@@ -168,9 +174,7 @@ export const CONNECTION_URL_MAX = 2048;
  */
 export const CONNECTION_URL_SCHEMES = ["http:", "https:", "ws:", "wss:", "ssh:", "vnc:", "rdp:"] as const;
 
-export type StartResult =
-  | { ok: true; k8s_pod_name: string; connection_url: string }
-  | { ok: false; problem: string };
+export type StartResult = { ok: true; k8s_pod_name: string; connection_url: string } | { ok: false; problem: string };
 
 /** start_lab's SUCCESS value: `{"status": "running", "k8s_pod_name", "connection_url"}` (DESIGN "Results"). */
 export function parseStartResult(result: unknown): StartResult {
@@ -179,7 +183,10 @@ export function parseStartResult(result: unknown): StartResult {
   }
   const r = result as Record<string, unknown>;
   if (r.status !== undefined && r.status !== "running") {
-    return { ok: false, problem: `start_lab returned status ${JSON.stringify(r.status).slice(0, 50)}, expected "running"` };
+    return {
+      ok: false,
+      problem: `start_lab returned status ${JSON.stringify(r.status).slice(0, 50)}, expected "running"`,
+    };
   }
   const pod = r.k8s_pod_name;
   if (typeof pod !== "string" || pod.trim() === "" || pod.length > POD_NAME_MAX) {
@@ -213,7 +220,8 @@ export function resultEvent(
 ): { event: InstanceEvent; start?: { k8s_pod_name: string; connection_url: string } } {
   if (task === "start_lab" && state === "SUCCESS") {
     const parsed = parseStartResult(result);
-    if (!parsed.ok) return { event: { kind: "result", task, state: "FAILURE", error: `InvalidResult: ${parsed.problem}` } };
+    if (!parsed.ok)
+      return { event: { kind: "result", task, state: "FAILURE", error: `InvalidResult: ${parsed.problem}` } };
     return {
       event: { kind: "result", task, state },
       start: { k8s_pod_name: parsed.k8s_pod_name, connection_url: parsed.connection_url },

@@ -17,18 +17,22 @@ import type { Context, ServiceSchema } from "moleculer";
 import type { Transaction } from "sequelize";
 import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
-import { ANY_USER, STUDENT_ONLY, SYSTEM_ONLY, decideLabInstance, labInstanceScopeSql, type Decision, type Need } from "../../lib/access.rules";
+import {
+  ANY_USER,
+  STUDENT_ONLY,
+  SYSTEM_ONLY,
+  decideLabInstance,
+  labInstanceScopeSql,
+  type Decision,
+  type Need,
+} from "../../lib/access.rules";
 import { platformOf } from "../../platform/platform";
 import { advisoryLockKey } from "../../platform/db";
 import { conflict, notFound } from "../../platform/errors";
 import type { ListSpec } from "../../lib/listing";
 import { systemPrincipal, type UserPrincipal } from "../../lib/principal";
 import { TASKS_ENQUEUED_EVENT, TASK_NAMES, TASK_RESULT_STATES, enqueueTask } from "../tasks/tasks.contract";
-import {
-  STATUS_CHANGED_EVENT,
-  type ApplyTaskResultAnswer,
-  type ApplyTaskResultParams,
-} from "./lab-instances.contract";
+import { STATUS_CHANGED_EVENT, type ApplyTaskResultAnswer, type ApplyTaskResultParams } from "./lab-instances.contract";
 import { INSTANCE_COLUMNS, type LabInstanceRow } from "./lab-instances.rows";
 import {
   ACTIVE_STATUSES,
@@ -43,7 +47,6 @@ import {
 } from "./lab-instances.rules";
 import { decideStart } from "../../lib/permission.rules";
 import { BODY_ID_PARAM, ID_PARAM, type IdParams } from "../../lib/params";
-
 
 interface StartParams {
   lab_id: number;
@@ -78,7 +81,12 @@ type Methods = {
     event: InstanceEvent,
     opts?: { start?: StartFields; skip?: (row: LockedRow) => string | null },
   ): Promise<Transition | null>;
-  applyOutcome(t: Transaction, row: LockedRow, outcome: Outcome, start?: StartFields): Promise<Omit<Transition, "before" | "outcome">>;
+  applyOutcome(
+    t: Transaction,
+    row: LockedRow,
+    outcome: Outcome,
+    start?: StartFields,
+  ): Promise<Omit<Transition, "before" | "outcome">>;
   announce(changed: LabInstanceRow[], enqueued: boolean): void;
   sweep(): Promise<SweepReport>;
 };
@@ -174,7 +182,11 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
       access: {
         roles: STUDENT_ONLY,
         entity: "Course",
-        check: (ctx) => ({ rule: "start_lab", course_id: Number(ctx.params.course_id), lab_id: Number(ctx.params.lab_id) }),
+        check: (ctx) => ({
+          rule: "start_lab",
+          course_id: Number(ctx.params.course_id),
+          lab_id: Number(ctx.params.lab_id),
+        }),
       },
       params: { lab_id: BODY_ID_PARAM, course_id: BODY_ID_PARAM },
       async handler(ctx: Ctx<StartParams>) {
@@ -237,9 +249,12 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
             );
             const same = active.find((a) => a.lab_id === labId);
             if (same) {
-              throw conflict(`You already have an active instance of lab ${labId}: lab instance ${same.id} (${same.status})`, {
-                lab_instance_id: same.id,
-              });
+              throw conflict(
+                `You already have an active instance of lab ${labId}: lab instance ${same.id} (${same.status})`,
+                {
+                  lab_instance_id: same.id,
+                },
+              );
             }
             if (active.length >= config.maxActiveInstancesPerStudent) {
               throw conflict(
@@ -323,7 +338,9 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
       async handler(ctx: Ctx<IdParams>) {
         const inst = entityOf<LoadedInstance>(ctx);
         if (inst.status !== "running") {
-          throw conflict(`Lab instance ${inst.id} is ${inst.status}; connection details exist only while it is running`);
+          throw conflict(
+            `Lab instance ${inst.id} is ${inst.status}; connection details exist only while it is running`,
+          );
         }
         return {
           id: inst.id,
@@ -368,7 +385,9 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
         const note = t.outcome.ignored;
         if (note) this.logger.info(`Lab instance ${id}: ${task_name} ${status} (${task_id}): ${note}`);
         if (task_name === "cleanup_lab" && status !== "SUCCESS") {
-          this.logger.error(`Lab instance ${id}: cleanup_lab ${task_id} ${status}: ${error ?? "no error text"}; its resources may remain`);
+          this.logger.error(
+            `Lab instance ${id}: cleanup_lab ${task_id} ${status}: ${error ?? "no error text"}; its resources may remain`,
+          );
         }
         return { applied: t.wrote, status: t.row.status, ...(note ? { note } : {}) };
       },
@@ -394,7 +413,11 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
         );
         for (const { id } of rows) {
           try {
-            await ctx.call("lab-instances.stop", { id }, { meta: { user: systemPrincipal(`student ${student_id} removed from course ${course_id}`) } });
+            await ctx.call(
+              "lab-instances.stop",
+              { id },
+              { meta: { user: systemPrincipal(`student ${student_id} removed from course ${course_id}`) } },
+            );
           } catch (err) {
             // Ended meanwhile (409) or another node of this service got there first: nothing left to do.
             const code = (err as { code?: number }).code;
@@ -402,7 +425,9 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
           }
         }
         if (rows.length > 0) {
-          this.logger.info(`Student ${student_id} removed from course ${course_id}: stopping lab instance(s) ${rows.map((r) => r.id).join(", ")}`);
+          this.logger.info(
+            `Student ${student_id} removed from course ${course_id}: stopping lab instance(s) ${rows.map((r) => r.id).join(", ")}`,
+          );
         }
       },
     },

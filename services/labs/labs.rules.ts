@@ -8,7 +8,7 @@
  */
 import type { Role } from "../../lib/principal";
 import { controlCharProblem } from "../../lib/params";
-import type { FilterKind, ListSpec } from "../../lib/listing";
+import type { ListSpec } from "../../lib/listing";
 import type { ValidationProblem } from "../../lib/validation-problem";
 
 /* ───────────────────────────── Approval state machine ───────────────────────────── */
@@ -18,8 +18,7 @@ export const LAB_STATUSES: readonly LabStatus[] = ["draft", "pending_approval", 
 export type LabAction = "submit" | "approve" | "reject";
 
 export type TransitionResult =
-  | { ok: true; status: LabStatus }
-  | { ok: false; code: "INVALID_TRANSITION" | "FORBIDDEN"; detail: string };
+  { ok: true; status: LabStatus } | { ok: false; code: "INVALID_TRANSITION" | "FORBIDDEN"; detail: string };
 
 const STATUS_LABEL: Record<LabStatus, string> = {
   draft: "draft",
@@ -123,10 +122,12 @@ export function parseRejectionReason(
   body: unknown,
 ): { ok: true; value: string } | { ok: false; problems: ValidationProblem[] } {
   const loc = ["body", "reason"];
-  if (!isPlainObject(body)) return { ok: false, problems: [{ loc: ["body"], msg: "Input should be a valid dictionary", type: "dict_type" }] };
+  if (!isPlainObject(body))
+    return { ok: false, problems: [{ loc: ["body"], msg: "Input should be a valid dictionary", type: "dict_type" }] };
   const raw = body.reason;
   if (raw === undefined) return { ok: false, problems: [{ loc, msg: "Field required", type: "missing" }] };
-  if (typeof raw !== "string") return { ok: false, problems: [{ loc, msg: "Input should be a valid string", type: "string_type" }] };
+  if (typeof raw !== "string")
+    return { ok: false, problems: [{ loc, msg: "Input should be a valid string", type: "string_type" }] };
   const reason = raw.trim();
   const control = controlCharProblem(reason, true);
   if (control) return { ok: false, problems: [{ loc, msg: control, type: "string_pattern_mismatch" }] };
@@ -135,7 +136,9 @@ export function parseRejectionReason(
   if (reason.length > REJECTION_REASON_MAX)
     return {
       ok: false,
-      problems: [{ loc, msg: `String should have at most ${REJECTION_REASON_MAX} characters`, type: "string_too_long" }],
+      problems: [
+        { loc, msg: `String should have at most ${REJECTION_REASON_MAX} characters`, type: "string_too_long" },
+      ],
     };
   return { ok: true, value: reason };
 }
@@ -193,7 +196,9 @@ export function resourcesEqual(a: LabResources, b: LabResources): boolean {
     const py = parse(y);
     return px.ok && py.ok ? px.value === py.value : x === y;
   };
-  return same(a.cpu, b.cpu, parseCpu) && same(a.memory, b.memory, parseMemory) && same(a.storage, b.storage, parseStorage);
+  return (
+    same(a.cpu, b.cpu, parseCpu) && same(a.memory, b.memory, parseMemory) && same(a.storage, b.storage, parseStorage)
+  );
 }
 
 /**
@@ -213,12 +218,14 @@ export function resourcesEqual(a: LabResources, b: LabResources): boolean {
  * the same thing today, but an image change is what review exists for, so we err towards re-review.
  */
 export function statusAfterEdit(lab: LabApprovalState, changes: LabChanges, actorRole: Role): EditOutcome {
-  if (actorRole !== "admin" && actorRole !== "teacher") return { ok: false, code: "FORBIDDEN", detail: "Students cannot edit labs" };
+  if (actorRole !== "admin" && actorRole !== "teacher")
+    return { ok: false, code: "FORBIDDEN", detail: "Students cannot edit labs" };
 
   const changed: ReapprovalField[] = [];
   if (changes.docker_image !== undefined && changes.docker_image !== lab.docker_image) changed.push("docker_image");
   if (changes.resources !== undefined && !resourcesEqual(changes.resources, lab.resources)) changed.push("resources");
-  if (changes.network_isolated !== undefined && changes.network_isolated !== lab.network_isolated) changed.push("network_isolated");
+  if (changes.network_isolated !== undefined && changes.network_isolated !== lab.network_isolated)
+    changed.push("network_isolated");
 
   if (actorRole !== "admin" && lab.status === "approved" && changed.length > 0)
     return { ok: true, status: "pending_approval", approved_by: null, reapproval_required: true, changed };
@@ -230,7 +237,7 @@ export const LAB_LIST_SPEC = {
   sortable: ["id", "name", "status", "created_at", "updated_at"],
   defaultSort: "-created_at",
   filters: { status: "enum:draft|pending_approval|approved|rejected", course_id: "int" },
-} as const satisfies ListSpec<string, Record<string, FilterKind>>;
+} as const satisfies ListSpec;
 
 /* ───────────────────────────── Kubernetes quantities ───────────────────────────── */
 
@@ -296,10 +303,10 @@ function parseQuantityGrammar(q: string): RawQuantity | undefined {
     pow10 = e;
     suffixKind = "exponent";
   } else if (Object.prototype.hasOwnProperty.call(BINARY_SI, suffix)) {
-    pow2 = BINARY_SI[suffix] as number;
+    pow2 = BINARY_SI[suffix];
     suffixKind = "binary";
   } else if (Object.prototype.hasOwnProperty.call(DECIMAL_SI, suffix)) {
-    pow10 = DECIMAL_SI[suffix] as number;
+    pow10 = DECIMAL_SI[suffix];
     suffixKind = "decimal";
   } else {
     return undefined;
@@ -330,18 +337,28 @@ interface QuantityKind {
 function parseQuantity(q: unknown, kind: QuantityKind): QuantityResult {
   if (typeof q !== "string") return { ok: false, msg: "Input should be a valid string", type: "string_type" };
   if (q.length > QUANTITY_MAX_LENGTH)
-    return { ok: false, msg: `${kind.what} quantity is too long (at most ${QUANTITY_MAX_LENGTH} characters)`, type: "value_error" };
+    return {
+      ok: false,
+      msg: `${kind.what} quantity is too long (at most ${QUANTITY_MAX_LENGTH} characters)`,
+      type: "value_error",
+    };
   const raw = parseQuantityGrammar(q);
   if (!raw)
-    return { ok: false, msg: `'${q}' is not a valid Kubernetes ${kind.what.toLowerCase()} quantity (e.g. ${kind.examples})`, type: "value_error" };
+    return {
+      ok: false,
+      msg: `'${q}' is not a valid Kubernetes ${kind.what.toLowerCase()} quantity (e.g. ${kind.examples})`,
+      type: "value_error",
+    };
   const mistake = kind.suffixMistake(raw);
   if (mistake) return { ok: false, msg: mistake, type: "value_error" };
   if (raw.num === 0n || raw.negative)
     return { ok: false, msg: `${kind.what} must be greater than 0`, type: "greater_than" };
   const scaled = raw.num * kind.scale;
   const ceil = (scaled + raw.den - 1n) / raw.den; // round up, like Quantity.Value()/MilliValue()
-  if (ceil > BigInt(kind.max)) return { ok: false, msg: `${kind.what} must be at most ${kind.maxLabel}`, type: "less_than_equal" };
-  if (ceil < BigInt(kind.min)) return { ok: false, msg: `${kind.what} must be at least ${kind.minLabel}`, type: "greater_than_equal" };
+  if (ceil > BigInt(kind.max))
+    return { ok: false, msg: `${kind.what} must be at most ${kind.maxLabel}`, type: "less_than_equal" };
+  if (ceil < BigInt(kind.min))
+    return { ok: false, msg: `${kind.what} must be at least ${kind.minLabel}`, type: "greater_than_equal" };
   return { ok: true, value: Number(ceil) };
 }
 
@@ -349,7 +366,9 @@ function parseQuantity(q: unknown, kind: QuantityKind): QuantityResult {
 const noMilliBytes =
   (what: string) =>
   (raw: RawQuantity): string | undefined =>
-    raw.suffix === "m" ? `${what} suffix 'm' means thousandths of a byte; use Mi (mebibytes) or M (megabytes)` : undefined;
+    raw.suffix === "m"
+      ? `${what} suffix 'm' means thousandths of a byte; use Mi (mebibytes) or M (megabytes)`
+      : undefined;
 
 const CPU: QuantityKind = {
   what: "CPU",
@@ -425,7 +444,8 @@ export function parseResources(
   value: unknown,
   loc: readonly (string | number)[] = ["body", "resources"],
 ): { ok: true; value: LabResources; parsed: ParsedResources } | { ok: false; problems: ValidationProblem[] } {
-  if (!isPlainObject(value)) return { ok: false, problems: [{ loc: [...loc], msg: "Input should be a valid dictionary", type: "dict_type" }] };
+  if (!isPlainObject(value))
+    return { ok: false, problems: [{ loc: [...loc], msg: "Input should be a valid dictionary", type: "dict_type" }] };
   const problems: ValidationProblem[] = [];
   const parsed: Partial<Record<keyof LabResources, number>> = {};
   for (const key of Object.keys(RESOURCE_PARSERS) as (keyof LabResources)[]) {
@@ -446,12 +466,19 @@ export function parseResources(
     ok: true,
     // Only the three known keys are copied: nothing else from the body reaches the jsonb column.
     value: { cpu: value.cpu as string, memory: value.memory as string, storage: value.storage as string },
-    parsed: { cpu_millicores: parsed.cpu as number, memory_bytes: parsed.memory as number, storage_bytes: parsed.storage as number },
+    parsed: {
+      cpu_millicores: parsed.cpu as number,
+      memory_bytes: parsed.memory as number,
+      storage_bytes: parsed.storage as number,
+    },
   };
 }
 
 /** Problems of a request's `resources` object (empty when valid). */
-export function validateResources(value: unknown, loc: readonly (string | number)[] = ["body", "resources"]): ValidationProblem[] {
+export function validateResources(
+  value: unknown,
+  loc: readonly (string | number)[] = ["body", "resources"],
+): ValidationProblem[] {
   const r = parseResources(value, loc);
   return r.ok ? [] : r.problems;
 }
@@ -511,9 +538,12 @@ function parseDigest(d: string): string | undefined {
   if (colon < 0) return "digest must look like sha256:<64 hex characters>";
   const algorithm = d.slice(0, colon);
   const hex = d.slice(colon + 1);
-  const length = Object.prototype.hasOwnProperty.call(DIGEST_HEX_LENGTH, algorithm) ? DIGEST_HEX_LENGTH[algorithm] : undefined;
+  const length = Object.prototype.hasOwnProperty.call(DIGEST_HEX_LENGTH, algorithm)
+    ? DIGEST_HEX_LENGTH[algorithm]
+    : undefined;
   if (length === undefined) return `unsupported digest algorithm '${algorithm}' (use sha256, sha384 or sha512)`;
-  if (hex.length !== length || !/^[a-f0-9]+$/.test(hex)) return `${algorithm} digest must be ${length} lowercase hex characters`;
+  if (hex.length !== length || !/^[a-f0-9]+$/.test(hex))
+    return `${algorithm} digest must be ${length} lowercase hex characters`;
   return undefined;
 }
 
@@ -521,7 +551,8 @@ function parseDigest(d: string): string | undefined {
 export function validateImageReference(ref: unknown): ImageReferenceResult {
   if (typeof ref !== "string") return badImage("Input should be a valid string");
   if (ref === "") return badImage("image reference must not be empty");
-  if (ref.length > IMAGE_REFERENCE_MAX_LENGTH) return badImage(`image reference must be at most ${IMAGE_REFERENCE_MAX_LENGTH} characters`);
+  if (ref.length > IMAGE_REFERENCE_MAX_LENGTH)
+    return badImage(`image reference must be at most ${IMAGE_REFERENCE_MAX_LENGTH} characters`);
   if (/\s/.test(ref)) return badImage("image reference must not contain whitespace");
 
   let rest = ref;
@@ -542,13 +573,14 @@ export function validateImageReference(ref: unknown): ImageReferenceResult {
     rest = rest.slice(0, colon);
     if (tag === "") return badImage("tag must not be empty (drop the ':' to mean latest)");
     if (tag.length > 128) return badImage("tag must be at most 128 characters");
-    if (!TAG_RE.test(tag)) return badImage(`invalid tag '${tag}': letters, digits, '_', '.', '-', not starting with '.' or '-'`);
+    if (!TAG_RE.test(tag))
+      return badImage(`invalid tag '${tag}': letters, digits, '_', '.', '-', not starting with '.' or '-'`);
   }
   if (rest === "") return badImage("repository name must not be empty");
 
   const components = rest.split("/");
   let domain: string | undefined;
-  const first = components[0] as string;
+  const first = components[0];
   if (components.length > 1 && (/[.:]/.test(first) || first === "localhost")) {
     domain = first;
     components.shift();
@@ -558,14 +590,19 @@ export function validateImageReference(ref: unknown): ImageReferenceResult {
     if (c === "") return badImage("repository path must not contain empty components ('//' or a leading/trailing '/')");
     if (!PATH_COMPONENT_RE.test(c)) {
       if (c !== c.toLowerCase()) return badImage("repository name must be lowercase");
-      return badImage(`invalid repository path component '${c}': lowercase letters and digits separated by '.', '_', '__' or '-'`);
+      return badImage(
+        `invalid repository path component '${c}': lowercase letters and digits separated by '.', '_', '__' or '-'`,
+      );
     }
   }
   return { ok: true, value: { domain, path: components.join("/"), tag, digest } };
 }
 
 /** Problems of a request's docker_image (empty when valid), FastAPI-shaped at `loc`. */
-export function dockerImageProblems(value: unknown, loc: readonly (string | number)[] = ["body", "docker_image"]): ValidationProblem[] {
+export function dockerImageProblems(
+  value: unknown,
+  loc: readonly (string | number)[] = ["body", "docker_image"],
+): ValidationProblem[] {
   if (typeof value !== "string") return [{ loc: [...loc], msg: "Input should be a valid string", type: "string_type" }];
   const r = validateImageReference(value);
   return r.ok ? [] : [{ loc: [...loc], msg: `Invalid image reference: ${r.msg}`, type: "value_error" }];

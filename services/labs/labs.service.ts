@@ -23,7 +23,6 @@ import {
   type LabAction,
   type LabApprovalState,
   type LabChanges,
-  type LabResources,
 } from "./labs.rules";
 import { ID_PARAM, multilineTextParam, nameParam, optionalNotNull, type IdParams } from "../../lib/params";
 
@@ -156,13 +155,21 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
             courseVisible = " AND EXISTS (SELECT 1 FROM courses fc WHERE fc.id = f.course_id AND fc.owner_id = $me)";
             bind.me = p.id;
           } else if (p.kind === "user" && p.role === "student") {
-            courseVisible = " AND EXISTS (SELECT 1 FROM course_students fs WHERE fs.course_id = f.course_id AND fs.student_id = $me)";
+            courseVisible =
+              " AND EXISTS (SELECT 1 FROM course_students fs WHERE fs.course_id = f.course_id AND fs.student_id = $me)";
             bind.me = p.id;
           }
-          where.push(`EXISTS (SELECT 1 FROM course_labs f WHERE f.lab_id = l.id AND f.course_id = $course${courseVisible})`);
+          where.push(
+            `EXISTS (SELECT 1 FROM course_labs f WHERE f.lab_id = l.id AND f.course_id = $course${courseVisible})`,
+          );
           bind.course = q.filters.course_id;
         }
-        return this.selectPage<LabRow>(LAB_COLUMNS, `FROM labs l ${where.length ? "WHERE " + where.join(" AND ") : ""}`, bind, q);
+        return this.selectPage<LabRow>(
+          LAB_COLUMNS,
+          `FROM labs l ${where.length ? "WHERE " + where.join(" AND ") : ""}`,
+          bind,
+          q,
+        );
       },
     },
 
@@ -241,7 +248,11 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
       async handler(ctx: Ctx<IdParams>) {
         const lab = entityOf<LoadedLab>(ctx);
         await this.sequelize().transaction(async (transaction) => {
-          const locked = await this.select("SELECT id FROM labs WHERE id = $id FOR UPDATE", { id: lab.id }, transaction);
+          const locked = await this.select(
+            "SELECT id FROM labs WHERE id = $id FOR UPDATE",
+            { id: lab.id },
+            transaction,
+          );
           // Deleted by a concurrent request since the access check loaded it: that one answered 204, this one 404.
           if (locked.length === 0) throw notFound("Lab");
           const active = await countActiveInstances(this.sequelize(), { lab_id: lab.id }, transaction);
@@ -304,7 +315,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
       }
       if (body.resources !== undefined || !partial) {
         const r = parseResources(body.resources);
-        if (r.ok) changes.resources = r.value as LabResources;
+        if (r.ok) changes.resources = r.value;
         else problems.push(...r.problems);
       }
       return { changes, problems };

@@ -92,7 +92,9 @@ export class AmqpPublisher implements TaskPublisher {
     if (this.connecting) return this.connecting;
     const wait = this.retryAt - Date.now();
     if (wait > 0) {
-      return Promise.reject(new Error(`${this.error ?? "broker unreachable"} (next connection attempt in ${Math.ceil(wait / 1000)} s)`));
+      return Promise.reject(
+        new Error(`${this.error ?? "broker unreachable"} (next connection attempt in ${Math.ceil(wait / 1000)} s)`),
+      );
     }
     this.connecting = this.connect().finally(() => {
       this.connecting = null;

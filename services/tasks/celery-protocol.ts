@@ -254,15 +254,7 @@ export function celeryQueueDeclaration(queue: string): CeleryQueueDeclaration {
 // ---------------------------------------------------------------------------
 
 export type CeleryTaskState =
-  | "PENDING"
-  | "RECEIVED"
-  | "STARTED"
-  | "RETRY"
-  | "SUCCESS"
-  | "FAILURE"
-  | "REVOKED"
-  | "REJECTED"
-  | "IGNORED";
+  "PENDING" | "RECEIVED" | "STARTED" | "RETRY" | "SUCCESS" | "FAILURE" | "REVOKED" | "REJECTED" | "IGNORED";
 
 /** celery.states.READY_STATES: the task will not change state again. */
 export const CELERY_READY_STATES: readonly CeleryTaskState[] = ["SUCCESS", "FAILURE", "REVOKED"];
@@ -380,7 +372,7 @@ function pyJsonString(s: string): string {
   let out = '"';
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
-    const ch = s[i] as string;
+    const ch = s[i];
     if (ch === '"') out += '\\"';
     else if (ch === "\\") out += "\\\\";
     else if (c >= 0x20 && c <= 0x7e) out += ch;
@@ -419,7 +411,7 @@ export function pyJsonDumps(value: unknown, root = "value"): string {
       default:
         throw new TypeError(`${path} is ${typeof v}, which has no JSON form`);
     }
-    const o = v as object;
+    const o = v;
     if (stack.has(o)) throw new TypeError(`${path} is a circular reference`);
     stack.add(o);
     let out: string;
@@ -466,7 +458,12 @@ interface Val {
 type StreamItem = Lit | KeyTok | Dirty | Val;
 type Token = Lit | KeyTok | Quoted | string;
 
-const lit = (value: string, truncate: boolean, direction: -1 | 0 | 1): Lit => ({ kind: "lit", value, truncate, direction });
+const lit = (value: string, truncate: boolean, direction: -1 | 0 | 1): Lit => ({
+  kind: "lit",
+  value,
+  truncate,
+  direction,
+});
 const LIT_DICT_START = lit("{", false, 1);
 const LIT_DICT_KVSEP = lit(": ", true, 0);
 const LIT_DICT_END = lit("}", false, -1);
@@ -481,7 +478,7 @@ function* chain(...parts: Iterable<StreamItem>[]): Iterator<StreamItem> {
 function* chainDict(o: Record<string, unknown>): Iterable<StreamItem> {
   const keys = Object.keys(o);
   for (let i = 0; i < keys.length; i++) {
-    const k = keys[i] as string;
+    const k = keys[i];
     yield { kind: "key", value: k };
     yield LIT_DICT_KVSEP;
     yield { kind: "val", value: o[k] };

@@ -45,7 +45,13 @@ export async function enqueueTask<N extends CeleryTaskName>(
     `INSERT INTO task_outbox (id, task_name, kwargs, queue, lab_instance_id)
      VALUES ($id, $name, $kwargs::jsonb, $queue, $labInstanceId)`,
     {
-      bind: { id, name: task.name, kwargs: JSON.stringify(kwargs), queue: task.queue, labInstanceId: task.labInstanceId },
+      bind: {
+        id,
+        name: task.name,
+        kwargs: JSON.stringify(kwargs),
+        queue: task.queue,
+        labInstanceId: task.labInstanceId,
+      },
       type: QueryTypes.INSERT,
       transaction,
     },
@@ -79,7 +85,7 @@ export async function probeOutbox(sequelize: Sequelize): Promise<OutboxProbe> {
             EXISTS (SELECT 1 FROM task_outbox WHERE published_at IS NULL) AS waiting`,
     { type: QueryTypes.SELECT },
   );
-  return { due: rows[0]?.due === true, waiting: rows[0]?.waiting === true };
+  return { due: rows[0]?.due, waiting: rows[0]?.waiting };
 }
 
 /**
@@ -89,7 +95,11 @@ export async function probeOutbox(sequelize: Sequelize): Promise<OutboxProbe> {
  * a worker must not see stop_lab before the start_lab it stops. That older row is never skipped by this
  * check just because another relay has it locked: it is unpublished until that relay commits.
  */
-export async function claimDueRows(sequelize: Sequelize, transaction: Transaction, limit: number): Promise<OutboxRow[]> {
+export async function claimDueRows(
+  sequelize: Sequelize,
+  transaction: Transaction,
+  limit: number,
+): Promise<OutboxRow[]> {
   return sequelize.query<OutboxRow>(
     `SELECT t.id, t.task_name, t.kwargs, t.queue, t.attempts
        FROM task_outbox t
@@ -106,12 +116,17 @@ export async function claimDueRows(sequelize: Sequelize, transaction: Transactio
   );
 }
 
-export async function markPublished(sequelize: Sequelize, transaction: Transaction, ids: readonly string[]): Promise<void> {
+export async function markPublished(
+  sequelize: Sequelize,
+  transaction: Transaction,
+  ids: readonly string[],
+): Promise<void> {
   if (ids.length === 0) return;
-  await sequelize.query(
-    `UPDATE task_outbox SET published_at = now(), last_error = NULL WHERE id = ANY($ids::uuid[])`,
-    { bind: { ids: [...ids] }, type: QueryTypes.UPDATE, transaction },
-  );
+  await sequelize.query(`UPDATE task_outbox SET published_at = now(), last_error = NULL WHERE id = ANY($ids::uuid[])`, {
+    bind: { ids: [...ids] },
+    type: QueryTypes.UPDATE,
+    transaction,
+  });
 }
 
 export interface PublishFailure {
@@ -135,7 +150,11 @@ export async function markFailed(
        FROM unnest($ids::uuid[], $errors::text[], $delays::integer[]) AS f(id, error, delay_ms)
       WHERE t.id = f.id`,
     {
-      bind: { ids: failures.map((f) => f.id), errors: failures.map((f) => f.error), delays: failures.map((f) => f.delayMs) },
+      bind: {
+        ids: failures.map((f) => f.id),
+        errors: failures.map((f) => f.error),
+        delays: failures.map((f) => f.delayMs),
+      },
       type: QueryTypes.UPDATE,
       transaction,
     },
@@ -201,7 +220,12 @@ export async function leaseResult(sequelize: Sequelize, id: string, leaseS: numb
 }
 
 /** The result is applied (or settled without a call, with `note` saying why). */
-export async function markResultApplied(sequelize: Sequelize, id: string, status: string, note: string | null): Promise<void> {
+export async function markResultApplied(
+  sequelize: Sequelize,
+  id: string,
+  status: string,
+  note: string | null,
+): Promise<void> {
   await sequelize.query(
     `UPDATE task_outbox
         SET result_applied_at = now(), result_status = $status, result_error = $note, result_lease_until = NULL

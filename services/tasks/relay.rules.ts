@@ -86,7 +86,6 @@ export function taskIdFromResultChannel(channel: string): string | null {
   return isTaskId(id) ? id : null;
 }
 
-
 export function isReadyState(status: string): status is TaskResultState {
   return (CELERY_READY_STATES as readonly string[]).includes(status);
 }
@@ -137,7 +136,13 @@ export function isTransientCallError(err: unknown): boolean {
   if (!err || typeof err !== "object") return false;
   const e = err as { name?: unknown; type?: unknown; code?: unknown; retryable?: unknown };
   if (e.retryable === true) return true;
-  const transientTypes = ["SERVICE_NOT_FOUND", "SERVICE_NOT_AVAILABLE", "REQUEST_TIMEOUT", "REQUEST_SKIPPED", "REQUEST_REJECTED"];
+  const transientTypes = [
+    "SERVICE_NOT_FOUND",
+    "SERVICE_NOT_AVAILABLE",
+    "REQUEST_TIMEOUT",
+    "REQUEST_SKIPPED",
+    "REQUEST_REJECTED",
+  ];
   if (typeof e.type === "string" && transientTypes.includes(e.type)) return true;
   return typeof e.code === "number" && e.code >= 500;
 }

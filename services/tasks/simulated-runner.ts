@@ -55,13 +55,13 @@ export function decodeCeleryMessage(msg: EncodedCeleryTask): DecodedCeleryMessag
   }
   if (!Array.isArray(body) || body.length !== 3) throw new Error("body is not [args, kwargs, embed]");
   const [args, kwargs, embed] = body as [unknown, unknown, unknown];
-  if (!Array.isArray(args) || !isRecord(kwargs) || !isRecord(embed)) throw new Error("body is not [args, kwargs, embed]");
+  if (!Array.isArray(args) || !isRecord(kwargs) || !isRecord(embed))
+    throw new Error("body is not [args, kwargs, embed]");
   return { id, task, args, kwargs, routingKey: msg.routingKey };
 }
 
 export type SimulatedOutcome =
-  | { status: "SUCCESS"; result: Record<string, unknown> }
-  | { status: "FAILURE"; excType: string; excMessage: string };
+  { status: "SUCCESS"; result: Record<string, unknown> } | { status: "FAILURE"; excType: string; excMessage: string };
 
 /** The short name of a full task name under `prefix`, or null if it is not one of ours. */
 export function shortTaskName(task: string, prefix: string): CeleryTaskName | null {
@@ -111,7 +111,11 @@ export function celeryResultJson(taskId: string, outcome: SimulatedOutcome, now:
   const meta = {
     status: outcome.status,
     result: failed
-      ? { exc_type: outcome.excType, exc_message: [outcome.excMessage], exc_module: outcome.excType === "NotRegistered" ? "celery.exceptions" : "builtins" }
+      ? {
+          exc_type: outcome.excType,
+          exc_message: [outcome.excMessage],
+          exc_module: outcome.excType === "NotRegistered" ? "celery.exceptions" : "builtins",
+        }
       : outcome.result,
     traceback: failed
       ? `Traceback (most recent call last):\n  File "<simulated lab runner>", line 1, in <module>\n${outcome.excType}: ${outcome.excMessage}\n`

@@ -89,7 +89,14 @@ export interface TasksSettings {
 
 export const DEFAULT_TASKS_SETTINGS: TasksSettings = {
   relay: { pollIntervalMs: 1_000, batchSize: 100, publishTimeoutMs: 5_000, connectTimeoutMs: 5_000 },
-  results: { reconcileIntervalMs: 3_000, pageSize: 500, concurrency: 16, leaseS: 60, applyTimeoutMs: 30_000, horizonS: 86_400 },
+  results: {
+    reconcileIntervalMs: 3_000,
+    pageSize: 500,
+    concurrency: 16,
+    leaseS: 60,
+    applyTimeoutMs: 30_000,
+    horizonS: 86_400,
+  },
   simulated: { delayMs: 1_500 },
 };
 
@@ -271,7 +278,7 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
         } else if (sendable.length > 0) {
           const outcomes = await this.publisher.publishBatch(sendable.map((x) => x.msg));
           outcomes.forEach((o, i) => {
-            const { row } = sendable[i]!;
+            const { row } = sendable[i];
             if (o.ok) published.push(row.id);
             else fail(row, o.error);
           });
@@ -287,7 +294,9 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
       this.relayTotals.published += stats.published;
       this.relayTotals.failed += stats.failed;
       if (stats.failed > 0) {
-        this.logger.debug(`relay: ${stats.published} published, ${stats.failed} failed (${connectError ?? this.publisher.lastError() ?? "see last_error"})`);
+        this.logger.debug(
+          `relay: ${stats.published} published, ${stats.failed} failed (${connectError ?? this.publisher.lastError() ?? "see last_error"})`,
+        );
       } else if (stats.published > 0) {
         this.logger.debug(`relay: ${stats.published} published`);
       }
@@ -347,7 +356,9 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
         return;
       }
       await markResultApplied(sequelize, taskId, params.status, null);
-      this.logger.debug(`applied ${params.status} of ${params.task_name} ${taskId} to lab instance ${params.lab_instance_id}`);
+      this.logger.debug(
+        `applied ${params.status} of ${params.task_name} ${taskId} to lab instance ${params.lab_instance_id}`,
+      );
     },
 
     /** Reads the stored result of every published row still waiting (and not leased) and applies the final ones. */
@@ -355,7 +366,8 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
       const { sequelize } = platformOf(this.broker);
       const r = this.settings.results;
       const settled = await settleExpiredResults(sequelize, r.horizonS);
-      if (settled > 0) this.logger.warn(`${settled} published task(s) got no result within ${r.horizonS} s: no longer awaited`);
+      if (settled > 0)
+        this.logger.warn(`${settled} published task(s) got no result within ${r.horizonS} s: no longer awaited`);
       if (!this.resultsConfigured) return false;
       // Backend down: its state change was logged once; try again next round rather than log every 3 s.
       const rs = this.results.state();
@@ -397,9 +409,12 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
         connectTimeoutMs: this.settings.relay.connectTimeoutMs,
         publishTimeoutMs: this.settings.relay.publishTimeoutMs,
         onStateChange: (state, error) => {
-          if (state === "connected") this.logger.info(`Celery broker connected (${redactUrl(config.celeryBrokerUrl!)})`);
-          else if (state === "down") this.logger.warn(`Celery broker unavailable: ${error ?? "?"}; tasks wait in the outbox`);
-          else if (state === "blocked") this.logger.warn(`Celery broker ${error ?? "blocks publishing"}; tasks wait in the outbox`);
+          if (state === "connected")
+            this.logger.info(`Celery broker connected (${redactUrl(config.celeryBrokerUrl!)})`);
+          else if (state === "down")
+            this.logger.warn(`Celery broker unavailable: ${error ?? "?"}; tasks wait in the outbox`);
+          else if (state === "blocked")
+            this.logger.warn(`Celery broker ${error ?? "blocks publishing"}; tasks wait in the outbox`);
         },
       });
       if (config.celeryResultBackend) {
@@ -407,8 +422,12 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
           url: config.celeryResultBackend,
           connectionName: `autolabs-tasks-results-${this.broker.nodeID}`,
           onStateChange: (state, error) => {
-            if (state === "connected") this.logger.info(`Celery result backend connected (${redactUrl(config.celeryResultBackend!)})`);
-            else if (state === "down") this.logger.warn(`Celery result backend unavailable: ${error ?? "?"}; results are applied once it is back`);
+            if (state === "connected")
+              this.logger.info(`Celery result backend connected (${redactUrl(config.celeryResultBackend!)})`);
+            else if (state === "down")
+              this.logger.warn(
+                `Celery result backend unavailable: ${error ?? "?"}; results are applied once it is back`,
+              );
           },
         });
         this.resultsConfigured = true;
@@ -455,9 +474,13 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
       const n = await requeueUnfinished(sequelize, this.settings.results.horizonS);
       if (n > 0) this.logger.info(`simulated runner: ${n} unfinished task(s) sent again`);
     } else {
-      this.logger.info(`Celery producer: queue per task row (default ${config.celeryQueue}), task prefix "${config.celeryTaskPrefix}"`);
+      this.logger.info(
+        `Celery producer: queue per task row (default ${config.celeryQueue}), task prefix "${config.celeryTaskPrefix}"`,
+      );
       if (!this.resultsConfigured) {
-        this.logger.warn("CELERY_RESULT_BACKEND is not set: results of the Celery workers cannot be read, lab instances will not leave pending");
+        this.logger.warn(
+          "CELERY_RESULT_BACKEND is not set: results of the Celery workers cannot be read, lab instances will not leave pending",
+        );
       }
     }
     await this.results.start((taskId, raw) => void this.consumeResult(taskId, raw));

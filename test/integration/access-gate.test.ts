@@ -29,7 +29,8 @@ const DocsService: ServiceSchema = {
         async load(ctx: Context<Record<string, unknown>>) {
           return DOCS.find((d) => d.id === Number(ctx.params.id)) ?? null;
         },
-        decide: (p: UserPrincipal, doc: Doc): Decision => (doc.owner === p.id ? "allow" : doc.shared ? "forbidden" : "not_found"),
+        decide: (p: UserPrincipal, doc: Doc): Decision =>
+          doc.owner === p.id ? "allow" : doc.shared ? "forbidden" : "not_found",
       },
       handler(ctx: Context) {
         return { edited: entityOf<Doc>(ctx).id };
@@ -53,13 +54,18 @@ const teacher = (id: number): Principal => ({ kind: "user", id, role: "teacher" 
 
 it("refuses to start a service with an action that declares no rule, whatever its mixins", () => {
   const b = new ServiceBroker({ logger: false, middlewares: [AccessGate] });
-  expect(() => b.createService({ name: "open", actions: { leak: () => "secret" } })).toThrow(/open.leak declares no access rule/);
+  expect(() => b.createService({ name: "open", actions: { leak: () => "secret" } })).toThrow(
+    /open.leak declares no access rule/,
+  );
   const mixin: Partial<ServiceSchema> = { actions: { fromMixin: { handler: () => "secret" } } };
   expect(() =>
     b.createService({ name: "mixed", mixins: [mixin], actions: { ok: { access: PUBLIC, handler: () => 1 } } }),
   ).toThrow(/mixed.fromMixin declares no access rule/);
   expect(() =>
-    b.createService({ name: "odd", actions: { x: { access: { roles: [], decide: (): Decision => "allow" }, handler: () => 1 } } }),
+    b.createService({
+      name: "odd",
+      actions: { x: { access: { roles: [], decide: (): Decision => "allow" }, handler: () => 1 } },
+    }),
   ).toThrow(/decide needs access.load/);
 });
 
@@ -91,7 +97,9 @@ it("answers in order: 401, 403 by role, 404, 403 by attribute, then the handler 
 it("lets the explicit system principal through and refuses a forged one", async () => {
   await expect(call(2, systemPrincipal("test"))).resolves.toEqual({ edited: 2 });
   await expect(call(2, { kind: "system" } as unknown as Principal)).rejects.toMatchObject({ code: 401 });
-  await expect(call(2, { kind: "user", id: "10", role: "teacher" } as unknown as Principal)).rejects.toMatchObject({ code: 401 });
+  await expect(call(2, { kind: "user", id: "10", role: "teacher" } as unknown as Principal)).rejects.toMatchObject({
+    code: 401,
+  });
 });
 
 it("serves public actions to anyone", async () => {

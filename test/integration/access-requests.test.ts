@@ -80,7 +80,10 @@ async function newCourse(owner: "teacher" | "teacher2" = "teacher"): Promise<num
 }
 
 async function request(courseId: number, as = "student", message?: string): Promise<RequestBody> {
-  const res = await p.api("POST", "/access-requests", { as, body: { course_id: courseId, ...(message ? { message } : {}) } });
+  const res = await p.api("POST", "/access-requests", {
+    as,
+    body: { course_id: courseId, ...(message ? { message } : {}) },
+  });
   expect(res.status).toBe(201);
   return res.json<RequestBody>();
 }
@@ -113,7 +116,10 @@ describe("full flow", () => {
     expect(before.json<Page<{ id: number }>>().items.map((c) => c.id)).not.toContain(course);
     expect((await p.api("GET", `/courses/${course}`, { as: "student" })).status).toBe(404);
 
-    const res = await p.api("POST", "/access-requests", { as: "student", body: { course_id: course, message: "  I missed the first lecture  " } });
+    const res = await p.api("POST", "/access-requests", {
+      as: "student",
+      body: { course_id: course, message: "  I missed the first lecture  " },
+    });
     expect(res.status).toBe(201);
     const created = res.json<RequestBody>();
     expect(res.headers.get("location")).toBe(`/api/v1/access-requests/${created.id}`);
@@ -134,7 +140,10 @@ describe("full flow", () => {
     // The teacher sees it with the student's name and email (what the UI shows).
     const list = await p.api("GET", `/access-requests?course_id=${course}`, { as: "teacher" });
     expect(list.status).toBe(200);
-    expect(list.json<Page<RequestBody>>()).toMatchObject({ total: 1, items: [{ id: created.id, student_email: created.student_email }] });
+    expect(list.json<Page<RequestBody>>()).toMatchObject({
+      total: 1,
+      items: [{ id: created.id, student_email: created.student_email }],
+    });
 
     events.length = 0;
     const approved = await p.api("POST", `/access-requests/${created.id}/approve`, { as: "teacher" });
@@ -147,10 +156,13 @@ describe("full flow", () => {
       decided_by_name: expect.any(String),
     });
 
-    const assigned = await one<{ n: string }>("SELECT count(*) AS n FROM course_students WHERE course_id = $c AND student_id = $s", {
-      c: course,
-      s: ids.student,
-    });
+    const assigned = await one<{ n: string }>(
+      "SELECT count(*) AS n FROM course_students WHERE course_id = $c AND student_id = $s",
+      {
+        c: course,
+        s: ids.student,
+      },
+    );
     expect(Number(assigned.n)).toBe(1);
     const after = await p.api("GET", "/courses", { as: "student" });
     expect(after.json<Page<{ id: number }>>().items.map((c) => c.id)).toContain(course);
@@ -161,7 +173,10 @@ describe("full flow", () => {
     expect(events).toEqual(
       expect.arrayContaining([
         { name: "courses.student-assigned", payload: { course_id: course, student_id: ids.student } },
-        { name: "access-requests.changed", payload: { request_id: created.id, course_id: course, student_id: ids.student, status: "approved" } },
+        {
+          name: "access-requests.changed",
+          payload: { request_id: created.id, course_id: course, student_id: ids.student, status: "approved" },
+        },
       ]),
     );
 
@@ -181,9 +196,16 @@ describe("full flow", () => {
   it("admin decides on any course; a rejected student may ask again", async () => {
     const course = await newCourse("teacher2");
     const first = await request(course, "student2");
-    const rejected = await p.api("POST", `/access-requests/${first.id}/reject`, { as: "admin", body: { reason: "  Course is full  " } });
+    const rejected = await p.api("POST", `/access-requests/${first.id}/reject`, {
+      as: "admin",
+      body: { reason: "  Course is full  " },
+    });
     expect(rejected.status).toBe(200);
-    expect(rejected.json<RequestBody>()).toMatchObject({ status: "rejected", decided_by: ids.admin, decision_reason: "Course is full" });
+    expect(rejected.json<RequestBody>()).toMatchObject({
+      status: "rejected",
+      decided_by: ids.admin,
+      decision_reason: "Course is full",
+    });
     const second = await request(course, "student2");
     expect(second.id).not.toBe(first.id);
     const approved = await p.api("POST", `/access-requests/${second.id}/approve`, { as: "admin" });
@@ -213,7 +235,9 @@ describe("create", () => {
   it("concurrent duplicates: exactly one is created, the others 409 with its id", async () => {
     const course = await newCourse();
     const results = await Promise.all(
-      Array.from({ length: 6 }, () => p.api("POST", "/access-requests", { as: "student2", body: { course_id: course } })),
+      Array.from({ length: 6 }, () =>
+        p.api("POST", "/access-requests", { as: "student2", body: { course_id: course } }),
+      ),
     );
     const statuses = results.map((r) => r.status).sort();
     expect(statuses).toEqual([201, 409, 409, 409, 409, 409]);
@@ -225,7 +249,10 @@ describe("create", () => {
 
   it("already assigned → 409, nothing written", async () => {
     const course = await newCourse();
-    const assign = await p.api("POST", `/courses/${course}/students`, { as: "teacher", body: { student_ids: [ids.student] } });
+    const assign = await p.api("POST", `/courses/${course}/students`, {
+      as: "teacher",
+      body: { student_ids: [ids.student] },
+    });
     expect(assign.status).toBe(200);
     const before = await snapshot();
     const res = await p.api("POST", "/access-requests", { as: "student", body: { course_id: course } });
@@ -266,12 +293,26 @@ describe("create", () => {
     const course = await newCourse();
     const res = await p.api("POST", "/access-requests", {
       as: "student",
-      body: { course_id: course, id: 777777, status: "approved", student_id: ids.student2, decided_by: ids.admin, decision_reason: "x" },
+      body: {
+        course_id: course,
+        id: 777777,
+        status: "approved",
+        student_id: ids.student2,
+        decided_by: ids.admin,
+        decision_reason: "x",
+      },
     });
     expect(res.status).toBe(201);
-    expect(res.json<RequestBody>()).toMatchObject({ student_id: ids.student, status: "pending", decided_by: null, decision_reason: null });
+    expect(res.json<RequestBody>()).toMatchObject({
+      student_id: ids.student,
+      status: "pending",
+      decided_by: null,
+      decision_reason: null,
+    });
     expect(res.json<RequestBody>().id).not.toBe(777777);
-    const assigned = await one<{ n: string }>("SELECT count(*) AS n FROM course_students WHERE course_id = $c", { c: course });
+    const assigned = await one<{ n: string }>("SELECT count(*) AS n FROM course_students WHERE course_id = $c", {
+      c: course,
+    });
     expect(Number(assigned.n)).toBe(0);
   });
 });
@@ -283,7 +324,9 @@ describe("visibility and who may decide", () => {
     const before = await snapshot();
     expect((await p.api("GET", `/access-requests/${r.id}`, { as: "teacher" })).status).toBe(404);
     expect((await p.api("POST", `/access-requests/${r.id}/approve`, { as: "teacher" })).status).toBe(404);
-    expect((await p.api("POST", `/access-requests/${r.id}/reject`, { as: "teacher", body: { reason: "no" } })).status).toBe(404);
+    expect(
+      (await p.api("POST", `/access-requests/${r.id}/reject`, { as: "teacher", body: { reason: "no" } })).status,
+    ).toBe(404);
     const list = await p.api("GET", "/access-requests?limit=100", { as: "teacher" });
     expect(list.json<Page<RequestBody>>().items.map((x) => x.id)).not.toContain(r.id);
     const filtered = await p.api("GET", `/access-requests?course_id=${other}`, { as: "teacher" });
@@ -330,7 +373,11 @@ describe("cancel", () => {
 
     const cancelled = await p.api("POST", `/access-requests/${r.id}/cancel`, { as: "student" });
     expect(cancelled.status).toBe(200);
-    expect(cancelled.json<RequestBody>()).toMatchObject({ status: "cancelled", decided_by: ids.student, decided_at: expect.any(String) });
+    expect(cancelled.json<RequestBody>()).toMatchObject({
+      status: "cancelled",
+      decided_by: ids.student,
+      decided_at: expect.any(String),
+    });
     const again = await p.api("POST", `/access-requests/${r.id}/cancel`, { as: "student" });
     expect(again.status).toBe(409);
     // A cancelled request cannot be approved afterwards either.
@@ -345,7 +392,10 @@ describe("decisions are final", () => {
   it("a decided request cannot be decided again (409), and nothing changes", async () => {
     const course = await newCourse();
     const r = await request(course, "student2");
-    expect((await p.api("POST", `/access-requests/${r.id}/reject`, { as: "teacher", body: { reason: "Wrong group" } })).status).toBe(200);
+    expect(
+      (await p.api("POST", `/access-requests/${r.id}/reject`, { as: "teacher", body: { reason: "Wrong group" } }))
+        .status,
+    ).toBe(200);
     const before = await snapshot();
     for (const [action, as] of [
       ["approve", "teacher"],
@@ -358,11 +408,16 @@ describe("decisions are final", () => {
       expect(detailOf(res)).toMatch(/already rejected/);
     }
     expect(await snapshot()).toBe(before);
-    const row = await one<{ status: string; decision_reason: string }>("SELECT status, decision_reason FROM access_requests WHERE id = $id", {
-      id: r.id,
-    });
+    const row = await one<{ status: string; decision_reason: string }>(
+      "SELECT status, decision_reason FROM access_requests WHERE id = $id",
+      {
+        id: r.id,
+      },
+    );
     expect(row).toEqual({ status: "rejected", decision_reason: "Wrong group" });
-    const assigned = await one<{ n: string }>("SELECT count(*) AS n FROM course_students WHERE course_id = $c", { c: course });
+    const assigned = await one<{ n: string }>("SELECT count(*) AS n FROM course_students WHERE course_id = $c", {
+      c: course,
+    });
     expect(Number(assigned.n)).toBe(0);
   });
 
@@ -394,12 +449,18 @@ describe("decisions are final", () => {
       expect([a.status, b.status].sort()).toEqual([200, 409]);
       const winner = a.status === 200 ? "approved" : "rejected";
       winners.push(winner);
-      const row = await one<{ status: string; decided_by: number }>("SELECT status, decided_by FROM access_requests WHERE id = $id", { id: r.id });
+      const row = await one<{ status: string; decided_by: number }>(
+        "SELECT status, decided_by FROM access_requests WHERE id = $id",
+        { id: r.id },
+      );
       expect(row).toEqual({ status: winner, decided_by: winner === "approved" ? ids.teacher : ids.admin });
-      const assigned = await one<{ n: string }>("SELECT count(*) AS n FROM course_students WHERE course_id = $c AND student_id = $s", {
-        c: course,
-        s: ids.student2,
-      });
+      const assigned = await one<{ n: string }>(
+        "SELECT count(*) AS n FROM course_students WHERE course_id = $c AND student_id = $s",
+        {
+          c: course,
+          s: ids.student2,
+        },
+      );
       expect(Number(assigned.n)).toBe(winner === "approved" ? 1 : 0);
     }
     // Not asserted: which side wins is up to the scheduler. Logged to see both outcomes happen.
@@ -419,8 +480,14 @@ describe("a course the student cannot see reveals nothing", () => {
   it("a request for an existing invisible course and one for an unknown id: the same answers on every route", async () => {
     const invisible = await newCourse("teacher2");
     const answers: Record<string, ApiResponse[]> = { invisible: [], unknown: [] };
-    for (const [which, courseId] of [["invisible", invisible], ["unknown", NO_COURSE]] as const) {
-      const created = await p.api("POST", "/access-requests", { as: "student2", body: { course_id: courseId, message: "hi" } });
+    for (const [which, courseId] of [
+      ["invisible", invisible],
+      ["unknown", NO_COURSE],
+    ] as const) {
+      const created = await p.api("POST", "/access-requests", {
+        as: "student2",
+        body: { course_id: courseId, message: "hi" },
+      });
       const id = created.json<RequestBody>().id;
       answers[which].push(
         created,
@@ -435,7 +502,11 @@ describe("a course the student cannot see reveals nothing", () => {
     expect([createdA.status, createdB.status]).toEqual([201, 201]);
     expect(createdA.headers.get("location")).toMatch(/^\/api\/v1\/access-requests\/\d+$/);
     expect(createdB.headers.get("location")).toMatch(/^\/api\/v1\/access-requests\/\d+$/);
-    expect(createdA.json<RequestBody>()).toMatchObject({ course_id: invisible, course_name: null, course_owner_id: null });
+    expect(createdA.json<RequestBody>()).toMatchObject({
+      course_id: invisible,
+      course_name: null,
+      course_owner_id: null,
+    });
     expect(JSON.stringify(createdA.json<RequestBody>())).not.toContain("Course ");
     expect(sameness(createdA.json<RequestBody>())).toEqual(sameness(createdB.json<RequestBody>()));
 
@@ -451,7 +522,11 @@ describe("a course the student cannot see reveals nothing", () => {
 
     expect([cancelA.status, cancelB.status]).toEqual([200, 200]);
     expect(sameness(cancelA.json<RequestBody>())).toEqual(sameness(cancelB.json<RequestBody>()));
-    expect(cancelA.json<RequestBody>()).toMatchObject({ status: "cancelled", decided_by: ids.student2, course_name: null });
+    expect(cancelA.json<RequestBody>()).toMatchObject({
+      status: "cancelled",
+      decided_by: ids.student2,
+      course_name: null,
+    });
   });
 
   it("sorting a student's list by course_name orders by what the student sees (no hidden names)", async () => {
@@ -462,7 +537,9 @@ describe("a course the student cannot see reveals nothing", () => {
     for (const sort of ["course_name", "-course_name"]) {
       const res = await p.api("GET", `/access-requests?status=pending&sort=${sort}&limit=100`, { as: "student2" });
       expect(res.status).toBe(200);
-      expect(res.json<Page<RequestBody>>().items.every((r) => r.course_name === null && r.course_owner_id === null)).toBe(true);
+      expect(
+        res.json<Page<RequestBody>>().items.every((r) => r.course_name === null && r.course_owner_id === null),
+      ).toBe(true);
     }
   });
 
@@ -470,16 +547,31 @@ describe("a course the student cannot see reveals nothing", () => {
     const course = await newCourse("teacher2");
     const r = await request(course, "student2");
     const asOwner = await p.api("GET", `/access-requests?course_id=${course}`, { as: "admin" });
-    expect(asOwner.json<Page<RequestBody>>().items[0]).toMatchObject({ id: r.id, course_name: expect.any(String), course_owner_id: teacher2 });
+    expect(asOwner.json<Page<RequestBody>>().items[0]).toMatchObject({
+      id: r.id,
+      course_name: expect.any(String),
+      course_owner_id: teacher2,
+    });
     must(await p.api("POST", `/access-requests/${r.id}/reject`, { as: "admin", body: { reason: "Full" } }), 200);
     const seen = (await p.api("GET", `/access-requests/${r.id}`, { as: "student2" })).json<RequestBody>();
-    expect(seen).toMatchObject({ status: "rejected", decision_reason: "Full", course_name: null, course_owner_id: null, decided_by: null, decided_by_name: null });
+    expect(seen).toMatchObject({
+      status: "rejected",
+      decision_reason: "Full",
+      course_name: null,
+      course_owner_id: null,
+      decided_by: null,
+      decided_by_name: null,
+    });
   });
 
   it("a request for an id no course has: the admin sees it without a course and cannot approve it", async () => {
     const r = await request(NO_COURSE + 1, "student2");
     const asAdmin = await p.api("GET", `/access-requests/${r.id}`, { as: "admin" });
-    expect(asAdmin.json<RequestBody>()).toMatchObject({ course_id: NO_COURSE + 1, course_name: null, course_owner_id: null });
+    expect(asAdmin.json<RequestBody>()).toMatchObject({
+      course_id: NO_COURSE + 1,
+      course_name: null,
+      course_owner_id: null,
+    });
     const before = await snapshot();
     const approve = await p.api("POST", `/access-requests/${r.id}/approve`, { as: "admin" });
     expect(approve.status).toBe(409);
@@ -496,21 +588,29 @@ describe("a course the student cannot see reveals nothing", () => {
     const early = await request(nextId, "student2");
     const course = await newCourse();
     expect(course).toBe(nextId);
-    const teacherList = (await p.api("GET", `/access-requests?course_id=${course}`, { as: "teacher" })).json<Page<RequestBody>>();
+    const teacherList = (await p.api("GET", `/access-requests?course_id=${course}`, { as: "teacher" })).json<
+      Page<RequestBody>
+    >();
     expect(teacherList.total).toBe(0);
     expect((await p.api("GET", `/access-requests/${early.id}`, { as: "teacher" })).status).toBe(404);
     expect((await p.api("POST", `/access-requests/${early.id}/approve`, { as: "admin" })).status).toBe(409);
     // Still pending (void): the student cancels it and asks again, now for the course that exists.
     must(await p.api("POST", `/access-requests/${early.id}/cancel`, { as: "student2" }), 200);
     const fresh = await request(course, "student2");
-    const now = (await p.api("GET", `/access-requests?course_id=${course}`, { as: "teacher" })).json<Page<RequestBody>>();
+    const now = (await p.api("GET", `/access-requests?course_id=${course}`, { as: "teacher" })).json<
+      Page<RequestBody>
+    >();
     expect(now.items.map((x) => x.id)).toEqual([fresh.id]);
   });
 });
 
 describe("pending requests per student are capped", () => {
   it("at the cap one more is 409, also when several arrive at once; cancelling one makes room", async () => {
-    const claims = validClaims(p, { sub: "cap-student-1", email: "cap@autolabs.local", [ROLES_CLAIM]: rolesClaim(["student"]) });
+    const claims = validClaims(p, {
+      sub: "cap-student-1",
+      email: "cap@autolabs.local",
+      [ROLES_CLAIM]: rolesClaim(["student"]),
+    });
     const headers = { authorization: `Bearer ${await signWithIdpKey(p, claims)}` };
     const ask = (course: number) => p.api("POST", "/access-requests", { headers, body: { course_id: course } });
     // Ids that name no course count like any others (they are what makes the cap necessary).
@@ -521,9 +621,12 @@ describe("pending requests per student are capped", () => {
     expect(detailOf(burst.find((r) => r.status === 409)!)).toBe(
       `You have ${MAX_PENDING_REQUESTS_PER_STUDENT} pending access requests; cancel one before asking again`,
     );
-    const pending = await one<{ n: string }>("SELECT count(*) AS n FROM access_requests WHERE student_id = $s AND status = 'pending'", {
-      s: first.student_id,
-    });
+    const pending = await one<{ n: string }>(
+      "SELECT count(*) AS n FROM access_requests WHERE student_id = $s AND status = 'pending'",
+      {
+        s: first.student_id,
+      },
+    );
     expect(Number(pending.n)).toBe(MAX_PENDING_REQUESTS_PER_STUDENT);
 
     must(await p.api("POST", `/access-requests/${first.id}/cancel`, { headers }), 200);
@@ -564,7 +667,9 @@ describe("list", () => {
 
     for (const who of ["student", "student2"]) {
       const list = (await p.api("GET", "/access-requests?limit=100", { as: who })).json<Page<RequestBody>>();
-      const own = await one<{ n: string }>("SELECT count(*) AS n FROM access_requests WHERE student_id = $s", { s: ids[who] });
+      const own = await one<{ n: string }>("SELECT count(*) AS n FROM access_requests WHERE student_id = $s", {
+        s: ids[who],
+      });
       expect(list.total).toBe(Number(own.n));
       expect(list.items.every((x) => x.student_id === ids[who])).toBe(true);
     }
@@ -572,25 +677,45 @@ describe("list", () => {
     const sneaky = await p.api("GET", `/access-requests?student_id=${ids.student2}`, { as: "student" });
     expect(sneaky.json<Page<RequestBody>>()).toMatchObject({ total: 0, items: [] });
 
-    const filtered = (await p.api("GET", `/access-requests?course_id=${mine}&status=pending`, { as: "teacher" })).json<Page<RequestBody>>();
+    const filtered = (await p.api("GET", `/access-requests?course_id=${mine}&status=pending`, { as: "teacher" })).json<
+      Page<RequestBody>
+    >();
     expect(filtered).toMatchObject({ total: 1, items: [{ id: a.id, status: "pending" }] });
-    const rejected = (await p.api("GET", `/access-requests?course_id=${mine}&status=rejected`, { as: "admin" })).json<Page<RequestBody>>();
+    const rejected = (await p.api("GET", `/access-requests?course_id=${mine}&status=rejected`, { as: "admin" })).json<
+      Page<RequestBody>
+    >();
     expect(rejected).toMatchObject({ total: 1, items: [{ id: b.id, decided_by: ids.teacher }] });
 
-    const page1 = (await p.api("GET", `/access-requests?course_id=${mine}&sort=id&limit=1`, { as: "admin" })).json<Page<RequestBody>>();
-    const page2 = (await p.api("GET", `/access-requests?course_id=${mine}&sort=id&limit=1&offset=1`, { as: "admin" })).json<Page<RequestBody>>();
+    const page1 = (await p.api("GET", `/access-requests?course_id=${mine}&sort=id&limit=1`, { as: "admin" })).json<
+      Page<RequestBody>
+    >();
+    const page2 = (
+      await p.api("GET", `/access-requests?course_id=${mine}&sort=id&limit=1&offset=1`, { as: "admin" })
+    ).json<Page<RequestBody>>();
     expect(page1).toMatchObject({ total: 2, offset: 0, limit: 1, items: [{ id: a.id }] });
     expect(page2).toMatchObject({ total: 2, offset: 1, limit: 1, items: [{ id: b.id }] });
-    const past = (await p.api("GET", `/access-requests?course_id=${mine}&offset=10`, { as: "admin" })).json<Page<RequestBody>>();
+    const past = (await p.api("GET", `/access-requests?course_id=${mine}&offset=10`, { as: "admin" })).json<
+      Page<RequestBody>
+    >();
     expect(past).toMatchObject({ total: 2, items: [] });
-    const desc = (await p.api("GET", `/access-requests?course_id=${mine}&sort=-id`, { as: "admin" })).json<Page<RequestBody>>();
+    const desc = (await p.api("GET", `/access-requests?course_id=${mine}&sort=-id`, { as: "admin" })).json<
+      Page<RequestBody>
+    >();
     expect(desc.items.map((x) => x.id)).toEqual([b.id, a.id]);
     const byName = await p.api("GET", "/access-requests?sort=student_name", { as: "admin" });
     expect(byName.status).toBe(200);
   });
 
   it("bad list parameters are 422", async () => {
-    for (const qs of ["status=open", "sort=message", "sort=id;drop", "limit=101", "limit=0", "offset=-1", "course_id=x"]) {
+    for (const qs of [
+      "status=open",
+      "sort=message",
+      "sort=id;drop",
+      "limit=101",
+      "limit=0",
+      "offset=-1",
+      "course_id=x",
+    ]) {
       const res = await p.api("GET", `/access-requests?${qs}`, { as: "admin" });
       expect({ qs, status: res.status }).toEqual({ qs, status: 422 });
     }

@@ -30,7 +30,12 @@ beforeAll(async () => {
       env: { PUBLIC_URL: PUBLIC, FRONTEND_URL: FRONT, EMBEDDED_IDP_ROLE_ORGS: `${PARTNER_ORG}:partner.example` },
     }),
   ]);
-  const env = { PUBLIC_URL: PUBLIC, FRONTEND_URL: FRONT, OIDC_ISSUER: idp.issuer, OIDC_CLIENT_SECRET: DEV_CLIENT_SECRET };
+  const env = {
+    PUBLIC_URL: PUBLIC,
+    FRONTEND_URL: FRONT,
+    OIDC_ISSUER: idp.issuer,
+    OIDC_CLIENT_SECRET: DEV_CLIENT_SECRET,
+  };
   ourOnly = await startNode(db.url, { ...env, OIDC_ALLOWED_ORGS: OUR_ORG });
   withPartner = await startNode(db.url, { ...env, OIDC_ALLOWED_ORGS: `${OUR_ORG},${PARTNER_ORG}` });
 });
@@ -41,7 +46,9 @@ afterAll(async () => {
 });
 
 async function userCount(): Promise<number> {
-  const [row] = await ourOnly.sequelize.query<{ n: string }>("SELECT count(*) AS n FROM users", { type: QueryTypes.SELECT });
+  const [row] = await ourOnly.sequelize.query<{ n: string }>("SELECT count(*) AS n FROM users", {
+    type: QueryTypes.SELECT,
+  });
   return Number(row.n);
 }
 
@@ -50,7 +57,7 @@ const me = (node: PlatformNode, token: string) =>
 
 it("the provider grants the roles through the partner organisation only", async () => {
   const { accessToken } = await runCodeFlow({ issuer: idp.issuer, account: "admin" });
-  const claims = JSON.parse(Buffer.from(accessToken.split(".")[1]!, "base64url").toString()) as Record<string, unknown>;
+  const claims = JSON.parse(Buffer.from(accessToken.split(".")[1], "base64url").toString()) as Record<string, unknown>;
   expect(claims["urn:zitadel:iam:org:project:roles"]).toEqual({ admin: { [PARTNER_ORG]: "partner.example" } });
 });
 
@@ -58,7 +65,9 @@ it("Bearer: a role granted by an organisation not allowed is no role (403, no us
   const { accessToken } = await runCodeFlow({ issuer: idp.issuer, account: "admin" });
   const refused = await me(ourOnly, accessToken);
   expect(refused.status).toBe(403);
-  expect(await refused.json()).toEqual({ detail: "Your account has no AutoLabs role; ask an administrator to grant one" });
+  expect(await refused.json()).toEqual({
+    detail: "Your account has no AutoLabs role; ask an administrator to grant one",
+  });
   expect(await userCount()).toBe(0);
 
   const accepted = await me(withPartner, accessToken);

@@ -121,7 +121,10 @@ describe("tampered tokens → 401, nothing written", () => {
 
   it("HS256 signed with the IdP's public key as HMAC secret", async () => {
     const jwk = p.idp.privateJwks().keys[0];
-    const publicPem = createPublicKey({ key: { kty: "RSA", n: jwk.n, e: jwk.e }, format: "jwk" }).export({ type: "spki", format: "pem" });
+    const publicPem = createPublicKey({ key: { kty: "RSA", n: jwk.n, e: jwk.e }, format: "jwk" }).export({
+      type: "spki",
+      format: "pem",
+    });
     const input = `${b64json({ alg: "HS256", typ: "JWT", kid: jwk.kid })}.${b64json(claimsOf(["admin"]))}`;
     for (const secret of [publicPem, JSON.stringify({ kty: "RSA", n: jwk.n, e: jwk.e }), jwk.n as string]) {
       const sig = createHmac("sha256", secret).update(input).digest("base64url");
@@ -162,11 +165,15 @@ describe("tampered tokens → 401, nothing written", () => {
 
   it("unknown kid (a key of our own, and the IdP's key under another kid)", async () => {
     const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
-    const own = await new SignJWT(claimsOf(["admin"])).setProtectedHeader({ alg: "RS256", kid: "attacker-key" }).sign(privateKey);
+    const own = await new SignJWT(claimsOf(["admin"]))
+      .setProtectedHeader({ alg: "RS256", kid: "attacker-key" })
+      .sign(privateKey);
     await expect401(bearer(own));
     // Our own key with the IdP's kid: the signature does not match the IdP's public key.
     const kid = p.idp.privateJwks().keys[0].kid;
-    const spoofedKid = await new SignJWT(claimsOf(["admin"])).setProtectedHeader({ alg: "RS256", kid }).sign(privateKey);
+    const spoofedKid = await new SignJWT(claimsOf(["admin"]))
+      .setProtectedHeader({ alg: "RS256", kid })
+      .sign(privateKey);
     await expect401(bearer(spoofedKid));
     await expect401(bearer(await signWithIdpKey(p, claimsOf(["admin"]), { kid: `unknown-${randomUUID()}` })));
     // A key embedded in the header (jwk) is never trusted.
@@ -189,7 +196,11 @@ describe("tampered tokens → 401, nothing written", () => {
       await expect401(bearer(`${header}.${b64json({ ...claims, ...change })}.${signature}`));
     }
     // The header changed instead (typ), the signature kept.
-    await expect401(bearer(`${b64json({ ...JSON.parse(Buffer.from(header, "base64url").toString()), typ: "JWT" })}.${payload}.${signature}`));
+    await expect401(
+      bearer(
+        `${b64json({ ...JSON.parse(Buffer.from(header, "base64url").toString()), typ: "JWT" })}.${payload}.${signature}`,
+      ),
+    );
     // A flipped signature byte.
     const flipped = signature.slice(0, -2) + (signature.endsWith("AA") ? "AB" : "AA");
     await expect401(bearer(`${header}.${payload}.${flipped}`));
@@ -211,7 +222,15 @@ describe("valid tokens", () => {
     expect(me.status).toBe(200);
     expect(me.body).toMatchObject({ id: expect.any(Number), email: `${account}@autolabs.local`, name, role });
     // No secrets or internals on the principal's view of itself.
-    expect(Object.keys(me.body as object).sort()).toEqual(["created_at", "email", "id", "last_login_at", "name", "role", "updated_at"]);
+    expect(Object.keys(me.body as object).sort()).toEqual([
+      "created_at",
+      "email",
+      "id",
+      "last_login_at",
+      "name",
+      "role",
+      "updated_at",
+    ]);
     const row = await userBySub(String(decodeJwt(await p.token(account)).sub));
     expect(row).toMatchObject({ id: (me.body as { id: number }).id, email: `${account}@autolabs.local`, name, role });
     expect(row?.last_login_at).not.toBeNull();
@@ -223,7 +242,9 @@ describe("valid tokens", () => {
     const a = await api("GET", "/auth/me", { headers: bearer(token) });
     const b = await api("GET", "/auth/me", { headers: bearer(await signWithIdpKey(p, { ...claims, iat: now() + 1 })) });
     expect((a.body as { id: number }).id).toBe((b.body as { id: number }).id);
-    const [rows] = await p.sequelize.query("SELECT count(*)::int AS n FROM users WHERE external_id = $sub", { bind: { sub: claims.sub } });
+    const [rows] = await p.sequelize.query("SELECT count(*)::int AS n FROM users WHERE external_id = $sub", {
+      bind: { sub: claims.sub },
+    });
     expect((rows as { n: number }[])[0].n).toBe(1);
   });
 
@@ -231,11 +252,24 @@ describe("valid tokens", () => {
     const claims = claimsOf(["student"]);
     const first = await api("GET", "/auth/me", { headers: bearer(await signWithIdpKey(p, claims)) });
     expect(first.body).toMatchObject({ role: "student", name: claims.name });
-    const changed = { ...claims, name: "Renamed Person", email: "renamed@autolabs.local", [ROLES_CLAIM]: rolesClaim(["teacher"]) };
+    const changed = {
+      ...claims,
+      name: "Renamed Person",
+      email: "renamed@autolabs.local",
+      [ROLES_CLAIM]: rolesClaim(["teacher"]),
+    };
     const second = await api("GET", "/auth/me", { headers: bearer(await signWithIdpKey(p, changed)) });
-    expect(second.body).toMatchObject({ id: (first.body as { id: number }).id, role: "teacher", name: "Renamed Person", email: "renamed@autolabs.local" });
+    expect(second.body).toMatchObject({
+      id: (first.body as { id: number }).id,
+      role: "teacher",
+      name: "Renamed Person",
+      email: "renamed@autolabs.local",
+    });
     // The new role takes effect at once: a teacher may create a course.
-    const created = await api("POST", "/courses", { headers: bearer(await signWithIdpKey(p, changed)), body: { name: "Promoted" } });
+    const created = await api("POST", "/courses", {
+      headers: bearer(await signWithIdpKey(p, changed)),
+      body: { name: "Promoted" },
+    });
     expect(created.status).toBe(201);
   });
 
@@ -248,20 +282,33 @@ describe("valid tokens", () => {
     delete bare.name;
     const second = await api("GET", "/auth/me", { headers: bearer(await signWithIdpKey(p, bare)) });
     expect(second.status).toBe(200);
-    expect(second.body).toMatchObject({ id: (first.body as { id: number }).id, email: claims.email, name: claims.name });
+    expect(second.body).toMatchObject({
+      id: (first.body as { id: number }).id,
+      email: claims.email,
+      name: claims.name,
+    });
     expect(await userBySub(String(claims.sub))).toMatchObject({ email: claims.email, name: claims.name });
     // Unusable values say nothing either; the role still syncs from such a token.
     const junk = { ...bare, email: "not-an-address", name: "   ", [ROLES_CLAIM]: rolesClaim(["teacher"]) };
     const third = await api("GET", "/auth/me", { headers: bearer(await signWithIdpKey(p, junk)) });
     expect(third.body).toMatchObject({ email: claims.email, name: claims.name, role: "teacher" });
-    expect(await userBySub(String(claims.sub))).toMatchObject({ email: claims.email, name: claims.name, role: "teacher" });
+    expect(await userBySub(String(claims.sub))).toMatchObject({
+      email: claims.email,
+      name: claims.name,
+      role: "teacher",
+    });
   });
 
   it("parallel first sign-ins of one user: all succeed, one row, and the cached user is what is stored", async () => {
     const claims = claimsOf(["student"]);
     // Twenty tokens of one new user, some without email/name, roles and names differing between them.
     const variants = Array.from({ length: 20 }, (_, i) => {
-      const v: JWTPayload = { ...claims, iat: now() - i, name: `Name ${i % 3}`, [ROLES_CLAIM]: rolesClaim([i % 2 ? "teacher" : "student"]) };
+      const v: JWTPayload = {
+        ...claims,
+        iat: now() - i,
+        name: `Name ${i % 3}`,
+        [ROLES_CLAIM]: rolesClaim([i % 2 ? "teacher" : "student"]),
+      };
       if (i % 4 === 1) {
         delete v.email;
         delete v.name;
@@ -272,7 +319,9 @@ describe("valid tokens", () => {
     const answers = await Promise.all(tokens.map((t) => api("GET", "/auth/me", { headers: bearer(t) })));
     expect(answers.map((a) => a.status)).toEqual(tokens.map(() => 200));
     expect(new Set(answers.map((a) => (a.body as { id: number }).id)).size).toBe(1);
-    const [rows] = await p.sequelize.query("SELECT count(*)::int AS n FROM users WHERE external_id = $sub", { bind: { sub: claims.sub } });
+    const [rows] = await p.sequelize.query("SELECT count(*)::int AS n FROM users WHERE external_id = $sub", {
+      bind: { sub: claims.sub },
+    });
     expect((rows as { n: number }[])[0].n).toBe(1);
     // /auth/me reads the user through the users cache: it agrees with the row, no stale copy survived.
     const again = await api("GET", "/auth/me", { headers: bearer(tokens[1]) });
@@ -298,8 +347,12 @@ describe("valid tokens", () => {
   it("several roles act with the highest: student+admin sees every course, student+teacher may create one", async () => {
     const seed = await api("POST", "/courses", { as: "teacher", body: { name: "Visible to admins" } });
     expect(seed.status).toBe(201);
-    const asAdmin = await api("GET", "/courses", { headers: bearer(await signWithIdpKey(p, claimsOf(["student", "admin"]))) });
-    expect((asAdmin.body as { items: { id: number }[] }).items.map((c) => c.id)).toContain((seed.body as { id: number }).id);
+    const asAdmin = await api("GET", "/courses", {
+      headers: bearer(await signWithIdpKey(p, claimsOf(["student", "admin"]))),
+    });
+    expect((asAdmin.body as { items: { id: number }[] }).items.map((c) => c.id)).toContain(
+      (seed.body as { id: number }).id,
+    );
     const asTeacher = await api("POST", "/courses", {
       headers: bearer(await signWithIdpKey(p, claimsOf(["student", "teacher"]))),
       body: { name: "Mixed roles" },
@@ -359,7 +412,14 @@ describe("a client cannot inject a principal", () => {
     }
     for (const header of ["x-user", "x-forwarded-user", "x-principal", "x-auth-request-user", "remote-user"]) {
       expect((await api("GET", "/courses", { headers: { [header]: "admin" } })).status).toBe(401);
-      expect((await api("POST", "/courses", { headers: { [header]: '{"kind":"system","reason":"x"}' }, body: { name: "h" } })).status).toBe(401);
+      expect(
+        (
+          await api("POST", "/courses", {
+            headers: { [header]: '{"kind":"system","reason":"x"}' },
+            body: { name: "h" },
+          })
+        ).status,
+      ).toBe(401);
     }
     expect(await coursesOf("")).toBe(before);
   });
@@ -383,19 +443,33 @@ describe("a client cannot inject a principal", () => {
     }
     expect(await coursesOf("")).toBe(before);
 
-    const list = await api("GET", `/courses?user[kind]=system&user[reason]=x&user[role]=admin&role=admin`, { as: "student" });
+    const list = await api("GET", `/courses?user[kind]=system&user[reason]=x&user[role]=admin&role=admin`, {
+      as: "student",
+    });
     expect(list.status).toBe(200);
     const ids = (list.body as { items: { id: number }[] }).items.map((c) => c.id);
     expect(ids).not.toContain(hiddenId);
-    const [assigned] = await p.sequelize.query("SELECT count(*)::int AS n FROM course_students WHERE student_id = $s", { bind: { s: studentId } });
+    const [assigned] = await p.sequelize.query("SELECT count(*)::int AS n FROM course_students WHERE student_id = $s", {
+      bind: { s: studentId },
+    });
     expect((list.body as { total: number }).total).toBe((assigned as { n: number }[])[0].n);
 
-    expect((await api("GET", `/courses/${hiddenId}?user[kind]=system&user[reason]=x`, { as: "student" })).status).toBe(404);
-    const put = await api("PUT", `/courses/${hiddenId}`, { as: "student", body: { name: "pwned", user: { kind: "system", reason: "x" } } });
+    expect((await api("GET", `/courses/${hiddenId}?user[kind]=system&user[reason]=x`, { as: "student" })).status).toBe(
+      404,
+    );
+    const put = await api("PUT", `/courses/${hiddenId}`, {
+      as: "student",
+      body: { name: "pwned", user: { kind: "system", reason: "x" } },
+    });
     expect(put.status).toBe(403);
-    const me = await api("GET", `/auth/me?user[id]=${adminId}&user[role]=admin`, { as: "student", headers: { "x-user": String(adminId) } });
+    const me = await api("GET", `/auth/me?user[id]=${adminId}&user[role]=admin`, {
+      as: "student",
+      headers: { "x-user": String(adminId) },
+    });
     expect(me.body).toMatchObject({ id: studentId, role: "student" });
-    const [[course]] = (await p.sequelize.query("SELECT name FROM courses WHERE id = $id", { bind: { id: hiddenId } })) as [{ name: string }[], unknown];
+    const [[course]] = (await p.sequelize.query("SELECT name FROM courses WHERE id = $id", {
+      bind: { id: hiddenId },
+    })) as [{ name: string }[], unknown];
     expect(course.name).toBe("Not assigned to student");
   });
 });

@@ -34,7 +34,14 @@
  *   requestS2     a course of T1 with S1 assigned, and S2's pending request to join it ({fresh.request})
  */
 
-export const CALLERS = ["anonymous", "admin", "ownerTeacher", "otherTeacher", "assignedStudent", "unassignedStudent"] as const;
+export const CALLERS = [
+  "anonymous",
+  "admin",
+  "ownerTeacher",
+  "otherTeacher",
+  "assignedStudent",
+  "unassignedStudent",
+] as const;
 export type Caller = (typeof CALLERS)[number];
 
 /** Expected statuses in CALLERS order: anonymous, admin, ownerTeacher, otherTeacher, assignedStudent, unassignedStudent. */

@@ -16,7 +16,15 @@ import { systemPrincipal } from "../../lib/principal";
 import { startTestPlatform, type TestPlatform } from "../support/platform";
 import { changedTables, settledTableSnapshot, tableSnapshot, type TableSnapshot } from "../support/table-snapshot";
 import { EXTRA_ACCOUNTS, tokenFor } from "../support/http-api";
-import { CALLERS, MATRIX, type Caller, type FreshKind, type MatrixCase, type MatrixRow, type Scope } from "./authorization-matrix.table";
+import {
+  CALLERS,
+  MATRIX,
+  type Caller,
+  type FreshKind,
+  type MatrixCase,
+  type MatrixRow,
+  type Scope,
+} from "./authorization-matrix.table";
 
 jest.setTimeout(120_000);
 
@@ -53,7 +61,13 @@ async function call(caller: Caller, method: string, path: string, body?: unknown
     h["content-type"] = "application/json";
   }
   const abort = new AbortController();
-  const res = await fetch(`${p.url}${API}${path}`, { method, headers: h, body: payload, redirect: "manual", signal: abort.signal });
+  const res = await fetch(`${p.url}${API}${path}`, {
+    method,
+    headers: h,
+    body: payload,
+    redirect: "manual",
+    signal: abort.signal,
+  });
   stats.calls++;
   const contentType = res.headers.get("content-type") ?? "";
   if (stream && contentType.startsWith("text/event-stream")) {
@@ -73,7 +87,8 @@ async function call(caller: Caller, method: string, path: string, body?: unknown
 
 async function must(what: string, res: Promise<Answer>, status: number): Promise<{ id: number }> {
   const r = await res;
-  if (r.status !== status) throw new Error(`fixture ${what}: expected ${status}, got ${r.status} ${JSON.stringify(r.body)}`);
+  if (r.status !== status)
+    throw new Error(`fixture ${what}: expected ${status}, got ${r.status} ${JSON.stringify(r.body)}`);
   return r.body as { id: number };
 }
 
@@ -107,11 +122,17 @@ async function settledSnapshot(): Promise<TableSnapshot> {
 let freshSeq = 0;
 
 async function freshCourse(): Promise<number> {
-  const id = await insertId("INSERT INTO courses (name, description, owner_id) VALUES ($name, '', $owner) RETURNING id", {
-    name: `Fresh course ${++freshSeq}`,
-    owner: who.ownerTeacher.id,
+  const id = await insertId(
+    "INSERT INTO courses (name, description, owner_id) VALUES ($name, '', $owner) RETURNING id",
+    {
+      name: `Fresh course ${++freshSeq}`,
+      owner: who.ownerTeacher.id,
+    },
+  );
+  await sql("INSERT INTO course_students (course_id, student_id) VALUES ($c, $s) RETURNING course_id", {
+    c: id,
+    s: who.assignedStudent.id,
   });
-  await sql("INSERT INTO course_students (course_id, student_id) VALUES ($c, $s) RETURNING course_id", { c: id, s: who.assignedStudent.id });
   return id;
 }
 
@@ -122,7 +143,8 @@ async function freshLab(owner: number, status: string, attachTo?: number): Promi
              $status, $owner, CASE WHEN $status = 'approved' THEN $admin::integer END) RETURNING id`,
     { name: `Fresh lab ${++freshSeq}`, status, owner, admin: who.admin.id },
   );
-  if (attachTo !== undefined) await sql("INSERT INTO course_labs (course_id, lab_id) VALUES ($c, $l) RETURNING lab_id", { c: attachTo, l: id });
+  if (attachTo !== undefined)
+    await sql("INSERT INTO course_labs (course_id, lab_id) VALUES ($c, $l) RETURNING lab_id", { c: attachTo, l: id });
   return id;
 }
 
@@ -130,7 +152,13 @@ async function runningInstance(labId: number, courseId: number, studentId: numbe
   return insertId(
     `INSERT INTO lab_instances (lab_id, course_id, student_id, status, k8s_pod_name, connection_url, started_at, expires_at)
      VALUES ($lab, $course, $student, 'running', $pod, $url, now(), now() + interval '2 hours') RETURNING id`,
-    { lab: labId, course: courseId, student: studentId, pod: `lab-fresh-${++freshSeq}`, url: `https://labs.autolabs.local/fresh/${freshSeq}` },
+    {
+      lab: labId,
+      course: courseId,
+      student: studentId,
+      pod: `lab-fresh-${++freshSeq}`,
+      url: `https://labs.autolabs.local/fresh/${freshSeq}`,
+    },
   );
 }
 
@@ -145,7 +173,10 @@ async function makeFresh(kind: FreshKind): Promise<Record<string, number>> {
       break;
     case "courseWithLab": {
       const course = await freshCourse();
-      await sql("INSERT INTO course_labs (course_id, lab_id) VALUES ($c, $l) RETURNING lab_id", { c: course, l: world.labApprovedA });
+      await sql("INSERT INTO course_labs (course_id, lab_id) VALUES ($c, $l) RETURNING lab_id", {
+        c: course,
+        l: world.labApprovedA,
+      });
       made = { "fresh.course": course };
       break;
     }
@@ -171,15 +202,21 @@ async function makeFresh(kind: FreshKind): Promise<Record<string, number>> {
     }
     case "instanceS2B": {
       const lab = await freshLab(t2, "approved", world.courseB);
-      made = { "fresh.lab": lab, "fresh.instance": await runningInstance(lab, world.courseB, who.unassignedStudent.id) };
+      made = {
+        "fresh.lab": lab,
+        "fresh.instance": await runningInstance(lab, world.courseB, who.unassignedStudent.id),
+      };
       break;
     }
     case "requestS2": {
       const course = await freshCourse();
-      const request = await insertId("INSERT INTO access_requests (student_id, course_id, message, status) VALUES ($s, $c, 'let me in', 'pending') RETURNING id", {
-        s: who.unassignedStudent.id,
-        c: course,
-      });
+      const request = await insertId(
+        "INSERT INTO access_requests (student_id, course_id, message, status) VALUES ($s, $c, 'let me in', 'pending') RETURNING id",
+        {
+          s: who.unassignedStudent.id,
+          c: course,
+        },
+      );
       made = { "fresh.course": course, "fresh.request": request };
       break;
     }
@@ -205,7 +242,8 @@ function resolveBody(body: unknown, ids: Record<string, number>): unknown {
     return ids[m[1]];
   }
   if (Array.isArray(body)) return body.map((v) => resolveBody(v, ids));
-  if (body && typeof body === "object") return Object.fromEntries(Object.entries(body).map(([k, v]) => [k, resolveBody(v, ids)]));
+  if (body && typeof body === "object")
+    return Object.fromEntries(Object.entries(body).map(([k, v]) => [k, resolveBody(v, ids)]));
   return body;
 }
 
@@ -275,7 +313,9 @@ async function visibleIds(scope: Scope, caller: Exclude<Caller, "anonymous">, pa
       const course = q("course_id");
       if (course !== null) {
         // Filtering by a course the caller may not see must not tell what that course holds.
-        where.push(`EXISTS (SELECT 1 FROM course_labs fl WHERE fl.lab_id = l.id AND fl.course_id = $course_id) AND ${courseVisible("$course_id")}`);
+        where.push(
+          `EXISTS (SELECT 1 FROM course_labs fl WHERE fl.lab_id = l.id AND fl.course_id = $course_id) AND ${courseVisible("$course_id")}`,
+        );
         bind.course_id = Number(course);
       }
       break;
@@ -329,16 +369,21 @@ async function runCase(row: MatrixRow, c: MatrixCase): Promise<string[]> {
       const detail = (res.body as { detail?: unknown } | null)?.detail;
       if (detail === undefined) problems.push(`${tag}: ${res.status} without {"detail"}: ${JSON.stringify(res.body)}`);
     } else if (res.status < 300) {
-      if (write && !c.writesNothing && changed.length === 0) problems.push(`${tag}: allowed (${res.status}) but changed nothing`);
+      if (write && !c.writesNothing && changed.length === 0)
+        problems.push(`${tag}: allowed (${res.status}) but changed nothing`);
       if (write) dirty = true;
-      if (c.stream && !res.contentType.startsWith("text/event-stream")) problems.push(`${tag}: 200 without an event stream (${res.contentType})`);
+      if (c.stream && !res.contentType.startsWith("text/event-stream"))
+        problems.push(`${tag}: 200 without an event stream (${res.contentType})`);
       if (c.scope && caller !== "anonymous") {
         const page = res.body as Page;
         const got = page.items.map((it) => it.id).sort((a, b) => a - b);
         const want = await visibleIds(c.scope, caller, path);
-        if (want.length > 100) throw new Error(`${tag}: scope of ${want.length} rows exceeds one page; order the table so lists run first`);
+        if (want.length > 100)
+          throw new Error(`${tag}: scope of ${want.length} rows exceeds one page; order the table so lists run first`);
         if (JSON.stringify(got) !== JSON.stringify(want) || page.total !== want.length) {
-          problems.push(`${tag}: scope "${c.scope}" expected ids [${want.join(",")}] (total ${want.length}), got [${got.join(",")}] (total ${page.total})`);
+          problems.push(
+            `${tag}: scope "${c.scope}" expected ids [${want.join(",")}] (total ${want.length}), got [${got.join(",")}] (total ${page.total})`,
+          );
         }
       }
     }
@@ -367,7 +412,10 @@ async function buildWorld(): Promise<void> {
   headers.otherTeacher = { authorization: `Bearer ${await tokenFor(p, EXTRA_ACCOUNTS.teacher2)}` };
   for (const caller of CALLERS) {
     if (caller === "anonymous") continue;
-    const me = (await must(`/auth/me of ${caller}`, call(caller, "GET", "/auth/me"), 200)) as { id: number; role: Role };
+    const me = (await must(`/auth/me of ${caller}`, call(caller, "GET", "/auth/me"), 200)) as {
+      id: number;
+      role: Role;
+    };
     who[caller] = { id: me.id, role: me.role };
     world[caller] = me.id;
   }
@@ -375,9 +423,17 @@ async function buildWorld(): Promise<void> {
 
   // courseA: T1's, S1 assigned. courseB: T2's, S2 assigned.
   world.courseA = (await must("courseA", call("ownerTeacher", "POST", "/courses", { name: "Course A" }), 201)).id;
-  await must("assign S1", call("ownerTeacher", "POST", `/courses/${world.courseA}/students`, { student_ids: [who.assignedStudent.id] }), 200);
+  await must(
+    "assign S1",
+    call("ownerTeacher", "POST", `/courses/${world.courseA}/students`, { student_ids: [who.assignedStudent.id] }),
+    200,
+  );
   world.courseB = (await must("courseB", call("otherTeacher", "POST", "/courses", { name: "Course B" }), 201)).id;
-  await must("assign S2", call("otherTeacher", "POST", `/courses/${world.courseB}/students`, { student_ids: [who.unassignedStudent.id] }), 200);
+  await must(
+    "assign S2",
+    call("otherTeacher", "POST", `/courses/${world.courseB}/students`, { student_ids: [who.unassignedStudent.id] }),
+    200,
+  );
 
   // Labs through the approval workflow.
   const approved = async (teacher: Caller, name: string, course: number) => {
@@ -390,13 +446,31 @@ async function buildWorld(): Promise<void> {
   world.labApprovedA = await approved("ownerTeacher", "Lab approved A", world.courseA);
   world.labApprovedB = await approved("otherTeacher", "Lab approved B", world.courseB);
   world.labDraftT1 = (await must("labDraftT1", call("ownerTeacher", "POST", "/labs", LAB("Draft of T1")), 201)).id;
-  await must("attach draft", call("ownerTeacher", "POST", `/courses/${world.courseA}/labs`, { lab_id: world.labDraftT1 }), 201);
-  world.labPendingT2 = (await must("labPendingT2", call("otherTeacher", "POST", "/labs", LAB("Pending of T2")), 201)).id;
+  await must(
+    "attach draft",
+    call("ownerTeacher", "POST", `/courses/${world.courseA}/labs`, { lab_id: world.labDraftT1 }),
+    201,
+  );
+  world.labPendingT2 = (
+    await must("labPendingT2", call("otherTeacher", "POST", "/labs", LAB("Pending of T2")), 201)
+  ).id;
   await must("submit pending", call("otherTeacher", "POST", `/labs/${world.labPendingT2}/submit`), 200);
 
   // Instances through the API, then running as a worker's result would make them.
-  world.instS1A = (await must("instS1A", call("assignedStudent", "POST", "/lab-instances", { lab_id: world.labApprovedA, course_id: world.courseA }), 202)).id;
-  world.instS2B = (await must("instS2B", call("unassignedStudent", "POST", "/lab-instances", { lab_id: world.labApprovedB, course_id: world.courseB }), 202)).id;
+  world.instS1A = (
+    await must(
+      "instS1A",
+      call("assignedStudent", "POST", "/lab-instances", { lab_id: world.labApprovedA, course_id: world.courseA }),
+      202,
+    )
+  ).id;
+  world.instS2B = (
+    await must(
+      "instS2B",
+      call("unassignedStudent", "POST", "/lab-instances", { lab_id: world.labApprovedB, course_id: world.courseB }),
+      202,
+    )
+  ).id;
   await sql(
     `UPDATE lab_instances SET status = 'running', k8s_pod_name = 'lab-' || id, connection_url = 'https://labs.autolabs.local/' || id,
             started_at = now(), expires_at = now() + interval '2 hours'
@@ -405,8 +479,20 @@ async function buildWorld(): Promise<void> {
   );
 
   // Requests to join the other one's course.
-  world.reqS2A = (await must("reqS2A", call("unassignedStudent", "POST", "/access-requests", { course_id: world.courseA, message: "hi" }), 201)).id;
-  world.reqS1B = (await must("reqS1B", call("assignedStudent", "POST", "/access-requests", { course_id: world.courseB, message: "hi" }), 201)).id;
+  world.reqS2A = (
+    await must(
+      "reqS2A",
+      call("unassignedStudent", "POST", "/access-requests", { course_id: world.courseA, message: "hi" }),
+      201,
+    )
+  ).id;
+  world.reqS1B = (
+    await must(
+      "reqS1B",
+      call("assignedStudent", "POST", "/access-requests", { course_id: world.courseB, message: "hi" }),
+      201,
+    )
+  ).id;
   await p.broker.cacher?.clean();
 }
 
@@ -428,7 +514,10 @@ afterAll(async () => {
 });
 
 // Reads first, on the world as built; then the writes (each on its own fresh objects where it changes them).
-const ORDERED = [...MATRIX.filter((r) => r.route.startsWith("GET ")), ...MATRIX.filter((r) => !r.route.startsWith("GET "))];
+const ORDERED = [
+  ...MATRIX.filter((r) => r.route.startsWith("GET ")),
+  ...MATRIX.filter((r) => !r.route.startsWith("GET ")),
+];
 
 describe("authorization matrix of /api/v1", () => {
   it("has exactly one row per route the gateway serves", async () => {
@@ -443,7 +532,10 @@ describe("authorization matrix of /api/v1", () => {
       .sort();
     const rows = MATRIX.map((r) => r.route);
     expect(new Set(rows).size).toBe(rows.length);
-    expect({ withoutRow: served.filter((r) => !rows.includes(r)), rowWithoutRoute: rows.filter((r) => !served.includes(r)) }).toEqual({
+    expect({
+      withoutRow: served.filter((r) => !rows.includes(r)),
+      rowWithoutRoute: rows.filter((r) => !served.includes(r)),
+    }).toEqual({
       withoutRow: [],
       rowWithoutRoute: [],
     });

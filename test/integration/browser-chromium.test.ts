@@ -57,14 +57,18 @@ it("logs in through the embedded IdP's page and sees its own user at /api/v1/aut
   await page.goto(`${BASE}/api/v1/auth/login?redirect_to=${encodeURIComponent("/api/v1/auth/me")}`);
   const idpUrl = await page.waitFor(/\/interaction\/[^/]+$/);
   expect(new URL(idpUrl).port).not.toBe(new URL(BASE).port);
-  const buttons = await page.evaluate<string[]>("[...document.querySelectorAll('button')].map(b => b.textContent.trim())");
+  const buttons = await page.evaluate<string[]>(
+    "[...document.querySelectorAll('button')].map(b => b.textContent.trim())",
+  );
   for (const account of ["admin", "teacher", "student", "student2"]) {
     expect(buttons.some((t) => t.startsWith(`Sign in as ${account} —`))).toBe(true);
   }
 
   // 2. A click, as a person would.
   const loaded = page.nextLoad();
-  await page.evaluate<void>("[...document.querySelectorAll('button')].find(b => b.textContent.trim().startsWith('Sign in as teacher —')).click()");
+  await page.evaluate<void>(
+    "[...document.querySelectorAll('button')].find(b => b.textContent.trim().startsWith('Sign in as teacher —')).click()",
+  );
   await loaded;
 
   // 3. IdP → callback → /api/v1/auth/me, which shows this very user.
@@ -75,10 +79,9 @@ it("logs in through the embedded IdP's page and sees its own user at /api/v1/aut
   expect(me.last_login_at).toBeTruthy();
 
   // 4. The session cookie as the browser stores it: HttpOnly (invisible to scripts), SameSite=Lax, not Secure on http.
-  const { cookies } = await page.send<{ cookies: { name: string; httpOnly: boolean; sameSite?: string; secure: boolean; path: string; expires: number }[] }>(
-    "Network.getCookies",
-    { urls: [BASE] },
-  );
+  const { cookies } = await page.send<{
+    cookies: { name: string; httpOnly: boolean; sameSite?: string; secure: boolean; path: string; expires: number }[];
+  }>("Network.getCookies", { urls: [BASE] });
   const session = cookies.find((c) => c.name === "autolabs_session");
   expect(session).toMatchObject({ httpOnly: true, sameSite: "Lax", secure: false, path: "/" });
   expect(session!.expires * 1000 - Date.now()).toBeGreaterThan(3500_000);

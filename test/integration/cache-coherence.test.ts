@@ -37,7 +37,7 @@ type Page<T> = { items: T[]; total: number };
 /** access.check as `account` would ask it through the mixin (for its own rights only). */
 async function check(c: CacheCluster, node: number, account: string, q: PermissionQuery): Promise<PermissionAnswer> {
   const user = { kind: "user", id: await c.userId(account), role: ROLE[account] };
-  return c.nodes[node]!.broker.call<PermissionAnswer, PermissionQuery>("access.check", q, { meta: { user } });
+  return c.nodes[node].broker.call<PermissionAnswer, PermissionQuery>("access.check", q, { meta: { user } });
 }
 
 const LAB = (name: string) => ({
@@ -56,8 +56,21 @@ async function seed(c: CacheCluster): Promise<World> {
   ok(c1.status, 201, "course 1");
   const c2 = await c.api<Course>(0, "POST", "/courses", "teacher2", { name: "Compilers" });
   ok(c2.status, 201, "course 2");
-  ok((await c.api(0, "POST", `/courses/${c1.body.id}/students`, "teacher", { student_ids: [await c.userId("student")] })).status, 200, "assign");
-  ok((await c.api(0, "POST", `/courses/${c2.body.id}/students`, "teacher2", { student_ids: [await c.userId("student2")] })).status, 200, "assign 2");
+  ok(
+    (await c.api(0, "POST", `/courses/${c1.body.id}/students`, "teacher", { student_ids: [await c.userId("student")] }))
+      .status,
+    200,
+    "assign",
+  );
+  ok(
+    (
+      await c.api(0, "POST", `/courses/${c2.body.id}/students`, "teacher2", {
+        student_ids: [await c.userId("student2")],
+      })
+    ).status,
+    200,
+    "assign 2",
+  );
   const labA = await c.api<{ id: number }>(0, "POST", "/labs", "teacher", LAB("Scheduler"));
   const labB = await c.api<{ id: number }>(0, "POST", "/labs", "teacher", LAB("Page tables"));
   for (const lab of [labA.body.id, labB.body.id]) {
@@ -80,7 +93,8 @@ async function twice<T>(c: CacheCluster, node: number, path: string, as: string)
 async function eachCallerOwnAnswer(c: CacheCluster, w: World, node: number) {
   const hitsBefore = c.cacher(node).stats.snapshot().total.hits;
   for (let round = 0; round < 2; round++) {
-    const names = async (as: string) => (await twice<Page<Course>>(c, node, "/courses", as)).body.items.map((x) => x.id);
+    const names = async (as: string) =>
+      (await twice<Page<Course>>(c, node, "/courses", as)).body.items.map((x) => x.id);
     expect(await names("student")).toEqual([w.c1]);
     expect(await names("student2")).toEqual([w.c2]);
     expect(await names("student3")).toEqual([]);
@@ -94,7 +108,8 @@ async function eachCallerOwnAnswer(c: CacheCluster, w: World, node: number) {
     expect((await twice(c, node, `/courses/${w.c1}`, "student2")).status).toBe(404);
 
     // Teachers see the pending lab of their course, students only approved ones.
-    const labsOf = async (as: string) => (await twice<Page<{ id: number }>>(c, node, `/courses/${w.c1}/labs`, as)).body.items?.map((l) => l.id);
+    const labsOf = async (as: string) =>
+      (await twice<Page<{ id: number }>>(c, node, `/courses/${w.c1}/labs`, as)).body.items?.map((l) => l.id);
     expect((await labsOf("teacher"))?.sort()).toEqual([w.labA, w.labB].sort());
     expect(await labsOf("student")).toEqual([w.labA]);
     expect(await labsOf("student2")).toBeUndefined();
@@ -102,7 +117,8 @@ async function eachCallerOwnAnswer(c: CacheCluster, w: World, node: number) {
     for (const as of ["student", "student2", "teacher"]) {
       expect((await twice<{ id: number }>(c, node, "/auth/me", as)).body.id).toBe(await c.userId(as));
     }
-    const roles = async (as: string) => new Set((await twice<Page<{ role: string }>>(c, node, "/users?limit=100", as)).body.items.map((u) => u.role));
+    const roles = async (as: string) =>
+      new Set((await twice<Page<{ role: string }>>(c, node, "/users?limit=100", as)).body.items.map((u) => u.role));
     expect(await roles("teacher")).toEqual(new Set(["student"]));
     expect(await roles("admin")).toEqual(new Set(["admin", "teacher", "student"]));
 
@@ -133,7 +149,9 @@ async function writesVisibleEverywhere(c: CacheCluster, w: World, wr: number, rd
   expect((await c.api(wr, "PUT", `/courses/${w.c1}`, "teacher", { name: "Operating systems II" })).status).toBe(200);
   for (const as of ["teacher", "student", "admin"]) {
     expect((await get<Course>(`/courses/${w.c1}`, as)).body.name).toBe("Operating systems II");
-    expect((await get<Page<Course>>("/courses", as)).body.items.find((x) => x.id === w.c1)?.name).toBe("Operating systems II");
+    expect((await get<Page<Course>>("/courses", as)).body.items.find((x) => x.id === w.c1)?.name).toBe(
+      "Operating systems II",
+    );
   }
 
   // Remove a student: their very next request is refused (course, its labs, starting its lab).
@@ -142,7 +160,10 @@ async function writesVisibleEverywhere(c: CacheCluster, w: World, wr: number, rd
   expect((await check(c, rd, "student", startA)).decision).toBe("allow");
   expect((await check(c, rd, "student", { rule: "assigned_to_course", course_id: w.c1 })).decision).toBe("allow");
   // A start through the cached decision (the instance stays pending: no workers here).
-  const started = await c.api<{ id: number }>(rd, "POST", "/lab-instances", "student", { lab_id: w.labA, course_id: w.c1 });
+  const started = await c.api<{ id: number }>(rd, "POST", "/lab-instances", "student", {
+    lab_id: w.labA,
+    course_id: w.c1,
+  });
   expect(started.status).toBe(202);
   const sid = await c.userId("student");
   expect((await c.api(wr, "DELETE", `/courses/${w.c1}/students/${sid}`, "teacher")).status).toBe(204);
@@ -159,7 +180,7 @@ async function writesVisibleEverywhere(c: CacheCluster, w: World, wr: number, rd
   expect((await get<Page<Course>>("/courses", "student")).body.items.map((x) => x.id)).toEqual([w.c1]);
   expect((await check(c, rd, "student", startA)).decision).toBe("allow");
   // Removal stopped their instance (lab-instances listens); once it ends they may start the lab again.
-  await c.nodes[0]!.sequelize.query("UPDATE lab_instances SET status = 'stopped', stopped_at = now() WHERE id = $id", {
+  await c.nodes[0].sequelize.query("UPDATE lab_instances SET status = 'stopped', stopped_at = now() WHERE id = $id", {
     bind: { id: started.body.id },
   });
   expect((await c.api(rd, "POST", "/lab-instances", "student", { lab_id: w.labA, course_id: w.c1 })).status).toBe(202);
@@ -170,16 +191,30 @@ async function writesVisibleEverywhere(c: CacheCluster, w: World, wr: number, rd
   expect(await check(c, rd, "student", startB)).toMatchObject({ decision: "conflict", reason: "lab_not_approved" });
   expect((await c.api(rd, "POST", "/lab-instances", "student", { lab_id: w.labB, course_id: w.c1 })).status).toBe(409);
   expect((await c.api(wr, "POST", `/labs/${w.labB}/approve`, "admin")).status).toBe(200);
-  expect((await get<Page<{ id: number; status: string }>>(`/courses/${w.c1}/labs`, "student")).body.items.map((l) => l.id).sort()).toEqual(
-    [w.labA, w.labB].sort(),
-  );
-  expect((await get<Page<{ id: number; status: string }>>(`/courses/${w.c1}/labs`, "teacher")).body.items.every((l) => l.status === "approved")).toBe(true);
+  expect(
+    (await get<Page<{ id: number; status: string }>>(`/courses/${w.c1}/labs`, "student")).body.items
+      .map((l) => l.id)
+      .sort(),
+  ).toEqual([w.labA, w.labB].sort());
+  expect(
+    (await get<Page<{ id: number; status: string }>>(`/courses/${w.c1}/labs`, "teacher")).body.items.every(
+      (l) => l.status === "approved",
+    ),
+  ).toBe(true);
   expect((await check(c, rd, "student", startB)).decision).toBe("allow");
   expect((await c.api(rd, "POST", "/lab-instances", "student", { lab_id: w.labB, course_id: w.c1 })).status).toBe(202);
 
   // An edit that needs re-approval takes the lab back out of the student's reach.
-  expect((await c.api(wr, "PUT", `/labs/${w.labB}`, "teacher", { docker_image: "registry.example.com/labs/page-tables:2.0" })).status).toBe(200);
-  expect((await get<Page<{ id: number }>>(`/courses/${w.c1}/labs`, "student")).body.items.map((l) => l.id)).toEqual([w.labA]);
+  expect(
+    (
+      await c.api(wr, "PUT", `/labs/${w.labB}`, "teacher", {
+        docker_image: "registry.example.com/labs/page-tables:2.0",
+      })
+    ).status,
+  ).toBe(200);
+  expect((await get<Page<{ id: number }>>(`/courses/${w.c1}/labs`, "student")).body.items.map((l) => l.id)).toEqual([
+    w.labA,
+  ]);
   expect(await check(c, rd, "student", startB)).toMatchObject({ decision: "conflict", reason: "lab_not_approved" });
 
   // The owner changes: the old owner loses the course at once, the new one has it.
@@ -196,7 +231,9 @@ async function writesVisibleEverywhere(c: CacheCluster, w: World, wr: number, rd
   expect((await check(c, rd, "teacher2", own)).decision).toBe("allow");
 
   // Detaching the lab (its instances ended first, as detaching requires): no more starting it.
-  await c.nodes[0]!.sequelize.query("UPDATE lab_instances SET status = 'stopped', stopped_at = now() WHERE status <> 'stopped'");
+  await c.nodes[0].sequelize.query(
+    "UPDATE lab_instances SET status = 'stopped', stopped_at = now() WHERE status <> 'stopped'",
+  );
   expect((await c.api(wr, "DELETE", `/courses/${w.c1}/labs/${w.labA}`, "teacher2")).status).toBe(204);
   expect(await check(c, rd, "student", startA)).toMatchObject({ decision: "not_found", reason: "lab_not_attached" });
   expect((await get<Page<{ id: number }>>(`/courses/${w.c1}/labs`, "student")).body.items).toEqual([]);
@@ -204,7 +241,10 @@ async function writesVisibleEverywhere(c: CacheCluster, w: World, wr: number, rd
   // An approved access request assigns the student (written by the access service, not courses).
   await warm(["/courses"], ["student3"]);
   expect((await check(c, rd, "student3", { rule: "assigned_to_course", course_id: w.c2 })).decision).toBe("not_found");
-  const req = await c.api<{ id: number }>(wr, "POST", "/access-requests", "student3", { course_id: w.c2, message: "may I?" });
+  const req = await c.api<{ id: number }>(wr, "POST", "/access-requests", "student3", {
+    course_id: w.c2,
+    message: "may I?",
+  });
   expect(req.status).toBe(201);
   expect((await c.api(wr, "POST", `/access-requests/${req.body.id}/approve`, "teacher2")).status).toBe(200);
   expect((await get<Page<Course>>("/courses", "student3")).body.items.map((x) => x.id)).toEqual([w.c2]);
@@ -217,7 +257,9 @@ async function writesVisibleEverywhere(c: CacheCluster, w: World, wr: number, rd
     expect((await get(`/courses/${w.c2}`, as)).status).toBe(404);
     expect((await get<Page<Course>>("/courses", as)).body.items.some((x) => x.id === w.c2)).toBe(false);
   }
-  expect((await check(c, rd, "student2", { rule: "assigned_to_course", course_id: w.c2 })).reason).toBe("no_such_course");
+  expect((await check(c, rd, "student2", { rule: "assigned_to_course", course_id: w.c2 })).reason).toBe(
+    "no_such_course",
+  );
 }
 
 describe("one node, Redis cacher", () => {
@@ -232,9 +274,9 @@ describe("one node, Redis cacher", () => {
   it("never serves one caller's cached answer to another", () => eachCallerOwnAnswer(c, w, 0));
 
   it("keeps the permission decisions in Redis under the caller", async () => {
-    const keys = await (c.nodes[0]!.broker.cacher as unknown as { client: { keys(p: string): Promise<string[]> } }).client.keys(
-      `${c.namespace}-cache-access.check:*`,
-    );
+    const keys = await (
+      c.nodes[0].broker.cacher as unknown as { client: { keys(p: string): Promise<string[]> } }
+    ).client.keys(`${c.namespace}-cache-access.check:*`);
     const sid = await c.userId("student");
     expect(keys).toContain(`${c.namespace}-cache-access.check:"user"|${sid}|"student"|"start_lab"|${w.c1}|${w.labA}`);
   });
@@ -248,7 +290,7 @@ describe("one node, Redis cacher", () => {
     const droppedBefore = c.cacher(0).stats.snapshot().scopes.courses?.dropped ?? 0;
 
     // The student's read loads the course (still assigned) and is held before it can store its answer.
-    const hold = holdQuery(c.nodes[0]!.sequelize, /caller_assigned[\s\S]*FROM courses c WHERE c\.id = \$id/);
+    const hold = holdQuery(c.nodes[0].sequelize, /caller_assigned[\s\S]*FROM courses c WHERE c\.id = \$id/);
     let read: Promise<{ status: number }>;
     try {
       read = c.api(0, "GET", `/courses/${course.body.id}`, "student");
@@ -267,7 +309,7 @@ describe("one node, Redis cacher", () => {
     // The same for a permission decision.
     await c.api(0, "POST", `/courses/${course.body.id}/students`, "teacher", { student_ids: [sid] });
     const q = { rule: "assigned_to_course", course_id: course.body.id } as const;
-    const holdCheck = holdQuery(c.nodes[0]!.sequelize, /AS lab_status/);
+    const holdCheck = holdQuery(c.nodes[0].sequelize, /AS lab_status/);
     let decision: Promise<PermissionAnswer>;
     try {
       decision = check(c, 0, "student", q);
@@ -320,9 +362,9 @@ describe("one node, Redis cacher", () => {
         else await c.api(0, "DELETE", `/courses/${cid}/students/${s3}`, "teacher");
         continue;
       }
-      const as = users[next(users.length)]!;
-      const mine = reads[as]!;
-      const what = mine[next(mine.length)]!;
+      const as = users[next(users.length)];
+      const mine = reads[as];
+      const what = mine[next(mine.length)];
       if (what === "check") await check(c, 0, as, { rule: "start_lab", course_id: cid, lab_id: lab.body.id });
       else await c.api(0, "GET", what, as);
     }
@@ -338,7 +380,7 @@ describe("one node, Redis cacher", () => {
     );
     expect(ratio).toBeGreaterThan(0.5);
     // The same counters at GET /metrics, per scope (cumulative since the node started).
-    const metrics = await (await fetch(`${c.nodes[0]!.url}/metrics`)).text();
+    const metrics = await (await fetch(`${c.nodes[0].url}/metrics`)).text();
     expect(metrics).toMatch(/^autolabs_cache_hits_total\{.*scope="courses".*\} \d+$/m);
     expect(metrics).toMatch(/^autolabs_cache_misses_total\{.*scope="access".*\} \d+$/m);
   });

@@ -98,8 +98,12 @@ async function runTask<N extends CeleryTaskName>(
     waiters.set(key, resolve);
     timer = setTimeout(
       () =>
-        reject(new Error(`no result for ${name}[${id}] in ${RESULT_TIMEOUT_MS} ms; worker output:\n` +
-          (worker?.output().slice(-4000) ?? ""))),
+        reject(
+          new Error(
+            `no result for ${name}[${id}] in ${RESULT_TIMEOUT_MS} ms; worker output:\n` +
+              (worker?.output().slice(-4000) ?? ""),
+          ),
+        ),
       RESULT_TIMEOUT_MS,
     );
   });

@@ -41,7 +41,7 @@ let students: string[] = [];
 let teacher: string;
 let admin: string;
 let course: number;
-let labs: number[] = [];
+const labs: number[] = [];
 let nodeSeq = 0;
 /** Each (student, lab) pair is started once in the whole file: a start never meets an active twin. */
 let pairSeq = 0;
@@ -288,7 +288,9 @@ function startLoad(targets: () => string[], opts: { listers: number; starters: n
 function expectNodesAlive(): void {
   const dead = [...gateways, ...domains].filter((n) => n.exited());
   if (dead.length) {
-    throw new Error(`node(s) died: ${dead.map((n) => `${n.name} (exit ${n.exitCode()}):\n${n.output().slice(-3000)}`).join("\n")}`);
+    throw new Error(
+      `node(s) died: ${dead.map((n) => `${n.name} (exit ${n.exitCode()}):\n${n.output().slice(-3000)}`).join("\n")}`,
+    );
   }
 }
 
@@ -307,7 +309,12 @@ function expectOnly503(list: Outcome[]): void {
   const bad = list.filter((o) => failed(o) && !(o.status === 503 && typeof o.detail === "string" && o.retryAfter));
   if (!bad.length) return;
   // What the gateways logged for them (server faults are logged with the error's name and message).
-  const logged = gateways.flatMap((g) => g.output().split("\n").filter((l) => / → 5\d\d/.test(l) && !/→ 503/.test(l)));
+  const logged = gateways.flatMap((g) =>
+    g
+      .output()
+      .split("\n")
+      .filter((l) => / → 5\d\d/.test(l) && !/→ 503/.test(l)),
+  );
   const what = `${bad.length} failures other than 503 + detail + Retry-After`;
   throw new Error(`${what}: ${summary(bad)}\n${logged.slice(-10).join("\n")}`);
 }
@@ -425,7 +432,7 @@ beforeAll(async () => {
   const g = gateways[0].url;
   students = await Promise.all(Array.from({ length: STUDENTS }, (_, i) => studentToken(i)));
   const studentIds = [];
-  for (const s of students) studentIds.push((await must("me", api(g, "GET", "/auth/me", s), 200)).id as number);
+  for (const s of students) studentIds.push((await must("me", api(g, "GET", "/auth/me", s), 200)).id);
   course = (await must("course", api(g, "POST", "/courses", teacher, { name: "Failure drills" }), 201)).id as number;
   await must("assign", api(g, "POST", `/courses/${course}/students`, teacher, { student_ids: studentIds }), 200);
   for (let i = 0; i < LABS; i++) {
@@ -462,9 +469,7 @@ it("SIGKILL of a domain node: requests fail over to its twin once the gateways n
   let outcomes: Outcome[];
   try {
     await victim.signal("SIGKILL");
-    noticedAt = Math.max(
-      ...(await Promise.all(gateways.map((g) => g.waitForLine(disconnected, 60_000)))),
-    );
+    noticedAt = Math.max(...(await Promise.all(gateways.map((g) => g.waitForLine(disconnected, 60_000)))));
     await sleep(3_000);
   } finally {
     outcomes = await load.stop();

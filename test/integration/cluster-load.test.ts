@@ -5,7 +5,13 @@
  * request timeout; with the configured prefetch every request is answered.
  */
 import { randomBytes } from "node:crypto";
-import { REDIS_URL, createTestDatabase, startGatewayAndDomain, type PlatformNode, type TestDatabase } from "../support/platform";
+import {
+  REDIS_URL,
+  createTestDatabase,
+  startGatewayAndDomain,
+  type PlatformNode,
+  type TestDatabase,
+} from "../support/platform";
 import { startIdp, type TestIdp } from "../support/idp";
 
 const CONCURRENT_REQUESTS = 400;

@@ -3,7 +3,13 @@
  * (AMQP transporter), caching in the real Redis, storing in the real PostgreSQL. The same API works.
  */
 import { randomBytes } from "node:crypto";
-import { REDIS_URL, createTestDatabase, startGatewayAndDomain, type PlatformNode, type TestDatabase } from "../support/platform";
+import {
+  REDIS_URL,
+  createTestDatabase,
+  startGatewayAndDomain,
+  type PlatformNode,
+  type TestDatabase,
+} from "../support/platform";
 import { startIdp, type TestIdp } from "../support/idp";
 
 let db: TestDatabase;

@@ -44,8 +44,12 @@ const COURSE_KEYS = ["created_at", "description", "id", "name", "owner_id", "upd
 /** The course row as the database has it now (to prove a refused call changed nothing). */
 async function snapshot(id: number) {
   const row = await f.row("courses", id);
-  const students = await p.sequelize.query("SELECT student_id FROM course_students WHERE course_id = $id ORDER BY 1", { bind: { id } });
-  const labs = await p.sequelize.query("SELECT lab_id FROM course_labs WHERE course_id = $id ORDER BY 1", { bind: { id } });
+  const students = await p.sequelize.query("SELECT student_id FROM course_students WHERE course_id = $id ORDER BY 1", {
+    bind: { id },
+  });
+  const labs = await p.sequelize.query("SELECT lab_id FROM course_labs WHERE course_id = $id ORDER BY 1", {
+    bind: { id },
+  });
   return JSON.stringify([row, students[0], labs[0]]);
 }
 
@@ -70,9 +74,14 @@ describe("POST /courses", () => {
   });
 
   it("a teacher may name themself as owner, never someone else", async () => {
-    expect((await api("POST", "/courses", { as: "teacher", body: { name: "Self", owner_id: ids.teacher } })).status).toBe(201);
+    expect(
+      (await api("POST", "/courses", { as: "teacher", body: { name: "Self", owner_id: ids.teacher } })).status,
+    ).toBe(201);
     const before = await f.count("courses");
-    const res = await api("POST", "/courses", { as: "teacher", body: { name: "For teacher2", owner_id: ids.teacher2 } });
+    const res = await api("POST", "/courses", {
+      as: "teacher",
+      body: { name: "For teacher2", owner_id: ids.teacher2 },
+    });
     expect(res.status).toBe(422);
     expect(locs(res)).toEqual(["body.owner_id"]);
     expect(await f.count("courses")).toBe(before);
@@ -94,7 +103,10 @@ describe("POST /courses", () => {
       expect(locs(res)).toEqual(["body.owner_id"]);
     }
     expect(await f.count("courses")).toBe(before);
-    const ok = await api("POST", "/courses", { as: "admin", body: { name: "Given to teacher2", owner_id: ids.teacher2 } });
+    const ok = await api("POST", "/courses", {
+      as: "admin",
+      body: { name: "Given to teacher2", owner_id: ids.teacher2 },
+    });
     expect(ok.status).toBe(201);
     expect((ok.body as Course).owner_id).toBe(ids.teacher2);
   });
@@ -109,7 +121,14 @@ describe("POST /courses", () => {
   it("unknown and server-owned fields in the body are never written", async () => {
     const res = await api("POST", "/courses", {
       as: "teacher",
-      body: { name: "Mass assignment", id: 777777, created_at: "2000-01-01T00:00:00Z", updated_at: "2000-01-01T00:00:00Z", students: [ids.student], role: "admin" },
+      body: {
+        name: "Mass assignment",
+        id: 777777,
+        created_at: "2000-01-01T00:00:00Z",
+        updated_at: "2000-01-01T00:00:00Z",
+        students: [ids.student],
+        role: "admin",
+      },
     });
     expect(res.status).toBe(201);
     const c = res.body as Course;
@@ -157,7 +176,8 @@ describe("GET /courses/{id}", () => {
   });
 
   it("a course that does not exist is 404 for everyone, 401 without a token", async () => {
-    for (const as of ["admin", "teacher", "student"]) expect((await api("GET", "/courses/2000000001", { as })).status).toBe(404);
+    for (const as of ["admin", "teacher", "student"])
+      expect((await api("GET", "/courses/2000000001", { as })).status).toBe(404);
     expect((await api("GET", "/courses/2000000001")).status).toBe(401);
   });
 });
@@ -239,7 +259,13 @@ describe("PUT /courses/{id}", () => {
     const rowA = (await f.row("courses", a)) as { created_at: Date };
     const res = await api("PUT", `/courses/${a}`, {
       as: "teacher",
-      body: { id: b, name: "Renamed by path", created_at: "2000-01-01T00:00:00Z", owner: ids.teacher2, students: [ids.student2] },
+      body: {
+        id: b,
+        name: "Renamed by path",
+        created_at: "2000-01-01T00:00:00Z",
+        owner: ids.teacher2,
+        students: [ids.student2],
+      },
     });
     expect(res.status).toBe(200);
     expect(res.body).toMatchObject({ id: a, name: "Renamed by path", owner_id: ids.teacher });
@@ -303,20 +329,23 @@ describe("DELETE /courses/{id}", () => {
     expect(await f.row("courses", id)).toBeUndefined();
   });
 
-  it.each(["pending", "running", "stopping"])("a course with an active (%s) instance → 409, nothing deleted", async (status) => {
-    const id = await ownedCourseWithStudent();
-    const lab = await f.approvedLab("teacher");
-    await f.attach(id, lab.id);
-    await f.instance(lab.id, id, ids.student, status);
-    const state = await snapshot(id);
-    for (const as of ["teacher", "admin"]) {
-      const res = await api("DELETE", `/courses/${id}`, { as });
-      expect(res.status).toBe(409);
-      expect((res.body as { detail: string }).detail).toMatch(/active/i);
-    }
-    expect(await snapshot(id)).toBe(state);
-    expect(await f.count("lab_instances WHERE course_id = $id", { id })).toBe(1);
-  });
+  it.each(["pending", "running", "stopping"])(
+    "a course with an active (%s) instance → 409, nothing deleted",
+    async (status) => {
+      const id = await ownedCourseWithStudent();
+      const lab = await f.approvedLab("teacher");
+      await f.attach(id, lab.id);
+      await f.instance(lab.id, id, ids.student, status);
+      const state = await snapshot(id);
+      for (const as of ["teacher", "admin"]) {
+        const res = await api("DELETE", `/courses/${id}`, { as });
+        expect(res.status).toBe(409);
+        expect((res.body as { detail: string }).detail).toMatch(/active/i);
+      }
+      expect(await snapshot(id)).toBe(state);
+      expect(await f.count("lab_instances WHERE course_id = $id", { id })).toBe(1);
+    },
+  );
 
   it("a course whose instances have all finished can be deleted (no 500 from their history)", async () => {
     const id = await ownedCourseWithStudent();
@@ -364,14 +393,16 @@ describe("students of a course", () => {
   it("GET pages, sorts and searches", async () => {
     const id = await f.course("teacher");
     await f.assign(id, ids.student, ids.student2, ids.student3);
-    const byName = (await api("GET", `/courses/${id}/students?sort=name&limit=2`, { as: "teacher" })).body as Page<Student>;
+    const byName = (await api("GET", `/courses/${id}/students?sort=name&limit=2`, { as: "teacher" }))
+      .body as Page<Student>;
     expect(byName.total).toBe(3);
     expect(byName.items).toHaveLength(2);
     const all = (await api("GET", `/courses/${id}/students?sort=-name`, { as: "teacher" })).body as Page<Student>;
     const names = all.items.map((s) => s.name);
     expect(names).toEqual([...names].sort().reverse());
     expect(byName.items.map((s) => s.name)).toEqual([...names].reverse().slice(0, 2));
-    const rest = (await api("GET", `/courses/${id}/students?sort=name&limit=2&offset=2`, { as: "teacher" })).body as Page<Student>;
+    const rest = (await api("GET", `/courses/${id}/students?sort=name&limit=2&offset=2`, { as: "teacher" }))
+      .body as Page<Student>;
     expect(rest).toMatchObject({ total: 3, offset: 2, limit: 2 });
     expect(rest.items).toHaveLength(1);
     const found = (await api("GET", `/courses/${id}/students?q=student3`, { as: "teacher" })).body as Page<Student>;
@@ -381,13 +412,26 @@ describe("students of a course", () => {
 
   it("POST assigns, idempotently, and reports what was new", async () => {
     const id = await f.course("teacher");
-    const first = await api("POST", `/courses/${id}/students`, { as: "teacher", body: { student_ids: [ids.student, ids.student2] } });
+    const first = await api("POST", `/courses/${id}/students`, {
+      as: "teacher",
+      body: { student_ids: [ids.student, ids.student2] },
+    });
     expect(first.status).toBe(200);
-    expect(first.body).toEqual({ course_id: id, added: [ids.student, ids.student2].sort((a, b) => a - b), already_assigned: [] });
-    const again = await api("POST", `/courses/${id}/students`, { as: "teacher", body: { student_ids: [ids.student, ids.student3] } });
+    expect(first.body).toEqual({
+      course_id: id,
+      added: [ids.student, ids.student2].sort((a, b) => a - b),
+      already_assigned: [],
+    });
+    const again = await api("POST", `/courses/${id}/students`, {
+      as: "teacher",
+      body: { student_ids: [ids.student, ids.student3] },
+    });
     expect(again.status).toBe(200);
     expect(again.body).toEqual({ course_id: id, added: [ids.student3], already_assigned: [ids.student] });
-    const repeat = await api("POST", `/courses/${id}/students`, { as: "teacher", body: { student_ids: [ids.student3] } });
+    const repeat = await api("POST", `/courses/${id}/students`, {
+      as: "teacher",
+      body: { student_ids: [ids.student3] },
+    });
     expect(repeat.body).toEqual({ course_id: id, added: [], already_assigned: [ids.student3] });
     expect(await f.count("course_students WHERE course_id = $id", { id })).toBe(3);
     // The assigned student sees the course at once.
@@ -400,14 +444,29 @@ describe("students of a course", () => {
     const cases: [number[], (string | number)[][]][] = [
       [[ids.teacher], [["body", "student_ids", 0]]],
       [[ids.student, ids.admin], [["body", "student_ids", 1]]],
-      [[ids.student, 999999, ids.teacher2], [["body", "student_ids", 1], ["body", "student_ids", 2]]],
+      [
+        [ids.student, 999999, ids.teacher2],
+        [
+          ["body", "student_ids", 1],
+          ["body", "student_ids", 2],
+        ],
+      ],
     ];
     for (const [studentIds, loc] of cases) {
       const res = await api("POST", `/courses/${id}/students`, { as: "teacher", body: { student_ids: studentIds } });
       expect(res.status).toBe(422);
       expect((res.body as { detail: { loc: unknown[] }[] }).detail.map((d) => d.loc)).toEqual(loc);
     }
-    for (const body of [{}, { student_ids: [] }, { student_ids: [ids.student, ids.student] }, { student_ids: ids.student }, { student_ids: [0] }, { student_ids: ["x"] }, { student_ids: [true] }, { student_ids: [[ids.student]] }]) {
+    for (const body of [
+      {},
+      { student_ids: [] },
+      { student_ids: [ids.student, ids.student] },
+      { student_ids: ids.student },
+      { student_ids: [0] },
+      { student_ids: ["x"] },
+      { student_ids: [true] },
+      { student_ids: [[ids.student]] },
+    ]) {
       const res = await api("POST", `/courses/${id}/students`, { as: "teacher", body });
       expect(res.status).toBe(422);
       expect(locs(res)[0]).toMatch(/^body\.student_ids/);
@@ -418,9 +477,15 @@ describe("students of a course", () => {
   it("POST by other teacher → 404, by a student (assigned or not) → 403; admin may", async () => {
     const id = await ownedCourseWithStudent();
     const state = await snapshot(id);
-    expect((await api("POST", `/courses/${id}/students`, { as: "teacher2", body: { student_ids: [ids.student2] } })).status).toBe(404);
-    expect((await api("POST", `/courses/${id}/students`, { as: "student", body: { student_ids: [ids.student2] } })).status).toBe(403);
-    expect((await api("POST", `/courses/${id}/students`, { as: "student2", body: { student_ids: [ids.student2] } })).status).toBe(403);
+    expect(
+      (await api("POST", `/courses/${id}/students`, { as: "teacher2", body: { student_ids: [ids.student2] } })).status,
+    ).toBe(404);
+    expect(
+      (await api("POST", `/courses/${id}/students`, { as: "student", body: { student_ids: [ids.student2] } })).status,
+    ).toBe(403);
+    expect(
+      (await api("POST", `/courses/${id}/students`, { as: "student2", body: { student_ids: [ids.student2] } })).status,
+    ).toBe(403);
     expect(await snapshot(id)).toBe(state);
     const res = await api("POST", `/courses/${id}/students`, { as: "admin", body: { student_ids: [ids.student2] } });
     expect(res.status).toBe(200);
@@ -431,7 +496,9 @@ describe("students of a course", () => {
     const id = await ownedCourseWithStudent();
     // Warm the student's cached views first: the removal must not be served stale.
     expect((await api("GET", `/courses/${id}`, { as: "student" })).status).toBe(200);
-    expect(((await api("GET", "/courses?limit=100", { as: "student" })).body as Page<Course>).items.map((c) => c.id)).toContain(id);
+    expect(
+      ((await api("GET", "/courses?limit=100", { as: "student" })).body as Page<Course>).items.map((c) => c.id),
+    ).toContain(id);
 
     const res = await api("DELETE", `/courses/${id}/students/${ids.student}`, { as: "teacher" });
     expect(res.status).toBe(204);
@@ -439,7 +506,9 @@ describe("students of a course", () => {
     expect(await f.count("course_students WHERE course_id = $id", { id })).toBe(0);
     expect((await api("DELETE", `/courses/${id}/students/${ids.student}`, { as: "teacher" })).status).toBe(404);
     expect((await api("GET", `/courses/${id}`, { as: "student" })).status).toBe(404);
-    expect(((await api("GET", "/courses?limit=100", { as: "student" })).body as Page<Course>).items.map((c) => c.id)).not.toContain(id);
+    expect(
+      ((await api("GET", "/courses?limit=100", { as: "student" })).body as Page<Course>).items.map((c) => c.id),
+    ).not.toContain(id);
     // Never assigned, or not a user at all.
     expect((await api("DELETE", `/courses/${id}/students/${ids.student2}`, { as: "teacher" })).status).toBe(404);
     expect((await api("DELETE", `/courses/${id}/students/1999999999`, { as: "teacher" })).status).toBe(404);
@@ -473,7 +542,9 @@ describe("labs of a course", () => {
     const again = await api("POST", `/courses/${id}/labs`, { as: "teacher", body: { lab_id: own.id } });
     expect(again.status).toBe(200);
     expect(again.body).toEqual({ course_id: id, lab_id: own.id });
-    expect((await api("POST", `/courses/${id}/labs`, { as: "teacher", body: { lab_id: catalogue.id } })).status).toBe(201);
+    expect((await api("POST", `/courses/${id}/labs`, { as: "teacher", body: { lab_id: catalogue.id } })).status).toBe(
+      201,
+    );
     expect(await f.count("course_labs WHERE course_id = $id", { id })).toBe(2);
 
     const list = await api("GET", `/courses/${id}/labs`, { as: "teacher" });
@@ -482,7 +553,21 @@ describe("labs of a course", () => {
     expect(page.total).toBe(2);
     expect(page.items.map((l) => l.id).sort()).toEqual([own.id, catalogue.id].sort());
     expect(Object.keys(page.items[0]).sort()).toEqual(
-      ["approved_by", "created_at", "created_by", "description", "docker_image", "id", "max_lifetime_s", "name", "network_isolated", "rejection_reason", "resources", "status", "updated_at"].sort(),
+      [
+        "approved_by",
+        "created_at",
+        "created_by",
+        "description",
+        "docker_image",
+        "id",
+        "max_lifetime_s",
+        "name",
+        "network_isolated",
+        "rejection_reason",
+        "resources",
+        "status",
+        "updated_at",
+      ].sort(),
     );
   });
 
@@ -496,7 +581,15 @@ describe("labs of a course", () => {
       expect(res.status).toBe(404);
     }
     // Not ids, even where a lax conversion would make one (true → 1, [n] → n).
-    for (const body of [{}, { lab_id: "x" }, { lab_id: 0 }, { lab_id: [hidden.id] }, { lab_id: true }, { lab_id: 1.5 }, { lab_id: null }]) {
+    for (const body of [
+      {},
+      { lab_id: "x" },
+      { lab_id: 0 },
+      { lab_id: [hidden.id] },
+      { lab_id: true },
+      { lab_id: 1.5 },
+      { lab_id: null },
+    ]) {
       const res = await api("POST", `/courses/${id}/labs`, { as: "teacher", body });
       expect(res.status).toBe(422);
       expect(locs(res)).toEqual(["body.lab_id"]);
@@ -599,7 +692,9 @@ describe("GET /courses: scoping, paging, sorting, filters", () => {
     if (teacher.total <= 100) expect(sorted(teacher.items.map((c) => c.id))).toEqual(teacherIds);
     expect(teacher.items.every((c) => c.owner_id === ids.teacher2)).toBe(true);
     const student = await list("student3", "?limit=100");
-    const studentIds = await dbIds("JOIN course_students cs ON cs.course_id = c.id WHERE cs.student_id = $me", { me: ids.student3 });
+    const studentIds = await dbIds("JOIN course_students cs ON cs.course_id = c.id WHERE cs.student_id = $me", {
+      me: ids.student3,
+    });
     expect(student.total).toBe(studentIds.length);
     expect(sorted(student.items.map((c) => c.id))).toEqual(studentIds);
   });
@@ -643,16 +738,22 @@ describe("GET /courses: scoping, paging, sorting, filters", () => {
     expect(byOwner.total).toBe(await f.count("courses WHERE owner_id = $o", { o: ids.teacher2 }));
     expect(byOwner.items.every((c) => c.owner_id === ids.teacher2)).toBe(true);
     expect((await list("teacher", `?owner_id=${ids.teacher2}`)).total).toBe(0);
-    const assignedOfTeacher = await f.count("courses c JOIN course_students cs ON cs.course_id = c.id WHERE cs.student_id = $s AND c.owner_id = $o", {
-      s: ids.student3,
-      o: ids.teacher,
-    });
+    const assignedOfTeacher = await f.count(
+      "courses c JOIN course_students cs ON cs.course_id = c.id WHERE cs.student_id = $s AND c.owner_id = $o",
+      {
+        s: ids.student3,
+        o: ids.teacher,
+      },
+    );
     const asStudent = await list("student3", `?owner_id=${ids.teacher}&limit=100`);
     expect(asStudent.total).toBe(assignedOfTeacher);
     expect(asStudent.items.every((c) => c.owner_id === ids.teacher)).toBe(true);
     // A student never sees courses beyond their assignments through the filter.
     expect((await list("student3", `?owner_id=${ids.teacher2}&limit=100`)).total).toBe(
-      await f.count("courses c JOIN course_students cs ON cs.course_id = c.id WHERE cs.student_id = $s AND c.owner_id = $o", { s: ids.student3, o: ids.teacher2 }),
+      await f.count(
+        "courses c JOIN course_students cs ON cs.course_id = c.id WHERE cs.student_id = $s AND c.owner_id = $o",
+        { s: ids.student3, o: ids.teacher2 },
+      ),
     );
   });
 

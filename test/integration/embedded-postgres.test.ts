@@ -59,10 +59,14 @@ describe("embedded PostgreSQL (pglite-server)", () => {
       expect(await migrateUp(sequelize)).toEqual(ALL_MIGRATIONS);
       const migrateMs = Date.now() - started;
       console.log(`PGlite cold start (initdb) ${coldMs} ms, migrate up ${migrateMs} ms`);
-      await sequelize.query("INSERT INTO users (external_id, email, role) VALUES ('persisted', 'p@example.org', 'teacher')");
+      await sequelize.query(
+        "INSERT INTO users (external_id, email, role) VALUES ('persisted', 'p@example.org', 'teacher')",
+      );
       // More concurrent queries than pool slots: they queue in the pool, the server runs them one by one.
       const counts = await Promise.all(
-        Array.from({ length: 12 }, () => sequelize.query<{ n: string }>("SELECT count(*) AS n FROM users", { type: QueryTypes.SELECT })),
+        Array.from({ length: 12 }, () =>
+          sequelize.query<{ n: string }>("SELECT count(*) AS n FROM users", { type: QueryTypes.SELECT }),
+        ),
       );
       expect(counts.every((r) => r[0].n === "1")).toBe(true);
     } finally {
@@ -117,7 +121,10 @@ describe("embedded PostgreSQL (pglite-server)", () => {
     try {
       // One backend for every connection: a session advisory lock excludes nobody (hence withAdvisoryLock's
       // in-process queue), and it outlives the connection that took it (hence the explicit unlock).
-      const pids = [(await a.query("SELECT pg_backend_pid() AS p")).rows[0].p, (await b.query("SELECT pg_backend_pid() AS p")).rows[0].p];
+      const pids = [
+        (await a.query("SELECT pg_backend_pid() AS p")).rows[0].p,
+        (await b.query("SELECT pg_backend_pid() AS p")).rows[0].p,
+      ];
       expect(pids[0]).toBe(pids[1]);
       await a.query("SELECT pg_advisory_lock(4242)");
       expect((await b.query("SELECT pg_try_advisory_lock(4242) AS ok")).rows[0].ok).toBe(true);
@@ -181,7 +188,9 @@ describe("embedded PostgreSQL (pglite-server)", () => {
     const port = typeof addr === "object" && addr ? addr.port : 0;
     const dir = mkdtempSync(path.join(tmpdir(), "autolabs-embedded-pg-port-"));
     try {
-      await expect(startEmbeddedPostgres({ dataDir: dir, port, maxConnections: 4 })).rejects.toThrow(/EMBEDDED_PG_PORT/);
+      await expect(startEmbeddedPostgres({ dataDir: dir, port, maxConnections: 4 })).rejects.toThrow(
+        /EMBEDDED_PG_PORT/,
+      );
     } finally {
       await new Promise((r) => blocker.close(r));
       rmSync(dir, { recursive: true, force: true });

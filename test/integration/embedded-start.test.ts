@@ -69,7 +69,10 @@ it("starts healthy with no configuration and serves the teacher's and admin's fi
   platform = await start();
   const health = await fetch(`${base}/api/v1/health`);
   expect(health.status).toBe(200);
-  expect(await health.json()).toMatchObject({ status: "healthy", checks: { database: "ok", redis: "embedded", rabbitmq: "embedded" } });
+  expect(await health.json()).toMatchObject({
+    status: "healthy",
+    checks: { database: "ok", redis: "embedded", rabbitmq: "embedded" },
+  });
 
   const teacher = await token("teacher");
   const admin = await token("admin");

@@ -4,7 +4,14 @@
  * Real node, real PostgreSQL, real IdP tokens, over HTTP.
  */
 import { request as httpRequest } from "node:http";
-import { createTestDatabase, REDIS_URL, startNode, startTestPlatform, type ApiResponse, type TestPlatform } from "../support/platform";
+import {
+  createTestDatabase,
+  REDIS_URL,
+  startNode,
+  startTestPlatform,
+  type ApiResponse,
+  type TestPlatform,
+} from "../support/platform";
 import { checkedApi, expectNoLeak, expectWellFormed, locs, UUID_RE, type Api } from "../support/http-api";
 
 const FRONTEND = "http://frontend.autolabs.test:5173";
@@ -65,7 +72,10 @@ describe("health", () => {
     try {
       const ok = await fetch(`${good.url}/api/v1/health`);
       expect(ok.status).toBe(200);
-      expect(await ok.json()).toMatchObject({ status: "healthy", checks: { database: "ok", redis: "ok", rabbitmq: "embedded" } });
+      expect(await ok.json()).toMatchObject({
+        status: "healthy",
+        checks: { database: "ok", redis: "ok", rabbitmq: "embedded" },
+      });
 
       const down = await fetch(`${bad.url}/api/v1/health`);
       expect(down.status).toBe(503);
@@ -190,7 +200,10 @@ describe("request bodies", () => {
     for (const [type, body] of [
       ["application/x-www-form-urlencoded", "name=Forms"],
       ["text/plain", '{"name":"Text"}'],
-      ["multipart/form-data; boundary=x", '--x\r\nContent-Disposition: form-data; name="name"\r\n\r\nMulti\r\n--x--\r\n'],
+      [
+        "multipart/form-data; boundary=x",
+        '--x\r\nContent-Disposition: form-data; name="name"\r\n\r\nMulti\r\n--x--\r\n',
+      ],
       ["application/xml", "<course><name>X</name></course>"],
       ["application/json-patch+json", '{"name":"Patch"}'],
     ]) {
@@ -208,7 +221,11 @@ describe("request bodies", () => {
     expectWellFormed(none);
     expect(none.status).toBe(415);
     // PUT is held to the same rule.
-    const put = await api("PUT", "/courses/1", { as: "teacher", body: "name=x", headers: { "content-type": "text/plain" } });
+    const put = await api("PUT", "/courses/1", {
+      as: "teacher",
+      body: "name=x",
+      headers: { "content-type": "text/plain" },
+    });
     expect(put.status).toBe(415);
     expect(await courseCount()).toBe(before);
   });
@@ -224,12 +241,18 @@ describe("request bodies", () => {
 
   it("a body over BODY_LIMIT_BYTES answers 413 and creates nothing; one just under passes", async () => {
     const before = await courseCount();
-    const big = await api("POST", "/courses", { as: "teacher", body: { name: "Big", description: "x".repeat(BODY_LIMIT + 10) } });
+    const big = await api("POST", "/courses", {
+      as: "teacher",
+      body: { name: "Big", description: "x".repeat(BODY_LIMIT + 10) },
+    });
     expect(big.status).toBe(413);
     expect(typeof (big.body as { detail: string }).detail).toBe("string");
     expect(await courseCount()).toBe(before);
 
-    const fits = await api("POST", "/courses", { as: "teacher", body: { name: "Fits", description: "x".repeat(BODY_LIMIT - 100) } });
+    const fits = await api("POST", "/courses", {
+      as: "teacher",
+      body: { name: "Fits", description: "x".repeat(BODY_LIMIT - 100) },
+    });
     expect(fits.status).toBe(201);
     expect(await courseCount()).toBe(before + 1);
   });
@@ -291,7 +314,9 @@ describe("validation errors are FastAPI-shaped 422", () => {
     ]) {
       const res = await api(method, path, { as: "admin" });
       expect(res.status).toBe(422);
-      expect((res.body as { detail: unknown[] }).detail).toEqual([{ loc: ["path", "id"], msg: expect.any(String), type: expect.any(String) }]);
+      expect((res.body as { detail: unknown[] }).detail).toEqual([
+        { loc: ["path", "id"], msg: expect.any(String), type: expect.any(String) },
+      ]);
     }
     const put = await api("PUT", "/courses/abc", { as: "admin", body: { name: "x" } });
     expect(put.status).toBe(422);
@@ -359,7 +384,11 @@ describe("validation errors are FastAPI-shaped 422", () => {
     const id = (course.body as { id: number }).id;
     const res = await api("POST", `/courses/${id}/students`, { as: "teacher", body: { student_ids: [1, "x"] } });
     expect(res.status).toBe(422);
-    expect((res.body as { detail: { loc: unknown[] }[] }).detail.map((d) => d.loc)).toContainEqual(["body", "student_ids", 1]);
+    expect((res.body as { detail: { loc: unknown[] }[] }).detail.map((d) => d.loc)).toContainEqual([
+      "body",
+      "student_ids",
+      1,
+    ]);
   });
 });
 
@@ -404,7 +433,17 @@ describe("X-Request-Id", () => {
   });
 
   it("an unsafe client-supplied id is replaced by a fresh one", async () => {
-    for (const rid of ["has space", "tab\there", "x".repeat(500), "y".repeat(101), "<script>alert(1)</script>", "a/b", "quote\"d", "caf\u00e9", "%0d%0aSet-Cookie:x"]) {
+    for (const rid of [
+      "has space",
+      "tab\there",
+      "x".repeat(500),
+      "y".repeat(101),
+      "<script>alert(1)</script>",
+      "a/b",
+      'quote"d',
+      "caf\u00e9",
+      "%0d%0aSet-Cookie:x",
+    ]) {
       for (const [path, status] of [
         ["/health", 200],
         ["/nope", 404],
@@ -422,21 +461,31 @@ describe("X-Request-Id", () => {
   });
 
   it("a plain raw request keeps its id; CR/LF cannot even be sent in a header value", async () => {
-    const answer = await new Promise<{ status: number; headers: Record<string, string | string[] | undefined> }>((resolve, reject) => {
-      const url = new URL(`${p.url}/api/v1/health`);
-      const req = httpRequest({ host: url.hostname, port: url.port, path: url.pathname, method: "GET", headers: { "x-request-id": "ok-part" } });
-      req.on("response", (res) => {
-        res.resume();
-        resolve({ status: res.statusCode ?? 0, headers: res.headers });
-      });
-      req.on("error", reject);
-      req.end();
-    });
+    const answer = await new Promise<{ status: number; headers: Record<string, string | string[] | undefined> }>(
+      (resolve, reject) => {
+        const url = new URL(`${p.url}/api/v1/health`);
+        const req = httpRequest({
+          host: url.hostname,
+          port: url.port,
+          path: url.pathname,
+          method: "GET",
+          headers: { "x-request-id": "ok-part" },
+        });
+        req.on("response", (res) => {
+          res.resume();
+          resolve({ status: res.statusCode ?? 0, headers: res.headers });
+        });
+        req.on("error", reject);
+        req.end();
+      },
+    );
     expect(answer.status).toBe(200);
     expect(String(answer.headers["x-request-id"])).toBe("ok-part");
     expect(answer.headers["set-cookie"]).toBeUndefined();
     // Node's HTTP client refuses to send a header value with CR/LF at all: nothing to inject.
-    expect(() => httpRequest({ host: "127.0.0.1", port: 1, headers: { "x-request-id": "a\r\nSet-Cookie: x=1" } })).toThrow();
+    expect(() =>
+      httpRequest({ host: "127.0.0.1", port: 1, headers: { "x-request-id": "a\r\nSet-Cookie: x=1" } }),
+    ).toThrow();
   });
 });
 
@@ -454,14 +503,20 @@ describe("CORS", () => {
     expect(res.headers.get("access-control-allow-credentials")).toBe("true");
     expect(res.headers.get("access-control-allow-methods")).toMatch(/POST/);
     expect(res.headers.get("access-control-allow-methods")).toMatch(/DELETE/);
-    expect((res.headers.get("access-control-allow-headers") ?? "").toLowerCase()).toEqual(expect.stringContaining("authorization"));
-    expect((res.headers.get("access-control-allow-headers") ?? "").toLowerCase()).toEqual(expect.stringContaining("content-type"));
+    expect((res.headers.get("access-control-allow-headers") ?? "").toLowerCase()).toEqual(
+      expect.stringContaining("authorization"),
+    );
+    expect((res.headers.get("access-control-allow-headers") ?? "").toLowerCase()).toEqual(
+      expect.stringContaining("content-type"),
+    );
     expect(res.headers.get("vary") ?? "").toMatch(/Origin/i);
     expect(res.headers.get("x-request-id")).toBeTruthy();
   });
 
   it("an actual request from FRONTEND_URL gets the allow-origin and exposes X-Request-Id", async () => {
-    const res = await raw("/api/v1/courses", { headers: { origin: FRONTEND, authorization: `Bearer ${await p.token("teacher")}` } });
+    const res = await raw("/api/v1/courses", {
+      headers: { origin: FRONTEND, authorization: `Bearer ${await p.token("teacher")}` },
+    });
     expect(res.status).toBe(200);
     expect(res.headers.get("access-control-allow-origin")).toBe(FRONTEND);
     expect((res.headers.get("access-control-expose-headers") ?? "").toLowerCase()).toContain("x-request-id");
@@ -509,11 +564,31 @@ describe("no stack traces", () => {
       ["GET", "/api/v1/courses?q=" + "%".repeat(50), undefined, {}],
       ["GET", "/api/v1/courses?q=" + "a".repeat(5000), undefined, {}],
       ["POST", "/api/v1/courses", '{"name":"\\ud800"}', { "content-type": "application/json" }],
-      ["POST", "/api/v1/courses", '{"__proto__":{"admin":true},"name":"proto"}', { "content-type": "application/json" }],
-      ["POST", "/api/v1/courses", '{"constructor":{"prototype":{"x":1}},"name":"ctor"}', { "content-type": "application/json" }],
-      ["POST", "/api/v1/labs", '{"name":"l","docker_image":{"$ne":1},"resources":[1]}', { "content-type": "application/json" }],
+      [
+        "POST",
+        "/api/v1/courses",
+        '{"__proto__":{"admin":true},"name":"proto"}',
+        { "content-type": "application/json" },
+      ],
+      [
+        "POST",
+        "/api/v1/courses",
+        '{"constructor":{"prototype":{"x":1}},"name":"ctor"}',
+        { "content-type": "application/json" },
+      ],
+      [
+        "POST",
+        "/api/v1/labs",
+        '{"name":"l","docker_image":{"$ne":1},"resources":[1]}',
+        { "content-type": "application/json" },
+      ],
       ["POST", "/api/v1/labs/1/reject", '{"reason":{"a":1}}', { "content-type": "application/json" }],
-      ["POST", `/api/v1/courses/${c}/students`, '{"student_ids":[99999999999]}', { "content-type": "application/json" }],
+      [
+        "POST",
+        `/api/v1/courses/${c}/students`,
+        '{"student_ids":[99999999999]}',
+        { "content-type": "application/json" },
+      ],
       ["POST", `/api/v1/courses/${c}/students`, '{"student_ids":"1"}', { "content-type": "application/json" }],
       ["POST", `/api/v1/courses/${c}/labs`, '{"lab_id":99999999999}', { "content-type": "application/json" }],
       ["PUT", `/api/v1/courses/${c}`, '{"owner_id":99999999999}', { "content-type": "application/json" }],

@@ -150,7 +150,11 @@ describe("Content-Encoding", () => {
   });
 
   it("properly compressed bodies are accepted; an unknown encoding is 415", async () => {
-    const codecs = [["gzip", gzipSync], ["deflate", deflateSync], ["br", brotliCompressSync]] as const;
+    const codecs = [
+      ["gzip", gzipSync],
+      ["deflate", deflateSync],
+      ["br", brotliCompressSync],
+    ] as const;
     for (const [encoding, compress] of codecs) {
       const text = body();
       const headers = await authJson("admin", { "content-encoding": encoding });
@@ -356,7 +360,9 @@ describe("logs", () => {
       }),
     );
     try {
-      await fetch(`${verbose.url}/api/v1/auth/callback?code=SECRETCODE123&state=SECRETSTATE456`, { redirect: "manual" });
+      await fetch(`${verbose.url}/api/v1/auth/callback?code=SECRETCODE123&state=SECRETSTATE456`, {
+        redirect: "manual",
+      });
       await fetch(`${verbose.url}/api/v1/courses?access_token=SECRETTOKEN789&limit=5`);
     } finally {
       for (const s of spies) s.mockRestore();

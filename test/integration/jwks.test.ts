@@ -67,7 +67,14 @@ afterEach(async () => {
 });
 
 const verifierFor = (over: Partial<TokenVerifierOptions> = {}) =>
-  createTokenVerifier({ issuer: ks.issuer, audience: AUD, algorithms: ["RS256", "ES256"], clockToleranceS: 30, jwksCooldownMs: COOLDOWN_MS, ...over });
+  createTokenVerifier({
+    issuer: ks.issuer,
+    audience: AUD,
+    algorithms: ["RS256", "ES256"],
+    clockToleranceS: 30,
+    jwksCooldownMs: COOLDOWN_MS,
+    ...over,
+  });
 
 const tokenBy = (key: Key, sub = "310000000000000002") =>
   new SignJWT({ sub })

@@ -20,7 +20,16 @@ import { migrateUp } from "../../platform/migrator";
 import { createSequelize } from "../../platform/db";
 import { startIdp, type TestIdp } from "../support/idp";
 import { startNode, type ApiResponse, type PlatformNode } from "../support/platform";
-import { must, openStream, statusOf, until, world, type Instance, type World, type WorldPlatform } from "../support/lab-instances";
+import {
+  must,
+  openStream,
+  statusOf,
+  until,
+  world,
+  type Instance,
+  type World,
+  type WorldPlatform,
+} from "../support/lab-instances";
 import { freePort } from "../support/net";
 
 const dataDir = mkdtempSync(path.join(tmpdir(), "autolabs-li-embedded-"));
@@ -52,7 +61,11 @@ beforeAll(async () => {
     DATABASE_POOL_MAX: "1",
   });
   const n = node;
-  const api = async (method: string, apiPath: string, opts: { as?: string; body?: unknown; headers?: Record<string, string> } = {}) => {
+  const api = async (
+    method: string,
+    apiPath: string,
+    opts: { as?: string; body?: unknown; headers?: Record<string, string> } = {},
+  ) => {
     const headers: Record<string, string> = { ...opts.headers };
     if (opts.as) headers.authorization = `Bearer ${await token(opts.as)}`;
     let body: string | undefined;
@@ -68,7 +81,8 @@ beforeAll(async () => {
   };
   p = {
     api,
-    userId: async (account: string) => must("me", await api("GET", "/auth/me", { as: account }), 200).json<{ id: number }>().id,
+    userId: async (account: string) =>
+      must("me", await api("GET", "/auth/me", { as: account }), 200).json<{ id: number }>().id,
     broker: n.broker,
     sequelize: n.sequelize,
     config: n.config,

@@ -50,7 +50,11 @@ describe("lab instances (no task runner)", () => {
   });
 
   it("a path id beyond PostgreSQL's integer range is a 422 naming it, never a 500", async () => {
-    for (const path of ["/lab-instances/99999999999", "/lab-instances/2147483648/connection", "/access-requests/99999999999"]) {
+    for (const path of [
+      "/lab-instances/99999999999",
+      "/lab-instances/2147483648/connection",
+      "/access-requests/99999999999",
+    ]) {
       const res = await p.api("GET", path, { as: "admin" });
       expect(res.status).toBe(422);
       expect(res.body).toMatchObject({ detail: [{ loc: ["path", "id"] }] });
@@ -62,7 +66,12 @@ describe("lab instances (no task runner)", () => {
       const res = must("start", await w.start(w.labs[0]), 202);
       const inst = res.json<Instance>();
       expect(Object.keys(inst).sort()).toEqual(STATUS_KEYS);
-      expect(inst).toMatchObject({ lab_id: w.labs[0], course_id: w.course, student_id: w.ids.student, status: "pending" });
+      expect(inst).toMatchObject({
+        lab_id: w.labs[0],
+        course_id: w.course,
+        student_id: w.ids.student,
+        status: "pending",
+      });
       expect(inst.connection_url).toBeNull();
       expect(res.headers.get("location")).toBe(`/api/v1/lab-instances/${inst.id}`);
       const rows = await w.outbox(inst.id);
@@ -130,10 +139,22 @@ describe("lab instances (no task runner)", () => {
     it("refuses what the rules refuse: wrong role 403, foreign course 404, unattached lab 404, unapproved lab 409, bad body 422", async () => {
       must("teacher", await w.start(w.labs[0], "teacher"), 403);
       must("admin", await w.start(w.labs[0], "admin"), 403);
-      must("anonymous", await p.api("POST", "/lab-instances", { body: { lab_id: w.labs[0], course_id: w.course } }), 401);
+      must(
+        "anonymous",
+        await p.api("POST", "/lab-instances", { body: { lab_id: w.labs[0], course_id: w.course } }),
+        401,
+      );
 
-      const other = must("course", await p.api("POST", "/courses", { as: "teacher", body: { name: "Other" } }), 201).json<{ id: number }>().id;
-      must("attach", await p.api("POST", `/courses/${other}/labs`, { as: "teacher", body: { lab_id: w.labs[0] } }), 201);
+      const other = must(
+        "course",
+        await p.api("POST", "/courses", { as: "teacher", body: { name: "Other" } }),
+        201,
+      ).json<{ id: number }>().id;
+      must(
+        "attach",
+        await p.api("POST", `/courses/${other}/labs`, { as: "teacher", body: { lab_id: w.labs[0] } }),
+        201,
+      );
       const notAssigned = must("not assigned", await w.start(w.labs[0], "student", other), 404);
       expect(detail(notAssigned)).toBe("Course not found");
       must("no such course", await w.start(w.labs[0], "student", 999_999), 404);
@@ -142,11 +163,19 @@ describe("lab instances (no task runner)", () => {
       expect(detail(must("not attached", await w.start(loose), 404))).toBe("Lab not found");
       must("no such lab", await w.start(999_999), 404);
 
-      const draft = must("draft", await p.api("POST", "/labs", {
-        as: "teacher",
-        body: { name: "Draft", docker_image: "registry.autolabs.local/labs/x:1", resources: RESOURCES },
-      }), 201).json<{ id: number }>().id;
-      must("attach draft", await p.api("POST", `/courses/${w.course}/labs`, { as: "teacher", body: { lab_id: draft } }), 201);
+      const draft = must(
+        "draft",
+        await p.api("POST", "/labs", {
+          as: "teacher",
+          body: { name: "Draft", docker_image: "registry.autolabs.local/labs/x:1", resources: RESOURCES },
+        }),
+        201,
+      ).json<{ id: number }>().id;
+      must(
+        "attach draft",
+        await p.api("POST", `/courses/${w.course}/labs`, { as: "teacher", body: { lab_id: draft } }),
+        201,
+      );
       const unapproved = must("unapproved", await w.start(draft), 409);
       expect(detail(unapproved)).toContain("not approved");
 
@@ -164,7 +193,8 @@ describe("lab instances (no task runner)", () => {
   describe("visibility", () => {
     it("owner, course-owning teacher and admin see an instance; student2 and another teacher get 404", async () => {
       const inst = must("start", await w.start(w.labs[0]), 202).json<Instance>();
-      for (const as of ["student", "teacher", "admin"]) must(as, await p.api("GET", `/lab-instances/${inst.id}`, { as }), 200);
+      for (const as of ["student", "teacher", "admin"])
+        must(as, await p.api("GET", `/lab-instances/${inst.id}`, { as }), 200);
       must("student2", await p.api("GET", `/lab-instances/${inst.id}`, { as: "student2" }), 404);
       must("student2 stop", await p.api("POST", `/lab-instances/${inst.id}/stop`, { as: "student2" }), 404);
       must("student2 connection", await p.api("GET", `/lab-instances/${inst.id}/connection`, { as: "student2" }), 404);
@@ -175,10 +205,16 @@ describe("lab instances (no task runner)", () => {
       const t2 = await teacher2Token(p);
       const other = { authorization: `Bearer ${t2}` };
       must("teacher2 me", await p.api("GET", "/auth/me", { headers: other }), 200);
-      must("teacher2 own course", await p.api("POST", "/courses", { headers: other, body: { name: "T2 course" } }), 201);
+      must(
+        "teacher2 own course",
+        await p.api("POST", "/courses", { headers: other, body: { name: "T2 course" } }),
+        201,
+      );
       must("teacher2", await p.api("GET", `/lab-instances/${inst.id}`, { headers: other }), 404);
       must("teacher2 stop", await p.api("POST", `/lab-instances/${inst.id}/stop`, { headers: other }), 404);
-      const t2list = must("teacher2 list", await p.api("GET", "/lab-instances", { headers: other }), 200).json<Page<Instance>>();
+      const t2list = must("teacher2 list", await p.api("GET", "/lab-instances", { headers: other }), 200).json<
+        Page<Instance>
+      >();
       expect(t2list.total).toBe(0);
       expect((await w.get(inst.id)).status).toBe("pending");
     });
@@ -186,22 +222,32 @@ describe("lab instances (no task runner)", () => {
     it("lists: student own, teacher own courses, admin all; filters, paging, sort allow-list", async () => {
       const mine = must("start", await w.start(w.labs[0]), 202).json<Instance>();
       const theirs = must("start2", await w.start(w.labs[1], "student2"), 202).json<Instance>();
-      const studentList = must("student", await p.api("GET", "/lab-instances?limit=100", { as: "student" }), 200).json<Page<Instance>>();
+      const studentList = must("student", await p.api("GET", "/lab-instances?limit=100", { as: "student" }), 200).json<
+        Page<Instance>
+      >();
       expect(studentList.items.every((i) => i.student_id === w.ids.student)).toBe(true);
       expect(studentList.items.map((i) => i.id)).toContain(mine.id);
       expect(studentList.items.map((i) => i.id)).not.toContain(theirs.id);
 
-      const teacherList = must("teacher", await p.api("GET", `/lab-instances?status=pending&course_id=${w.course}`, { as: "teacher" }), 200).json<
-        Page<Instance>
-      >();
+      const teacherList = must(
+        "teacher",
+        await p.api("GET", `/lab-instances?status=pending&course_id=${w.course}`, { as: "teacher" }),
+        200,
+      ).json<Page<Instance>>();
       expect(teacherList.items.map((i) => i.id).sort()).toEqual([mine.id, theirs.id].sort());
 
-      const byLab = must("lab filter", await p.api("GET", `/lab-instances?lab_id=${w.labs[1]}&status=pending`, { as: "admin" }), 200).json<
-        Page<Instance>
-      >();
+      const byLab = must(
+        "lab filter",
+        await p.api("GET", `/lab-instances?lab_id=${w.labs[1]}&status=pending`, { as: "admin" }),
+        200,
+      ).json<Page<Instance>>();
       expect(byLab.items.map((i) => i.id)).toEqual([theirs.id]);
 
-      const page = must("page", await p.api("GET", "/lab-instances?limit=1&offset=0&sort=id", { as: "admin" }), 200).json<Page<Instance>>();
+      const page = must(
+        "page",
+        await p.api("GET", "/lab-instances?limit=1&offset=0&sort=id", { as: "admin" }),
+        200,
+      ).json<Page<Instance>>();
       expect(page.items).toHaveLength(1);
       expect(page.limit).toBe(1);
       expect(page.total).toBeGreaterThanOrEqual(2);
@@ -215,32 +261,58 @@ describe("lab instances (no task runner)", () => {
   describe("stop", () => {
     it("202 stopping + stop_lab; repeat is idempotent; stop_lab SUCCESS → stopped; stopped stays 202; failed is 409", async () => {
       const inst = must("start", await w.start(w.labs[0]), 202).json<Instance>();
-      const stopped = must("stop", await p.api("POST", `/lab-instances/${inst.id}/stop`, { as: "student" }), 202).json<Instance>();
+      const stopped = must(
+        "stop",
+        await p.api("POST", `/lab-instances/${inst.id}/stop`, { as: "student" }),
+        202,
+      ).json<Instance>();
       expect(stopped.status).toBe("stopping");
       let rows = await w.outbox(inst.id);
       expect(rows.map((r) => r.task_name)).toEqual(["start_lab", "stop_lab"]);
       expect(rows[1].kwargs).toEqual({ lab_instance_id: inst.id });
 
-      const again = must("again", await p.api("POST", `/lab-instances/${inst.id}/stop`, { as: "teacher" }), 202).json<Instance>();
+      const again = must(
+        "again",
+        await p.api("POST", `/lab-instances/${inst.id}/stop`, { as: "teacher" }),
+        202,
+      ).json<Instance>();
       expect(again.status).toBe("stopping");
       expect(await w.outbox(inst.id)).toHaveLength(2);
 
       const stopTask = rows[1].id;
-      expect(await w.apply({ task_id: stopTask, task_name: "stop_lab", lab_instance_id: inst.id, status: "SUCCESS", result: { status: "stopped" } })).toEqual({
+      expect(
+        await w.apply({
+          task_id: stopTask,
+          task_name: "stop_lab",
+          lab_instance_id: inst.id,
+          status: "SUCCESS",
+          result: { status: "stopped" },
+        }),
+      ).toEqual({
         applied: true,
         status: "stopped",
       });
       const done = await w.get(inst.id);
       expect(done.status).toBe("stopped");
       expect(done.stopped_at).not.toBeNull();
-      const after = must("after", await p.api("POST", `/lab-instances/${inst.id}/stop`, { as: "student" }), 202).json<Instance>();
+      const after = must(
+        "after",
+        await p.api("POST", `/lab-instances/${inst.id}/stop`, { as: "student" }),
+        202,
+      ).json<Instance>();
       expect(after.status).toBe("stopped");
       rows = await w.outbox(inst.id);
       expect(rows).toHaveLength(2);
 
       // The same lab may start again once the old instance is no longer active.
       const next = must("restart", await w.start(w.labs[0]), 202).json<Instance>();
-      await w.apply({ task_id: next.celery_task_id!, task_name: "start_lab", lab_instance_id: next.id, status: "FAILURE", error: "RuntimeError: no node" });
+      await w.apply({
+        task_id: next.celery_task_id!,
+        task_name: "start_lab",
+        lab_instance_id: next.id,
+        status: "FAILURE",
+        error: "RuntimeError: no node",
+      });
       const failed = must("failed stop", await p.api("POST", `/lab-instances/${next.id}/stop`, { as: "admin" }), 409);
       expect(detail(failed)).toContain("already ended (failed)");
     });
@@ -258,7 +330,11 @@ describe("lab instances (no task runner)", () => {
       };
       expect(await w.apply(params)).toEqual({ applied: true, status: "running" });
       const running = await w.get(inst.id);
-      expect(running).toMatchObject({ status: "running", k8s_pod_name: "lab-pod-1", connection_url: "https://labs.example.test/i/1" });
+      expect(running).toMatchObject({
+        status: "running",
+        k8s_pod_name: "lab-pod-1",
+        connection_url: "https://labs.example.test/i/1",
+      });
       // labs[0] has max_lifetime_s = 3600.
       expect(Date.parse(running.expires_at!) - Date.parse(running.started_at!)).toBe(3600_000);
 
@@ -266,13 +342,23 @@ describe("lab instances (no task runner)", () => {
       expect(dup).toMatchObject({ applied: false, status: "running" });
       const late = await w.apply({ ...params, status: "FAILURE", error: "RuntimeError: late" });
       expect(late).toMatchObject({ applied: false, status: "running" });
-      const foreign = await w.apply({ ...params, task_id: "00000000-0000-4000-8000-000000000000", result: { ...startOk, k8s_pod_name: "other" } });
+      const foreign = await w.apply({
+        ...params,
+        task_id: "00000000-0000-4000-8000-000000000000",
+        result: { ...startOk, k8s_pod_name: "other" },
+      });
       expect(foreign.applied).toBe(false);
       expect(await w.get(inst.id)).toEqual(running);
 
       // The default lifetime (LAB_MAX_LIFETIME_S) for a lab without its own.
       const other = must("start other", await w.start(w.labs[1]), 202).json<Instance>();
-      await w.apply({ task_id: other.celery_task_id!, task_name: "start_lab", lab_instance_id: other.id, status: "SUCCESS", result: startOk });
+      await w.apply({
+        task_id: other.celery_task_id!,
+        task_name: "start_lab",
+        lab_instance_id: other.id,
+        status: "SUCCESS",
+        result: startOk,
+      });
       const o = await w.get(other.id);
       expect(Date.parse(o.expires_at!) - Date.parse(o.started_at!)).toBe(p.config.labMaxLifetimeS * 1000);
     });
@@ -291,7 +377,13 @@ describe("lab instances (no task runner)", () => {
       expect(failed.error).toBe("RuntimeError: simulated failure: lab cannot be scheduled");
       expect((await w.outbox(inst.id)).map((x) => x.task_name).sort()).toEqual(["cleanup_lab", "start_lab"]);
       // cleanup SUCCESS records the pod gone but keeps why the instance ended.
-      await w.apply({ task_id: "c1", task_name: "cleanup_lab", lab_instance_id: inst.id, status: "SUCCESS", result: { status: "stopped" } });
+      await w.apply({
+        task_id: "c1",
+        task_name: "cleanup_lab",
+        lab_instance_id: inst.id,
+        status: "SUCCESS",
+        result: { status: "stopped" },
+      });
       const cleaned = await w.get(inst.id);
       expect(cleaned.status).toBe("failed");
       expect(cleaned.stopped_at).not.toBeNull();
@@ -325,16 +417,31 @@ describe("lab instances (no task runner)", () => {
       // While stopping: the pod may have come up after stop_lab looked; clean it up, stay stopping.
       expect(await w.apply(start)).toMatchObject({ applied: true, status: "stopping" });
       const stopTask = (await w.outbox(inst.id)).find((r) => r.task_name === "stop_lab")!.id;
-      expect(await w.apply({ task_id: stopTask, task_name: "stop_lab", lab_instance_id: inst.id, status: "SUCCESS" })).toMatchObject({
+      expect(
+        await w.apply({ task_id: stopTask, task_name: "stop_lab", lab_instance_id: inst.id, status: "SUCCESS" }),
+      ).toMatchObject({
         status: "stopped",
       });
       // After stopped: again only a cleanup.
       expect(await w.apply(start)).toMatchObject({ applied: true, status: "stopped" });
       const final = await w.get(inst.id);
       expect(final).toMatchObject({ status: "stopped", k8s_pod_name: null, connection_url: null, started_at: null });
-      expect((await w.outbox(inst.id)).map((r) => r.task_name).sort()).toEqual(["cleanup_lab", "cleanup_lab", "start_lab", "stop_lab"]);
+      expect((await w.outbox(inst.id)).map((r) => r.task_name).sort()).toEqual([
+        "cleanup_lab",
+        "cleanup_lab",
+        "start_lab",
+        "stop_lab",
+      ]);
       // A stop FAILURE after the fact changes nothing either.
-      expect(await w.apply({ task_id: stopTask, task_name: "stop_lab", lab_instance_id: inst.id, status: "FAILURE", error: "X: y" })).toMatchObject({
+      expect(
+        await w.apply({
+          task_id: stopTask,
+          task_name: "stop_lab",
+          lab_instance_id: inst.id,
+          status: "FAILURE",
+          error: "X: y",
+        }),
+      ).toMatchObject({
         applied: false,
         status: "stopped",
       });
@@ -342,22 +449,40 @@ describe("lab instances (no task runner)", () => {
 
     it("stop FAILURE → failed + cleanup_lab; results for a missing instance are ignored; params are validated", async () => {
       const inst = must("start", await w.start(w.labs[0]), 202).json<Instance>();
-      await w.apply({ task_id: inst.celery_task_id!, task_name: "start_lab", lab_instance_id: inst.id, status: "SUCCESS", result: startOk });
+      await w.apply({
+        task_id: inst.celery_task_id!,
+        task_name: "start_lab",
+        lab_instance_id: inst.id,
+        status: "SUCCESS",
+        result: startOk,
+      });
       must("stop", await p.api("POST", `/lab-instances/${inst.id}/stop`, { as: "student" }), 202);
-      const r = await w.apply({ task_id: "s", task_name: "stop_lab", lab_instance_id: inst.id, status: "FAILURE", error: "ApiException: 500" });
+      const r = await w.apply({
+        task_id: "s",
+        task_name: "stop_lab",
+        lab_instance_id: inst.id,
+        status: "FAILURE",
+        error: "ApiException: 500",
+      });
       expect(r).toEqual({ applied: true, status: "failed" });
       expect((await w.get(inst.id)).error).toBe("ApiException: 500");
       expect((await w.outbox(inst.id)).filter((x) => x.task_name === "cleanup_lab")).toHaveLength(1);
 
-      expect(await w.apply({ task_id: "x", task_name: "stop_lab", lab_instance_id: 999_999, status: "SUCCESS" })).toEqual({
+      expect(
+        await w.apply({ task_id: "x", task_name: "stop_lab", lab_instance_id: 999_999, status: "SUCCESS" }),
+      ).toEqual({
         applied: false,
         status: null,
         note: "lab instance not found",
       });
       await expect(
-        p.broker.call("lab-instances.applyTaskResult", { task_id: "x", task_name: "rm_rf", lab_instance_id: 1, status: "SUCCESS" }, {
-          meta: { user: systemPrincipal("test") },
-        }),
+        p.broker.call(
+          "lab-instances.applyTaskResult",
+          { task_id: "x", task_name: "rm_rf", lab_instance_id: 1, status: "SUCCESS" },
+          {
+            meta: { user: systemPrincipal("test") },
+          },
+        ),
       ).rejects.toMatchObject({ code: 422 });
     });
 
@@ -366,12 +491,20 @@ describe("lab instances (no task runner)", () => {
       await expect(
         p.broker.call(
           "lab-instances.applyTaskResult",
-          { task_id: inst.celery_task_id, task_name: "start_lab", lab_instance_id: inst.id, status: "SUCCESS", result: startOk },
+          {
+            task_id: inst.celery_task_id,
+            task_name: "start_lab",
+            lab_instance_id: inst.id,
+            status: "SUCCESS",
+            result: startOk,
+          },
           { meta: { user: { kind: "user", id: w.ids.student, role: "admin" } } },
         ),
       ).rejects.toMatchObject({ code: 403 });
       await expect(p.broker.call("lab-instances.sweep", {})).rejects.toMatchObject({ code: 401 });
-      expect([404, 405]).toContain((await p.api("POST", "/lab-instances/applyTaskResult", { as: "admin", body: {} })).status);
+      expect([404, 405]).toContain(
+        (await p.api("POST", "/lab-instances/applyTaskResult", { as: "admin", body: {} })).status,
+      );
       expect((await w.get(inst.id)).status).toBe("pending");
     });
   });
@@ -379,11 +512,30 @@ describe("lab instances (no task runner)", () => {
   describe("GET /lab-instances/{id}/connection", () => {
     it("409 unless running; the connection details while running", async () => {
       const inst = must("start", await w.start(w.labs[0]), 202).json<Instance>();
-      const pending = must("pending", await p.api("GET", `/lab-instances/${inst.id}/connection`, { as: "student" }), 409);
+      const pending = must(
+        "pending",
+        await p.api("GET", `/lab-instances/${inst.id}/connection`, { as: "student" }),
+        409,
+      );
       expect(detail(pending)).toContain("is pending");
-      await w.apply({ task_id: inst.celery_task_id!, task_name: "start_lab", lab_instance_id: inst.id, status: "SUCCESS", result: startOk });
-      const conn = must("running", await p.api("GET", `/lab-instances/${inst.id}/connection`, { as: "student" }), 200).json<Record<string, unknown>>();
-      expect(conn).toMatchObject({ id: inst.id, status: "running", connection_url: startOk.connection_url, k8s_pod_name: startOk.k8s_pod_name });
+      await w.apply({
+        task_id: inst.celery_task_id!,
+        task_name: "start_lab",
+        lab_instance_id: inst.id,
+        status: "SUCCESS",
+        result: startOk,
+      });
+      const conn = must(
+        "running",
+        await p.api("GET", `/lab-instances/${inst.id}/connection`, { as: "student" }),
+        200,
+      ).json<Record<string, unknown>>();
+      expect(conn).toMatchObject({
+        id: inst.id,
+        status: "running",
+        connection_url: startOk.connection_url,
+        k8s_pod_name: startOk.k8s_pod_name,
+      });
       expect(conn.expires_at).toEqual(expect.any(String));
       must("teacher", await p.api("GET", `/lab-instances/${inst.id}/connection`, { as: "teacher" }), 200);
       must("stop", await p.api("POST", `/lab-instances/${inst.id}/stop`, { as: "student" }), 202);
@@ -394,7 +546,13 @@ describe("lab instances (no task runner)", () => {
   describe("removing a student from a course", () => {
     it("stops their active instances in that course (and only those)", async () => {
       const mine = must("start", await w.start(w.labs[0]), 202).json<Instance>();
-      await w.apply({ task_id: mine.celery_task_id!, task_name: "start_lab", lab_instance_id: mine.id, status: "SUCCESS", result: startOk });
+      await w.apply({
+        task_id: mine.celery_task_id!,
+        task_name: "start_lab",
+        lab_instance_id: mine.id,
+        status: "SUCCESS",
+        result: startOk,
+      });
       const pendingToo = must("start 2", await w.start(w.labs[1]), 202).json<Instance>();
       const theirs = must("student2", await w.start(w.labs[0], "student2"), 202).json<Instance>();
 
@@ -408,7 +566,11 @@ describe("lab instances (no task runner)", () => {
       expect((await w.get(theirs.id)).status).toBe("pending");
       // No longer assigned: a new start is refused.
       must("start after removal", await w.start(w.labs[2]), 404);
-      must("re-assign", await p.api("POST", `/courses/${w.course}/students`, { as: "teacher", body: { student_ids: [w.ids.student] } }), 200);
+      must(
+        "re-assign",
+        await p.api("POST", `/courses/${w.course}/students`, { as: "teacher", body: { student_ids: [w.ids.student] } }),
+        200,
+      );
     });
   });
 
@@ -424,10 +586,20 @@ describe("lab instances (no task runner)", () => {
       expect(s.events[0]).toMatchObject({ id: "1", event: "status" });
       expect(statusOf(s.events[0])).toBe("pending");
 
-      await w.apply({ task_id: inst.celery_task_id!, task_name: "start_lab", lab_instance_id: inst.id, status: "SUCCESS", result: startOk });
+      await w.apply({
+        task_id: inst.celery_task_id!,
+        task_name: "start_lab",
+        lab_instance_id: inst.id,
+        status: "SUCCESS",
+        result: startOk,
+      });
       await s.waitFor(2);
       expect(s.events[1].id).toBe("2");
-      expect(JSON.parse(s.events[1].data!)).toMatchObject({ id: inst.id, status: "running", connection_url: startOk.connection_url });
+      expect(JSON.parse(s.events[1].data!)).toMatchObject({
+        id: inst.id,
+        status: "running",
+        connection_url: startOk.connection_url,
+      });
 
       // A second client joins late with Last-Event-ID 1: it gets only what it has not seen.
       const resumed = await openStream(p, `/lab-instances/${inst.id}/events`, token, { "last-event-id": "1" });
@@ -490,7 +662,13 @@ describe("lab instances (no task runner)", () => {
         const s = await openStream(p, `/lab-instances/${inst.id}/events`, token);
         await s.waitFor(1);
         await new Promise((r) => setTimeout(r, 800));
-        await w.apply({ task_id: inst.celery_task_id!, task_name: "start_lab", lab_instance_id: inst.id, status: "SUCCESS", result: startOk });
+        await w.apply({
+          task_id: inst.celery_task_id!,
+          task_name: "start_lab",
+          lab_instance_id: inst.id,
+          status: "SUCCESS",
+          result: startOk,
+        });
         await s.waitFor(2);
         expect(s.body).not.toContain("detail");
         s.close();
@@ -526,16 +704,30 @@ describe("sweeper (LAB_START_TIMEOUT_S=1, LAB_SWEEP_INTERVAL_MS=200)", () => {
     expect((await w.outbox(inst.id)).map((r) => r.task_name).sort()).toEqual(["cleanup_lab", "start_lab"]);
     // The worker's late start result: still failed, one more cleanup.
     expect(
-      await w.apply({ task_id: inst.celery_task_id!, task_name: "start_lab", lab_instance_id: inst.id, status: "SUCCESS", result: startOk }),
+      await w.apply({
+        task_id: inst.celery_task_id!,
+        task_name: "start_lab",
+        lab_instance_id: inst.id,
+        status: "SUCCESS",
+        result: startOk,
+      }),
     ).toMatchObject({ status: "failed" });
     expect((await w.outbox(inst.id)).filter((r) => r.task_name === "cleanup_lab")).toHaveLength(2);
   });
 
   it("running past expires_at → expired + cleanup_lab; cleanup SUCCESS keeps expired and records stopped_at", async () => {
     const inst = must("start", await w.start(w.labs[1]), 202).json<Instance>();
-    await w.apply({ task_id: inst.celery_task_id!, task_name: "start_lab", lab_instance_id: inst.id, status: "SUCCESS", result: startOk });
+    await w.apply({
+      task_id: inst.celery_task_id!,
+      task_name: "start_lab",
+      lab_instance_id: inst.id,
+      status: "SUCCESS",
+      result: startOk,
+    });
     expect((await w.get(inst.id)).status).toBe("running");
-    await p.sequelize.query("UPDATE lab_instances SET expires_at = now() - interval '1 second' WHERE id = $id", { bind: { id: inst.id } });
+    await p.sequelize.query("UPDATE lab_instances SET expires_at = now() - interval '1 second' WHERE id = $id", {
+      bind: { id: inst.id },
+    });
     const expired = await until("expired", async () => {
       const i = await w.get(inst.id);
       return i.status === "expired" ? i : null;
@@ -543,7 +735,13 @@ describe("sweeper (LAB_START_TIMEOUT_S=1, LAB_SWEEP_INTERVAL_MS=200)", () => {
     expect(expired.stopped_at).toBeNull();
     const cleanup = (await w.outbox(inst.id)).filter((r) => r.task_name === "cleanup_lab");
     expect(cleanup).toHaveLength(1);
-    await w.apply({ task_id: cleanup[0].id, task_name: "cleanup_lab", lab_instance_id: inst.id, status: "SUCCESS", result: { status: "stopped" } });
+    await w.apply({
+      task_id: cleanup[0].id,
+      task_name: "cleanup_lab",
+      lab_instance_id: inst.id,
+      status: "SUCCESS",
+      result: { status: "stopped" },
+    });
     const done = await w.get(inst.id);
     expect(done.status).toBe("expired");
     expect(done.stopped_at).not.toBeNull();
@@ -551,7 +749,11 @@ describe("sweeper (LAB_START_TIMEOUT_S=1, LAB_SWEEP_INTERVAL_MS=200)", () => {
   });
 
   it("two nodes sweeping the same database act on each instance once", async () => {
-    const second = await startNode(p.db.url, { SERVICES: "lab-instances", LAB_START_TIMEOUT_S: "1", LAB_SWEEP_INTERVAL_MS: "50" });
+    const second = await startNode(p.db.url, {
+      SERVICES: "lab-instances",
+      LAB_START_TIMEOUT_S: "1",
+      LAB_SWEEP_INTERVAL_MS: "50",
+    });
     try {
       await w.reset();
       // Twenty due instances: 2 students × 10 labs (the partial unique index allows one active per pair).
@@ -565,18 +767,35 @@ describe("sweeper (LAB_START_TIMEOUT_S=1, LAB_SWEEP_INTERVAL_MS=200)", () => {
          SELECT l.id, $course, s.id, 'pending', now() - interval '1 hour'
            FROM unnest($labs::int[]) AS l(id) CROSS JOIN unnest($students::int[]) AS s(id)
          RETURNING id`,
-        { bind: { course: w.course, labs: (labs as { id: number }[]).map((l) => l.id), students: [w.ids.student, w.ids.student2] } },
+        {
+          bind: {
+            course: w.course,
+            labs: (labs as { id: number }[]).map((l) => l.id),
+            students: [w.ids.student, w.ids.student2],
+          },
+        },
       );
       const ids = (inserted as { id: number }[]).map((r) => r.id);
       expect(ids).toHaveLength(20);
       const reports = await Promise.all([
-        p.broker.call<SweepReport, Record<string, never>>("lab-instances.sweep", {}, { meta: { user: systemPrincipal("test") } }),
-        second.broker.call<SweepReport, Record<string, never>>("lab-instances.sweep", {}, { meta: { user: systemPrincipal("test") } }),
+        p.broker.call<SweepReport, Record<string, never>>(
+          "lab-instances.sweep",
+          {},
+          { meta: { user: systemPrincipal("test") } },
+        ),
+        second.broker.call<SweepReport, Record<string, never>>(
+          "lab-instances.sweep",
+          {},
+          { meta: { user: systemPrincipal("test") } },
+        ),
       ]);
       await until("all failed", async () => {
-        const [rows] = await p.sequelize.query("SELECT count(*)::int AS n FROM lab_instances WHERE id = ANY($ids) AND status = 'failed'", {
-          bind: { ids },
-        });
+        const [rows] = await p.sequelize.query(
+          "SELECT count(*)::int AS n FROM lab_instances WHERE id = ANY($ids) AND status = 'failed'",
+          {
+            bind: { ids },
+          },
+        );
         return (rows as { n: number }[])[0].n === ids.length;
       });
       const [cleanups] = await p.sequelize.query(
@@ -615,18 +834,30 @@ describe("embedded end to end (tasks service with its simulated runner)", () => 
   it("start → running by itself, connection works, stop → stopped; the SSE stream shows it all", async () => {
     const inst = must("start", await w.start(w.labs[0]), 202).json<Instance>();
     const s = await openStream(p, `/lab-instances/${inst.id}/events`, await p.token("student"));
-    const running = await until("running", async () => {
-      const i = await w.get(inst.id);
-      return i.status === "running" ? i : null;
-    }, 20_000);
+    const running = await until(
+      "running",
+      async () => {
+        const i = await w.get(inst.id);
+        return i.status === "running" ? i : null;
+      },
+      20_000,
+    );
     expect(running.connection_url).toEqual(expect.any(String));
-    const conn = must("connection", await p.api("GET", `/lab-instances/${inst.id}/connection`, { as: "student" }), 200).json<Instance>();
+    const conn = must(
+      "connection",
+      await p.api("GET", `/lab-instances/${inst.id}/connection`, { as: "student" }),
+      200,
+    ).json<Instance>();
     expect(conn.connection_url).toBe(running.connection_url);
     must("stop", await p.api("POST", `/lab-instances/${inst.id}/stop`, { as: "student" }), 202);
-    const stopped = await until("stopped", async () => {
-      const i = await w.get(inst.id);
-      return i.status === "stopped" ? i : null;
-    }, 20_000);
+    const stopped = await until(
+      "stopped",
+      async () => {
+        const i = await w.get(inst.id);
+        return i.status === "stopped" ? i : null;
+      },
+      20_000,
+    );
     expect(stopped.stopped_at).not.toBeNull();
     await s.ended;
     expect(s.events.map((e) => statusOf(e))).toEqual(["pending", "running", "stopping", "stopped"]);

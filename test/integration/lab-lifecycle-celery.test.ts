@@ -70,7 +70,9 @@ it("a worker-side exception fails the instance with the exception's message", as
      SELECT $id, 'Doomed lab', '', 'python:3.12', resources, false, 'approved', created_by FROM labs WHERE id = $lab`,
     { bind: { id: FAILING_LAB_ID, lab: w.labs[0] } },
   );
-  await p.sequelize.query("INSERT INTO course_labs (course_id, lab_id) VALUES ($course, $lab)", { bind: { course: w.course, lab: FAILING_LAB_ID } });
+  await p.sequelize.query("INSERT INTO course_labs (course_id, lab_id) VALUES ($course, $lab)", {
+    bind: { course: w.course, lab: FAILING_LAB_ID },
+  });
   const started = await w.start(FAILING_LAB_ID);
   expect(started.status).toBe(202);
   const failed = await until("failed", async () => {
@@ -90,7 +92,7 @@ describe("broker outage", () => {
   it("accepts starts while RabbitMQ is unreachable and delivers every task once it is back", async () => {
     await w.reset();
     // A second node whose relay points at a dead broker; the first node's tasks service is stopped meanwhile.
-    await p.broker.destroyService(p.broker.getLocalService("tasks")!);
+    await p.broker.destroyService(p.broker.getLocalService("tasks"));
     dead = await startNode(p.db.url, {
       ...clusterEnv,
       OIDC_ISSUER: p.idp.issuer,
@@ -106,9 +108,12 @@ describe("broker outage", () => {
       ids.push(res.json<Instance>().id);
     }
     await until("failed publish attempts", async () => {
-      const [rows] = await p.sequelize.query("SELECT count(*)::int AS n FROM task_outbox WHERE lab_instance_id = ANY($ids) AND attempts > 0 AND published_at IS NULL", {
-        bind: { ids },
-      });
+      const [rows] = await p.sequelize.query(
+        "SELECT count(*)::int AS n FROM task_outbox WHERE lab_instance_id = ANY($ids) AND attempts > 0 AND published_at IS NULL",
+        {
+          bind: { ids },
+        },
+      );
       return (rows as { n: number }[])[0].n === ids.length;
     });
     for (const id of ids) expect(await status(id)).toBe("pending");

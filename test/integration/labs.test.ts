@@ -83,14 +83,22 @@ async function rejectedLab(as: string): Promise<Lab> {
   expect(res.status).toBe(200);
   return res.body as Lab;
 }
-const approvedLab = async (as: string, extra: Record<string, unknown> = {}) => (await f.approvedLab(as, extra)) as unknown as Lab;
+const approvedLab = async (as: string, extra: Record<string, unknown> = {}) =>
+  (await f.approvedLab(as, extra)) as unknown as Lab;
 const draftLab = async (as: string, extra: Record<string, unknown> = {}) => (await f.lab(as, extra)) as unknown as Lab;
 
 describe("POST /labs", () => {
   it("a teacher creates a draft they own: 201, Location, the documented fields", async () => {
     const res = await api("POST", "/labs", {
       as: "teacher",
-      body: { name: " Python basics ", description: "Intro", docker_image: IMAGE, resources: RESOURCES, network_isolated: true, max_lifetime_s: 3600 },
+      body: {
+        name: " Python basics ",
+        description: "Intro",
+        docker_image: IMAGE,
+        resources: RESOURCES,
+        network_isolated: true,
+        max_lifetime_s: 3600,
+      },
     });
     expect(res.status).toBe(201);
     const lab = res.body as Lab;
@@ -108,18 +116,34 @@ describe("POST /labs", () => {
       approved_by: null,
     });
     expect(res.headers.get("location")).toBe(`/api/v1/labs/${lab.id}`);
-    expect(await f.row("labs", lab.id)).toMatchObject({ status: "draft", created_by: ids.teacher, docker_image: IMAGE });
+    expect(await f.row("labs", lab.id)).toMatchObject({
+      status: "draft",
+      created_by: ids.teacher,
+      docker_image: IMAGE,
+    });
   });
 
   it("defaults: not isolated, no own lifetime, empty description; an admin's lab is a draft too", async () => {
-    const res = await api("POST", "/labs", { as: "admin", body: { name: "Minimal", docker_image: "python", resources: RESOURCES } });
+    const res = await api("POST", "/labs", {
+      as: "admin",
+      body: { name: "Minimal", docker_image: "python", resources: RESOURCES },
+    });
     expect(res.status).toBe(201);
-    expect(res.body).toMatchObject({ status: "draft", created_by: ids.admin, network_isolated: false, max_lifetime_s: null, description: "" });
+    expect(res.body).toMatchObject({
+      status: "draft",
+      created_by: ids.admin,
+      network_isolated: false,
+      max_lifetime_s: null,
+      description: "",
+    });
   });
 
   it("a student may not create a lab (403), nothing written", async () => {
     const before = await f.count("labs");
-    const res = await api("POST", "/labs", { as: "student", body: { name: "Mine", docker_image: IMAGE, resources: RESOURCES } });
+    const res = await api("POST", "/labs", {
+      as: "student",
+      body: { name: "Mine", docker_image: IMAGE, resources: RESOURCES },
+    });
     expect(res.status).toBe(403);
     expect(await f.count("labs")).toBe(before);
   });
@@ -144,7 +168,12 @@ describe("POST /labs", () => {
     expect(lab.id).not.toBe(888888);
     expect(lab).toMatchObject({ status: "draft", created_by: ids.teacher, approved_by: null, rejection_reason: null });
     expect(new Date(lab.created_at).getFullYear()).toBeGreaterThan(2020);
-    expect(await f.row("labs", lab.id)).toMatchObject({ status: "draft", created_by: ids.teacher, approved_by: null, rejection_reason: null });
+    expect(await f.row("labs", lab.id)).toMatchObject({
+      status: "draft",
+      created_by: ids.teacher,
+      approved_by: null,
+      rejection_reason: null,
+    });
     expect(await f.row("labs", 888888)).toBeUndefined();
   });
 
@@ -184,11 +213,11 @@ describe("POST /labs", () => {
     ["lifetime above 30 days", { max_lifetime_s: 30 * 86400 + 1 }, ["body.max_lifetime_s"]],
     ["lifetime fractional", { max_lifetime_s: 3600.5 }, ["body.max_lifetime_s"]],
     ["network_isolated not a boolean", { network_isolated: "yes" }, ["body.network_isolated"]],
-    ["several problems at once", { docker_image: "Bad Image", resources: { cpu: "x", memory: "512m", storage: "1Gi" } }, [
-      "body.docker_image",
-      "body.resources.cpu",
-      "body.resources.memory",
-    ]],
+    [
+      "several problems at once",
+      { docker_image: "Bad Image", resources: { cpu: "x", memory: "512m", storage: "1Gi" } },
+      ["body.docker_image", "body.resources.cpu", "body.resources.memory"],
+    ],
   ])("%s → 422 at its loc, nothing written", async (_name, change, expected) => {
     const before = await f.count("labs");
     const body: Record<string, unknown> = { name: "Validated", docker_image: IMAGE, resources: RESOURCES, ...change };
@@ -210,7 +239,10 @@ describe("POST /labs", () => {
     ["tag and digest", { docker_image: `ghcr.io/org/lab:1.0@sha256:${DIGEST}` }],
     ["the shortest and the longest lifetime", { max_lifetime_s: 60 }],
   ])("valid: %s", async (_name, change) => {
-    const res = await api("POST", "/labs", { as: "teacher", body: { name: "Valid", docker_image: IMAGE, resources: RESOURCES, ...change } });
+    const res = await api("POST", "/labs", {
+      as: "teacher",
+      body: { name: "Valid", docker_image: IMAGE, resources: RESOURCES, ...change },
+    });
     expect(res.status).toBe(201);
     expect(res.body).toMatchObject(change);
   });
@@ -224,7 +256,12 @@ describe("approval workflow", () => {
     expect(submitted.body).toMatchObject({ id: lab.id, status: "pending_approval", approved_by: null });
     const approved = await api("POST", `/labs/${lab.id}/approve`, { as: "admin" });
     expect(approved.status).toBe(200);
-    expect(approved.body).toMatchObject({ id: lab.id, status: "approved", approved_by: ids.admin, rejection_reason: null });
+    expect(approved.body).toMatchObject({
+      id: lab.id,
+      status: "approved",
+      approved_by: ids.admin,
+      rejection_reason: null,
+    });
     expect(await f.row("labs", lab.id)).toMatchObject({ status: "approved", approved_by: ids.admin });
   });
 
@@ -260,36 +297,63 @@ describe("approval workflow", () => {
   it("reject needs a reason (422 at body.reason), then stores it trimmed", async () => {
     const lab = await pendingLab("teacher");
     const state = await snapshot(lab.id);
-    for (const body of [undefined, {}, { reason: "" }, { reason: "   " }, { reason: 42 }, { reason: ["x"] }, { reason: "r".repeat(2001) }]) {
+    for (const body of [
+      undefined,
+      {},
+      { reason: "" },
+      { reason: "   " },
+      { reason: 42 },
+      { reason: ["x"] },
+      { reason: "r".repeat(2001) },
+    ]) {
       const res = await api("POST", `/labs/${lab.id}/reject`, { as: "admin", body });
       expect(res.status).toBe(422);
       expect(locs(res)).toEqual(["body.reason"]);
     }
     expect(await snapshot(lab.id)).toBe(state);
-    const res = await api("POST", `/labs/${lab.id}/reject`, { as: "admin", body: { reason: "  Use an image from our registry  " } });
+    const res = await api("POST", `/labs/${lab.id}/reject`, {
+      as: "admin",
+      body: { reason: "  Use an image from our registry  " },
+    });
     expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ status: "rejected", rejection_reason: "Use an image from our registry", approved_by: null });
-    expect(await f.row("labs", lab.id)).toMatchObject({ status: "rejected", rejection_reason: "Use an image from our registry" });
+    expect(res.body).toMatchObject({
+      status: "rejected",
+      rejection_reason: "Use an image from our registry",
+      approved_by: null,
+    });
+    expect(await f.row("labs", lab.id)).toMatchObject({
+      status: "rejected",
+      rejection_reason: "Use an image from our registry",
+    });
   });
 
   it("rejecting a draft, an approved or a rejected lab → 409, nothing changes", async () => {
     for (const lab of [await draftLab("teacher"), await approvedLab("teacher"), await rejectedLab("teacher")]) {
       const state = await snapshot(lab.id);
-      expect((await api("POST", `/labs/${lab.id}/reject`, { as: "admin", body: { reason: "again" } })).status).toBe(409);
+      expect((await api("POST", `/labs/${lab.id}/reject`, { as: "admin", body: { reason: "again" } })).status).toBe(
+        409,
+      );
       expect(await snapshot(lab.id)).toBe(state);
     }
   });
 
   it("a rejected lab is fixed and resubmitted (reason cleared), then approved", async () => {
     const lab = await rejectedLab("teacher");
-    const fixed = await api("PUT", `/labs/${lab.id}`, { as: "teacher", body: { docker_image: "registry.autolabs.local/labs/python:3.12.1" } });
+    const fixed = await api("PUT", `/labs/${lab.id}`, {
+      as: "teacher",
+      body: { docker_image: "registry.autolabs.local/labs/python:3.12.1" },
+    });
     expect(fixed.status).toBe(200);
     expect(fixed.body).toMatchObject({ status: "rejected", rejection_reason: "Pin the image tag" });
     const resubmitted = await api("POST", `/labs/${lab.id}/submit`, { as: "teacher" });
     expect(resubmitted.status).toBe(200);
     expect(resubmitted.body).toMatchObject({ status: "pending_approval", rejection_reason: null });
     const approved = await api("POST", `/labs/${lab.id}/approve`, { as: "admin" });
-    expect(approved.body).toMatchObject({ status: "approved", approved_by: ids.admin, docker_image: "registry.autolabs.local/labs/python:3.12.1" });
+    expect(approved.body).toMatchObject({
+      status: "approved",
+      approved_by: ids.admin,
+      docker_image: "registry.autolabs.local/labs/python:3.12.1",
+    });
   });
 
   it("submit: another teacher gets 404 for an invisible lab and 403 for a visible one; a student 403; an admin may", async () => {
@@ -328,9 +392,18 @@ describe("PUT /labs/{id}: edits and re-approval", () => {
 
   it("name, description and lifetime changes keep an approved lab approved", async () => {
     const lab = await approvedLab("teacher");
-    const res = await api("PUT", `/labs/${lab.id}`, { as: "teacher", body: { name: "Renamed", description: "Better words", max_lifetime_s: 7200 } });
+    const res = await api("PUT", `/labs/${lab.id}`, {
+      as: "teacher",
+      body: { name: "Renamed", description: "Better words", max_lifetime_s: 7200 },
+    });
     expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ name: "Renamed", description: "Better words", max_lifetime_s: 7200, status: "approved", approved_by: ids.admin });
+    expect(res.body).toMatchObject({
+      name: "Renamed",
+      description: "Better words",
+      max_lifetime_s: 7200,
+      status: "approved",
+      approved_by: ids.admin,
+    });
     expect(await statusOf(lab.id)).toBe("approved");
   });
 
@@ -338,7 +411,11 @@ describe("PUT /labs/{id}: edits and re-approval", () => {
     const lab = await approvedLab("teacher");
     const res = await api("PUT", `/labs/${lab.id}`, {
       as: "teacher",
-      body: { docker_image: IMAGE, resources: { cpu: "0.5", memory: "512Mi", storage: "1024Mi" }, network_isolated: false },
+      body: {
+        docker_image: IMAGE,
+        resources: { cpu: "0.5", memory: "512Mi", storage: "1024Mi" },
+        network_isolated: false,
+      },
     });
     expect(res.status).toBe(200);
     expect(res.body).toMatchObject({ status: "approved", approved_by: ids.admin });
@@ -348,15 +425,27 @@ describe("PUT /labs/{id}: edits and re-approval", () => {
     const lab = await approvedLab("teacher");
     const res = await api("PUT", `/labs/${lab.id}`, {
       as: "admin",
-      body: { docker_image: "registry.autolabs.local/labs/python:3.14", resources: { cpu: "2", memory: "2Gi", storage: "5Gi" }, network_isolated: true },
+      body: {
+        docker_image: "registry.autolabs.local/labs/python:3.14",
+        resources: { cpu: "2", memory: "2Gi", storage: "5Gi" },
+        network_isolated: true,
+      },
     });
     expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ status: "approved", approved_by: ids.admin, docker_image: "registry.autolabs.local/labs/python:3.14", created_by: ids.teacher });
+    expect(res.body).toMatchObject({
+      status: "approved",
+      approved_by: ids.admin,
+      docker_image: "registry.autolabs.local/labs/python:3.14",
+      created_by: ids.teacher,
+    });
   });
 
   it("edits keep draft, pending and rejected labs where they are", async () => {
     for (const lab of [await draftLab("teacher"), await pendingLab("teacher"), await rejectedLab("teacher")]) {
-      const res = await api("PUT", `/labs/${lab.id}`, { as: "teacher", body: { docker_image: "python:3.11", name: "Edited" } });
+      const res = await api("PUT", `/labs/${lab.id}`, {
+        as: "teacher",
+        body: { docker_image: "python:3.11", name: "Edited" },
+      });
       expect(res.status).toBe(200);
       expect(res.body).toMatchObject({ status: lab.status, name: "Edited", docker_image: "python:3.11" });
     }
@@ -368,15 +457,38 @@ describe("PUT /labs/{id}: edits and re-approval", () => {
     const otherState = await snapshot(other.id);
     const res = await api("PUT", `/labs/${draft.id}`, {
       as: "teacher",
-      body: { id: other.id, name: "Still a draft", status: "approved", created_by: ids.teacher2, approved_by: ids.admin, rejection_reason: "x", created_at: "2000-01-01T00:00:00Z" },
+      body: {
+        id: other.id,
+        name: "Still a draft",
+        status: "approved",
+        created_by: ids.teacher2,
+        approved_by: ids.admin,
+        rejection_reason: "x",
+        created_at: "2000-01-01T00:00:00Z",
+      },
     });
     expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ id: draft.id, name: "Still a draft", status: "draft", created_by: ids.teacher, approved_by: null, rejection_reason: null });
-    expect(await f.row("labs", draft.id)).toMatchObject({ status: "draft", created_by: ids.teacher, approved_by: null, rejection_reason: null });
+    expect(res.body).toMatchObject({
+      id: draft.id,
+      name: "Still a draft",
+      status: "draft",
+      created_by: ids.teacher,
+      approved_by: null,
+      rejection_reason: null,
+    });
+    expect(await f.row("labs", draft.id)).toMatchObject({
+      status: "draft",
+      created_by: ids.teacher,
+      approved_by: null,
+      rejection_reason: null,
+    });
     expect(await snapshot(other.id)).toBe(otherState);
 
     const approved = await approvedLab("teacher");
-    const keep = await api("PUT", `/labs/${approved.id}`, { as: "teacher", body: { status: "approved", approved_by: ids.admin, docker_image: "python:3.9" } });
+    const keep = await api("PUT", `/labs/${approved.id}`, {
+      as: "teacher",
+      body: { status: "approved", approved_by: ids.admin, docker_image: "python:3.9" },
+    });
     expect(keep.body).toMatchObject({ status: "pending_approval", approved_by: null });
   });
 
@@ -421,7 +533,9 @@ describe("PUT /labs/{id}: edits and re-approval", () => {
       [draft, 404],
     ] as const) {
       const state = await snapshot(lab.id);
-      expect((await api("PUT", `/labs/${lab.id}`, { as: "teacher2", body: { name: "hijack" } })).status).toBe(teacher2Status);
+      expect((await api("PUT", `/labs/${lab.id}`, { as: "teacher2", body: { name: "hijack" } })).status).toBe(
+        teacher2Status,
+      );
       for (const as of ["student", "student2"]) {
         expect((await api("PUT", `/labs/${lab.id}`, { as, body: { name: "hijack" } })).status).toBe(403);
       }
@@ -465,22 +579,25 @@ describe("DELETE /labs/{id}", () => {
     expect(await f.row("labs", draft.id)).toBeUndefined();
   });
 
-  it.each(["pending", "running", "stopping"])("a lab with an active (%s) instance → 409, lab and instance stay", async (status) => {
-    const course = await f.course("teacher");
-    await f.assign(course, ids.student);
-    const lab = await approvedLab("teacher");
-    await f.attach(course, lab.id);
-    const instance = await f.instance(lab.id, course, ids.student, status);
-    const state = await snapshot(lab.id);
-    for (const as of ["teacher", "admin"]) {
-      const res = await api("DELETE", `/labs/${lab.id}`, { as });
-      expect(res.status).toBe(409);
-      expect((res.body as { detail: string }).detail).toMatch(/active/i);
-    }
-    expect(await snapshot(lab.id)).toBe(state);
-    expect(await f.count("lab_instances WHERE id = $i AND status = $s", { i: instance, s: status })).toBe(1);
-    expect(await f.count("course_labs WHERE lab_id = $id", { id: lab.id })).toBe(1);
-  });
+  it.each(["pending", "running", "stopping"])(
+    "a lab with an active (%s) instance → 409, lab and instance stay",
+    async (status) => {
+      const course = await f.course("teacher");
+      await f.assign(course, ids.student);
+      const lab = await approvedLab("teacher");
+      await f.attach(course, lab.id);
+      const instance = await f.instance(lab.id, course, ids.student, status);
+      const state = await snapshot(lab.id);
+      for (const as of ["teacher", "admin"]) {
+        const res = await api("DELETE", `/labs/${lab.id}`, { as });
+        expect(res.status).toBe(409);
+        expect((res.body as { detail: string }).detail).toMatch(/active/i);
+      }
+      expect(await snapshot(lab.id)).toBe(state);
+      expect(await f.count("lab_instances WHERE id = $i AND status = $s", { i: instance, s: status })).toBe(1);
+      expect(await f.count("course_labs WHERE lab_id = $id", { id: lab.id })).toBe(1);
+    },
+  );
 
   it("a lab whose instances have all finished is deleted with its history", async () => {
     const course = await f.course("teacher");
@@ -529,7 +646,8 @@ describe("who sees which lab", () => {
       for (const lab of all) {
         const res = await api("GET", `/labs/${lab.id}`, { as });
         const expected = seen.includes(lab) ? 200 : 404;
-        if (res.status !== expected) throw new Error(`${as} GET lab ${lab.name} (${lab.status}): ${res.status}, expected ${expected}`);
+        if (res.status !== expected)
+          throw new Error(`${as} GET lab ${lab.name} (${lab.status}): ${res.status}, expected ${expected}`);
         if (expected === 200) expect(Object.keys(res.body as object).sort()).toEqual(LAB_KEYS);
       }
     }
@@ -575,7 +693,9 @@ describe("who sees which lab", () => {
     expect(await listIds("admin")).toEqual(await dbIds(""));
     for (const t of ["teacher", "teacher2"] as const) {
       expect(await listIds(t)).toEqual(
-        await dbIds(`WHERE l.created_by = $me OR l.status = 'approved' OR ${reach("c.owner_id = $me")}`, { me: ids[t] }),
+        await dbIds(`WHERE l.created_by = $me OR l.status = 'approved' OR ${reach("c.owner_id = $me")}`, {
+          me: ids[t],
+        }),
       );
     }
     for (const s of ["student", "student2"] as const) {

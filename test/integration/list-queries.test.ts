@@ -14,7 +14,10 @@ const ROWS = 120;
 
 beforeAll(async () => {
   // No tasks service and no sweeps: nothing but the request runs queries while they are counted.
-  p = await startTestPlatform({ SERVICES: "api-gateway,auth,courses,labs,lab-instances,access", LAB_SWEEP_INTERVAL_MS: "3600000" });
+  p = await startTestPlatform({
+    SERVICES: "api-gateway,auth,courses,labs,lab-instances,access",
+    LAB_SWEEP_INTERVAL_MS: "3600000",
+  });
   const [teacher, student] = [await p.userId("teacher"), await p.userId("student")];
   await p.userId("admin");
   const q = (sql: string, bind: Record<string, unknown> = {}) => p.sequelize.query(sql, { bind });
@@ -23,10 +26,16 @@ beforeAll(async () => {
      SELECT 'bulk-' || g, 'bulk' || g || '@example.com', 'Bulk Student ' || g, 'student' FROM generate_series(1, $n) g`,
     { n: ROWS },
   );
-  await q(`INSERT INTO courses (name, description, owner_id) SELECT 'Course ' || g, '', $t FROM generate_series(1, $n) g`, { t: teacher, n: ROWS });
+  await q(
+    `INSERT INTO courses (name, description, owner_id) SELECT 'Course ' || g, '', $t FROM generate_series(1, $n) g`,
+    { t: teacher, n: ROWS },
+  );
   c1 = ((await p.sequelize.query("SELECT min(id) AS id FROM courses", { plain: true })) as { id: number }).id;
   await q(`INSERT INTO course_students (course_id, student_id) SELECT id, $s FROM courses`, { s: student });
-  await q(`INSERT INTO course_students (course_id, student_id) SELECT $c, id FROM users WHERE external_id LIKE 'bulk-%'`, { c: c1 });
+  await q(
+    `INSERT INTO course_students (course_id, student_id) SELECT $c, id FROM users WHERE external_id LIKE 'bulk-%'`,
+    { c: c1 },
+  );
   await q(
     `INSERT INTO labs (name, docker_image, resources, status, created_by, approved_by)
      SELECT 'Lab ' || g, 'registry.example.com/labs/l' || g || ':1', '{"cpu":"500m","memory":"512Mi","storage":"1Gi"}', 'approved', $t, $t
@@ -66,7 +75,8 @@ const PAGE_SIZES = [1, 10, 100];
 const figures: string[] = [];
 afterAll(() => {
   // The closing note's "query count per list page".
-  if (figures.length) console.log(`SQL statements per list page (pages of ${PAGE_SIZES.join(", ")} rows):\n${figures.join("\n")}`);
+  if (figures.length)
+    console.log(`SQL statements per list page (pages of ${PAGE_SIZES.join(", ")} rows):\n${figures.join("\n")}`);
 });
 
 describe.each(ENDPOINTS)("GET %s", (template, callers) => {
@@ -88,7 +98,8 @@ describe.each(ENDPOINTS)("GET %s", (template, callers) => {
       expect(page.items.length).toBe(Math.min(limit, page.total));
       expect(page.total).toBeGreaterThanOrEqual(as === "student" && template === "/access-requests" ? ROWS : limit);
       counts.push(counter.count);
-      if (counter.count > 2) throw new Error(`${counter.count} queries for ${path}?limit=${limit}:\n${counter.sql.join("\n")}`);
+      if (counter.count > 2)
+        throw new Error(`${counter.count} queries for ${path}?limit=${limit}:\n${counter.sql.join("\n")}`);
     }
     figures.push(`  ${template.padEnd(24)} as ${as.padEnd(8)} ${counts.join(" / ")}`);
     expect(new Set(counts).size).toBe(1);

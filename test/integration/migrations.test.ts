@@ -85,7 +85,11 @@ async function realPostgres(): Promise<Backend> {
 
 async function pglite(): Promise<Backend> {
   const dir = mkdtempSync(path.join(tmpdir(), "autolabs-migrations-"));
-  const server: EmbeddedPostgres = await startEmbeddedPostgres({ dataDir: dir, port: await freePort(), maxConnections: 12 });
+  const server: EmbeddedPostgres = await startEmbeddedPostgres({
+    dataDir: dir,
+    port: await freePort(),
+    maxConnections: 12,
+  });
   return {
     url: server.url,
     async teardown() {
@@ -141,7 +145,7 @@ describe.each([
 
   async function one<T extends object>(sql: string, params: unknown[] = []): Promise<T> {
     const r = await db.query<T & Record<string, unknown>>(sql, params);
-    return r.rows[0] as T;
+    return r.rows[0];
   }
 
   test("up creates every table and index; a second up applies nothing", async () => {
@@ -189,12 +193,14 @@ describe.each([
 
     beforeAll(async () => {
       const user = async (sub: string, role: string) =>
-        (await one<{ id: number }>("INSERT INTO users (external_id, role) VALUES ($1, $2) RETURNING id", [sub, role])).id;
+        (await one<{ id: number }>("INSERT INTO users (external_id, role) VALUES ($1, $2) RETURNING id", [sub, role]))
+          .id;
       admin = await user("sub-admin", "admin");
       teacher = await user("sub-teacher", "teacher");
       student = await user("sub-student", "student");
-      course = (await one<{ id: number }>("INSERT INTO courses (name, owner_id) VALUES ('C', $1) RETURNING id", [teacher]))
-        .id;
+      course = (
+        await one<{ id: number }>("INSERT INTO courses (name, owner_id) VALUES ('C', $1) RETURNING id", [teacher])
+      ).id;
       const newLab = async (name: string) =>
         (
           await one<{ id: number }>(
@@ -208,12 +214,10 @@ describe.each([
     });
 
     const instance = (labId: number, status = "pending") =>
-      db.query("INSERT INTO lab_instances (lab_id, course_id, student_id, status) VALUES ($1, $2, $3, $4) RETURNING id", [
-        labId,
-        course,
-        student,
-        status,
-      ]);
+      db.query(
+        "INSERT INTO lab_instances (lab_id, course_id, student_id, status) VALUES ($1, $2, $3, $4) RETURNING id",
+        [labId, course, student, status],
+      );
 
     test("defaults: ids are integers, timestamps and status are filled in", async () => {
       expect(Number.isInteger(admin)).toBe(true);
@@ -255,10 +259,10 @@ describe.each([
         ]);
       const r = (await ask()).rows[0] as { id: number };
       await expectPgError(ask, UNIQUE);
-      await db.query("UPDATE access_requests SET status = 'rejected', decided_by = $2, decided_at = now() WHERE id = $1", [
-        r.id,
-        teacher,
-      ]);
+      await db.query(
+        "UPDATE access_requests SET status = 'rejected', decided_by = $2, decided_at = now() WHERE id = $1",
+        [r.id, teacher],
+      );
       await ask();
     });
 
@@ -269,7 +273,11 @@ describe.each([
       await expectPgError(() => db.query(`UPDATE labs SET resources = '[]' WHERE id = $1`, [lab]), CHECK);
       await expectPgError(() => instance(lab2, "exploded"), CHECK);
       await expectPgError(
-        () => db.query("INSERT INTO access_requests (student_id, course_id, status) VALUES ($1, $2, 'maybe')", [student, course]),
+        () =>
+          db.query("INSERT INTO access_requests (student_id, course_id, status) VALUES ($1, $2, 'maybe')", [
+            student,
+            course,
+          ]),
         CHECK,
       );
       await expectPgError(
@@ -279,7 +287,10 @@ describe.each([
     });
 
     test("unique external_id", async () => {
-      await expectPgError(() => db.query("INSERT INTO users (external_id, role) VALUES ('sub-admin', 'admin')"), UNIQUE);
+      await expectPgError(
+        () => db.query("INSERT INTO users (external_id, role) VALUES ('sub-admin', 'admin')"),
+        UNIQUE,
+      );
     });
 
     test("foreign keys: references must exist; deletes follow the documented policy", async () => {
@@ -294,8 +305,9 @@ describe.each([
       await expectPgError(() => db.query("DELETE FROM courses WHERE id = $1", [course]), FOREIGN_KEY);
 
       // CASCADE for link rows; SET NULL for approved_by / decided_by / outbox.lab_instance_id.
-      const c2 = (await one<{ id: number }>("INSERT INTO courses (name, owner_id) VALUES ('C2', $1) RETURNING id", [teacher]))
-        .id;
+      const c2 = (
+        await one<{ id: number }>("INSERT INTO courses (name, owner_id) VALUES ('C2', $1) RETURNING id", [teacher])
+      ).id;
       const l3 = (
         await one<{ id: number }>(
           "INSERT INTO labs (name, docker_image, created_by, approved_by, status) VALUES ('L3', 'img', $1, $2, 'approved') RETURNING id",
@@ -316,12 +328,16 @@ describe.each([
       await db.query("INSERT INTO access_requests (student_id, course_id) VALUES ($1, 999999)", [student]);
       await db.query("DELETE FROM access_requests WHERE course_id IN ($1, 999999)", [c2]);
       await db.query("DELETE FROM users WHERE id = $1", [admin]);
-      expect((await one<{ approved_by: number | null }>("SELECT approved_by FROM labs WHERE id = $1", [l3])).approved_by).toBeNull();
+      expect(
+        (await one<{ approved_by: number | null }>("SELECT approved_by FROM labs WHERE id = $1", [l3])).approved_by,
+      ).toBeNull();
 
-      const inst = (await one<{ id: number }>(
-        "INSERT INTO lab_instances (lab_id, course_id, student_id, status) VALUES ($1, $2, $3, 'failed') RETURNING id",
-        [l3, course, student],
-      )).id;
+      const inst = (
+        await one<{ id: number }>(
+          "INSERT INTO lab_instances (lab_id, course_id, student_id, status) VALUES ($1, $2, $3, 'failed') RETURNING id",
+          [l3, course, student],
+        )
+      ).id;
       const task = await one<{ id: string; attempts: number; next_attempt_at: Date; published_at: null }>(
         `INSERT INTO task_outbox (task_name, kwargs, queue, lab_instance_id)
          VALUES ('celery_workers.cleanup_lab', $1, 'celery', $2) RETURNING id, attempts, next_attempt_at, published_at`,
@@ -331,18 +347,20 @@ describe.each([
       expect(task).toMatchObject({ attempts: 0, published_at: null });
       expect(task.next_attempt_at).toBeInstanceOf(Date);
       await db.query("DELETE FROM lab_instances WHERE id = $1", [inst]);
-      const kept = await one<{ lab_instance_id: number | null }>("SELECT lab_instance_id FROM task_outbox WHERE id = $1", [
-        task.id,
-      ]);
+      const kept = await one<{ lab_instance_id: number | null }>(
+        "SELECT lab_instance_id FROM task_outbox WHERE id = $1",
+        [task.id],
+      );
       expect(kept.lab_instance_id).toBeNull();
     });
 
     test("updated_at follows every UPDATE unless the UPDATE sets it", async () => {
       const before = await one<{ updated_at: Date }>("SELECT updated_at FROM courses WHERE id = $1", [course]);
       await new Promise((r) => setTimeout(r, 20));
-      const after = await one<{ updated_at: Date }>("UPDATE courses SET name = 'C!' WHERE id = $1 RETURNING updated_at", [
-        course,
-      ]);
+      const after = await one<{ updated_at: Date }>(
+        "UPDATE courses SET name = 'C!' WHERE id = $1 RETURNING updated_at",
+        [course],
+      );
       expect(after.updated_at.getTime()).toBeGreaterThan(before.updated_at.getTime());
       const fixed = await one<{ updated_at: Date }>(
         "UPDATE courses SET name = 'C', updated_at = '2020-01-01T00:00:00Z' WHERE id = $1 RETURNING updated_at",

@@ -223,7 +223,9 @@ describe("labs", () => {
   it("DELETE storm: one deletion answers 204, the others 404", async () => {
     for (let round = 0; round < ROUNDS; round++) {
       const lab = await f.lab("teacher");
-      const responses = await Promise.all(Array.from({ length: N }, () => api("DELETE", `/labs/${lab.id}`, { as: "teacher" })));
+      const responses = await Promise.all(
+        Array.from({ length: N }, () => api("DELETE", `/labs/${lab.id}`, { as: "teacher" })),
+      );
       expectStatuses(responses, [204, 404]);
       expect(count(responses, 204)).toBe(1);
     }
@@ -290,7 +292,9 @@ describe("courses", () => {
   it("DELETE storm: one deletion answers 204, the others 404", async () => {
     for (let round = 0; round < ROUNDS; round++) {
       const id = await f.course("teacher");
-      const responses = await Promise.all(Array.from({ length: N }, () => api("DELETE", `/courses/${id}`, { as: "teacher" })));
+      const responses = await Promise.all(
+        Array.from({ length: N }, () => api("DELETE", `/courses/${id}`, { as: "teacher" })),
+      );
       expectStatuses(responses, [204, 404]);
       expect(count(responses, 204)).toBe(1);
     }

@@ -23,7 +23,9 @@ it("serves the OpenAPI description, the docs page and Prometheus metrics", async
   const spec = await p.api("GET", "/openapi.json");
   expect(spec.status).toBe(200);
   const paths = (spec.body as { paths: Record<string, unknown> }).paths;
-  expect(Object.keys(paths)).toEqual(expect.arrayContaining(["/courses", "/courses/{id}", "/labs/{id}/approve", "/health"]));
+  expect(Object.keys(paths)).toEqual(
+    expect.arrayContaining(["/courses", "/courses/{id}", "/labs/{id}/approve", "/health"]),
+  );
 
   const docs = await fetch(`${p.url}/api/docs`);
   expect(docs.status).toBe(200);

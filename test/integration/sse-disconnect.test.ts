@@ -6,7 +6,16 @@
  */
 import { request, type ClientRequest, type IncomingMessage } from "node:http";
 import { Client } from "pg";
-import { WITHOUT_TASKS, must, openStream, statusOf, until, world, type Instance, type World } from "../support/lab-instances";
+import {
+  WITHOUT_TASKS,
+  must,
+  openStream,
+  statusOf,
+  until,
+  world,
+  type Instance,
+  type World,
+} from "../support/lab-instances";
 import { startTestPlatform, type TestPlatform } from "../support/platform";
 import type { LabInstanceStreams } from "../../services/api-gateway/sse";
 
@@ -42,7 +51,9 @@ async function lookupsWaiting(): Promise<number> {
 
 /** Opens the stream with a raw request, so the test decides when the client goes away. */
 function rawStream(path: string, token: string): { req: ClientRequest; response: Promise<IncomingMessage> } {
-  const req = request(`${p.url}/api/v1${path}`, { headers: { accept: "text/event-stream", authorization: `Bearer ${token}` } });
+  const req = request(`${p.url}/api/v1${path}`, {
+    headers: { accept: "text/event-stream", authorization: `Bearer ${token}` },
+  });
   const response = new Promise<IncomingMessage>((resolve, reject) => {
     req.on("response", resolve);
     req.on("error", reject);
@@ -71,9 +82,17 @@ it("a client that disconnects during the access lookup leaves no subscriber", as
   await locker.query("ROLLBACK");
   await until("the held lookup to finish", async () => (await lookupsWaiting()) === 0);
   // The lookup's answer finds nobody: nothing is subscribed afterwards either, and a broadcast reaches no one.
-  await w.apply({ task_id: inst.celery_task_id!, task_name: "start_lab", lab_instance_id: inst.id, status: "SUCCESS", result: {
-    status: "running", k8s_pod_name: "lab-pod-sse", connection_url: "https://labs.example.test/i/sse",
-  } });
+  await w.apply({
+    task_id: inst.celery_task_id!,
+    task_name: "start_lab",
+    lab_instance_id: inst.id,
+    status: "SUCCESS",
+    result: {
+      status: "running",
+      k8s_pod_name: "lab-pod-sse",
+      connection_url: "https://labs.example.test/i/sse",
+    },
+  });
   expect(streams().openStreams).toBe(0);
 
   // Control: a client that stays through a held lookup gets its stream once the lock goes.

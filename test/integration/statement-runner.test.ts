@@ -39,7 +39,11 @@ it.each<[string, string, Record<string, unknown>]>([
   ],
   ["NUL in a string value (Sequelize sends it as \\0)", "SELECT $s::text AS s", { s: "a\0b" }],
   ["no rows", "SELECT id FROM users WHERE id = $id", { id: 2_000_000 }],
-  ["arrays and JSON", "SELECT $ids::int[] AS ids, $doc::jsonb AS doc", { ids: [3, 1, 2], doc: JSON.stringify({ a: [1] }) }],
+  [
+    "arrays and JSON",
+    "SELECT $ids::int[] AS ids, $doc::jsonb AS doc",
+    { ids: [3, 1, 2], doc: JSON.stringify({ a: [1] }) },
+  ],
 ])("%s: the same rows as sequelize.query", async (_name, sql, bind) => {
   const expected = await viaSequelize(sql, bind);
   expect(await viaRunner(sql, bind)).toEqual(expected);

@@ -82,7 +82,7 @@ describe("relay", () => {
 
   it("publishes enqueued rows once, byte for byte in Celery's format, on the event (no poll wait)", async () => {
     const [i1, i2, i3] = await seedInstances(a.sequelize, 3);
-    const specs = [startLab(i1!, 3, 9), stopLab(i2!), cleanupLab(i3!)];
+    const specs = [startLab(i1, 3, 9), stopLab(i2), cleanupLab(i3)];
     const t0 = Date.now();
     const ids = await enqueue(a.sequelize, Q, specs, [a.broker]);
     await waitFor("published", () => allPublished(a.sequelize, ids), 10_000, 5);
@@ -94,7 +94,7 @@ describe("relay", () => {
     for (const [i, spec] of specs.entries()) {
       const m = msgs.find((x) => idOf(x) === ids[i])!;
       const expected = encodeCeleryTask({
-        id: ids[i]!,
+        id: ids[i],
         task: celeryTaskFullName(PREFIX, spec.name),
         kwargs: { ...spec.kwargs },
         queue: Q,
@@ -135,7 +135,7 @@ describe("relay", () => {
   it("without the event, the poll publishes within about a second", async () => {
     const [inst] = await seedInstances(a.sequelize, 1);
     const t0 = Date.now();
-    const ids = await enqueue(a.sequelize, Q, [startLab(inst!)]); // no tasks.enqueued
+    const ids = await enqueue(a.sequelize, Q, [startLab(inst)]); // no tasks.enqueued
     await waitFor("published by the poll", () => allPublished(a.sequelize, ids), 5_000, 5);
     const latency = Date.now() - t0;
     console.log(`enqueue (no event) → published_at: ${latency} ms (poll interval 1 s)`);
@@ -149,7 +149,12 @@ describe("relay", () => {
     for (const n of [a, b]) tasksSettings(n).relay.batchSize = 10;
     expect(DEFAULT_TASKS_SETTINGS.relay.batchSize).toBe(100);
     const inst = await seedInstances(a.sequelize, 100);
-    const ids = await enqueue(a.sequelize, Q, inst.map((i) => startLab(i)), [a.broker, b.broker]);
+    const ids = await enqueue(
+      a.sequelize,
+      Q,
+      inst.map((i) => startLab(i)),
+      [a.broker, b.broker],
+    );
     await waitFor("100 published", () => allPublished(a.sequelize, ids), 20_000, 20);
     const msgs = await reader.drain(Q);
     expect(msgs).toHaveLength(100);
@@ -165,7 +170,11 @@ describe("relay", () => {
     tasksSettings(a).relay.batchSize = batchSize;
     const inst = await seedInstances(a.sequelize, 1000);
     const t0 = Date.now();
-    const ids = await enqueue(a.sequelize, Q, inst.map((i) => stopLab(i)));
+    const ids = await enqueue(
+      a.sequelize,
+      Q,
+      inst.map((i) => stopLab(i)),
+    );
     const tEnqueued = Date.now();
     a.broker.broadcast("tasks.enqueued");
     await waitFor("1000 published", () => allPublished(a.sequelize, ids), 60_000, 10);
@@ -183,23 +192,23 @@ describe("relay", () => {
 
   it("a stop_lab never overtakes an older, backing-off start_lab of the same instance", async () => {
     const [inst] = await seedInstances(a.sequelize, 1);
-    const start = startLab(inst!);
+    const start = startLab(inst);
     // As if its first publish had failed: due again only in an hour. Held in the enqueuing transaction, so the
     // relay never sees it due before the hold.
     const startId = await a.sequelize.transaction(async (transaction) => {
-      const id = await enqueueTask(a.sequelize, transaction, { ...start, labInstanceId: inst!, queue: Q });
+      const id = await enqueueTask(a.sequelize, transaction, { ...start, labInstanceId: inst, queue: Q });
       await a.sequelize.query(
         `UPDATE task_outbox SET next_attempt_at = now() + interval '1 hour', attempts = 1 WHERE id = $id`,
         { bind: { id }, transaction },
       );
       return id;
     });
-    const [stopId] = await enqueue(a.sequelize, Q, [stopLab(inst!)], [a.broker]);
+    const [stopId] = await enqueue(a.sequelize, Q, [stopLab(inst)], [a.broker]);
     await new Promise((r) => setTimeout(r, 1_500));
-    expect(await outboxRows(a.sequelize, [stopId!])).toMatchObject([{ published_at: null }]);
+    expect(await outboxRows(a.sequelize, [stopId])).toMatchObject([{ published_at: null }]);
     await a.sequelize.query(`UPDATE task_outbox SET next_attempt_at = now() WHERE id = $id`, { bind: { id: startId } });
     a.broker.broadcast("tasks.enqueued");
-    await waitFor("both published", () => allPublished(a.sequelize, [startId!, stopId!]));
+    await waitFor("both published", () => allPublished(a.sequelize, [startId, stopId]));
     const msgs = await reader.drain(Q);
     expect(msgs.map(idOf)).toEqual([startId, stopId]);
   });
@@ -223,9 +232,17 @@ describe("broker outage", () => {
   });
 
   it("with RabbitMQ unreachable the service starts, rows wait and record their attempts; a node that can reach it publishes each once", async () => {
-    node = await startNode(db.url, nodeEnv(Q, { NODEID: "dead-broker", CELERY_BROKER_URL: "amqp://guest:guest@127.0.0.1:1" }));
+    node = await startNode(
+      db.url,
+      nodeEnv(Q, { NODEID: "dead-broker", CELERY_BROKER_URL: "amqp://guest:guest@127.0.0.1:1" }),
+    );
     const inst = await seedInstances(node.sequelize, 20);
-    const ids = await enqueue(node.sequelize, Q, inst.map((i) => startLab(i)), [node.broker]);
+    const ids = await enqueue(
+      node.sequelize,
+      Q,
+      inst.map((i) => startLab(i)),
+      [node.broker],
+    );
     const rows = await waitFor(
       "attempts to grow",
       async () => {
@@ -242,7 +259,9 @@ describe("broker outage", () => {
     expect(await reader.count(Q)).toBe(0);
     expect(await health(node)).toMatchObject({ broker: "down", outbox: { unpublished: 20 } });
     const attemptsBefore = rows.map((r) => r.attempts);
-    console.log(`dead broker: attempts after ~${Math.round((Date.now() - rows[0]!.created_at.getTime()) / 1000)} s: ${Math.min(...attemptsBefore)}..${Math.max(...attemptsBefore)}`);
+    console.log(
+      `dead broker: attempts after ~${Math.round((Date.now() - rows[0].created_at.getTime()) / 1000)} s: ${Math.min(...attemptsBefore)}..${Math.max(...attemptsBefore)}`,
+    );
 
     await node.stop();
     node = await startNode(db.url, nodeEnv(Q, { NODEID: "good-broker" }));
@@ -258,10 +277,23 @@ describe("broker outage", () => {
   });
 
   it("one node reconnects on its own when the broker comes back, and after losing an established connection", async () => {
-    node = await startNode(db.url, nodeEnv(Q, { NODEID: "via-relay", CELERY_BROKER_URL: `amqp://guest:guest@127.0.0.1:${relay.port}` }));
+    node = await startNode(
+      db.url,
+      nodeEnv(Q, { NODEID: "via-relay", CELERY_BROKER_URL: `amqp://guest:guest@127.0.0.1:${relay.port}` }),
+    );
     const inst = await seedInstances(node.sequelize, 20);
-    const first = await enqueue(node.sequelize, Q, inst.slice(0, 10).map((i) => startLab(i)), [node.broker]);
-    await waitFor("failed attempts", async () => (await outboxRows(node!.sequelize, first)).every((r) => r.attempts >= 1), 10_000, 50);
+    const first = await enqueue(
+      node.sequelize,
+      Q,
+      inst.slice(0, 10).map((i) => startLab(i)),
+      [node.broker],
+    );
+    await waitFor(
+      "failed attempts",
+      async () => (await outboxRows(node!.sequelize, first)).every((r) => r.attempts >= 1),
+      10_000,
+      50,
+    );
     expect(await reader.count(Q)).toBe(0);
 
     await relay.up();
@@ -275,7 +307,12 @@ describe("broker outage", () => {
     await relay.down();
     await waitFor("broker down in health", async () => (await health(node!)).broker === "down", 10_000, 50);
     await relay.up();
-    const second = await enqueue(node.sequelize, Q, inst.slice(10).map((i) => startLab(i)), [node.broker]);
+    const second = await enqueue(
+      node.sequelize,
+      Q,
+      inst.slice(10).map((i) => startLab(i)),
+      [node.broker],
+    );
     await waitFor("published after a lost connection", () => allPublished(node!.sequelize, second), 30_000, 50);
     expect((await reader.drain(Q)).map(idOf).sort()).toEqual([...second].sort());
   });
@@ -296,10 +333,18 @@ describe("result backend outage", () => {
   });
 
   it("with Redis unreachable the service starts, reports it, still publishes, and stops", async () => {
-    node = await startNode(db.url, nodeEnv(Q, { NODEID: "redis-down", CELERY_RESULT_BACKEND: "redis://127.0.0.1:1/6" }));
-    await waitFor("result backend down in health", async () => (await health(node!)).result_backend === "down", 10_000, 50);
+    node = await startNode(
+      db.url,
+      nodeEnv(Q, { NODEID: "redis-down", CELERY_RESULT_BACKEND: "redis://127.0.0.1:1/6" }),
+    );
+    await waitFor(
+      "result backend down in health",
+      async () => (await health(node!)).result_backend === "down",
+      10_000,
+      50,
+    );
     const [inst] = await seedInstances(node.sequelize, 1);
-    const ids = await enqueue(node.sequelize, Q, [startLab(inst!)], [node.broker]);
+    const ids = await enqueue(node.sequelize, Q, [startLab(inst)], [node.broker]);
     await waitFor("published", () => allPublished(node!.sequelize, ids));
     // Stopping must not hang on the dead result backend (a hang fails on the test's timeout).
     await node.stop();
@@ -338,12 +383,17 @@ describe("results from a real Celery worker", () => {
     double = await registerApplierDouble(node.broker);
     const [i1, i2, i3] = await seedInstances(node.sequelize, 3);
     const t0 = Date.now();
-    const ids = await enqueue(node.sequelize, Q, [startLab(i1!, 7, 1001), startLab(i2!, FAILING_LAB_ID, 1001), stopLab(i3!)], [node.broker]);
+    const ids = await enqueue(
+      node.sequelize,
+      Q,
+      [startLab(i1, 7, 1001), startLab(i2, FAILING_LAB_ID, 1001), stopLab(i3)],
+      [node.broker],
+    );
     keys.push(...ids.map(resultKey));
     await waitFor("3 results applied", async () => double!.calls.length >= 3, 30_000, 20);
     console.log(`enqueue → result applied (real worker, 3 tasks): ${Date.now() - t0} ms`);
     const call = (id: string) => double!.calls.find((c) => c.task_id === id);
-    expect(call(ids[0]!)).toEqual({
+    expect(call(ids[0])).toEqual({
       task_id: ids[0],
       task_name: "start_lab",
       lab_instance_id: i1,
@@ -351,7 +401,7 @@ describe("results from a real Celery worker", () => {
       result: { status: "running", k8s_pod_name: `lab-${i1}`, connection_url: `https://labs.example.test/i/${i1}` },
       principal: { kind: "system", reason: expect.any(String) },
     });
-    expect(call(ids[1]!)).toEqual({
+    expect(call(ids[1])).toEqual({
       task_id: ids[1],
       task_name: "start_lab",
       lab_instance_id: i2,
@@ -359,28 +409,39 @@ describe("results from a real Celery worker", () => {
       error: `RuntimeError: ${FAILING_LAB_MESSAGE}`,
       principal: { kind: "system", reason: expect.any(String) },
     });
-    expect(call(ids[2]!)).toMatchObject({ task_name: "stop_lab", lab_instance_id: i3, status: "SUCCESS", result: { status: "stopped" } });
-    await waitFor("rows settled", async () => (await outboxRows(node!.sequelize, ids)).every((r) => r.result_applied_at !== null));
+    expect(call(ids[2])).toMatchObject({
+      task_name: "stop_lab",
+      lab_instance_id: i3,
+      status: "SUCCESS",
+      result: { status: "stopped" },
+    });
+    await waitFor("rows settled", async () =>
+      (await outboxRows(node!.sequelize, ids)).every((r) => r.result_applied_at !== null),
+    );
     const rows = await outboxRows(node.sequelize, ids);
     expect(rows.map((r) => [r.id, r.result_status]).sort()).toEqual(
-      [[ids[0], "SUCCESS"], [ids[1], "FAILURE"], [ids[2], "SUCCESS"]].sort(),
+      [
+        [ids[0], "SUCCESS"],
+        [ids[1], "FAILURE"],
+        [ids[2], "SUCCESS"],
+      ].sort(),
     );
     // Push and reconcile both saw these results: still one call per task.
     await new Promise((r) => setTimeout(r, 3_500));
-    expect(double!.calls).toHaveLength(3);
+    expect(double.calls).toHaveLength(3);
   });
 
   it("lab-instances refusing: the result waits and is applied once it answers", async () => {
     double!.failNext(2);
     const before = double!.calls.length;
     const [inst] = await seedInstances(node!.sequelize, 1);
-    const [id] = await enqueue(node!.sequelize, Q, [startLab(inst!)], [node!.broker]);
-    keys.push(resultKey(id!));
+    const [id] = await enqueue(node!.sequelize, Q, [startLab(inst)], [node!.broker]);
+    keys.push(resultKey(id));
     const t0 = Date.now();
     await waitFor("applied after refusals", async () => double!.calls.length > before, 30_000, 50);
     console.log(`result applied after 2 refused calls: ${Date.now() - t0} ms`);
     const [row] = await waitFor("row settled", async () => {
-      const r = await outboxRows(node!.sequelize, [id!]);
+      const r = await outboxRows(node!.sequelize, [id]);
       return r[0]?.result_applied_at ? r : null;
     });
     expect(row).toMatchObject({ result_status: "SUCCESS", result_attempts: 2, result_error: null });
@@ -389,14 +450,14 @@ describe("results from a real Celery worker", () => {
   it("a result published while no tasks node listens is applied by the reconcile after restart", async () => {
     // Q2 has no worker yet: the node publishes, then goes away before any result exists.
     const [inst] = await seedInstances(node!.sequelize, 1);
-    const [id] = await enqueue(node!.sequelize, Q2, [startLab(inst!, 8, 2002)], [node!.broker]);
-    keys.push(resultKey(id!));
-    await waitFor("published", () => allPublished(node!.sequelize, [id!]));
+    const [id] = await enqueue(node!.sequelize, Q2, [startLab(inst, 8, 2002)], [node!.broker]);
+    keys.push(resultKey(id));
+    await waitFor("published", () => allPublished(node!.sequelize, [id]));
     await node!.stop();
     node = undefined;
 
     worker2 = await startCeleryWorker({ queue: Q2, resultBackend: RESULTS_URL, taskPrefix: PREFIX });
-    await waitFor("the worker's result in Redis", () => redis.get(resultKey(id!)), 30_000, 50);
+    await waitFor("the worker's result in Redis", () => redis.get(resultKey(id)), 30_000, 50);
     await worker2.stop();
     worker2 = undefined;
 
@@ -411,6 +472,6 @@ describe("results from a real Celery worker", () => {
       status: "SUCCESS",
       result: { status: "running", k8s_pod_name: `lab-${inst}` },
     });
-    expect((await outboxRows(node.sequelize, [id!]))[0]).toMatchObject({ result_status: "SUCCESS" });
+    expect((await outboxRows(node.sequelize, [id]))[0]).toMatchObject({ result_status: "SUCCESS" });
   });
 });

@@ -73,7 +73,11 @@ describe.each([
   });
 
   it("reports itself as simulated", async () => {
-    const h = await node!.broker.call<TasksHealth, Record<string, never>>("tasks.health", {}, { meta: { user: systemPrincipal("test") } });
+    const h = await node!.broker.call<TasksHealth, Record<string, never>>(
+      "tasks.health",
+      {},
+      { meta: { user: systemPrincipal("test") } },
+    );
     expect(h).toMatchObject({ broker: "simulated", broker_error: null, result_backend: "simulated" });
   });
 
@@ -87,7 +91,7 @@ describe.each([
   it("an enqueued start_lab comes back as SUCCESS with a pod name and a simulated URL within seconds", async () => {
     const [inst] = await seedInstances(node!.sequelize, 1);
     const t0 = Date.now();
-    const [id] = await enqueue(node!.sequelize, "celery", [startLab(inst!)], [node!.broker]);
+    const [id] = await enqueue(node!.sequelize, "celery", [startLab(inst)], [node!.broker]);
     const call = await waitFor("applied", async () => double.calls.find((c) => c.task_id === id), 6_000, 20);
     console.log(`${_name}: simulated start_lab: enqueue → applied in ${Date.now() - t0} ms (simulated run time 1.5 s)`);
     expect(call).toEqual({
@@ -95,11 +99,15 @@ describe.each([
       task_name: "start_lab",
       lab_instance_id: inst,
       status: "SUCCESS",
-      result: { status: "running", k8s_pod_name: `lab-${inst}`, connection_url: `http://localhost:8000/simulated-lab/${inst}` },
+      result: {
+        status: "running",
+        k8s_pod_name: `lab-${inst}`,
+        connection_url: `http://localhost:8000/simulated-lab/${inst}`,
+      },
       principal: { kind: "system", reason: expect.any(String) },
     });
     const [row] = await waitFor("row settled", async () => {
-      const r = await outboxRows(node!.sequelize, [id!]);
+      const r = await outboxRows(node!.sequelize, [id]);
       return r[0]?.result_applied_at ? r : null;
     });
     expect(row).toMatchObject({ result_status: "SUCCESS", attempts: 0 });
@@ -107,9 +115,21 @@ describe.each([
 
   it("stop_lab → stopped; start_lab of the failing lab id → FAILURE with the exception", async () => {
     const [a, b] = await seedInstances(node!.sequelize, 2);
-    const [stopId, failId] = await enqueue(node!.sequelize, "celery", [stopLab(a!), startLab(b!, SIMULATED_FAILING_LAB_ID)], [node!.broker]);
-    await waitFor("both applied", async () => [stopId, failId].every((id) => double.calls.some((c) => c.task_id === id)), 6_000);
-    expect(double.calls.find((c) => c.task_id === stopId)).toMatchObject({ status: "SUCCESS", result: { status: "stopped" } });
+    const [stopId, failId] = await enqueue(
+      node!.sequelize,
+      "celery",
+      [stopLab(a), startLab(b, SIMULATED_FAILING_LAB_ID)],
+      [node!.broker],
+    );
+    await waitFor(
+      "both applied",
+      async () => [stopId, failId].every((id) => double.calls.some((c) => c.task_id === id)),
+      6_000,
+    );
+    expect(double.calls.find((c) => c.task_id === stopId)).toMatchObject({
+      status: "SUCCESS",
+      result: { status: "stopped" },
+    });
     expect(double.calls.find((c) => c.task_id === failId)).toMatchObject({
       status: "FAILURE",
       error: `RuntimeError: ${SIMULATED_FAILURE_MESSAGE}`,
@@ -118,8 +138,8 @@ describe.each([
 
   it("a task the runner had not finished when the process stopped is sent again on the next start", async () => {
     const [inst] = await seedInstances(node!.sequelize, 1);
-    const [id] = await enqueue(node!.sequelize, "celery", [startLab(inst!)], [node!.broker]);
-    await waitFor("published", () => allPublished(node!.sequelize, [id!]), 3_000, 10);
+    const [id] = await enqueue(node!.sequelize, "celery", [startLab(inst)], [node!.broker]);
+    await waitFor("published", () => allPublished(node!.sequelize, [id]), 3_000, 10);
     await node!.stop(); // within the 1.5 s the simulated task "runs"
     node = await startNode(db.url, ENV("embedded-2"));
     const again = await registerApplierDouble(node.broker);

@@ -262,13 +262,17 @@ describe("forged and tampered tokens are rejected with 401", () => {
   it("fresh key claiming the provider's kid", async () => {
     const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
     const kid = idp.privateJwks().keys[0]?.kid ?? "";
-    await expectUnauthorized(await new SignJWT(validClaims()).setProtectedHeader({ alg: "RS256", kid }).sign(privateKey));
+    await expectUnauthorized(
+      await new SignJWT(validClaims()).setProtectedHeader({ alg: "RS256", kid }).sign(privateKey),
+    );
   });
 
   it("ES256 header with the provider's RSA kid", async () => {
     const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
     const kid = idp.privateJwks().keys[0]?.kid ?? "";
-    await expectUnauthorized(await new SignJWT(validClaims()).setProtectedHeader({ alg: "ES256", kid }).sign(privateKey));
+    await expectUnauthorized(
+      await new SignJWT(validClaims()).setProtectedHeader({ alg: "ES256", kid }).sign(privateKey),
+    );
   });
 
   it("payload tampered, original signature kept", async () => {
@@ -343,7 +347,13 @@ describe("lifetimes and restarts", () => {
     try {
       const { accessToken } = await first.getToken("student");
       // Re-fetches keys on every verify (max age 0), so an outage is felt immediately.
-      const v = createTokenVerifier({ issuer, audience: AUDIENCE, algorithms: ["RS256"], clockToleranceS: 30, jwksMaxAgeMs: 0 });
+      const v = createTokenVerifier({
+        issuer,
+        audience: AUDIENCE,
+        algorithms: ["RS256"],
+        clockToleranceS: 30,
+        jwksMaxAgeMs: 0,
+      });
       await expect(v.verify(accessToken)).resolves.toBeDefined();
       const kid = first.privateJwks().keys[0]?.kid;
 
@@ -355,7 +365,9 @@ describe("lifetimes and restarts", () => {
       expect(second.issuer).toBe(issuer);
       expect(second.privateJwks().keys[0]?.kid).toBe(kid);
       await expect(
-        createTokenVerifier({ issuer, audience: AUDIENCE, algorithms: ["RS256"], clockToleranceS: 30 }).verify(accessToken),
+        createTokenVerifier({ issuer, audience: AUDIENCE, algorithms: ["RS256"], clockToleranceS: 30 }).verify(
+          accessToken,
+        ),
       ).resolves.toBeDefined();
     } finally {
       await first.stop();

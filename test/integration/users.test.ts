@@ -23,11 +23,19 @@ const EXTRA = {
   student3: { roles: ["student"], name: "Third Student" },
 };
 
-async function call(account: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+async function call(
+  account: string,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; body: any }> {
   const { accessToken } = await idp.getToken(account);
   const res = await fetch(`${node.url}/api/v1${path}`, {
     method,
-    headers: { authorization: `Bearer ${accessToken}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+    headers: {
+      authorization: `Bearer ${accessToken}`,
+      ...(body === undefined ? {} : { "content-type": "application/json" }),
+    },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await res.text();
@@ -39,7 +47,10 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "autolabs-users-"));
   accountsFile = join(dir, "accounts.json");
   writeFileSync(accountsFile, JSON.stringify(EXTRA));
-  [db, idp] = await Promise.all([createTestDatabase(), startIdp({ env: { EMBEDDED_IDP_ACCOUNTS_FILE: accountsFile } })]);
+  [db, idp] = await Promise.all([
+    createTestDatabase(),
+    startIdp({ env: { EMBEDDED_IDP_ACCOUNTS_FILE: accountsFile } }),
+  ]);
   node = await startNode(db.url, { OIDC_ISSUER: idp.issuer, SERVICES: "api-gateway,auth,courses,labs" });
   for (const a of ["admin", "teacher", "teacher2", "student", "student2", "student3"]) {
     const me = await get(a, "/auth/me");
@@ -49,8 +60,12 @@ beforeAll(async () => {
   // teacher's course has student; teacher2's has student2; student3 is in no course.
   const c1 = await call("teacher", "POST", "/courses", { name: "Course of teacher" });
   const c2 = await call("teacher2", "POST", "/courses", { name: "Course of teacher2" });
-  expect((await call("teacher", "POST", `/courses/${c1.body.id}/students`, { student_ids: [ids.student] })).status).toBeLessThan(300);
-  expect((await call("teacher2", "POST", `/courses/${c2.body.id}/students`, { student_ids: [ids.student2] })).status).toBeLessThan(300);
+  expect(
+    (await call("teacher", "POST", `/courses/${c1.body.id}/students`, { student_ids: [ids.student] })).status,
+  ).toBeLessThan(300);
+  expect(
+    (await call("teacher2", "POST", `/courses/${c2.body.id}/students`, { student_ids: [ids.student2] })).status,
+  ).toBeLessThan(300);
   ids.course1 = c1.body.id;
 });
 
@@ -123,7 +138,8 @@ describe("GET /users/{id}", () => {
   });
 
   it("a student reads nobody else", async () => {
-    for (const other of ["student2", "teacher", "admin"]) expect((await get("student", `/users/${ids[other]}`)).status).toBe(404);
+    for (const other of ["student2", "teacher", "admin"])
+      expect((await get("student", `/users/${ids[other]}`)).status).toBe(404);
   });
 
   it("unknown ids are 404; out-of-range and malformed ones 422 (the shared path id rule)", async () => {
@@ -134,7 +150,9 @@ describe("GET /users/{id}", () => {
 
   it("leaving the course ends the teacher's access at once (decided live, not cached)", async () => {
     expect((await get("teacher", `/users/${ids.student}`)).status).toBe(200);
-    expect((await call("teacher", "DELETE", `/courses/${ids.course1}/students/${ids.student}`)).status).toBeLessThan(300);
+    expect((await call("teacher", "DELETE", `/courses/${ids.course1}/students/${ids.student}`)).status).toBeLessThan(
+      300,
+    );
     expect((await get("teacher", `/users/${ids.student}`)).status).toBe(404);
   });
 });
@@ -143,12 +161,18 @@ describe("the users cache is invalidated on change", () => {
   it("a name or role changed at the IdP shows in lists and reads right after the user's next request", async () => {
     expect(names((await get("teacher", "/users?q=third")).body)).toEqual(["Third Student"]);
     expect((await get("admin", `/users/${ids.student3}`)).body.name).toBe("Third Student");
-    writeFileSync(accountsFile, JSON.stringify({ ...EXTRA, student3: { roles: ["student"], name: "Third Student Renamed" } }));
+    writeFileSync(
+      accountsFile,
+      JSON.stringify({ ...EXTRA, student3: { roles: ["student"], name: "Third Student Renamed" } }),
+    );
     expect((await get("student3", "/auth/me")).body.name).toBe("Third Student Renamed");
     expect(names((await get("teacher", "/users?q=third")).body)).toEqual(["Third Student Renamed"]);
     expect((await get("admin", `/users/${ids.student3}`)).body.name).toBe("Third Student Renamed");
     // Promoted: no longer among the students a teacher may list.
-    writeFileSync(accountsFile, JSON.stringify({ ...EXTRA, student3: { roles: ["teacher"], name: "Third Student Renamed" } }));
+    writeFileSync(
+      accountsFile,
+      JSON.stringify({ ...EXTRA, student3: { roles: ["teacher"], name: "Third Student Renamed" } }),
+    );
     expect((await get("student3", "/auth/me")).body.role).toBe("teacher");
     expect((await get("teacher", "/users?q=third")).body.total).toBe(0);
   });

@@ -49,12 +49,20 @@ beforeAll(async () => {
         ...OIDC_ENV,
         EMBEDDED_IDP_HOST: "127.0.0.1",
         EMBEDDED_IDP_KEY_ALG: "ES256",
-        EMBEDDED_IDP_ROLE_ORGS: Object.entries(ORGS).map(([id, domain]) => `${id}:${domain}`).join(","),
+        EMBEDDED_IDP_ROLE_ORGS: Object.entries(ORGS)
+          .map(([id, domain]) => `${id}:${domain}`)
+          .join(","),
         EMBEDDED_IDP_ROLES_IN_ID_TOKEN: "false",
       },
     }),
   ]);
-  node = await startNode(db.url, { ...OIDC_ENV, PORT: String(port), OIDC_ISSUER: idp.issuer, REDIS_URL, NAMESPACE: NS });
+  node = await startNode(db.url, {
+    ...OIDC_ENV,
+    PORT: String(port),
+    OIDC_ISSUER: idp.issuer,
+    REDIS_URL,
+    NAMESPACE: NS,
+  });
   proxy = { [PUBLIC]: node.url };
 });
 
@@ -69,7 +77,9 @@ afterAll(async () => {
 
 it("the provider really is different: 127.0.0.1 issuer, ES256 keys only, roles of two orgs, none in the ID token", async () => {
   expect(idp.issuer).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
-  const jwks = (await (await fetch(`${idp.issuer}/jwks`)).json()) as { keys: { kty: string; alg?: string; crv?: string }[] };
+  const jwks = (await (await fetch(`${idp.issuer}/jwks`)).json()) as {
+    keys: { kty: string; alg?: string; crv?: string }[];
+  };
   expect(jwks.keys).toHaveLength(1);
   expect(jwks.keys[0]).toMatchObject({ kty: "EC", crv: "P-256", alg: "ES256" });
   const tokens = await runCodeFlow({ issuer: idp.issuer, account: "teacher" });
@@ -81,12 +91,17 @@ it("the provider really is different: 127.0.0.1 issuer, ES256 keys only, roles o
 
 it("login → IdP → callback → __Host- Secure cookie → /auth/me → a change → logout → 401", async () => {
   const browser = new TestBrowser({ frontendUrl: FRONT, proxy });
-  const result = await browser.login(`${API}/auth/login?redirect_to=${encodeURIComponent(`${FRONT}/dashboard`)}`, "teacher");
-  const authorize = new URL(result.hops[0]!.location!);
+  const result = await browser.login(
+    `${API}/auth/login?redirect_to=${encodeURIComponent(`${FRONT}/dashboard`)}`,
+    "teacher",
+  );
+  const authorize = new URL(result.hops[0].location!);
   expect(authorize.origin).toBe(idp.issuer);
   expect(authorize.searchParams.get("client_id")).toBe("autolabs-web-2");
   expect(authorize.searchParams.get("redirect_uri")).toBe(`${API}/auth/callback`);
-  expect(setCookieNamed(result.hops[0]!.setCookies, "__Host-autolabs_login")).toMatch(/; Path=\/; Max-Age=600; HttpOnly; SameSite=Lax; Secure$/);
+  expect(setCookieNamed(result.hops[0].setCookies, "__Host-autolabs_login")).toMatch(
+    /; Path=\/; Max-Age=600; HttpOnly; SameSite=Lax; Secure$/,
+  );
   expect(result.landedAt).toBe(`${FRONT}/dashboard`);
   expect(setCookieNamed(result.callbackCookies, "__Host-autolabs_session")).toMatch(
     /^__Host-autolabs_session=[A-Za-z0-9_-]{43}; Path=\/; Max-Age=3600; HttpOnly; SameSite=Lax; Secure$/,

@@ -77,7 +77,7 @@ const newBrowser = () => new TestBrowser({ frontendUrl: FRONT });
 
 async function count(sql: string, bind: Record<string, unknown> = {}): Promise<number> {
   const [rows] = await node.sequelize.query(`SELECT count(*)::int AS n FROM (${sql}) q`, { bind });
-  return (rows as { n: number }[])[0]!.n;
+  return (rows as { n: number }[])[0].n;
 }
 const sessionKeys = () => redis.keys(`${NS}:auth:session:*`);
 const stateKeys = () => redis.keys(`${NS}:auth:state:*`);
@@ -97,7 +97,7 @@ describe("the whole browser flow", () => {
     const result = await browser.login(LOGIN, "teacher");
 
     // 1. /auth/login: 302 to the IdP's authorization endpoint with PKCE S256, state and nonce.
-    const first = result.hops[0]!;
+    const first = result.hops[0];
     expect(first).toMatchObject({ method: "GET", url: LOGIN, status: 302 });
     const authorize = new URL(first.location!);
     expect(authorize.origin).toBe(idp.issuer);
@@ -112,7 +112,9 @@ describe("the whole browser flow", () => {
     expect(q.get("nonce")).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(q.get("nonce")).not.toBe(q.get("state"));
     // The login cookie binds the pending login to this browser.
-    expect(setCookieNamed(first.setCookies, "autolabs_login")).toMatch(/^autolabs_login=[A-Za-z0-9_-]{43}; Path=\/; Max-Age=600; HttpOnly; SameSite=Lax$/);
+    expect(setCookieNamed(first.setCookies, "autolabs_login")).toMatch(
+      /^autolabs_login=[A-Za-z0-9_-]{43}; Path=\/; Max-Age=600; HttpOnly; SameSite=Lax$/,
+    );
 
     // 2. The IdP's login page was shown and posted; the callback set the session cookie and sent us to FRONTEND_URL.
     expect(result.hops.some((h) => h.url.startsWith(`${idp.issuer}/interaction/`) && h.status === 200)).toBe(true);
@@ -297,7 +299,7 @@ describe("the login state", () => {
     const browser = newBrowser();
     const started = await browser.navigate(LOGIN);
     const page = started.response!;
-    const abort = /href="(\/interaction\/[^"]+\/abort)"/.exec(page.text)![1]!;
+    const abort = /href="(\/interaction\/[^"]+\/abort)"/.exec(page.text)![1];
     const users = await count("SELECT 1 FROM users");
     const done = await browser.navigate(new URL(abort, page.url).href);
     const res = done.response!;
@@ -316,7 +318,7 @@ describe("redirect_to: no open redirect", () => {
     "/\\evil.example",
     "http://localhost:3000@evil.example/",
     "http://localhost:3001/",
-    `${"http"}://localhost:${"9"}/`,
+    `http://localhost:9/`,
     "javascript:alert(document.cookie)",
     "/x\r\nSet-Cookie: hijack=1",
     "evil.example",
@@ -337,7 +339,10 @@ describe("redirect_to: no open redirect", () => {
   });
 
   it("PUBLIC_URL pages are not FRONTEND_URL pages", async () => {
-    const res = await newBrowser().request("GET", `${LOGIN}?redirect_to=${encodeURIComponent(`${PUBLIC}/api/v1/auth/me`)}`);
+    const res = await newBrowser().request(
+      "GET",
+      `${LOGIN}?redirect_to=${encodeURIComponent(`${PUBLIC}/api/v1/auth/me`)}`,
+    );
     expect(res.status).toBe(400);
   });
 });
@@ -346,14 +351,25 @@ describe("session cookies", () => {
   it("tampered, truncated, extended, foreign or duplicated cookies are anonymous (401)", async () => {
     const { sid } = await loggedIn("student");
     const flip = (s: string, i: number) => s.slice(0, i) + (s[i] === "A" ? "B" : "A") + s.slice(i + 1);
-    for (const value of [flip(sid, 0), flip(sid, 42), sid.slice(0, -1), `${sid}A`, "", "x", "%00", randomBytes(32).toString("base64url")]) {
+    for (const value of [
+      flip(sid, 0),
+      flip(sid, 42),
+      sid.slice(0, -1),
+      `${sid}A`,
+      "",
+      "x",
+      "%00",
+      randomBytes(32).toString("base64url"),
+    ]) {
       const b = newBrowser();
       b.setCookie(PUBLIC, `autolabs_session=${value}; Path=/`);
       const res = await b.api("GET", `${API}/auth/me`);
       expect([value, res.status]).toEqual([value, 401]);
     }
     // A planted cookie before the real one: the first of a name counts, and it is invalid.
-    const res = await fetch(`${API}/auth/me`, { headers: { cookie: `autolabs_session=${flip(sid, 5)}; autolabs_session=${sid}` } });
+    const res = await fetch(`${API}/auth/me`, {
+      headers: { cookie: `autolabs_session=${flip(sid, 5)}; autolabs_session=${sid}` },
+    });
     expect(res.status).toBe(401);
     // The real one, for contrast.
     expect((await fetch(`${API}/auth/me`, { headers: { cookie: `autolabs_session=${sid}` } })).status).toBe(200);
@@ -420,7 +436,11 @@ describe("CSRF on cookie-authenticated changes", () => {
     const before = await courses();
     const bodyless = await fetch(`${API}/courses`, {
       method: "POST",
-      headers: { cookie: `autolabs_session=${sid}`, "content-type": "application/x-www-form-urlencoded", origin: FRONT },
+      headers: {
+        cookie: `autolabs_session=${sid}`,
+        "content-type": "application/x-www-form-urlencoded",
+        origin: FRONT,
+      },
     });
     expect(bodyless.status).toBe(403);
     expect(((await bodyless.json()) as { detail: string }).detail).toMatch(/application\/json/);
@@ -435,13 +455,21 @@ describe("CSRF on cookie-authenticated changes", () => {
     const id = mine.json<{ id: number }>().id;
     const del = await fetch(`${API}/courses/${id}`, {
       method: "DELETE",
-      headers: { cookie: `autolabs_session=${sid}`, "content-type": "application/json", origin: "https://evil.example" },
+      headers: {
+        cookie: `autolabs_session=${sid}`,
+        "content-type": "application/json",
+        origin: "https://evil.example",
+      },
     });
     expect(del.status).toBe(403);
     expect((await browser.api("GET", `${API}/courses/${id}`)).status).toBe(200);
     const out = await fetch(`${API}/auth/logout`, {
       method: "POST",
-      headers: { cookie: `autolabs_session=${sid}`, "content-type": "application/json", origin: "https://evil.example" },
+      headers: {
+        cookie: `autolabs_session=${sid}`,
+        "content-type": "application/json",
+        origin: "https://evil.example",
+      },
     });
     expect(out.status).toBe(403);
     expect((await browser.api("GET", `${API}/auth/me`)).status).toBe(200);
@@ -450,32 +478,51 @@ describe("CSRF on cookie-authenticated changes", () => {
   it("our frontend, our own origin, and non-browser clients (no Origin, no fetch metadata) pass", async () => {
     expect((await post({ "content-type": "application/json", origin: FRONT })).status).toBe(201);
     expect((await post({ "content-type": "application/json", origin: PUBLIC })).status).toBe(201);
-    expect((await post({ "content-type": "application/json; charset=utf-8", "sec-fetch-site": "same-site" })).status).toBe(201);
+    expect(
+      (await post({ "content-type": "application/json; charset=utf-8", "sec-fetch-site": "same-site" })).status,
+    ).toBe(201);
     expect((await post({ "content-type": "application/json" })).status).toBe(201);
   });
 
   it("reads are not checked; Bearer requests are not affected at all", async () => {
     // A cross-site read (an <img>, a link): allowed, and the browser hides the answer from the other site anyway.
-    const read = await fetch(`${API}/courses`, { headers: { cookie: `autolabs_session=${sid}`, "sec-fetch-site": "cross-site" } });
+    const read = await fetch(`${API}/courses`, {
+      headers: { cookie: `autolabs_session=${sid}`, "sec-fetch-site": "cross-site" },
+    });
     expect(read.status).toBe(200);
     const { accessToken } = await idp.getToken("teacher");
     const bearer = { authorization: `Bearer ${accessToken}` };
     const lab = await fetch(`${API}/labs`, {
       method: "POST",
       headers: { ...bearer, "content-type": "application/json", "sec-fetch-site": "cross-site" },
-      body: JSON.stringify({ name: "CSRF lab", docker_image: "python:3.12-slim", resources: { cpu: "500m", memory: "512Mi", storage: "1Gi" } }),
+      body: JSON.stringify({
+        name: "CSRF lab",
+        docker_image: "python:3.12-slim",
+        resources: { cpu: "500m", memory: "512Mi", storage: "1Gi" },
+      }),
     });
     expect(lab.status).toBe(201);
     const { id } = (await lab.json()) as { id: number };
     // A bodyless change without a JSON content type: refused with the cookie, fine with Bearer.
-    const byCookie = await fetch(`${API}/labs/${id}/submit`, { method: "POST", headers: { cookie: `autolabs_session=${sid}` } });
+    const byCookie = await fetch(`${API}/labs/${id}/submit`, {
+      method: "POST",
+      headers: { cookie: `autolabs_session=${sid}` },
+    });
     expect(byCookie.status).toBe(403);
-    const byBearer = await fetch(`${API}/labs/${id}/submit`, { method: "POST", headers: { ...bearer, "sec-fetch-site": "cross-site" } });
+    const byBearer = await fetch(`${API}/labs/${id}/submit`, {
+      method: "POST",
+      headers: { ...bearer, "sec-fetch-site": "cross-site" },
+    });
     expect(byBearer.status).toBe(200);
     // Bearer wins over a cookie sent along: no CSRF check for it.
     const both = await fetch(`${API}/courses`, {
       method: "POST",
-      headers: { ...bearer, cookie: `autolabs_session=${sid}`, "content-type": "application/json", "sec-fetch-site": "cross-site" },
+      headers: {
+        ...bearer,
+        cookie: `autolabs_session=${sid}`,
+        "content-type": "application/json",
+        "sec-fetch-site": "cross-site",
+      },
       body: JSON.stringify({ name: "bearer wins" }),
     });
     expect(both.status).toBe(201);
@@ -495,7 +542,10 @@ describe("roles are synced from the IdP at every login", () => {
     expect((await browser.api("GET", `${API}/auth/me`)).json()).toMatchObject({ role: "student" });
     // …the next login (single sign-on at the IdP, no form) syncs it.
     await browser.login(LOGIN, "flipper");
-    expect((await browser.api("GET", `${API}/auth/me`)).json()).toMatchObject({ role: "teacher", name: "Flip Per Teacher" });
+    expect((await browser.api("GET", `${API}/auth/me`)).json()).toMatchObject({
+      role: "teacher",
+      name: "Flip Per Teacher",
+    });
     expect((await browser.api("POST", `${API}/courses`, { name: "now yes" })).status).toBe(201);
     expect(await count("SELECT 1 FROM users WHERE email = 'flipper@autolabs.local'")).toBe(1);
 

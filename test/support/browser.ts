@@ -83,7 +83,13 @@ export class TestBrowser {
     const headers: Record<string, string> = { ...init.headers };
     const cookie = this.jar(target).header(target);
     if (cookie !== undefined) headers.cookie = cookie;
-    const res = await fetch(this.wire(target), { method, headers, body: init.body, redirect: "manual", signal: AbortSignal.timeout(15_000) });
+    const res = await fetch(this.wire(target), {
+      method,
+      headers,
+      body: init.body,
+      redirect: "manual",
+      signal: AbortSignal.timeout(15_000),
+    });
     const setCookies = res.headers.getSetCookie();
     this.jar(target).store(setCookies, target);
     const location = res.headers.get("location") ?? undefined;
@@ -104,7 +110,12 @@ export class TestBrowser {
    */
   async navigate(
     url: string,
-    opts: { method?: string; body?: string; headers?: Record<string, string>; stopBefore?: (next: URL) => boolean } = {},
+    opts: {
+      method?: string;
+      body?: string;
+      headers?: Record<string, string>;
+      stopBefore?: (next: URL) => boolean;
+    } = {},
   ): Promise<{ response?: BrowserResponse; stoppedAt?: string; hops: Hop[] }> {
     const first = this.hops.length;
     let method = opts.method ?? "GET";
@@ -144,7 +155,9 @@ export class TestBrowser {
     }
     const page = started.response;
     if (!page || page.status !== 200 || !/\/interaction\/[^/]+$/.test(new URL(page.url).pathname)) {
-      throw new Error(`expected the IdP login page, got ${page?.status} at ${page?.url}: ${page?.text.slice(0, 300)}\n${this.describe(first)}`);
+      throw new Error(
+        `expected the IdP login page, got ${page?.status} at ${page?.url}: ${page?.text.slice(0, 300)}\n${this.describe(first)}`,
+      );
     }
     // Post the form the page itself carries (the one with the typed account).
     const action = /<form id="login" method="post" action="([^"]+)"/.exec(page.text)?.[1];
@@ -176,21 +189,33 @@ export class TestBrowser {
     if (started.stoppedAt) return started.stoppedAt;
     const page = started.response!;
     const action = /<form id="login" method="post" action="([^"]+)"/.exec(page.text)?.[1];
-    if (!action) throw new Error(`expected the IdP login page, got ${page.status} at ${page.url}\n${this.describe(first)}`);
+    if (!action)
+      throw new Error(`expected the IdP login page, got ${page.status} at ${page.url}\n${this.describe(first)}`);
     const done = await this.navigate(new URL(action.replace(/&amp;/g, "&"), page.url).href, {
       method: "POST",
       body: new URLSearchParams({ login: account, password: account }).toString(),
       headers: { "content-type": "application/x-www-form-urlencoded" },
       stopBefore: isCallback,
     });
-    if (!done.stoppedAt) throw new Error(`the IdP did not redirect to the callback: ${done.response?.status}\n${this.describe(first)}`);
+    if (!done.stoppedAt)
+      throw new Error(`the IdP did not redirect to the callback: ${done.response?.status}\n${this.describe(first)}`);
     return done.stoppedAt;
   }
 
   /** An API call as the frontend makes it: cookies, Origin = FRONTEND_URL, JSON. */
-  async api(method: string, url: string, body?: unknown, headers: Record<string, string> = {}): Promise<BrowserResponse> {
-    const h: Record<string, string> = { origin: new URL(this.opts.frontendUrl).origin, accept: "application/json", ...headers };
-    if (method !== "GET" && method !== "HEAD" && h["content-type"] === undefined) h["content-type"] = "application/json";
+  async api(
+    method: string,
+    url: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<BrowserResponse> {
+    const h: Record<string, string> = {
+      origin: new URL(this.opts.frontendUrl).origin,
+      accept: "application/json",
+      ...headers,
+    };
+    if (method !== "GET" && method !== "HEAD" && h["content-type"] === undefined)
+      h["content-type"] = "application/json";
     return this.request(method, url, { headers: h, body: body === undefined ? undefined : JSON.stringify(body) });
   }
 

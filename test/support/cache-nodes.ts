@@ -35,19 +35,32 @@ export interface CacheCluster {
   idp: TestIdp;
   nodes: PlatformNode[];
   namespace: string;
-  api<T = Record<string, unknown>>(node: number, method: string, path: string, as?: string, body?: unknown): Promise<Answer<T>>;
+  api<T = Record<string, unknown>>(
+    node: number,
+    method: string,
+    path: string,
+    as?: string,
+    body?: unknown,
+  ): Promise<Answer<T>>;
   /** The users row id of an account (created at its first request). */
   userId(account: string): Promise<number>;
   cacher(node: number): PlatformCacher;
   stop(): Promise<void>;
 }
 
-export async function startCacheCluster(opts: { nodes: number; cacher: "redis" | "memory"; services?: string }): Promise<CacheCluster> {
+export async function startCacheCluster(opts: {
+  nodes: number;
+  cacher: "redis" | "memory";
+  services?: string;
+}): Promise<CacheCluster> {
   const namespace = `cache-${randomBytes(4).toString("hex")}`;
   const accountsDir = mkdtempSync(join(tmpdir(), "autolabs-accounts-"));
   const accountsFile = join(accountsDir, "accounts.json");
   writeFileSync(accountsFile, JSON.stringify(EXTRA_ACCOUNTS));
-  const [db, idp] = await Promise.all([createTestDatabase(), startIdp({ env: { EMBEDDED_IDP_ACCOUNTS_FILE: accountsFile } })]);
+  const [db, idp] = await Promise.all([
+    createTestDatabase(),
+    startIdp({ env: { EMBEDDED_IDP_ACCOUNTS_FILE: accountsFile } }),
+  ]);
   const nodes: PlatformNode[] = [];
   const stop = async () => {
     for (const n of nodes.reverse()) await n.stop();
@@ -94,7 +107,11 @@ export async function startCacheCluster(opts: { nodes: number; cacher: "redis" |
     const headers: Record<string, string> = {};
     if (as) headers.authorization = `Bearer ${await token(as)}`;
     if (body !== undefined) headers["content-type"] = "application/json";
-    const res = await fetch(`${nodes[node]!.url}/api/v1${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const res = await fetch(`${nodes[node].url}/api/v1${path}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
     const text = await res.text();
     return { status: res.status, body: (text ? JSON.parse(text) : null) as never };
   };
@@ -115,7 +132,7 @@ export async function startCacheCluster(opts: { nodes: number; cacher: "redis" |
       return id;
     },
     cacher(node) {
-      const c = coherentCacherOf(nodes[node]!.broker);
+      const c = coherentCacherOf(nodes[node].broker);
       if (!c) throw new Error("no cacher");
       return c;
     },
@@ -169,7 +186,10 @@ export function countQueries(sequelize: Sequelize): { readonly count: number; re
  * `release()`; `reached` resolves when it is held. Stages a reader that computed its answer before a write
  * and stores it after the write's invalidation.
  */
-export function holdQuery(sequelize: Sequelize, match: RegExp): { reached: Promise<void>; release(): void; restore(): void } {
+export function holdQuery(
+  sequelize: Sequelize,
+  match: RegExp,
+): { reached: Promise<void>; release(): void; restore(): void } {
   let onReached!: () => void;
   let release!: () => void;
   const reached = new Promise<void>((r) => (onReached = r));

@@ -42,12 +42,22 @@ export async function startCeleryWorker(opts: CeleryWorkerOptions): Promise<Cele
   };
   delete env.PYTHONHOME; // would point Debian's python at another installation
   const args = [
-    "-m", "celery", "-A", "labs_worker", "worker",
-    "--pool=solo", "-Q", opts.queue, "--loglevel=INFO",
+    "-m",
+    "celery",
+    "-A",
+    "labs_worker",
+    "worker",
+    "--pool=solo",
+    "-Q",
+    opts.queue,
+    "--loglevel=INFO",
     // Unique node name so workers of parallel test files don't clash; no
     // mingle/gossip/heartbeat: they only slow startup and add broker traffic.
-    "-n", `autolabs-${opts.queue}@%h`,
-    "--without-mingle", "--without-gossip", "--without-heartbeat",
+    "-n",
+    `autolabs-${opts.queue}@%h`,
+    "--without-mingle",
+    "--without-gossip",
+    "--without-heartbeat",
   ];
   const child = await startReadyChild({
     name: "celery worker",

@@ -33,7 +33,16 @@ export class Chromium {
       while ((end = this.buffer.indexOf("\0")) >= 0) {
         const raw = this.buffer.slice(0, end);
         this.buffer = this.buffer.slice(end + 1);
-        this.dispatch(JSON.parse(raw) as { id?: number; result?: unknown; error?: { message: string }; method?: string; params?: Record<string, unknown>; sessionId?: string });
+        this.dispatch(
+          JSON.parse(raw) as {
+            id?: number;
+            result?: unknown;
+            error?: { message: string };
+            method?: string;
+            params?: Record<string, unknown>;
+            sessionId?: string;
+          },
+        );
       }
     });
     const keep = (d: Buffer) => {
@@ -76,7 +85,14 @@ export class Chromium {
     return browser;
   }
 
-  private dispatch(msg: { id?: number; result?: unknown; error?: { message: string }; method?: string; params?: Record<string, unknown>; sessionId?: string }): void {
+  private dispatch(msg: {
+    id?: number;
+    result?: unknown;
+    error?: { message: string };
+    method?: string;
+    params?: Record<string, unknown>;
+    sessionId?: string;
+  }): void {
     if (msg.id !== undefined) {
       const p = this.pending.get(msg.id);
       if (!p) return;
@@ -88,7 +104,12 @@ export class Chromium {
     if (msg.method) for (const l of this.listeners.get(msg.method) ?? []) l(msg.params ?? {}, msg.sessionId);
   }
 
-  send<T = Record<string, unknown>>(method: string, params: Record<string, unknown> = {}, sessionId?: string, timeoutMs = 15_000): Promise<T> {
+  send<T = Record<string, unknown>>(
+    method: string,
+    params: Record<string, unknown> = {},
+    sessionId?: string,
+    timeoutMs = 15_000,
+  ): Promise<T> {
     const id = this.nextId++;
     const to = this.child.stdio[3] as Writable;
     return new Promise<T>((resolve, reject) => {
@@ -115,7 +136,7 @@ export class Chromium {
     let set = this.listeners.get(method);
     if (!set) this.listeners.set(method, (set = new Set()));
     set.add(listener);
-    return () => set!.delete(listener);
+    return () => set.delete(listener);
   }
 
   /** A new tab, attached (flat session). */
@@ -180,11 +201,12 @@ export class Page {
 
   /** Evaluates an expression in the page (awaiting promises) and returns its JSON value. */
   async evaluate<T>(expression: string): Promise<T> {
-    const res = await this.send<{ result: { value?: T }; exceptionDetails?: { text: string; exception?: { description?: string } } }>(
-      "Runtime.evaluate",
-      { expression, awaitPromise: true, returnByValue: true },
-    );
-    if (res.exceptionDetails) throw new Error(`page threw: ${res.exceptionDetails.exception?.description ?? res.exceptionDetails.text}`);
+    const res = await this.send<{
+      result: { value?: T };
+      exceptionDetails?: { text: string; exception?: { description?: string } };
+    }>("Runtime.evaluate", { expression, awaitPromise: true, returnByValue: true });
+    if (res.exceptionDetails)
+      throw new Error(`page threw: ${res.exceptionDetails.exception?.description ?? res.exceptionDetails.text}`);
     return res.result.value as T;
   }
 

@@ -23,8 +23,18 @@ export interface ExtraAccount {
 
 /** Accounts the embedded IdP does not have; signed locally with its key. */
 export const EXTRA_ACCOUNTS: Record<string, ExtraAccount> = {
-  teacher2: { sub: "310000000000000102", email: "teacher2@autolabs.local", name: "Demo Teacher Two", roles: ["teacher"] },
-  student3: { sub: "310000000000000103", email: "student3@autolabs.local", name: "Demo Student Three", roles: ["student"] },
+  teacher2: {
+    sub: "310000000000000102",
+    email: "teacher2@autolabs.local",
+    name: "Demo Teacher Two",
+    roles: ["teacher"],
+  },
+  student3: {
+    sub: "310000000000000103",
+    email: "student3@autolabs.local",
+    name: "Demo Student Three",
+    roles: ["student"],
+  },
 };
 
 export const now = (): number => Math.floor(Date.now() / 1000);
@@ -54,18 +64,26 @@ export async function signWithIdpKey(
   const jwk = p.idp.privateJwks().keys[0];
   if (!jwk) throw new Error("the IdP has no signing key");
   const key = await importJWK(jwk, "RS256");
-  return new SignJWT(payload).setProtectedHeader({ alg: "RS256", kid: header.kid ?? jwk.kid, typ: header.typ ?? "at+jwt" }).sign(key);
+  return new SignJWT(payload)
+    .setProtectedHeader({ alg: "RS256", kid: header.kid ?? jwk.kid, typ: header.typ ?? "at+jwt" })
+    .sign(key);
 }
 
 export async function tokenFor(p: TestPlatform, account: ExtraAccount): Promise<string> {
   return signWithIdpKey(
     p,
-    validClaims(p, { sub: account.sub, email: account.email, name: account.name, [ROLES_CLAIM]: rolesClaim(account.roles) }),
+    validClaims(p, {
+      sub: account.sub,
+      email: account.email,
+      name: account.name,
+      [ROLES_CLAIM]: rolesClaim(account.roles),
+    }),
   );
 }
 
 /** Anything that looks like a stack trace or an internal error leaking into a body. */
-const LEAK = /\n\s+at |\bat [\w.<>]+ \(|\.ts:\d+|\.js:\d+|node_modules|SequelizeDatabaseError|MoleculerServerError|TypeError|ReferenceError/;
+const LEAK =
+  /\n\s+at |\bat [\w.<>]+ \(|\.ts:\d+|\.js:\d+|node_modules|SequelizeDatabaseError|MoleculerServerError|TypeError|ReferenceError/;
 
 export function expectNoLeak(res: ApiResponse): void {
   const text = typeof res.body === "string" ? res.body : JSON.stringify(res.body ?? "");
@@ -77,7 +95,8 @@ export function expectWellFormed(res: ApiResponse): void {
   expectNoLeak(res);
   const rid = res.headers.get("x-request-id");
   if (!rid) throw new Error(`answer ${res.status} has no X-Request-Id`);
-  if (res.status >= 500 && res.status !== 503) throw new Error(`server error ${res.status}: ${JSON.stringify(res.body)}`);
+  if (res.status >= 500 && res.status !== 503)
+    throw new Error(`server error ${res.status}: ${JSON.stringify(res.body)}`);
   if (res.status >= 400) {
     const body = res.body as { detail?: unknown } | null;
     if (!body || typeof body !== "object" || !("detail" in body)) {
@@ -85,9 +104,15 @@ export function expectWellFormed(res: ApiResponse): void {
     }
     if (res.status === 422) {
       const detail = body.detail as { loc?: unknown; msg?: unknown; type?: unknown }[];
-      if (!Array.isArray(detail) || detail.length === 0) throw new Error(`422 detail is not a list: ${JSON.stringify(body)}`);
+      if (!Array.isArray(detail) || detail.length === 0)
+        throw new Error(`422 detail is not a list: ${JSON.stringify(body)}`);
       for (const d of detail) {
-        if (!Array.isArray(d.loc) || !["body", "query", "path"].includes(String(d.loc[0])) || typeof d.msg !== "string" || typeof d.type !== "string") {
+        if (
+          !Array.isArray(d.loc) ||
+          !["body", "query", "path"].includes(String(d.loc[0])) ||
+          typeof d.msg !== "string" ||
+          typeof d.type !== "string"
+        ) {
           throw new Error(`422 item is not FastAPI-shaped: ${JSON.stringify(d)}`);
         }
       }
@@ -182,7 +207,8 @@ export async function fixtures(p: TestPlatform, api: Api): Promise<Fixtures> {
     student3: await idOf("student3"),
   };
   const must = (what: string, res: ApiResponse, status: number) => {
-    if (res.status !== status) throw new Error(`${what}: expected ${status}, got ${res.status} ${JSON.stringify(res.body)}`);
+    if (res.status !== status)
+      throw new Error(`${what}: expected ${status}, got ${res.status} ${JSON.stringify(res.body)}`);
     return res;
   };
   const f: Fixtures = {
@@ -193,10 +219,19 @@ export async function fixtures(p: TestPlatform, api: Api): Promise<Fixtures> {
       return (res.body as { id: number }).id;
     },
     async assign(courseId, ...studentIds) {
-      must("assign", await api("POST", `/courses/${courseId}/students`, { as: "admin", body: { student_ids: studentIds } }), 200);
+      must(
+        "assign",
+        await api("POST", `/courses/${courseId}/students`, { as: "admin", body: { student_ids: studentIds } }),
+        200,
+      );
     },
     async lab(as, extra = {}) {
-      const body = { name: uniqueName("Lab"), docker_image: "registry.autolabs.local/labs/python:3.12", resources: { ...RESOURCES }, ...extra };
+      const body = {
+        name: uniqueName("Lab"),
+        docker_image: "registry.autolabs.local/labs/python:3.12",
+        resources: { ...RESOURCES },
+        ...extra,
+      };
       const res = must("create lab", await api("POST", "/labs", { as, body }), 201);
       return res.body as Record<string, unknown> & { id: number };
     },
@@ -208,7 +243,8 @@ export async function fixtures(p: TestPlatform, api: Api): Promise<Fixtures> {
     },
     async attach(courseId, labId) {
       const res = await api("POST", `/courses/${courseId}/labs`, { as: "admin", body: { lab_id: labId } });
-      if (res.status !== 201 && res.status !== 200) throw new Error(`attach: ${res.status} ${JSON.stringify(res.body)}`);
+      if (res.status !== 201 && res.status !== 200)
+        throw new Error(`attach: ${res.status} ${JSON.stringify(res.body)}`);
     },
     async instance(labId, courseId, studentId, status) {
       const [rows] = await p.sequelize.query(

@@ -64,7 +64,8 @@ export interface OutboxRow {
 /* ───────────────────────────── helpers ───────────────────────────── */
 
 export function must(what: string, res: ApiResponse, status: number): ApiResponse {
-  if (res.status !== status) throw new Error(`${what}: expected ${status}, got ${res.status} ${JSON.stringify(res.body)}`);
+  if (res.status !== status)
+    throw new Error(`${what}: expected ${status}, got ${res.status} ${JSON.stringify(res.body)}`);
   return res;
 }
 
@@ -105,12 +106,32 @@ export interface World {
 }
 
 export async function world(p: WorldPlatform, labCount: number): Promise<World> {
-  const ids = { student: await p.userId("student"), student2: await p.userId("student2"), teacher: await p.userId("teacher") };
-  const course = must("course", await p.api("POST", "/courses", { as: "teacher", body: { name: "Networks" } }), 201).json<{ id: number }>().id;
-  must("assign", await p.api("POST", `/courses/${course}/students`, { as: "teacher", body: { student_ids: [ids.student, ids.student2] } }), 200);
+  const ids = {
+    student: await p.userId("student"),
+    student2: await p.userId("student2"),
+    teacher: await p.userId("teacher"),
+  };
+  const course = must(
+    "course",
+    await p.api("POST", "/courses", { as: "teacher", body: { name: "Networks" } }),
+    201,
+  ).json<{ id: number }>().id;
+  must(
+    "assign",
+    await p.api("POST", `/courses/${course}/students`, {
+      as: "teacher",
+      body: { student_ids: [ids.student, ids.student2] },
+    }),
+    200,
+  );
   let n = 0;
   const approvedLab = async (extra: Record<string, unknown> = {}) => {
-    const body = { name: `Lab ${++n}`, docker_image: "registry.autolabs.local/labs/net:1.0", resources: RESOURCES, ...extra };
+    const body = {
+      name: `Lab ${++n}`,
+      docker_image: "registry.autolabs.local/labs/net:1.0",
+      resources: RESOURCES,
+      ...extra,
+    };
     const lab = must("lab", await p.api("POST", "/labs", { as: "teacher", body }), 201).json<{ id: number }>().id;
     must("submit", await p.api("POST", `/labs/${lab}/submit`, { as: "teacher" }), 200);
     must("approve", await p.api("POST", `/labs/${lab}/approve`, { as: "admin" }), 200);
@@ -128,11 +149,15 @@ export async function world(p: WorldPlatform, labCount: number): Promise<World> 
     course,
     labs,
     approvedLab,
-    start: (labId, as = "student", courseId = course) => p.api("POST", "/lab-instances", { as, body: { lab_id: labId, course_id: courseId } }),
+    start: (labId, as = "student", courseId = course) =>
+      p.api("POST", "/lab-instances", { as, body: { lab_id: labId, course_id: courseId } }),
     async get(id, as = "admin") {
       return must("get", await p.api("GET", `/lab-instances/${id}`, { as }), 200).json<Instance>();
     },
-    apply: (params) => p.broker.call("lab-instances.applyTaskResult", params, { meta: { user: systemPrincipal("test: worker result") } }),
+    apply: (params) =>
+      p.broker.call("lab-instances.applyTaskResult", params, {
+        meta: { user: systemPrincipal("test: worker result") },
+      }),
     async outbox(instanceId) {
       const [rows] = await p.sequelize.query(
         "SELECT id, task_name, kwargs, queue, lab_instance_id FROM task_outbox WHERE lab_instance_id = $id ORDER BY created_at, task_name",
@@ -141,14 +166,24 @@ export async function world(p: WorldPlatform, labCount: number): Promise<World> 
       return rows as OutboxRow[];
     },
     async reset() {
-      await p.sequelize.query("UPDATE lab_instances SET status = 'stopped' WHERE status IN ('pending', 'running', 'stopping')");
+      await p.sequelize.query(
+        "UPDATE lab_instances SET status = 'stopped' WHERE status IN ('pending', 'running', 'stopping')",
+      );
     },
   };
 }
 
-export const startOk = { status: "running", k8s_pod_name: "lab-pod-1", connection_url: "https://labs.example.test/i/1" };
+export const startOk = {
+  status: "running",
+  k8s_pod_name: "lab-pod-1",
+  connection_url: "https://labs.example.test/i/1",
+};
 
-export async function until<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 10_000): Promise<T> {
+export async function until<T>(
+  what: string,
+  fn: () => Promise<T | undefined | null | false>,
+  timeoutMs = 10_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
@@ -177,7 +212,12 @@ export interface Stream {
   body: string;
 }
 
-export async function openStream(p: Pick<TestPlatform, "url">, path: string, token: string | null, headers: Record<string, string> = {}): Promise<Stream> {
+export async function openStream(
+  p: Pick<TestPlatform, "url">,
+  path: string,
+  token: string | null,
+  headers: Record<string, string> = {},
+): Promise<Stream> {
   const ctrl = new AbortController();
   const res = await fetch(`${p.url}/api/v1${path}`, {
     headers: { accept: "text/event-stream", ...(token ? { authorization: `Bearer ${token}` } : {}), ...headers },

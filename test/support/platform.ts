@@ -105,7 +105,11 @@ export async function startGatewayAndDomain(
   domainServices: string[],
 ): Promise<{ gateway: PlatformNode; domain: PlatformNode }> {
   const env = { TRANSPORTER: AMQP_URL, NAMESPACE: namespace, ...common };
-  const domain = await startNode(databaseUrl, { ...env, NODEID: `${namespace}-domain`, SERVICES: domainServices.join(",") });
+  const domain = await startNode(databaseUrl, {
+    ...env,
+    NODEID: `${namespace}-domain`,
+    SERVICES: domainServices.join(","),
+  });
   const gateway = await startNode(databaseUrl, { ...env, NODEID: `${namespace}-gateway`, SERVICES: "api-gateway" });
   await gateway.broker.waitForServices(domainServices, 20_000);
   const probe = domainServices.includes("labs") ? "/labs" : "/courses";
@@ -125,7 +129,11 @@ export interface TestPlatform extends PlatformNode {
   /** The users row id of a demo account (created on its first authenticated request). */
   userId(account: string): Promise<number>;
   /** fetch against the gateway with JSON and an optional account's token. */
-  api(method: string, path: string, opts?: { as?: string; body?: unknown; headers?: Record<string, string> }): Promise<ApiResponse>;
+  api(
+    method: string,
+    path: string,
+    opts?: { as?: string; body?: unknown; headers?: Record<string, string> },
+  ): Promise<ApiResponse>;
 }
 
 export interface ApiResponse {

@@ -31,7 +31,9 @@ export async function tableSnapshot(sequelize: Sequelize): Promise<TableSnapshot
 
 /** The tables whose fingerprint differs between two snapshots, each with its before → after. */
 export function changedTables(before: TableSnapshot, after: TableSnapshot): string[] {
-  return [...after.keys()].filter((t) => before.get(t) !== after.get(t)).map((t) => `${t} (${before.get(t)} → ${after.get(t)})`);
+  return [...after.keys()]
+    .filter((t) => before.get(t) !== after.get(t))
+    .map((t) => `${t} (${before.get(t)} → ${after.get(t)})`);
 }
 
 /** Transactions of other sessions on this database (an event handler of an allowed write still writing). */

@@ -31,7 +31,8 @@ export async function waitFor<T>(
     } catch (e) {
       last = e;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
@@ -41,16 +42,20 @@ export async function seedInstances(sequelize: Sequelize, n: number): Promise<nu
   const q = <T extends object>(sql: string, bind: Record<string, unknown> = {}) =>
     sequelize.query<T>(sql, { bind, type: QueryTypes.SELECT });
   const tag = `${Date.now()}-${Math.random().toString(36).slice(2)}`;
-  const [user] = await q<{ id: number }>(`INSERT INTO users (external_id, role) VALUES ($s, 'teacher') RETURNING id`, { s: `t-${tag}` });
-  const [course] = await q<{ id: number }>(`INSERT INTO courses (name, owner_id) VALUES ('C', $u) RETURNING id`, { u: user!.id });
+  const [user] = await q<{ id: number }>(`INSERT INTO users (external_id, role) VALUES ($s, 'teacher') RETURNING id`, {
+    s: `t-${tag}`,
+  });
+  const [course] = await q<{ id: number }>(`INSERT INTO courses (name, owner_id) VALUES ('C', $u) RETURNING id`, {
+    u: user.id,
+  });
   const [lab] = await q<{ id: number }>(
     `INSERT INTO labs (name, docker_image, created_by, status) VALUES ('L', 'nginx:1.27', $u, 'approved') RETURNING id`,
-    { u: user!.id },
+    { u: user.id },
   );
   const rows = await q<{ id: number }>(
     `INSERT INTO lab_instances (lab_id, course_id, student_id, status)
      SELECT $lab, $course, $user, 'stopped' FROM generate_series(1, $n::integer) RETURNING id`,
-    { lab: lab!.id, course: course!.id, user: user!.id, n },
+    { lab: lab.id, course: course.id, user: user.id, n },
   );
   return rows.map((r) => r.id).sort((a, b) => a - b);
 }
@@ -70,7 +75,14 @@ export async function enqueue(
   const ids = await sequelize.transaction(async (transaction) => {
     const out: string[] = [];
     for (const s of specs) {
-      out.push(await enqueueTask(sequelize, transaction, { name: s.name, kwargs: s.kwargs, labInstanceId: s.kwargs.lab_instance_id, queue }));
+      out.push(
+        await enqueueTask(sequelize, transaction, {
+          name: s.name,
+          kwargs: s.kwargs,
+          labInstanceId: s.kwargs.lab_instance_id,
+          queue,
+        }),
+      );
     }
     return out;
   });
@@ -83,7 +95,10 @@ export const startLab = (id: number, labId = 7, studentId = 1001): TaskSpec<"sta
   kwargs: { lab_instance_id: id, lab_id: labId, student_id: studentId },
 });
 export const stopLab = (id: number): TaskSpec<"stop_lab"> => ({ name: "stop_lab", kwargs: { lab_instance_id: id } });
-export const cleanupLab = (id: number): TaskSpec<"cleanup_lab"> => ({ name: "cleanup_lab", kwargs: { lab_instance_id: id } });
+export const cleanupLab = (id: number): TaskSpec<"cleanup_lab"> => ({
+  name: "cleanup_lab",
+  kwargs: { lab_instance_id: id },
+});
 
 export interface OutboxState {
   id: string;
@@ -152,7 +167,7 @@ export class QueueReader {
     for (;;) {
       const m = await this.ch.get(queue, { noAck: true });
       if (m === false) return out;
-      out.push({ content: m.content, properties: m.properties, headers: (m.properties.headers ?? {}) as Record<string, unknown> });
+      out.push({ content: m.content, properties: m.properties, headers: m.properties.headers ?? {} });
     }
   }
 

@@ -170,7 +170,10 @@ describe("identityToStore", () => {
   });
 
   it("absent email and name keep the stored ones (a Zitadel access token carries neither)", () => {
-    expect(identityToStore(stored, { email: null, name: null, role: "student" })).toEqual({ next: stored, changed: false });
+    expect(identityToStore(stored, { email: null, name: null, role: "student" })).toEqual({
+      next: stored,
+      changed: false,
+    });
     expect(identityToStore(stored, { email: null, name: "Ada L.", role: "student" })).toEqual({
       next: { ...stored, name: "Ada L." },
       changed: true,

@@ -59,11 +59,11 @@ function amqplibPropertyBytes(msg: EncodedCeleryTask): Buffer {
 function decodeTypedHeaders(props: Buffer): [string, Typed][] {
   const flags = props.readUInt16BE(0);
   let off = 2;
-  if (flags & 0x8000) off += 1 + (props[off] as number);
-  if (flags & 0x4000) off += 1 + (props[off] as number);
+  if (flags & 0x8000) off += 1 + props[off];
+  if (flags & 0x4000) off += 1 + props[off];
   if (!(flags & 0x2000)) return [];
   const item = (): Typed => {
-    const tag = String.fromCharCode(props[off] as number);
+    const tag = String.fromCharCode(props[off]);
     off += 1;
     switch (tag) {
       case "S": {
@@ -105,7 +105,7 @@ function decodeTypedHeaders(props: Buffer): [string, Typed][] {
     off += 4;
     const out: [string, Typed][] = [];
     while (off < end) {
-      const klen = props[off] as number;
+      const klen = props[off];
       const key = props.toString("utf8", off + 1, off + 1 + klen);
       off += 1 + klen;
       out.push([key, item()]);
@@ -308,7 +308,7 @@ describe("parseCeleryResult", () => {
     const raw = JSON.stringify({
       status: "FAILURE",
       result: { exc_type: "RuntimeError", exc_message: ["image pull failed"], exc_module: "builtins" },
-      traceback: 'Traceback (most recent call last):\n  ...\nRuntimeError: image pull failed\n',
+      traceback: "Traceback (most recent call last):\n  ...\nRuntimeError: image pull failed\n",
       children: [],
       date_done: "2026-11-26T14:51:00.123456",
       task_id: id,
@@ -330,7 +330,11 @@ describe("parseCeleryResult", () => {
   });
 
   it("gives REVOKED an error too, and other states none", () => {
-    const revoked = { status: "REVOKED", result: { exc_type: "TaskRevokedError", exc_message: ["revoked"] }, task_id: id };
+    const revoked = {
+      status: "REVOKED",
+      result: { exc_type: "TaskRevokedError", exc_message: ["revoked"] },
+      task_id: id,
+    };
     expect(parseCeleryResult(JSON.stringify(revoked)).error).toBe("TaskRevokedError: revoked");
     const started = parseCeleryResult(JSON.stringify({ status: "STARTED", result: { pid: 1 }, task_id: id }));
     expect(started).toEqual({ taskId: id, status: "STARTED", result: { pid: 1 } });

@@ -33,7 +33,8 @@ beforeEach(async () => {
 
 afterEach(() => broker.stop());
 
-const get = (user: number) => broker.call<{ value: string }, { id: number }>("things.get", { id: 1 }, { meta: { user: { id: user } } });
+const get = (user: number) =>
+  broker.call<{ value: string }, { id: number }>("things.get", { id: 1 }, { meta: { user: { id: user } } });
 
 it("serves a hit from the cache, keyed per caller", async () => {
   expect(await get(1)).toEqual({ value: "before" });
@@ -74,5 +75,7 @@ it("an invalidation drops what is cached; the next read sees the write", async (
 it("bypasses the cache when a call asks for it ($cache: false)", async () => {
   await get(1);
   db.value = "after";
-  expect(await broker.call("things.get", { id: 1 }, { meta: { user: { id: 1 }, $cache: false } })).toEqual({ value: "after" });
+  expect(await broker.call("things.get", { id: 1 }, { meta: { user: { id: 1 }, $cache: false } })).toEqual({
+    value: "after",
+  });
 });

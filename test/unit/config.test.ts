@@ -51,10 +51,15 @@ describe("OIDC_ALLOWED_ORGS", () => {
     expect(loadConfig({ OIDC_ALLOWED_ORGS: " 1 , org-b_2,1" }).oidc.allowedOrgs).toEqual(["1", "org-b_2"]);
   });
 
-  it.each([["1,,2"], ["1,"], ["acme.example"], ["1 2"], ["x".repeat(65)]])("refuses %j naming the variable", (value) => {
-    expect(() => loadConfig({ OIDC_ALLOWED_ORGS: value })).toThrow(ConfigError);
-    expect(() => loadConfig({ OIDC_ALLOWED_ORGS: value })).toThrow(/OIDC_ALLOWED_ORGS must be comma-separated organisation ids/);
-  });
+  it.each([["1,,2"], ["1,"], ["acme.example"], ["1 2"], ["x".repeat(65)]])(
+    "refuses %j naming the variable",
+    (value) => {
+      expect(() => loadConfig({ OIDC_ALLOWED_ORGS: value })).toThrow(ConfigError);
+      expect(() => loadConfig({ OIDC_ALLOWED_ORGS: value })).toThrow(
+        /OIDC_ALLOWED_ORGS must be comma-separated organisation ids/,
+      );
+    },
+  );
 });
 
 describe("METRICS_PORT", () => {
@@ -84,7 +89,13 @@ describe("rate limits", () => {
       RATE_LIMIT_LOGIN_PER_MIN: "30",
       TRUST_PROXY: "2",
     });
-    expect(c.rateLimit).toEqual({ userRps: 0.5, userBurst: 0, labStartsPerMin: 0, loginPerMin: 30, trustedProxyHops: 2 });
+    expect(c.rateLimit).toEqual({
+      userRps: 0.5,
+      userBurst: 0,
+      labStartsPerMin: 0,
+      loginPerMin: 30,
+      trustedProxyHops: 2,
+    });
   });
 
   it.each([

@@ -24,7 +24,12 @@ const types = (r: Result) => (r === true ? [] : r.map((e) => `${e.field}:${e.typ
 
 describe("ID_PARAM (path ids)", () => {
   it("accepts decimal digits and JSON integers, converting strings to numbers", () => {
-    for (const [raw, n] of [["1", 1], ["42", 42], ["2147483647", 2147483647], [7, 7]] as const) {
+    for (const [raw, n] of [
+      ["1", 1],
+      ["42", 42],
+      ["2147483647", 2147483647],
+      [7, 7],
+    ] as const) {
       const params: Record<string, unknown> = { id: raw };
       expect(check({ id: ID_PARAM }, params)).toBe(true);
       expect(params.id).toBe(n);

@@ -37,7 +37,9 @@ const EVENTS: InstanceEvent[] = [
   { kind: "stop" },
   { kind: "start_timed_out", timeoutS: 300 },
   { kind: "lifetime_exceeded" },
-  ...TASKS.flatMap((task) => STATES.map((state): InstanceEvent => ({ kind: "result", task, state, error: "RuntimeError: boom" }))),
+  ...TASKS.flatMap((task) =>
+    STATES.map((state): InstanceEvent => ({ kind: "result", task, state, error: "RuntimeError: boom" })),
+  ),
 ];
 
 describe("lifecycle table", () => {
@@ -85,9 +87,20 @@ describe("decide", () => {
   });
 
   it("start FAILURE: pending → failed with the error and a cleanup; later statuses ignore it", () => {
-    const bad: InstanceEvent = { kind: "result", task: "start_lab", state: "FAILURE", error: "RuntimeError: no node fits" };
-    expect(decide("pending", bad)).toEqual({ to: "failed", error: "RuntimeError: no node fits", enqueue: "cleanup_lab" });
-    expect(decide("pending", { kind: "result", task: "start_lab", state: "REVOKED" }).error).toBe("start_lab was revoked");
+    const bad: InstanceEvent = {
+      kind: "result",
+      task: "start_lab",
+      state: "FAILURE",
+      error: "RuntimeError: no node fits",
+    };
+    expect(decide("pending", bad)).toEqual({
+      to: "failed",
+      error: "RuntimeError: no node fits",
+      enqueue: "cleanup_lab",
+    });
+    expect(decide("pending", { kind: "result", task: "start_lab", state: "REVOKED" }).error).toBe(
+      "start_lab was revoked",
+    );
     for (const s of ["running", "stopping", "stopped", "failed", "expired"] as InstanceStatus[]) {
       expect(decide(s, bad).to).toBeUndefined();
       expect(decide(s, bad).enqueue).toBeUndefined();
@@ -108,7 +121,9 @@ describe("decide", () => {
   });
 
   it("a failed stop fails the instance and tries a cleanup; a failed cleanup changes nothing", () => {
-    expect(decide("stopping", { kind: "result", task: "stop_lab", state: "FAILURE", error: "ApiException: 500" })).toEqual({
+    expect(
+      decide("stopping", { kind: "result", task: "stop_lab", state: "FAILURE", error: "ApiException: 500" }),
+    ).toEqual({
       to: "failed",
       error: "ApiException: 500",
       enqueue: "cleanup_lab",
@@ -179,7 +194,12 @@ describe("worker results", () => {
   });
 
   it("an unusable start SUCCESS becomes a failed start", () => {
-    const { event, start } = resultEvent("start_lab", "SUCCESS", { k8s_pod_name: "p", connection_url: "javascript:x" }, undefined);
+    const { event, start } = resultEvent(
+      "start_lab",
+      "SUCCESS",
+      { k8s_pod_name: "p", connection_url: "javascript:x" },
+      undefined,
+    );
     expect(start).toBeUndefined();
     expect(event).toMatchObject({ kind: "result", task: "start_lab", state: "FAILURE" });
     expect(decide("pending", event)).toMatchObject({ to: "failed", enqueue: "cleanup_lab" });

@@ -54,7 +54,8 @@ describe("nextStatus", () => {
     const rule = LEGAL[action];
     const r = nextStatus(status, action, role);
     if (!rule.roles.includes(role)) expect(r).toEqual({ ok: false, code: "FORBIDDEN", detail: expect.any(String) });
-    else if (!rule.from.includes(status)) expect(r).toEqual({ ok: false, code: "INVALID_TRANSITION", detail: expect.any(String) });
+    else if (!rule.from.includes(status))
+      expect(r).toEqual({ ok: false, code: "INVALID_TRANSITION", detail: expect.any(String) });
     else expect(r).toEqual({ ok: true, status: rule.to });
   });
 
@@ -90,18 +91,38 @@ describe("nextStatus", () => {
       code: "INVALID_TRANSITION",
       detail: "Lab is pending approval; only a draft or rejected lab can be submitted for approval",
     });
-    expect(nextStatus("approved", "submit", "teacher")).toMatchObject({ code: "INVALID_TRANSITION", detail: /^Lab is approved;/ });
+    expect(nextStatus("approved", "submit", "teacher")).toMatchObject({
+      code: "INVALID_TRANSITION",
+      detail: /^Lab is approved;/,
+    });
   });
 
   it("checks the role before the state (403 rather than 409 for a teacher approving a draft)", () => {
-    expect(nextStatus("draft", "approve", "teacher")).toEqual({ ok: false, code: "FORBIDDEN", detail: "Only an admin can approve labs" });
-    expect(nextStatus("approved", "reject", "teacher")).toEqual({ ok: false, code: "FORBIDDEN", detail: "Only an admin can reject labs" });
-    expect(nextStatus("draft", "submit", "student")).toMatchObject({ code: "FORBIDDEN", detail: /teachers and admins/ });
+    expect(nextStatus("draft", "approve", "teacher")).toEqual({
+      ok: false,
+      code: "FORBIDDEN",
+      detail: "Only an admin can approve labs",
+    });
+    expect(nextStatus("approved", "reject", "teacher")).toEqual({
+      ok: false,
+      code: "FORBIDDEN",
+      detail: "Only an admin can reject labs",
+    });
+    expect(nextStatus("draft", "submit", "student")).toMatchObject({
+      code: "FORBIDDEN",
+      detail: /teachers and admins/,
+    });
   });
 
   it("refuses unknown actions and statuses arriving at runtime", () => {
-    expect(nextStatus("draft", "publish" as LabAction, "admin")).toMatchObject({ ok: false, code: "INVALID_TRANSITION" });
-    expect(nextStatus("draft", "toString" as LabAction, "admin")).toMatchObject({ ok: false, code: "INVALID_TRANSITION" });
+    expect(nextStatus("draft", "publish" as LabAction, "admin")).toMatchObject({
+      ok: false,
+      code: "INVALID_TRANSITION",
+    });
+    expect(nextStatus("draft", "toString" as LabAction, "admin")).toMatchObject({
+      ok: false,
+      code: "INVALID_TRANSITION",
+    });
     expect(nextStatus("archived" as LabStatus, "approve", "admin")).toMatchObject({
       ok: false,
       code: "INVALID_TRANSITION",
@@ -113,7 +134,11 @@ describe("nextStatus", () => {
 
 describe("transitionPatch", () => {
   it("clears approval and reason on submit", () => {
-    expect(transitionPatch("submit", 5)).toEqual({ status: "pending_approval", approved_by: null, rejection_reason: null });
+    expect(transitionPatch("submit", 5)).toEqual({
+      status: "pending_approval",
+      approved_by: null,
+      rejection_reason: null,
+    });
   });
 
   it("records the approver and clears a stale reason on approve", () => {
@@ -130,9 +155,15 @@ describe("transitionPatch", () => {
   });
 
   it("agrees with nextStatus on the target status", () => {
-    expect(transitionPatch("submit", 1).status).toBe((nextStatus("draft", "submit", "teacher") as { status: LabStatus }).status);
-    expect(transitionPatch("approve", 1).status).toBe((nextStatus("pending_approval", "approve", "admin") as { status: LabStatus }).status);
-    expect(transitionPatch("reject", 1).status).toBe((nextStatus("pending_approval", "reject", "admin") as { status: LabStatus }).status);
+    expect(transitionPatch("submit", 1).status).toBe(
+      (nextStatus("draft", "submit", "teacher") as { status: LabStatus }).status,
+    );
+    expect(transitionPatch("approve", 1).status).toBe(
+      (nextStatus("pending_approval", "approve", "admin") as { status: LabStatus }).status,
+    );
+    expect(transitionPatch("reject", 1).status).toBe(
+      (nextStatus("pending_approval", "reject", "admin") as { status: LabStatus }).status,
+    );
   });
 });
 
@@ -205,18 +236,28 @@ describe("statusAfterEdit", () => {
       });
     });
 
-    it.each(["draft", "pending_approval", "rejected"] as LabStatus[])("by a teacher keeps a %s lab as it is", (status) => {
-      expect(statusAfterEdit(base(status), changes, "teacher")).toMatchObject({
-        ok: true,
-        status,
-        approved_by: null,
-        reapproval_required: false,
-      });
-    });
+    it.each(["draft", "pending_approval", "rejected"] as LabStatus[])(
+      "by a teacher keeps a %s lab as it is",
+      (status) => {
+        expect(statusAfterEdit(base(status), changes, "teacher")).toMatchObject({
+          ok: true,
+          status,
+          approved_by: null,
+          reapproval_required: false,
+        });
+      },
+    );
 
-    it.each(["draft", "pending_approval", "rejected"] as LabStatus[])("by an admin keeps a %s lab as it is", (status) => {
-      expect(statusAfterEdit(base(status), changes, "admin")).toMatchObject({ ok: true, status, reapproval_required: false });
-    });
+    it.each(["draft", "pending_approval", "rejected"] as LabStatus[])(
+      "by an admin keeps a %s lab as it is",
+      (status) => {
+        expect(statusAfterEdit(base(status), changes, "admin")).toMatchObject({
+          ok: true,
+          status,
+          reapproval_required: false,
+        });
+      },
+    );
 
     it("by a student is forbidden", () => {
       expect(statusAfterEdit(base("approved"), changes, "student")).toEqual({
@@ -255,7 +296,11 @@ describe("statusAfterEdit", () => {
   });
 
   it("compares resources by value: 0.5 CPU is 500m, 1024Mi is 1Gi", () => {
-    const r = statusAfterEdit(base("approved"), { resources: { cpu: "0.5", memory: "0.5Gi", storage: "1024Mi" } }, "teacher");
+    const r = statusAfterEdit(
+      base("approved"),
+      { resources: { cpu: "0.5", memory: "0.5Gi", storage: "1024Mi" } },
+      "teacher",
+    );
     expect(r).toMatchObject({ status: "approved", changed: [] });
   });
 
@@ -279,7 +324,12 @@ describe("statusAfterEdit", () => {
   it("lists every changed sensitive field", () => {
     const r = statusAfterEdit(
       base("approved"),
-      { name: "x", docker_image: "node:22", network_isolated: false, resources: { cpu: "2", memory: "1Gi", storage: "1Gi" } },
+      {
+        name: "x",
+        docker_image: "node:22",
+        network_isolated: false,
+        resources: { cpu: "2", memory: "1Gi", storage: "1Gi" },
+      },
       "teacher",
     );
     expect(r).toMatchObject({
@@ -298,13 +348,24 @@ describe("statusAfterEdit", () => {
 
 describe("resourcesEqual", () => {
   it("is true for the same meaning and false otherwise", () => {
-    expect(resourcesEqual({ cpu: "1", memory: "1Gi", storage: "1Gi" }, { cpu: "1000m", memory: "1024Mi", storage: "1048576Ki" })).toBe(true);
-    expect(resourcesEqual({ cpu: "1", memory: "1Gi", storage: "1Gi" }, { cpu: "1", memory: "1G", storage: "1Gi" })).toBe(false);
+    expect(
+      resourcesEqual(
+        { cpu: "1", memory: "1Gi", storage: "1Gi" },
+        { cpu: "1000m", memory: "1024Mi", storage: "1048576Ki" },
+      ),
+    ).toBe(true);
+    expect(
+      resourcesEqual({ cpu: "1", memory: "1Gi", storage: "1Gi" }, { cpu: "1", memory: "1G", storage: "1Gi" }),
+    ).toBe(false);
   });
 
   it("falls back to text for unparsable values", () => {
-    expect(resourcesEqual({ cpu: "junk", memory: "1Gi", storage: "1Gi" }, { cpu: "junk", memory: "1Gi", storage: "1Gi" })).toBe(true);
-    expect(resourcesEqual({ cpu: "junk", memory: "1Gi", storage: "1Gi" }, { cpu: "1", memory: "1Gi", storage: "1Gi" })).toBe(false);
+    expect(
+      resourcesEqual({ cpu: "junk", memory: "1Gi", storage: "1Gi" }, { cpu: "junk", memory: "1Gi", storage: "1Gi" }),
+    ).toBe(true);
+    expect(
+      resourcesEqual({ cpu: "junk", memory: "1Gi", storage: "1Gi" }, { cpu: "1", memory: "1Gi", storage: "1Gi" }),
+    ).toBe(false);
   });
 });
 
@@ -524,7 +585,9 @@ describe("parseResources / validateResources", () => {
   });
 
   it.each([[null], ["500m"], [["500m"]], [42], [undefined]])("rejects a non-object %j", (v) => {
-    expect(validateResources(v)).toEqual([{ loc: ["body", "resources"], msg: "Input should be a valid dictionary", type: "dict_type" }]);
+    expect(validateResources(v)).toEqual([
+      { loc: ["body", "resources"], msg: "Input should be a valid dictionary", type: "dict_type" },
+    ]);
   });
 
   it("requires every key", () => {
@@ -542,7 +605,10 @@ describe("parseResources / validateResources", () => {
     expect(validateResources({ ...good, cpu: 1 })).toEqual([
       { loc: ["body", "resources", "cpu"], msg: "Input should be a valid string", type: "string_type" },
     ]);
-    expect(validateResources({ ...good, memory: null })[0]).toMatchObject({ loc: ["body", "resources", "memory"], type: "string_type" });
+    expect(validateResources({ ...good, memory: null })[0]).toMatchObject({
+      loc: ["body", "resources", "memory"],
+      type: "string_type",
+    });
   });
 
   it("rejects unknown keys", () => {
@@ -557,7 +623,11 @@ describe("parseResources / validateResources", () => {
 
   it("reports each bad quantity at its own loc", () => {
     expect(validateResources({ cpu: "500Mi", memory: "512m", storage: "2Ti", extra: 1 })).toEqual([
-      { loc: ["body", "resources", "cpu"], msg: expect.stringContaining("CPU takes decimal units"), type: "value_error" },
+      {
+        loc: ["body", "resources", "cpu"],
+        msg: expect.stringContaining("CPU takes decimal units"),
+        type: "value_error",
+      },
       { loc: ["body", "resources", "memory"], msg: expect.stringContaining("thousandths"), type: "value_error" },
       { loc: ["body", "resources", "storage"], msg: "Storage must be at most 1Ti", type: "less_than_equal" },
       { loc: ["body", "resources", "extra"], msg: "Extra inputs are not permitted", type: "extra_forbidden" },
@@ -586,7 +656,10 @@ describe("validateImageReference", () => {
     ],
     ["localhost:5000/x/y:tag", { domain: "localhost:5000", path: "x/y", tag: "tag", digest: undefined }],
     ["localhost/x", { domain: "localhost", path: "x", tag: undefined, digest: undefined }],
-    [`ghcr.io/org/img@sha256:${SHA256}`, { domain: "ghcr.io", path: "org/img", tag: undefined, digest: `sha256:${SHA256}` }],
+    [
+      `ghcr.io/org/img@sha256:${SHA256}`,
+      { domain: "ghcr.io", path: "org/img", tag: undefined, digest: `sha256:${SHA256}` },
+    ],
     [`img:tag@sha256:${SHA256}`, { domain: undefined, path: "img", tag: "tag", digest: `sha256:${SHA256}` }],
     ["python", { domain: undefined, path: "python", tag: undefined, digest: undefined }],
     ["autolabs/python", { domain: undefined, path: "autolabs/python", tag: undefined, digest: undefined }],
@@ -692,9 +765,15 @@ describe("dockerImageProblems", () => {
 
   it("reports at body.docker_image", () => {
     expect(dockerImageProblems("Python")).toEqual([
-      { loc: ["body", "docker_image"], msg: "Invalid image reference: repository name must be lowercase", type: "value_error" },
+      {
+        loc: ["body", "docker_image"],
+        msg: "Invalid image reference: repository name must be lowercase",
+        type: "value_error",
+      },
     ]);
-    expect(dockerImageProblems(7)).toEqual([{ loc: ["body", "docker_image"], msg: "Input should be a valid string", type: "string_type" }]);
+    expect(dockerImageProblems(7)).toEqual([
+      { loc: ["body", "docker_image"], msg: "Input should be a valid string", type: "string_type" },
+    ]);
     expect(dockerImageProblems(undefined, ["body", "image"])[0]?.loc).toEqual(["body", "image"]);
   });
 });
@@ -706,7 +785,12 @@ describe("LAB_LIST_SPEC", () => {
     const r = parseListQuery({ status: "approved", course_id: "123", sort: "-created_at" }, LAB_LIST_SPEC);
     expect(r).toEqual({
       ok: true,
-      value: { offset: 0, limit: 50, sort: { field: "created_at", direction: "DESC" }, filters: { status: "approved", course_id: 123 } },
+      value: {
+        offset: 0,
+        limit: 50,
+        sort: { field: "created_at", direction: "DESC" },
+        filters: { status: "approved", course_id: 123 },
+      },
     });
   });
 

@@ -29,7 +29,12 @@ function problems(query: Record<string, unknown>): ValidationProblem[] {
 
 describe("parseListQuery: defaults", () => {
   it("gives offset 0, limit 50, the default sort and no filters for an empty query", () => {
-    expect(ok({})).toEqual({ offset: 0, limit: DEFAULT_LIMIT, sort: { field: "created_at", direction: "DESC" }, filters: {} });
+    expect(ok({})).toEqual({
+      offset: 0,
+      limit: DEFAULT_LIMIT,
+      sort: { field: "created_at", direction: "DESC" },
+      filters: {},
+    });
   });
 
   it("accepts null / undefined as an empty query", () => {
@@ -63,7 +68,9 @@ describe("parseListQuery: defaults", () => {
 
   it("ignores unknown query parameters", () => {
     expect(ok({ foo: "bar", owner_id: "1", status_x: "x" })).toEqual(ok({}));
-    expect(ok(JSON.parse('{"__proto__": {"limit": "7"}, "constructor": "x"}') as Record<string, unknown>)).toEqual(ok({}));
+    expect(ok(JSON.parse('{"__proto__": {"limit": "7"}, "constructor": "x"}') as Record<string, unknown>)).toEqual(
+      ok({}),
+    );
   });
 });
 
@@ -155,14 +162,23 @@ describe("parseListQuery: sort", () => {
     expect(ok({ sort: raw }).sort).toEqual(expected);
   });
 
-  it.each(["email", "-email", "--name", "-", "+", "name,-id", "Name", "- name", "name;drop table labs", "created_at DESC", "constructor"])(
-    "rejects %j naming the allowed fields",
-    (raw) => {
-      const [p] = problems({ sort: raw });
-      expect(p).toMatchObject({ loc: ["query", "sort"], type: "value_error" });
-      expect(p?.msg).toContain("created_at, name, id");
-    },
-  );
+  it.each([
+    "email",
+    "-email",
+    "--name",
+    "-",
+    "+",
+    "name,-id",
+    "Name",
+    "- name",
+    "name;drop table labs",
+    "created_at DESC",
+    "constructor",
+  ])("rejects %j naming the allowed fields", (raw) => {
+    const [p] = problems({ sort: raw });
+    expect(p).toMatchObject({ loc: ["query", "sort"], type: "value_error" });
+    expect(p?.msg).toContain("created_at, name, id");
+  });
 
   it("rejects a non-string sort", () => {
     expect(problems({ sort: { field: "name" } })).toEqual([
@@ -238,7 +254,11 @@ describe("parseListQuery: filters", () => {
   it("caps string filters", () => {
     expect(ok({ q: "x".repeat(MAX_STRING_FILTER_LENGTH) }).filters.q).toHaveLength(MAX_STRING_FILTER_LENGTH);
     expect(problems({ q: "x".repeat(MAX_STRING_FILTER_LENGTH + 1) })).toEqual([
-      { loc: ["query", "q"], msg: `String should have at most ${MAX_STRING_FILTER_LENGTH} characters`, type: "string_too_long" },
+      {
+        loc: ["query", "q"],
+        msg: `String should have at most ${MAX_STRING_FILTER_LENGTH} characters`,
+        type: "string_too_long",
+      },
     ]);
   });
 
@@ -248,7 +268,9 @@ describe("parseListQuery: filters", () => {
   });
 
   it("rejects object values for string and enum filters", () => {
-    expect(problems({ q: { $ne: "" } })).toEqual([{ loc: ["query", "q"], msg: "Input should be a valid string", type: "string_type" }]);
+    expect(problems({ q: { $ne: "" } })).toEqual([
+      { loc: ["query", "q"], msg: "Input should be a valid string", type: "string_type" },
+    ]);
     expect(problems({ status: { a: 1 } })[0]?.type).toBe("string_type");
     expect(problems({ status: true })[0]?.type).toBe("string_type");
   });
@@ -273,7 +295,9 @@ describe("parseListQuery: several problems", () => {
 
 describe("parseListQuery: spec errors are programmer errors", () => {
   it("throws when the default sort is not sortable", () => {
-    expect(() => parseListQuery({}, { sortable: ["name"], defaultSort: "-created_at", filters: {} })).toThrow(/defaultSort/);
+    expect(() => parseListQuery({}, { sortable: ["name"], defaultSort: "-created_at", filters: {} })).toThrow(
+      /defaultSort/,
+    );
   });
 
   it("throws when a filter shadows a paging parameter", () => {
@@ -282,7 +306,9 @@ describe("parseListQuery: spec errors are programmer errors", () => {
   });
 
   it("throws on an empty enum choice", () => {
-    expect(() => parseListQuery({}, { sortable: ["id"], defaultSort: "id", filters: { s: "enum:a||b" } })).toThrow(/empty enum/);
+    expect(() => parseListQuery({}, { sortable: ["id"], defaultSort: "id", filters: { s: "enum:a||b" } })).toThrow(
+      /empty enum/,
+    );
   });
 });
 

@@ -12,7 +12,11 @@ const course = (assigned: boolean, lab: string | null = "approved"): PermissionF
   lab: lab === null ? null : { status: lab },
 });
 const noCourse: PermissionFacts = { course: null, lab: null };
-const q = (rule: PermissionQuery["rule"]): PermissionQuery => ({ rule, course_id: 10, ...(rule === "start_lab" ? { lab_id: 20 } : {}) });
+const q = (rule: PermissionQuery["rule"]): PermissionQuery => ({
+  rule,
+  course_id: 10,
+  ...(rule === "start_lab" ? { lab_id: 20 } : {}),
+});
 
 describe("decidePermission", () => {
   it.each([
@@ -38,17 +42,24 @@ describe("decidePermission", () => {
     expect(decidePermission(who, q(rule), facts)).toEqual({ decision, reason, ...(entity ? { entity } : {}) });
   });
 
-  it.each(["draft", "pending_approval", "rejected"])("answers a lab of the student's course that is %s with a conflict", (status) => {
-    expect(decidePermission(student, q("start_lab"), course(true, status))).toEqual({
-      decision: "conflict",
-      reason: "lab_not_approved",
-      detail: `Lab 20 is not approved (status: ${status}); it can be started once an administrator approves it`,
-    });
-  });
+  it.each(["draft", "pending_approval", "rejected"])(
+    "answers a lab of the student's course that is %s with a conflict",
+    (status) => {
+      expect(decidePermission(student, q("start_lab"), course(true, status))).toEqual({
+        decision: "conflict",
+        reason: "lab_not_approved",
+        detail: `Lab 20 is not approved (status: ${status}); it can be started once an administrator approves it`,
+      });
+    },
+  );
 
   it("answers 'no such course' alike for every caller who may ask about it", () => {
     for (const who of [admin, owner, student, system]) {
-      expect(decidePermission(who, q("assigned_to_course"), noCourse)).toEqual({ decision: "not_found", reason: "no_such_course", entity: "Course" });
+      expect(decidePermission(who, q("assigned_to_course"), noCourse)).toEqual({
+        decision: "not_found",
+        reason: "no_such_course",
+        entity: "Course",
+      });
     }
   });
 });
@@ -57,10 +68,19 @@ describe("decideStart", () => {
   const statuses = [null, "draft", "pending_approval", "approved", "rejected"] as const;
 
   it("hides a course the student is not in, then a lab not attached; a lab not approved is a conflict", () => {
-    expect(decideStart(20, { assigned: false, attachedLabStatus: "approved" })).toMatchObject({ decision: "not_found", entity: "Course" });
-    expect(decideStart(20, { assigned: true, attachedLabStatus: null })).toMatchObject({ decision: "not_found", entity: "Lab" });
+    expect(decideStart(20, { assigned: false, attachedLabStatus: "approved" })).toMatchObject({
+      decision: "not_found",
+      entity: "Course",
+    });
+    expect(decideStart(20, { assigned: true, attachedLabStatus: null })).toMatchObject({
+      decision: "not_found",
+      entity: "Lab",
+    });
     expect(decideStart(20, { assigned: true, attachedLabStatus: "draft" })).toMatchObject({ decision: "conflict" });
-    expect(decideStart(20, { assigned: true, attachedLabStatus: "approved" })).toEqual({ decision: "allow", reason: "lab_startable" });
+    expect(decideStart(20, { assigned: true, attachedLabStatus: "approved" })).toEqual({
+      decision: "allow",
+      reason: "lab_startable",
+    });
   });
 
   it("is what the cached check answers a student for every combination of facts (one rule, two callers)", () => {

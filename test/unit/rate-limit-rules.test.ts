@@ -43,8 +43,21 @@ describe("takeAll", () => {
   });
 
   it("takes from every bucket or from none", () => {
-    const both = takeAll([{ tokens: 3, atMs: 0 }, { tokens: 1, atMs: 0 }], [TEN_PER_S, TWO_PER_MIN], 0);
-    expect(both).toEqual({ allowed: true, states: [{ tokens: 2, atMs: 0 }, { tokens: 0, atMs: 0 }] });
+    const both = takeAll(
+      [
+        { tokens: 3, atMs: 0 },
+        { tokens: 1, atMs: 0 },
+      ],
+      [TEN_PER_S, TWO_PER_MIN],
+      0,
+    );
+    expect(both).toEqual({
+      allowed: true,
+      states: [
+        { tokens: 2, atMs: 0 },
+        { tokens: 0, atMs: 0 },
+      ],
+    });
     const refused = takeAll(both.states, [TEN_PER_S, TWO_PER_MIN], 0);
     expect(refused).toEqual({ allowed: false, states: both.states });
   });
@@ -52,7 +65,13 @@ describe("takeAll", () => {
 
 describe("verdictOf and rateLimitHeaders", () => {
   it("describes the bucket closest to running out while requests pass", () => {
-    const take = { allowed: true, states: [{ tokens: 4, atMs: 0 }, { tokens: 1.5, atMs: 0 }] };
+    const take = {
+      allowed: true,
+      states: [
+        { tokens: 4, atMs: 0 },
+        { tokens: 1.5, atMs: 0 },
+      ],
+    };
     const v = verdictOf(take, [TEN_PER_S, TWO_PER_MIN]);
     // 0.5 token missing at 2/min: 15 s until full.
     expect(v).toEqual({ allowed: true, limit: 2, remaining: 1, resetS: 15 });
@@ -65,7 +84,13 @@ describe("verdictOf and rateLimitHeaders", () => {
 
   it("on a refusal: the bucket that keeps the client waiting longest, Retry-After rounded up", () => {
     const v = verdictOf(
-      { allowed: false, states: [{ tokens: 0.2, atMs: 0 }, { tokens: 0.5, atMs: 0 }] },
+      {
+        allowed: false,
+        states: [
+          { tokens: 0.2, atMs: 0 },
+          { tokens: 0.5, atMs: 0 },
+        ],
+      },
       [TEN_PER_S, TWO_PER_MIN],
     );
     // 0.5 token at 2/min = 15 s; the other bucket would need 0.08 s.
@@ -79,7 +104,13 @@ describe("verdictOf and rateLimitHeaders", () => {
   });
 
   it("ignores a bucket that still has tokens when choosing what a refusal reports", () => {
-    const take = { allowed: false, states: [{ tokens: 0, atMs: 0 }, { tokens: 2, atMs: 0 }] };
+    const take = {
+      allowed: false,
+      states: [
+        { tokens: 0, atMs: 0 },
+        { tokens: 2, atMs: 0 },
+      ],
+    };
     const v = verdictOf(take, [TEN_PER_S, TWO_PER_MIN]);
     expect(v).toMatchObject({ limit: 5, retryAfterS: 1 });
   });

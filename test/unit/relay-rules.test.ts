@@ -71,7 +71,10 @@ describe("errorText", () => {
   });
 
   it("names an error without a message (AggregateError of a dual-stack connect)", () => {
-    const both = new AggregateError([new Error("connect ECONNREFUSED ::1:1"), new Error("connect ECONNREFUSED 127.0.0.1:1")], "");
+    const both = new AggregateError(
+      [new Error("connect ECONNREFUSED ::1:1"), new Error("connect ECONNREFUSED 127.0.0.1:1")],
+      "",
+    );
     expect(errorText(both)).toBe("connect ECONNREFUSED ::1:1; connect ECONNREFUSED 127.0.0.1:1");
     expect(errorText(new AggregateError([], ""))).toBe("AggregateError");
     expect(errorText(undefined)).toBe("undefined");
@@ -117,10 +120,22 @@ describe("decideResult", () => {
     const d = decideResult(row, res({ status: "FAILURE", result: { exc_type: "X" }, error: "RuntimeError: boom" }));
     expect(d).toEqual({
       kind: "apply",
-      params: { task_id: id, task_name: "start_lab", lab_instance_id: 42, status: "FAILURE", error: "RuntimeError: boom" },
+      params: {
+        task_id: id,
+        task_name: "start_lab",
+        lab_instance_id: 42,
+        status: "FAILURE",
+        error: "RuntimeError: boom",
+      },
     });
-    const r = decideResult({ ...row, task_name: "stop_lab" }, res({ status: "REVOKED", error: "TaskRevokedError: revoked" }));
-    expect(r).toMatchObject({ kind: "apply", params: { task_name: "stop_lab", status: "REVOKED", error: "TaskRevokedError: revoked" } });
+    const r = decideResult(
+      { ...row, task_name: "stop_lab" },
+      res({ status: "REVOKED", error: "TaskRevokedError: revoked" }),
+    );
+    expect(r).toMatchObject({
+      kind: "apply",
+      params: { task_name: "stop_lab", status: "REVOKED", error: "TaskRevokedError: revoked" },
+    });
   });
 
   it("waits on states that are not final", () => {
@@ -129,7 +144,10 @@ describe("decideResult", () => {
   });
 
   it("settles without a call when there is nothing to apply to", () => {
-    expect(decideResult({ ...row, lab_instance_id: null }, res({}))).toMatchObject({ kind: "settle", status: "SUCCESS" });
+    expect(decideResult({ ...row, lab_instance_id: null }, res({}))).toMatchObject({
+      kind: "settle",
+      status: "SUCCESS",
+    });
     expect(decideResult({ ...row, task_name: "reboot_lab" }, res({}))).toMatchObject({ kind: "settle" });
     expect(decideResult(row, res({ taskId: randomUUID() }))).toMatchObject({ kind: "settle", status: "MISMATCH" });
   });
@@ -203,7 +221,9 @@ describe("simulated runner: decoding our own messages", () => {
       status: "FAILURE",
       excType: "TypeError",
     });
-    expect(simulateTask({ ...msg, task: "x.start_lab" }, "celery_workers", "x")).toMatchObject({ excType: "NotRegistered" });
+    expect(simulateTask({ ...msg, task: "x.start_lab" }, "celery_workers", "x")).toMatchObject({
+      excType: "NotRegistered",
+    });
   });
 });
 

@@ -48,7 +48,12 @@ class FakeResponse extends EventEmitter {
   }
 }
 
-function request(id: number | string, current: StreamedInstance | Error, headers: Record<string, string> = {}, delayMs = 0) {
+function request(
+  id: number | string,
+  current: StreamedInstance | Error,
+  headers: Record<string, string> = {},
+  delayMs = 0,
+) {
   const req = new EventEmitter() as unknown as IncomingMessage & Record<string, unknown>;
   Object.assign(req, {
     method: "GET",
@@ -106,14 +111,22 @@ describe("LabInstanceStreams", () => {
   it("resumes after Last-Event-ID and answers 204 when the final state was seen", async () => {
     const hub = new LabInstanceStreams();
     const res = new FakeResponse();
-    hub.handler(request(5, inst(5, "running"), { "last-event-id": "2" }), res as unknown as ServerResponse, () => undefined);
+    hub.handler(
+      request(5, inst(5, "running"), { "last-event-id": "2" }),
+      res as unknown as ServerResponse,
+      () => undefined,
+    );
     await tick();
     expect(res.ids()).toEqual([]);
     hub.publish(inst(5, "stopping"));
     expect(res.ids()).toEqual([3]);
 
     const done = new FakeResponse();
-    hub.handler(request(5, inst(5, "failed"), { "last-event-id": "4" }), done as unknown as ServerResponse, () => undefined);
+    hub.handler(
+      request(5, inst(5, "failed"), { "last-event-id": "4" }),
+      done as unknown as ServerResponse,
+      () => undefined,
+    );
     await tick();
     expect(done.status).toBe(204);
     expect(done.writableEnded).toBe(true);
@@ -123,8 +136,10 @@ describe("LabInstanceStreams", () => {
     const hub = new LabInstanceStreams();
     const res = new FakeResponse();
     const errors: unknown[] = [];
-    hub.handler(request(9, Object.assign(new Error("Lab instance not found"), { code: 404 })), res as unknown as ServerResponse, (e) =>
-      errors.push(e),
+    hub.handler(
+      request(9, Object.assign(new Error("Lab instance not found"), { code: 404 })),
+      res as unknown as ServerResponse,
+      (e) => errors.push(e),
     );
     await tick();
     expect(errors).toHaveLength(1);
@@ -179,7 +194,9 @@ describe("LabInstanceStreams", () => {
     const hub = new LabInstanceStreams();
     const res = new FakeResponse();
     const errors: { code?: number }[] = [];
-    hub.handler(request(6, inst(6, "running"), {}, 20), res as unknown as ServerResponse, (e) => errors.push(e as { code?: number }));
+    hub.handler(request(6, inst(6, "running"), {}, 20), res as unknown as ServerResponse, (e) =>
+      errors.push(e as { code?: number }),
+    );
     await tick(1);
     hub.closeAll();
     await tick(40);
@@ -234,6 +251,8 @@ describe("helpers", () => {
   });
 
   it("formats one event per status", () => {
-    expect(formatEvent({ id: 1, status: "running" })).toBe('id: 2\nevent: status\ndata: {"id":1,"status":"running"}\n\n');
+    expect(formatEvent({ id: 1, status: "running" })).toBe(
+      'id: 2\nevent: status\ndata: {"id":1,"status":"running"}\n\n',
+    );
   });
 });

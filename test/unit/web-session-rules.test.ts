@@ -28,7 +28,9 @@ describe("secrets", () => {
   });
 
   it("PKCE S256 matches RFC 7636 appendix B", () => {
-    expect(pkceChallenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk")).toBe("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+    expect(pkceChallenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk")).toBe(
+      "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+    );
   });
 
   it("the store key of a secret is its SHA-256, not the secret", () => {
@@ -43,7 +45,9 @@ describe("cookies", () => {
   it("over http: plain names, no Secure", () => {
     const p = cookiePolicy("http://localhost:8000");
     expect(p).toEqual({ secure: false, sessionName: "autolabs_session", loginName: "autolabs_login" });
-    expect(setCookie(p, p.sessionName, "abc", 3600)).toBe("autolabs_session=abc; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax");
+    expect(setCookie(p, p.sessionName, "abc", 3600)).toBe(
+      "autolabs_session=abc; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax",
+    );
   });
 
   it("over https: __Host- names and Secure (Path=/, no Domain, as the prefix requires)", () => {
@@ -65,7 +69,10 @@ describe("cookies", () => {
   it("reads only our cookies, the first of a name winning", () => {
     const p = cookiePolicy("http://localhost:8000");
     expect(readAuthCookies(undefined, p)).toEqual({});
-    expect(readAuthCookies("a=1; autolabs_session=S1; autolabs_login=L; autolabs_session=S2", p)).toEqual({ session: "S1", login: "L" });
+    expect(readAuthCookies("a=1; autolabs_session=S1; autolabs_login=L; autolabs_session=S2", p)).toEqual({
+      session: "S1",
+      login: "L",
+    });
     expect(readAuthCookies("x_autolabs_session=1; autolabs_sessionx=2", p)).toEqual({});
     // The https names are different cookies: a plain-named one does not count there.
     expect(readAuthCookies("autolabs_session=S", cookiePolicy("https://x.example"))).toEqual({});
@@ -124,7 +131,10 @@ describe("redirect_to", () => {
 
   it("stays under FRONTEND_URL's own path when it has one", () => {
     const front = "https://uni.example/autolabs";
-    expect(resolveRedirectTo("/autolabs/courses", front)).toEqual({ ok: true, url: "https://uni.example/autolabs/courses" });
+    expect(resolveRedirectTo("/autolabs/courses", front)).toEqual({
+      ok: true,
+      url: "https://uni.example/autolabs/courses",
+    });
     expect(resolveRedirectTo("/autolabs", front).ok).toBe(true);
     expect(resolveRedirectTo("/other-app", front).ok).toBe(false);
     expect(resolveRedirectTo("/autolabsx", front).ok).toBe(false);
