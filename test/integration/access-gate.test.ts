@@ -26,8 +26,8 @@ const DocsService: ServiceSchema = {
       access: {
         roles: STAFF,
         entity: "Doc",
-        async load(ctx: Context<Record<string, unknown>>) {
-          return DOCS.find((d) => d.id === Number(ctx.params.id)) ?? null;
+        load(ctx: Context<Record<string, unknown>>) {
+          return Promise.resolve(DOCS.find((d) => d.id === Number(ctx.params.id)) ?? null);
         },
         decide: (p: UserPrincipal, doc: Doc): Decision =>
           doc.owner === p.id ? "allow" : doc.shared ? "forbidden" : "not_found",

@@ -7,6 +7,7 @@
 import { gzipSync, deflateSync, brotliCompressSync } from "node:zlib";
 import { startTestPlatform, type ApiResponse, type TestPlatform } from "../support/platform";
 import { checkedApi, expectWellFormed, fixtures, locs, RESOURCES, type Api, type Fixtures } from "../support/http-api";
+import { ifAssigned } from "../support/cleanup";
 
 jest.setTimeout(60_000);
 
@@ -24,7 +25,7 @@ beforeAll(async () => {
   f = await fixtures(p, api);
 });
 afterAll(async () => {
-  await p?.stop();
+  await ifAssigned(p)?.stop();
 });
 
 /** A request with exact headers and a raw body, checked for the invariants of every answer. */
@@ -346,7 +347,7 @@ describe("logs", () => {
     verbose = await startTestPlatform({ SERVICES: "api-gateway,auth,courses", LOGLEVEL: "debug" });
   });
   afterAll(async () => {
-    await verbose?.stop();
+    await ifAssigned(verbose)?.stop();
     for (const m of muted) m.mockRestore();
   });
 
