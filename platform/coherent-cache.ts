@@ -203,7 +203,7 @@ export function coherentMiddleware(cacher: PlatformCacher): Middleware {
         );
       };
     },
-  } as unknown as Middleware;
+  } as Middleware;
 }
 
 /** The embedded mode's cacher: this process's memory, with epochs kept beside it. */

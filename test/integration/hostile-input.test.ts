@@ -353,7 +353,7 @@ describe("logs", () => {
 
   it("the OIDC callback's code and state (and any token in a query) never reach the request log", async () => {
     type Logger = Record<string, (...a: unknown[]) => void>;
-    const gateway = verbose.broker.getLocalService("api-gateway") as unknown as { logger: Logger };
+    const gateway = verbose.broker.getLocalService("api-gateway") as { logger: Logger };
     const lines: string[] = [];
     const spies = ["info", "debug", "warn", "error"].map((level) =>
       jest.spyOn(gateway.logger, level).mockImplementation((...args: unknown[]) => {

@@ -220,7 +220,7 @@ describe("Redis outage", () => {
       RATE_LIMIT_BURST: "2",
     });
     type Log = { warn(m: string): void; info(m: string): void };
-    const gateway = n.broker.getLocalService("api-gateway") as unknown as { logger: Log };
+    const gateway = n.broker.getLocalService("api-gateway") as { logger: Log };
     const warn = jest.spyOn(gateway.logger, "warn");
     const info = jest.spyOn(gateway.logger, "info");
     const outageReports = () => warn.mock.calls.filter(([m]) => /^Rate limits not enforced/.test(m)).length;
