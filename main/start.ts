@@ -21,8 +21,7 @@ import { startReadyChild, type ReadyChild } from "../platform/child-process";
 // dev/ is loaded (dynamic import) only when no DATABASE_URL is set: never in production.
 import type { EmbeddedPostgres } from "../dev/embedded-postgres";
 import { migrateUp } from "../platform/migrator";
-import { LocalSocketTransporter } from "../platform/local-socket-transporter";
-import { replSocketPath } from "./repl";
+import { LocalSocketTransporter, embeddedSocketPath } from "../platform/local-socket-transporter";
 
 const log = (level: "info" | "warn" | "error", msg: string) => {
   const line = `[${new Date().toISOString().substring(11, 23)}] ${level.toUpperCase().padEnd(5)} START: ${msg}`;
@@ -134,7 +133,7 @@ async function main(): Promise<void> {
       config,
       running.sequelize,
       config.mode === "embedded"
-        ? { transporter: new LocalSocketTransporter({ path: replSocketPath(config), role: "hub" }) }
+        ? { transporter: new LocalSocketTransporter({ path: embeddedSocketPath(config.dataDir), role: "hub" }) }
         : {},
     );
     await running.broker.start();

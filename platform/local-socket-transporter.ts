@@ -12,7 +12,13 @@
  */
 import fs from "node:fs";
 import net from "node:net";
+import path from "node:path";
 import { Transporters } from "moleculer";
+
+/** Where an embedded node listens for REPLs: in its data directory (this machine only, mode 0600). */
+export function embeddedSocketPath(dataDir: string): string {
+  return path.resolve(dataDir, "node.sock");
+}
 
 export interface LocalSocketOptions {
   path: string;
