@@ -37,7 +37,11 @@ export function clip(text: string | null | undefined, max = 60): string {
 const iso = (d: Date | string | null | undefined): string =>
   d ? new Date(d).toISOString().replace(/\.\d{3}Z$/, "Z") : "-";
 
-export function formatWhois(user: UserRow, courses: readonly UserCourse[], active: readonly InspectedInstance[]): string {
+export function formatWhois(
+  user: UserRow,
+  courses: readonly UserCourse[],
+  active: readonly InspectedInstance[],
+): string {
   const out = [
     `user ${user.id}  ${user.email ?? "(no e-mail)"}  ${user.name ?? ""}`.trimEnd(),
     `role ${user.role}, created ${iso(user.created_at)}, last login ${iso(user.last_login_at)}`,

@@ -167,11 +167,14 @@ const OPERATOR_COMMANDS: OperatorCommand[] = [
       return formatInstances(rows);
     },
   ),
-  command({ command: "stop <instance>", description: "Stop a lab instance (stop_lab goes to the workers)" }, async (broker, args) => {
-    const id = Number(operand(args, "instance"));
-    const row = await broker.call<LabInstanceRow, { id: number }>(LAB_INSTANCES_ACTIONS.stop, { id });
-    return `instance ${row.id}: ${row.status}`;
-  }),
+  command(
+    { command: "stop <instance>", description: "Stop a lab instance (stop_lab goes to the workers)" },
+    async (broker, args) => {
+      const id = Number(operand(args, "instance"));
+      const row = await broker.call<LabInstanceRow, { id: number }>(LAB_INSTANCES_ACTIONS.stop, { id });
+      return `instance ${row.id}: ${row.status}`;
+    },
+  ),
   command(
     {
       command: "outbox [action] [id]",
@@ -198,7 +201,10 @@ const OPERATOR_COMMANDS: OperatorCommand[] = [
     formatSweep(await broker.call<SweepReport>(LAB_INSTANCES_ACTIONS.sweep)),
   ),
   command(
-    { command: "cache <action> [scope]", description: "`cache stats` (hits, misses per node and scope) | `cache clear <scope|all>`" },
+    {
+      command: "cache <action> [scope]",
+      description: "`cache stats` (hits, misses per node and scope) | `cache clear <scope|all>`",
+    },
     async (broker, args) => {
       const action = operand(args, "action");
       if (action === "stats") {
@@ -242,18 +248,21 @@ const OPERATOR_COMMANDS: OperatorCommand[] = [
       return "usage: cache stats | cache clear <scope|all>";
     },
   ),
-  command({ command: "relay", description: "The outbox relay of every tasks node: broker state, confirms, backlog" }, async (broker) => {
-    const nodes = nodesRunning(broker, "tasks");
-    const answers = await Promise.all(
-      nodes.map(async (node) => ({
-        node,
-        health: await broker
-          .call<TasksHealth, object>(TASKS_ACTIONS.health, {}, { nodeID: node })
-          .catch((err: unknown) => ({ error: briefError(err) })),
-      })),
-    );
-    return formatRelay(answers);
-  }),
+  command(
+    { command: "relay", description: "The outbox relay of every tasks node: broker state, confirms, backlog" },
+    async (broker) => {
+      const nodes = nodesRunning(broker, "tasks");
+      const answers = await Promise.all(
+        nodes.map(async (node) => ({
+          node,
+          health: await broker
+            .call<TasksHealth, object>(TASKS_ACTIONS.health, {}, { nodeID: node })
+            .catch((err: unknown) => ({ error: briefError(err) })),
+        })),
+      );
+      return formatRelay(answers);
+    },
+  ),
 ];
 
 /**

@@ -1,4 +1,14 @@
-import { briefError, clip, formatCacheStats, formatOutbox, formatRelay, formatTable, humanAge, maskEnv, outboxState } from "../../main/repl-format";
+import {
+  briefError,
+  clip,
+  formatCacheStats,
+  formatOutbox,
+  formatRelay,
+  formatTable,
+  humanAge,
+  maskEnv,
+  outboxState,
+} from "../../main/repl-format";
 import type { OutboxEntry, TasksHealth } from "../../services/tasks/tasks.contract";
 import { notFound } from "../../platform/errors";
 import { Errors } from "moleculer";
@@ -25,7 +35,15 @@ function row(over: Partial<OutboxEntry>): OutboxEntry {
 
 describe("operator REPL formatting", () => {
   it("aligns columns and leaves no trailing blanks", () => {
-    expect(formatTable(["id", "name"], [["1", "a"], ["1234", "bb"]])).toBe("id    name\n----  ----\n1     a\n1234  bb");
+    expect(
+      formatTable(
+        ["id", "name"],
+        [
+          ["1", "a"],
+          ["1234", "bb"],
+        ],
+      ),
+    ).toBe("id    name\n----  ----\n1     a\n1234  bb");
   });
 
   it("says ages the way an operator reads them", () => {
