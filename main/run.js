@@ -43,5 +43,6 @@ if (!fs.existsSync(target)) {
   process.exit(2);
 }
 // In this process (no second node): signals reach the entry point's own handlers, as with `exec node dist/…`.
+// So an entry point must run on load: `require.main === module` is false here.
 process.argv = [process.argv[0], target, ...args];
 require(target);
