@@ -65,7 +65,7 @@ function operatorCalls(operator: string): Middleware {
           if (err instanceof Error) err.stack = briefError(err);
           throw err;
         }
-      } as ServiceBroker["call"];
+      };
     },
   };
   // Moleculer's typings give the `call` hook the wrong result (a Promise); it returns the wrapped call.

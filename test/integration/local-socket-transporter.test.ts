@@ -43,7 +43,7 @@ it("lets a client node without services call the hub's services and see its regi
   const hub = broker("hub", socket, "hub");
   hub.createService({
     name: "greeter",
-    actions: { hello: (ctx) => `hello ${String((ctx.params as { name: string }).name)}` },
+    actions: { hello: (ctx) => `hello ${(ctx.params as { name: string }).name}` },
   });
   await hub.start();
   expect(statSync(socket).mode & 0o777).toBe(0o600);
@@ -57,7 +57,8 @@ it("lets a client node without services call the hub's services and see its regi
   await second.start();
   await second.waitForServices(["greeter"], 10_000);
   const deadline = Date.now() + 10_000;
-  while (!second.registry.nodes.get("client")?.available) {
+  const seen = () => (second.registry.nodes.get("client") as { available: boolean } | undefined)?.available === true;
+  while (!seen()) {
     if (Date.now() > deadline) throw new Error("the second client never saw the first");
     await new Promise((r) => setTimeout(r, 50));
   }

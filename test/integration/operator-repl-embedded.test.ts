@@ -31,11 +31,14 @@ beforeAll(async () => {
     EMBEDDED_PG_PORT: String(await freePort()),
     EMBEDDED_IDP_PORT: String(idpPort),
   };
-  node = await spawnNode("embedded", env);
+  node = await spawnNode("embedded", env).catch((err: unknown) => {
+    rmSync(dataDir, { recursive: true, force: true });
+    throw err;
+  });
 });
 
 afterAll(async () => {
-  await node?.stop();
+  await node.stop();
   rmSync(dataDir, { recursive: true, force: true });
 });
 

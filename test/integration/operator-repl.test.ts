@@ -28,6 +28,8 @@ let idp: TestIdp;
 let gateway: SpawnedNode & { url: string };
 let domain: SpawnedNode;
 let repl: PtySession;
+/** What beforeAll started, stopped in reverse order (also when beforeAll failed half-way). */
+const cleanups: (() => Promise<unknown>)[] = [];
 const ids = { student: 0, course: 0, lab: 0, instanceA: 0, instanceB: 0 };
 
 async function api(method: string, route: string, token: string, body?: unknown) {
@@ -48,7 +50,12 @@ const run = (line: string) => repl.command(line, PROMPT, 30_000);
 
 beforeAll(async () => {
   [db, idp] = await Promise.all([createTestDatabase(), startIdp()]);
+  cleanups.push(
+    () => db.drop(),
+    () => idp.stop(),
+  );
   sql = createSequelize(db.url, { poolMax: 2 });
+  cleanups.push(() => sql.close());
   const common = {
     DATABASE_URL: db.url,
     TRANSPORTER: AMQP_URL,
@@ -70,6 +77,10 @@ beforeAll(async () => {
   ]);
   gateway = Object.assign(g, { url: `http://127.0.0.1:${port}` });
   domain = d;
+  cleanups.push(
+    () => gateway.stop(),
+    () => domain.stop(),
+  );
 
   const [teacher, admin, student, student2] = await Promise.all(
     ["teacher", "admin", "student", "student2"].map(async (a) => (await idp.getToken(a)).accessToken),
@@ -110,14 +121,15 @@ beforeAll(async () => {
     OPERATOR: "alice",
     OIDC_CLIENT_SECRET: "topsecret-client",
   });
+  cleanups.push(() => {
+    repl.kill();
+    return Promise.resolve();
+  });
   await repl.until(/Joined .* services: .*tasks[\s\S]*autolabs \$ /, 60_000);
 });
 
 afterAll(async () => {
-  repl?.kill();
-  await Promise.allSettled([gateway?.stop(), domain?.stop()]);
-  await sql?.close();
-  await Promise.allSettled([db?.drop(), idp?.stop()]);
+  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
 });
 
 it("joins as a node without services and sees both nodes", async () => {
@@ -148,7 +160,7 @@ it("instances --stuck lists starts pending too long; --student narrows to one st
         `SELECT count(*) AS n FROM lab_instances WHERE status = 'pending' AND updated_at < now() - interval '1 second'`,
         { type: QueryTypes.SELECT },
       );
-      return Number(r?.n) === 2 ? true : null;
+      return Number(r.n) === 2 ? true : null;
     },
     20_000,
   );
@@ -189,7 +201,7 @@ it("outbox --unsent shows age, attempts and last error; outbox retry makes a row
         bind: { id: rows[0].id },
         type: QueryTypes.SELECT,
       });
-      return r && r.attempts > before ? true : null;
+      return r.attempts > before ? true : null;
     },
     20_000,
   );
@@ -217,7 +229,7 @@ it("stop, then sweep: the stop is recorded, the other start times out", async ()
         `SELECT created_at < now() - interval '3 seconds' AS old FROM lab_instances WHERE id = $id`,
         { bind: { id: ids.instanceA }, type: QueryTypes.SELECT },
       );
-      return r?.old ? true : null;
+      return r.old ? true : null;
     },
     20_000,
   );

@@ -23,7 +23,7 @@ jest.setTimeout(300_000);
 
 const ROOT = path.resolve(__dirname, "../..");
 let tree: string;
-let idp: TestIdp;
+let idp: TestIdp | undefined;
 const dbName = `autolabs_prod_${randomBytes(5).toString("hex")}`;
 const dbUrl = (() => {
   const u = new URL(PG_ADMIN_URL);
@@ -74,7 +74,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await idp?.stop();
   await withAdmin((c) => c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`)).catch(() => undefined);
-  if (tree) rmSync(tree, { recursive: true, force: true });
+  rmSync(tree, { recursive: true, force: true });
 });
 
 it("has no compiler, no tests and no dev stand-ins", () => {
@@ -109,7 +109,7 @@ it("npm start runs a cluster node, npm run repl joins it, SIGTERM stops it", asy
     NODEID: `${namespace}-node`,
     CACHER: REDIS_URL,
     REDIS_URL,
-    OIDC_ISSUER: idp.issuer,
+    OIDC_ISSUER: idp!.issuer,
     PORT: String(port),
   });
   // Its own process group: the signal reaches npm, its shell and node together, as a container stop does.
@@ -127,7 +127,7 @@ it("npm start runs a cluster node, npm run repl joins it, SIGTERM stops it", asy
     expect(out).not.toMatch(/tsc/);
     expect((await fetch(`http://127.0.0.1:${port}/api/v1/health`)).status).toBe(200);
     // The teacher's first request creates their user row.
-    const token = (await idp.getToken("teacher")).accessToken;
+    const token = (await idp!.getToken("teacher")).accessToken;
     const me = await fetch(`http://127.0.0.1:${port}/api/v1/auth/me`, {
       headers: { authorization: `Bearer ${token}` },
     });

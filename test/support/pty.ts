@@ -103,7 +103,10 @@ export function startPty(command: string, args: string[], env: Record<string, st
     },
     exited(timeoutMs) {
       return new Promise((resolve, reject) => {
-        if (exitCode !== undefined) return resolve(exitCode);
+        if (exitCode !== undefined) {
+          resolve(exitCode);
+          return;
+        }
         const timer = setTimeout(() => reject(new Error(`still running after ${timeoutMs} ms:\n${text}`)), timeoutMs);
         child.once("exit", (code) => {
           clearTimeout(timer);
