@@ -73,7 +73,8 @@ export function entityOf<E>(ctx: Context): E {
 function isPrincipal(value: unknown): value is Principal {
   if (!value || typeof value !== "object") return false;
   const v = value as Record<string, unknown>;
-  if (v.kind === "system") return typeof v.reason === "string" && (v.operator === undefined || typeof v.operator === "string");
+  if (v.kind === "system")
+    return typeof v.reason === "string" && (v.operator === undefined || typeof v.operator === "string");
   const role = v.role;
   return v.kind === "user" && Number.isInteger(v.id) && (role === "admin" || role === "teacher" || role === "student");
 }

@@ -13,7 +13,15 @@ import type { Service, ServiceSchema } from "moleculer";
 import type { Transaction } from "sequelize";
 import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
 import { DbMixin, listParams, parseListOrThrow, type CachedTable, type DbMethods } from "../../platform/db.mixin";
-import { ANY_USER, STAFF, SYSTEM_ONLY, courseScopeSql, decideCourse, decideLab, type Decision } from "../../lib/access.rules";
+import {
+  ANY_USER,
+  STAFF,
+  SYSTEM_ONLY,
+  courseScopeSql,
+  decideCourse,
+  decideLab,
+  type Decision,
+} from "../../lib/access.rules";
 import { conflict, notFound, validationError } from "../../platform/errors";
 import { containsPattern, type ListSpec } from "../../lib/listing";
 import type { UserPrincipal } from "../../lib/principal";

@@ -321,7 +321,10 @@ export interface OutboxEntry {
 }
 
 /** The newest rows, or (unsent) the unpublished ones oldest first: the backlog an operator looks at. */
-export async function listOutbox(sequelize: Sequelize, opts: { unsent: boolean; limit: number }): Promise<OutboxEntry[]> {
+export async function listOutbox(
+  sequelize: Sequelize,
+  opts: { unsent: boolean; limit: number },
+): Promise<OutboxEntry[]> {
   return sequelize.query<OutboxEntry>(
     `SELECT id, task_name, lab_instance_id, created_at, extract(epoch FROM now() - created_at)::integer AS age_s,
             attempts, next_attempt_at, last_error, published_at, result_status, result_error, result_attempts

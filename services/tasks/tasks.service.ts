@@ -209,7 +209,10 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
         unsent: { type: "boolean", optional: true },
         limit: { type: "number", integer: true, min: 1, max: 500, optional: true, convert: true },
       },
-      handler(this: TasksThis, ctx: Context<{ unsent?: boolean; limit?: number }, RequestMeta>): Promise<OutboxEntry[]> {
+      handler(
+        this: TasksThis,
+        ctx: Context<{ unsent?: boolean; limit?: number }, RequestMeta>,
+      ): Promise<OutboxEntry[]> {
         return listOutbox(platformOf(this.broker).sequelize, {
           unsent: ctx.params.unsent ?? false,
           limit: ctx.params.limit ?? 20,
@@ -224,13 +227,19 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
     retry: {
       access: { roles: SYSTEM_ONLY },
       params: { id: { type: "uuid" } },
-      async handler(this: TasksThis, ctx: Context<{ id: string }, RequestMeta>): Promise<{ id: string; retry: string }> {
+      async handler(
+        this: TasksThis,
+        ctx: Context<{ id: string }, RequestMeta>,
+      ): Promise<{ id: string; retry: string }> {
         const outcome = await retryOutboxRow(platformOf(this.broker).sequelize, ctx.params.id);
         if (outcome === null) throw notFound("Outbox row");
         if (outcome === "done") throw conflict(`Outbox row ${ctx.params.id} is done: its result is applied`);
         // Every relay wakes (SKIP LOCKED keeps them disjoint); a result is re-read by the next reconcile round.
         if (outcome === "publish") await this.broker.broadcast(TASKS_ENQUEUED_EVENT, {});
-        return { id: ctx.params.id, retry: outcome === "publish" ? "published on the next relay round" : "result read again" };
+        return {
+          id: ctx.params.id,
+          retry: outcome === "publish" ? "published on the next relay round" : "result read again",
+        };
       },
     },
   },
