@@ -12,6 +12,7 @@ import {
 import type { Service, ServiceSchema } from "moleculer";
 import type { Transaction } from "sequelize";
 import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
+import { broadcastCommitted } from "../../platform/broadcast";
 import { DbMixin, listParams, parseListOrThrow, type CachedTable, type DbMethods } from "../../platform/db.mixin";
 import {
   ANY_USER,
@@ -200,11 +201,12 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           p.kind === "user" && p.role === "teacher"
             ? ""
             : " WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = $owner AND u.role = 'teacher')";
-        const [created] = await this.select<CourseRow>(
+        const inserted = await this.select<CourseRow>(
           `INSERT INTO courses (name, description, owner_id) SELECT $name, $description, $owner${ownerStillTeacher}
            RETURNING ${COURSE_COLUMNS}`,
           { name: ctx.params.name, description: ctx.params.description ?? "", owner: ownerId },
         );
+        const created = inserted.at(0); // none when the owner is no longer a teacher
         if (!created) {
           await this.checkOwner(ownerId);
           throw conflict("The owner changed meanwhile; try again");
@@ -221,7 +223,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
       access: { roles: ANY_USER, ...COURSE_ACCESS, decide: view },
       params: { id: ID_PARAM },
       cache: { keys: ["#user.kind", "#user.id", "#user.role", "id"], ttl: 600 },
-      async handler(ctx: Ctx<IdParams>) {
+      handler(ctx: Ctx<IdParams>) {
         return publicCourse(entityOf<LoadedCourse>(ctx));
       },
     },
@@ -375,7 +377,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         // Caches first: a listener reacting to the event must not read a stale answer.
         if (addedIds.length > 0) await this.tablesChanged("course_students");
         for (const studentId of addedIds) {
-          this.broker.broadcast(COURSE_EVENTS.studentAssigned, { course_id: course.id, student_id: studentId });
+          broadcastCommitted(this, COURSE_EVENTS.studentAssigned, { course_id: course.id, student_id: studentId });
         }
         return { course_id: course.id, added: addedIds, already_assigned: ids.filter((id) => !addedIds.includes(id)) };
       },
@@ -558,7 +560,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
       payload: CourseEventPayloads[E],
     ): Promise<void> {
       await this.tablesChanged(table);
-      this.broker.broadcast(event, payload);
+      broadcastCommitted(this, event, payload);
     },
   },
 };
