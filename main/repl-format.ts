@@ -79,7 +79,7 @@ export function formatInstances(rows: readonly InspectedInstance[]): string {
 export function outboxState(row: OutboxEntry, now: Date): string {
   if (!row.published_at) {
     const wait = (new Date(row.next_attempt_at).getTime() - now.getTime()) / 1000;
-    return wait > 0 ? `unsent, retry in ${humanAge(wait)}` : "unsent, due";
+    return wait >= 1 ? `unsent, retry in ${humanAge(wait)}` : "unsent, due";
   }
   if (!row.result_status) return "sent, awaiting result";
   return `done: ${row.result_status}`;
