@@ -18,6 +18,7 @@ import { startReadyChild, type ReadyChild } from "../platform/child-process";
 // dev/ is loaded (dynamic import) only when no DATABASE_URL is set: never in production.
 import type { EmbeddedPostgres } from "../dev/embedded-postgres";
 import { migrateUp } from "../platform/migrator";
+import { requireDevTree } from "./dev-tree";
 
 const log = (level: "info" | "warn" | "error", msg: string) => {
   const line = `[${new Date().toISOString().substring(11, 23)}] ${level.toUpperCase().padEnd(5)} START: ${msg}`;
@@ -90,6 +91,7 @@ async function main(): Promise<void> {
     const started = Date.now();
     let databaseUrl = config.databaseUrl;
     if (!databaseUrl) {
+      requireDevTree("DATABASE_URL");
       log(
         "info",
         `DATABASE_URL is not set: starting the embedded PostgreSQL (PGlite) with data in ${path.resolve(config.dataDir, "pg")}`,
@@ -103,6 +105,7 @@ async function main(): Promise<void> {
       databaseUrl = running.postgres.url;
     }
     const needsIdp = !config.oidc.issuer && config.services.includes("auth");
+    if (needsIdp) requireDevTree("OIDC_ISSUER");
     const idpStarting = needsIdp ? startIdp(config) : undefined;
 
     // One connection to PGlite: it runs one statement at a time anyway, and pglite-socket 0.2 interleaves
