@@ -10,13 +10,7 @@ import { ConfigError, loadConfig } from "../platform/config";
 import { createSequelize } from "../platform/db";
 // dev/ is loaded (dynamic import) only when no DATABASE_URL is set: never in production.
 import type { EmbeddedPostgres } from "../dev/embedded-postgres";
-import {
-  migrateDown,
-  migrateUp,
-  migrationStatus,
-  pendingMigrations,
-  type MigrationLogger,
-} from "../platform/migrator";
+import { migrateDown, migrateUp, migrationStatus, pendingMigrations, type MigrationLogger } from "../platform/migrator";
 import { requireDevTree } from "./dev-tree";
 
 const USAGE = `Usage: npm run migrate -- <command>
@@ -33,10 +27,7 @@ Commands:
 Database: DATABASE_URL, or the embedded database in DATA_DIR (default .data) when DATABASE_URL is unset.`;
 
 export type MigrateCommand =
-  | { kind: "up" }
-  | { kind: "status" }
-  | { kind: "down"; to?: string | 0 }
-  | { kind: "wait"; timeoutS: number };
+  { kind: "up" } | { kind: "status" } | { kind: "down"; to?: string | 0 } | { kind: "wait"; timeoutS: number };
 
 /** How long `wait` waits by default, and how often it looks. */
 const WAIT_TIMEOUT_S = 600;
