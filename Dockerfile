@@ -18,8 +18,8 @@ COPY main ./main
 COPY dev ./dev
 RUN npx tsc -p tsconfig.build.json && rm -rf dist/dev
 
-# Runtime dependencies only. --ignore-scripts: no production dependency has an install script
-# (test/unit/dockerfile.test.ts checks package-lock.json), so none runs at build time.
+# Runtime dependencies only. --ignore-scripts: no production dependency needs its install script (the one that
+# has one, es5-ext, only prints a message; test/integration/production-image.test.ts checks package-lock.json).
 FROM node:22-bookworm-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
