@@ -9,7 +9,7 @@ import { loadConfig } from "../platform/config";
 /** Shorter than the HEALTHCHECK --timeout, so a hung server is reported here, not killed by Docker. */
 const TIMEOUT_MS = 3_000;
 
-export function checkLive(port: number, timeoutMs = TIMEOUT_MS): Promise<string | undefined> {
+function checkLive(port: number, timeoutMs = TIMEOUT_MS): Promise<string | undefined> {
   return new Promise((resolve) => {
     const req = http.get({ host: "127.0.0.1", port, path: "/livez", timeout: timeoutMs }, (res) => {
       res.resume();
