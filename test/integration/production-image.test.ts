@@ -196,7 +196,8 @@ describe("the image's file set", () => {
   it("holds the entry points of CMD, HEALTHCHECK and the k8s commands, and no tests or dev stand-ins", () => {
     const dist = path.join(image, "dist");
     const rel = files(dist).map((f) => path.relative(image, f));
-    expect(readdirSync(dist).sort()).toEqual(["lib", "main", "platform", "services"]);
+    // package.json: platform/config.ts reads the version from it (compiled in as dist/package.json).
+    expect(readdirSync(dist).sort()).toEqual(["lib", "main", "package.json", "platform", "services"]);
     expect(rel.filter((f) => /test|\.map$|\.tsbuildinfo$/.test(f))).toEqual([]);
     for (const entry of [cmdOf(runtime)[1], healthcheckOf(runtime)[1], "dist/main/migrate-cli.js"]) {
       expect(rel).toContain(entry);
@@ -228,6 +229,14 @@ describe("the image's file set", () => {
     expect(external.length).toBeGreaterThan(5);
     // Both guarded by requireDevTree (main/dev-tree.ts), checked by running them below.
     expect([...new Set(intoDev)].sort()).toEqual(["dist/main/migrate-cli.js", "dist/main/start.js"]);
+  });
+
+  it("reports package.json's version, or the APP_VERSION build argument", async () => {
+    const { version } = JSON.parse(read("package.json")) as { version: string };
+    const print = "console.log(require('./dist/platform/config').loadConfig().version)";
+    // The Dockerfile's ENV sets APP_VERSION to the build argument, empty when none was given.
+    expect((await start(image, ["-e", print], { APP_VERSION: "" }).done).stdout.trim()).toBe(version);
+    expect((await start(image, ["-e", print], { APP_VERSION: "2.0.0-abc" }).done).stdout.trim()).toBe("2.0.0-abc");
   });
 
   it("refuses embedded mode at start, naming the variable to set", async () => {
