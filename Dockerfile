@@ -28,8 +28,11 @@ RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean -
 FROM node:22-bookworm-slim
 # Version reported by /api/v1/health and the metrics: the build arg, else package.json's version.
 ARG APP_VERSION=""
+# npm's cache and logs under /tmp: an operator's `npm run …` in a pod works on the read-only root filesystem.
 ENV NODE_ENV=production \
-    APP_VERSION=${APP_VERSION}
+    APP_VERSION=${APP_VERSION} \
+    NPM_CONFIG_CACHE=/tmp/.npm \
+    NPM_CONFIG_UPDATE_NOTIFIER=false
 WORKDIR /app
 # Owned by root and read-only to the process: the app cannot rewrite its own code (k8s mounts the root
 # filesystem read-only as well; /tmp is the one writable path there).
