@@ -432,29 +432,46 @@ function variablesReadByTheCode(): Set<string> {
 describe("k8s manifests: configuration", () => {
   /** Set per pod in each Deployment (not shared). */
   const PER_POD = ["SERVICES", "NODEID"];
-  /** Baked into the image at build time (Dockerfile ARG/ENV), so the version follows the image, not the ConfigMap. */
-  const FROM_IMAGE = ["APP_VERSION"];
-  /** Only the embedded stand-ins (dev/) read these, and the image ships no dev/. */
-  const EMBEDDED_ONLY = ["DATA_DIR", "EMBEDDED_PG_PORT", "EMBEDDED_IDP_PORT"];
+  /** Set by the image (Dockerfile ENV): the version follows the image, not the ConfigMap. */
+  const FROM_IMAGE = ["APP_VERSION", "NODE_ENV"];
+  /**
+   * Never set in a serving pod: the embedded stand-ins' settings (dev/ is not in the image), and OPERATOR, the
+   * name an operator gives the REPL session they start. Listed ahead of the code that reads them is harmless.
+   */
+  const NOT_FOR_PODS = ["DATA_DIR", "EMBEDDED_PG_PORT", "EMBEDDED_IDP_PORT", "OPERATOR"];
 
-  it("every variable the code reads has exactly one home: ConfigMap, Secret, per pod, image, or embedded-only", () => {
+  /** The names the Dockerfile's runtime stage sets with ENV. */
+  function imageEnv(): string[] {
+    const dockerfile = read("Dockerfile").replace(/\\\n/g, " ");
+    const runtime = dockerfile.slice(dockerfile.lastIndexOf("\nFROM "));
+    return [...runtime.matchAll(/^ENV\s+(.*)$/gm)].flatMap((m) =>
+      [...m[1].matchAll(/([A-Z_][A-Z0-9_]*)=/g)].map((v) => v[1]),
+    );
+  }
+
+  it("every variable the code reads has exactly one home: ConfigMap, Secret, per pod, image, or none in a pod", () => {
     const used = variablesReadByTheCode();
     // The parse found the readers (guards against a refactor that silently yields an empty list).
     expect(used.has("OIDC_AUDIENCE") && used.has("OIDC_CLIENT_ID") && used.has("MIGRATE_ON_START")).toBe(true);
-    const homes: Record<string, string[]> = {
+    const shipped: Record<string, string[]> = {
       configMap: Object.keys(configMap.data!),
       secret: Object.keys(appSecret.stringData!),
       perPod: PER_POD,
-      image: FROM_IMAGE,
-      embeddedOnly: EMBEDDED_ONLY,
     };
-    const placed = Object.values(homes).flat();
+    const placed = [...Object.values(shipped).flat(), ...FROM_IMAGE, ...NOT_FOR_PODS];
     expect(placed.filter((v, i) => placed.indexOf(v) !== i)).toEqual([]); // no variable in two homes
     expect([...used].filter((v) => !placed.includes(v)).sort()).toEqual([]); // none forgotten
-    expect(placed.filter((v) => !used.has(v)).sort()).toEqual([]); // none the code does not read
+    // Nothing shipped that the code does not read (a renamed variable leaves no stale key behind).
+    expect(
+      Object.values(shipped)
+        .flat()
+        .filter((v) => !used.has(v))
+        .sort(),
+    ).toEqual([]);
     for (const d of deployments) {
       expect((mainContainer(d).env ?? []).map((e) => e.name).sort()).toEqual([...PER_POD].sort());
     }
+    expect(imageEnv().sort()).toEqual(expect.arrayContaining(FROM_IMAGE));
     expect(read("Dockerfile")).toMatch(/^ARG APP_VERSION/m);
     expect(read("Dockerfile")).toMatch(/APP_VERSION=\$\{APP_VERSION\}/);
   });
