@@ -25,6 +25,7 @@ import type { IService } from "kubernetes-models/v1/Service";
 import type { IConfigMap } from "kubernetes-models/v1/ConfigMap";
 import type { ISecret } from "kubernetes-models/v1/Secret";
 import type { IIngress } from "kubernetes-models/networking.k8s.io/v1/Ingress";
+import type { INetworkPolicy } from "kubernetes-models/networking.k8s.io/v1/NetworkPolicy";
 import type { IPodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBudget";
 import type { IHorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler";
 import type { IIoK8sApiCoreV1Container as Container } from "kubernetes-models/v1/Container";
@@ -73,6 +74,11 @@ const MODELS: Record<string, { module: string; type: string; validate: (o: unkno
     type: "IHorizontalPodAutoscaler",
     validate: (o) => new autoscaling.HorizontalPodAutoscaler(o as never).validate(),
   },
+  "networking.k8s.io/v1/NetworkPolicy": {
+    module: "networking.k8s.io/v1/NetworkPolicy",
+    type: "INetworkPolicy",
+    validate: (o) => new networking.NetworkPolicy(o as never).validate(),
+  },
   "networking.k8s.io/v1/Ingress": {
     module: "networking.k8s.io/v1/Ingress",
     type: "IIngress",
@@ -99,6 +105,7 @@ const services = ofKind<IService>("Service");
 const pdbs = ofKind<IPodDisruptionBudget>("PodDisruptionBudget");
 const hpas = ofKind<IHorizontalPodAutoscaler>("HorizontalPodAutoscaler");
 const ingresses = ofKind<IIngress>("Ingress");
+const policies = ofKind<INetworkPolicy>("NetworkPolicy");
 const [configMap] = ofKind<IConfigMap>("ConfigMap");
 const secrets = ofKind<ISecret>(
   "Secret",
@@ -389,6 +396,32 @@ describe("k8s manifests: Services and Ingress", () => {
     expect(configMap.data!.TRUST_PROXY).toBe("1");
     // Public URL and TLS host agree with the ConfigMap.
     expect(ing.spec!.tls![0].hosts).toEqual([new URL(configMap.data!.PUBLIC_URL).host]);
+  });
+
+  it("network policies deny inbound traffic but the ingress controller's to the API and Prometheus' to the ops port", () => {
+    /** Which namespaces may reach container port `port` of Deployment d (policies are additive). */
+    const allowedFrom = (d: IDeployment, port: number) => {
+      const selecting = policies.filter((p) => matches(p.spec.podSelector.matchLabels ?? {}, podLabels(d)));
+      expect(selecting.some((p) => p.spec.policyTypes?.includes("Ingress"))).toBe(true); // default deny applies
+      return selecting.flatMap((p) =>
+        (p.spec.ingress ?? [])
+          .filter((rule) => rule.ports?.some((rp) => portNumber(mainContainer(d), rp.port) === port))
+          .flatMap((rule) => rule.from!.map((f) => f.namespaceSelector?.matchLabels?.["kubernetes.io/metadata.name"])),
+      );
+    };
+    for (const p of policies) {
+      for (const rule of p.spec.ingress ?? []) {
+        expect(rule.from?.length).toBeGreaterThan(0); // no rule open to every source
+        for (const f of rule.from!) expect(f.podSelector ?? f.namespaceSelector).toBeDefined();
+      }
+    }
+    for (const d of deployments) {
+      expect(allowedFrom(d, opsPort)).toEqual(["monitoring"]);
+      const http = portNumber(mainContainer(d), "http");
+      if (name(d) === "backend-gateway") expect(allowedFrom(d, http!)).toEqual(["ingress-nginx"]);
+      else expect(http).toBeUndefined(); // domain and tasks nodes serve nothing but the ops port
+    }
+    expect(ingresses[0].spec!.ingressClassName).toBe("nginx");
   });
 });
 
