@@ -12,7 +12,7 @@
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, copyFileSync } from "node:fs";
+import { copyFileSync, cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { builtinModules } from "node:module";
 import { tmpdir } from "node:os";
@@ -94,28 +94,38 @@ function start(cwd: string, args: string[], env: Record<string, string>) {
   return { child, done, printed };
 }
 
-let image: string; // the image's /app, built here
+let workspace: string;
+let image: string; // the runtime stage's /app, built here
 
 beforeAll(async () => {
-  image = mkdtempSync(path.join(tmpdir(), "autolabs-image-"));
-  // The build stage's compile, into this tree; then what the stage deletes.
-  const build = stage("build").steps.find((i) => i.op === "RUN" && i.args.includes("tsc"))!.args;
-  expect(build).toBe("npx tsc -p tsconfig.build.json && rm -rf dist/dev");
-  const tsc = start(
-    ROOT,
-    [require.resolve("typescript/bin/tsc"), "-p", "tsconfig.build.json", "--outDir", path.join(image, "dist")],
-    {},
-  );
-  const r = await tsc.done;
+  workspace = mkdtempSync(path.join(tmpdir(), "autolabs-image-"));
+  // The build stage's /app: only what its COPY instructions bring (a source the build needs but the stage
+  // does not copy fails here as it would in `docker build`), and its dependencies (npm ci: all of them).
+  const build = path.join(workspace, "build");
+  for (const step of stage("build").steps.filter((i) => i.op === "COPY")) {
+    const parts = step.args.split(/\s+/);
+    const dest = parts[parts.length - 1];
+    for (const src of parts.slice(0, -1)) {
+      const target = dest.endsWith("/") ? path.join(build, dest, path.basename(src)) : path.join(build, dest);
+      cpSync(path.join(ROOT, src), target, { recursive: true });
+    }
+  }
+  symlinkSync(path.join(ROOT, "node_modules"), path.join(build, "node_modules"));
+  const compile = stage("build").steps.find((i) => i.op === "RUN" && i.args.includes("tsc"))!.args;
+  expect(compile).toBe("npx tsc -p tsconfig.build.json && rm -rf dist/dev");
+  const r = await start(build, [require.resolve("typescript/bin/tsc"), "-p", "tsconfig.build.json"], {}).done;
   expect({ code: r.code, out: r.stdout + r.stderr }).toEqual({ code: 0, out: "" });
-  rmSync(path.join(image, "dist", "dev"), { recursive: true, force: true });
+  rmSync(path.join(build, "dist", "dev"), { recursive: true, force: true });
+  // The runtime stage: package.json, dist/ from the build stage, node_modules (here with dev packages too:
+  // which of them the tree may load is checked statically below).
+  image = path.join(workspace, "app");
+  cpSync(path.join(build, "dist"), path.join(image, "dist"), { recursive: true });
   copyFileSync(path.join(ROOT, "package.json"), path.join(image, "package.json"));
-  // node_modules here holds dev packages too: which of them the tree may load is checked statically below.
   symlinkSync(path.join(ROOT, "node_modules"), path.join(image, "node_modules"));
 }, 240_000);
 
 afterAll(() => {
-  rmSync(image, { recursive: true, force: true });
+  rmSync(workspace, { recursive: true, force: true });
 });
 
 describe("Dockerfile", () => {
