@@ -118,7 +118,7 @@ async function main(): Promise<void> {
       // Not on the embedded PGlite: its connections share one session (platform/db.ts).
       preparedStatements: config.databaseUrl !== undefined,
     });
-    // The embedded database is ours to migrate; in a cluster the deploy runs `migrate-cli up` once (k8s/migrate-job.yaml).
+    // The embedded database is ours to migrate; in a cluster the deploy runs `migrate-cli up` once (a k8s Job).
     if (running.postgres || process.env.MIGRATE_ON_START === "true") {
       const applied = await migrateUp(running.sequelize);
       if (applied.length) log("info", `migrations applied: ${applied.join(", ")}`);

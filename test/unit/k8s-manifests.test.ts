@@ -217,7 +217,8 @@ describe("k8s manifests: files and schemas", () => {
       const where =
         d.file && d.start !== undefined ? /m(\d+)/.exec(d.file.text.slice(0, d.start).split("\n").pop()!) : null;
       const m = where ? all[Number(where[1])] : undefined;
-      return `${m ? `${m.file} ${m.doc.kind} ${m.doc.metadata.name}: ` : ""}${ts.flattenDiagnosticMessageText(d.messageText, "\n")}`;
+      const text = ts.flattenDiagnosticMessageText(d.messageText, "\n");
+      return m ? `${m.file} ${m.doc.kind} ${m.doc.metadata.name}: ${text}` : text;
     });
     expect(problems).toEqual([]);
   });
@@ -322,7 +323,7 @@ describe("k8s manifests: workloads", () => {
     expect(d.spec!.strategy?.rollingUpdate?.maxUnavailable).toBe(0);
   });
 
-  it("give the shutdown time: preStop, then the gateway's drain and start.ts's hard stop, within the grace period", () => {
+  it("give the shutdown time: preStop, the gateway's drain, start.ts's hard stop, within the grace period", () => {
     const start = read("main/start.ts");
     const hardStop = /setTimeout\(\(\) => process\.exit\(1\), ([\d_]+)\)/.exec(start);
     const drain = /drainGateway\(running\.broker, ([\d_]+)\)/.exec(start);
@@ -398,7 +399,7 @@ describe("k8s manifests: Services and Ingress", () => {
     expect(ing.spec!.tls![0].hosts).toEqual([new URL(configMap.data!.PUBLIC_URL).host]);
   });
 
-  it("network policies deny inbound traffic but the ingress controller's to the API and Prometheus' to the ops port", () => {
+  it("network policies let in only the ingress controller (API port) and Prometheus (ops port)", () => {
     /** Which namespaces may reach container port `port` of Deployment d (policies are additive). */
     const allowedFrom = (d: IDeployment, port: number) => {
       const selecting = policies.filter((p) => matches(p.spec.podSelector.matchLabels ?? {}, podLabels(d)));
