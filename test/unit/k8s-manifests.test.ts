@@ -402,16 +402,16 @@ describe("k8s manifests: Services and Ingress", () => {
   it("network policies let in only the ingress controller (API port) and Prometheus (ops port)", () => {
     /** Which namespaces may reach container port `port` of Deployment d (policies are additive). */
     const allowedFrom = (d: IDeployment, port: number) => {
-      const selecting = policies.filter((p) => matches(p.spec.podSelector.matchLabels ?? {}, podLabels(d)));
-      expect(selecting.some((p) => p.spec.policyTypes?.includes("Ingress"))).toBe(true); // default deny applies
+      const selecting = policies.filter((p) => matches(p.spec!.podSelector.matchLabels ?? {}, podLabels(d)));
+      expect(selecting.some((p) => p.spec!.policyTypes?.includes("Ingress"))).toBe(true); // default deny applies
       return selecting.flatMap((p) =>
-        (p.spec.ingress ?? [])
+        (p.spec!.ingress ?? [])
           .filter((rule) => rule.ports?.some((rp) => portNumber(mainContainer(d), rp.port) === port))
           .flatMap((rule) => rule.from!.map((f) => f.namespaceSelector?.matchLabels?.["kubernetes.io/metadata.name"])),
       );
     };
     for (const p of policies) {
-      for (const rule of p.spec.ingress ?? []) {
+      for (const rule of p.spec!.ingress ?? []) {
         expect(rule.from?.length).toBeGreaterThan(0); // no rule open to every source
         for (const f of rule.from!) expect(f.podSelector ?? f.namespaceSelector).toBeDefined();
       }
