@@ -1,43 +1,49 @@
 /**
- * npm run migrate -- up | down [--to <name>|0] | status
+ * npm run migrate -- up | down [--to <name>|0] | status | wait [--timeout <s>]
  *
  * Against DATABASE_URL; without it, against the embedded database in DATA_DIR (the PGlite server is started
  * for the command and stopped after it, so the platform itself must not be running on that dir).
- * Exit codes: 0 done, 1 failed, 2 bad usage.
+ * Exit codes: 0 done, 1 failed (for wait: still pending at the timeout), 2 bad usage.
  */
+import type { Sequelize } from "sequelize";
 import { ConfigError, loadConfig } from "../platform/config";
 import { createSequelize } from "../platform/db";
 // dev/ is loaded (dynamic import) only when no DATABASE_URL is set: never in production.
 import type { EmbeddedPostgres } from "../dev/embedded-postgres";
-import { migrateDown, migrateUp, migrationStatus, type MigrationLogger } from "../platform/migrator";
+import { migrateDown, migrateUp, migrationStatus, pendingMigrations, type MigrationLogger } from "../platform/migrator";
+import { requireDevTree } from "./dev-tree";
+import { USAGE, parseMigrateArgs } from "./migrate-args";
 
-const USAGE = `Usage: npm run migrate -- <command>
+/** How often `wait` looks. */
+const WAIT_POLL_MS = 2_000;
 
-Commands:
-  up                   apply every pending migration
-  down                 revert the last applied migration
-  down --to <name>     revert down to and including migration <name>
-  down --to 0          revert every migration (drops the whole schema)
-  status               list applied and pending migrations
-
-Database: DATABASE_URL, or the embedded database in DATA_DIR (default .data) when DATABASE_URL is unset.`;
-
-export type MigrateCommand = { kind: "up" } | { kind: "status" } | { kind: "down"; to?: string | 0 };
-
-/** Parses argv (after the script name); undefined means bad usage. */
-export function parseMigrateArgs(args: readonly string[]): MigrateCommand | undefined {
-  const [cmd, ...rest] = args;
-  if (cmd === "up" && rest.length === 0) return { kind: "up" };
-  if (cmd === "status" && rest.length === 0) return { kind: "status" };
-  if (cmd === "down") {
-    if (rest.length === 0) return { kind: "down" };
-    let to: string | undefined;
-    if (rest.length === 2 && rest[0] === "--to") to = rest[1];
-    else if (rest.length === 1 && rest[0].startsWith("--to=")) to = rest[0].slice("--to=".length);
-    if (to === undefined || to === "") return undefined;
-    return { kind: "down", to: to === "0" ? 0 : to };
+/**
+ * Polls until no migration of this build is pending. An unreachable database is waited for too (a pod may
+ * start before its network or the database is ready); at the deadline the last reason is reported.
+ */
+async function waitForSchema(sequelize: Sequelize, timeoutS: number): Promise<number> {
+  const deadline = Date.now() + timeoutS * 1000;
+  let last = "";
+  for (;;) {
+    let state: string;
+    try {
+      const pending = await pendingMigrations(sequelize);
+      if (pending.length === 0) {
+        console.log("Schema is up to date.");
+        return 0;
+      }
+      state = `${pending.length} migration(s) pending (${pending.join(", ")}): waiting for the migration job`;
+    } catch (err) {
+      state = `database not readable: ${err instanceof Error ? err.message : String(err)}`;
+    }
+    if (state !== last) console.log(state);
+    last = state;
+    if (Date.now() >= deadline) {
+      console.error(`Gave up after ${timeoutS} s: ${state}`);
+      return 1;
+    }
+    await new Promise((resolve) => setTimeout(resolve, WAIT_POLL_MS));
   }
-  return undefined;
 }
 
 const logger: MigrationLogger = {
@@ -58,6 +64,7 @@ async function main(argv: readonly string[]): Promise<number> {
   let embedded: EmbeddedPostgres | undefined;
   let url = config.databaseUrl;
   if (url === undefined) {
+    requireDevTree("DATABASE_URL");
     const { startEmbeddedPostgres } = await import("../dev/embedded-postgres");
     embedded = await startEmbeddedPostgres({
       dataDir: config.dataDir,
@@ -81,6 +88,8 @@ async function main(argv: readonly string[]): Promise<number> {
         console.log(reverted.length ? `Reverted ${reverted.length} migration(s).` : "Nothing to revert.");
         break;
       }
+      case "wait":
+        return await waitForSchema(sequelize, command.timeoutS);
       case "status": {
         const { executed, pending } = await migrationStatus(sequelize);
         for (const name of executed) console.log(`applied  ${name}`);

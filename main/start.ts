@@ -22,6 +22,7 @@ import { startReadyChild, type ReadyChild } from "../platform/child-process";
 import type { EmbeddedPostgres } from "../dev/embedded-postgres";
 import { migrateUp } from "../platform/migrator";
 import { LocalSocketTransporter, embeddedSocketPath } from "../platform/local-socket-transporter";
+import { requireDevTree } from "./dev-tree";
 
 const log = (level: "info" | "warn" | "error", msg: string) => {
   const line = `[${new Date().toISOString().substring(11, 23)}] ${level.toUpperCase().padEnd(5)} START: ${msg}`;
@@ -94,6 +95,7 @@ async function main(): Promise<void> {
     const started = Date.now();
     let databaseUrl = config.databaseUrl;
     if (!databaseUrl) {
+      requireDevTree("DATABASE_URL");
       log(
         "info",
         `DATABASE_URL is not set: starting the embedded PostgreSQL (PGlite) with data in ${path.resolve(config.dataDir, "pg")}`,
@@ -107,6 +109,7 @@ async function main(): Promise<void> {
       databaseUrl = running.postgres.url;
     }
     const needsIdp = !config.oidc.issuer && config.services.includes("auth");
+    if (needsIdp) requireDevTree("OIDC_ISSUER");
     const idpStarting = needsIdp ? startIdp(config) : undefined;
 
     // One connection to PGlite: it runs one statement at a time anyway, and pglite-socket 0.2 interleaves
@@ -119,7 +122,7 @@ async function main(): Promise<void> {
       // Not on the embedded PGlite: its connections share one session (platform/db.ts).
       preparedStatements: config.databaseUrl !== undefined,
     });
-    // The embedded database is ours to migrate; in a cluster the deploy runs `npm run migrate -- up` (an init container).
+    // The embedded database is ours to migrate; in a cluster the deploy runs `migrate-cli up` once (a k8s Job).
     if (running.postgres || process.env.MIGRATE_ON_START === "true") {
       const applied = await migrateUp(running.sequelize);
       if (applied.length) log("info", `migrations applied: ${applied.join(", ")}`);

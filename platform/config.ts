@@ -3,6 +3,7 @@
  * A bad value throws ConfigError naming the variable, so a misconfigured node never starts half-way.
  * Pure: no framework imports.
  */
+import packageJson from "../package.json";
 
 export type Mode = "embedded" | "cluster";
 
@@ -79,6 +80,7 @@ export interface Config {
   };
   /** Moleculer's Prometheus reporter on its own port (nodes without a gateway); off by default. */
   metricsPort: number | undefined;
+  /** APP_VERSION, else package.json's version: in health answers and metrics. */
   version: string;
   /** The operator's name in the REPL's calls and the serving nodes' logs (OPERATOR; default: the OS user). */
   operator: string | undefined;
@@ -251,7 +253,8 @@ export function loadConfig(env: Env = process.env): Config {
       trustedProxyHops: int(env, "TRUST_PROXY", 0, 0, 10),
     },
     metricsPort: str(env, "METRICS_PORT") === undefined ? undefined : int(env, "METRICS_PORT", 0, 1, 65535),
-    version: str(env, "APP_VERSION") ?? "0.1.0",
+    // The image's build argument (a release tag, a commit) wins; package.json's version otherwise.
+    version: str(env, "APP_VERSION") ?? packageJson.version,
     operator: operatorName(env),
   };
 }

@@ -6,7 +6,7 @@
  * session for all connections) the advisory lock excludes nothing, but withAdvisoryLock also queues callers
  * inside this process, and embedded mode is one process.
  */
-import type { QueryInterface, Sequelize } from "sequelize";
+import { QueryTypes, type QueryInterface, type Sequelize } from "sequelize";
 import { SequelizeStorage, Umzug, type MigrateDownOptions, type MigrationMeta } from "umzug";
 import { migrations } from "./migrations";
 import { withAdvisoryLock } from "./db";
@@ -83,4 +83,23 @@ export async function migrationStatus(sequelize: Sequelize): Promise<MigrationSt
   const migrator = createMigrator(sequelize);
   const [executed, pending] = [await migrator.executed(), await migrator.pending()];
   return { executed: executed.map((m) => m.name), pending: pending.map((m) => m.name) };
+}
+
+/**
+ * The migrations of this build not yet recorded in schema_migrations, read-only: umzug's storage creates its
+ * table before reading it, which a serving role without DDL may not do. What a new pod checks before it serves.
+ */
+export async function pendingMigrations(sequelize: Sequelize): Promise<string[]> {
+  const [table] = await sequelize.query<{ present: boolean }>(
+    `SELECT to_regclass('${MIGRATIONS_TABLE}') IS NOT NULL AS present`,
+    { type: QueryTypes.SELECT },
+  );
+  const applied = table.present
+    ? new Set(
+        (
+          await sequelize.query<{ name: string }>(`SELECT name FROM ${MIGRATIONS_TABLE}`, { type: QueryTypes.SELECT })
+        ).map((r) => r.name),
+      )
+    : new Set<string>();
+  return migrations.map((m) => m.name).filter((name) => !applied.has(name));
 }

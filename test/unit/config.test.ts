@@ -1,3 +1,5 @@
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { loadConfig, ConfigError } from "../../platform/config";
 import { brokerOptions } from "../../platform/moleculer.config";
 
@@ -167,5 +169,16 @@ describe("broker options from the config", () => {
 
   it("has no transporter in embedded mode", () => {
     expect(brokerOptions(loadConfig({})).transporter).toBeNull();
+  });
+});
+
+describe("version", () => {
+  it("is package.json's unless APP_VERSION (the image's build argument) names one", () => {
+    const { version } = JSON.parse(readFileSync(path.join(__dirname, "../../package.json"), "utf8")) as {
+      version: string;
+    };
+    expect(loadConfig({}).version).toBe(version);
+    expect(loadConfig({ APP_VERSION: "" }).version).toBe(version); // the Dockerfile's default: no build argument
+    expect(loadConfig({ APP_VERSION: "1.4.2-rc.1+abc123" }).version).toBe("1.4.2-rc.1+abc123");
   });
 });
