@@ -224,22 +224,16 @@ export class CoherentMemoryCacher extends Cachers.Memory implements CoherentCach
   }
 
   async lookup(key: string, scope: string): Promise<{ data: unknown; epoch: string }> {
-    // The epoch is read first: nothing can bump it between the two reads (no await between them in effect).
+    // One synchronous step: the Memory cacher's get reads the entry when called, before anything can bump.
     const epoch = String(this.epochs.get(scope) ?? 0);
     return { data: await this.get(key), epoch };
   }
 
-  async setIfEpoch(
-    key: string,
-    data: unknown,
-    ttlS: number | undefined,
-    scope: string,
-    epoch: string,
-  ): Promise<boolean> {
+  setIfEpoch(key: string, data: unknown, ttlS: number | undefined, scope: string, epoch: string): Promise<boolean> {
     // Check and set with no await between them: nothing can bump the epoch in between.
-    if (String(this.epochs.get(scope) ?? 0) !== epoch) return false;
-    void this.set(key, data, ttlS);
-    return true;
+    if (String(this.epochs.get(scope) ?? 0) !== epoch) return Promise.resolve(false);
+    void this.set(key, data, ttlS); // the Memory cacher stores synchronously; its promise cannot reject
+    return Promise.resolve(true);
   }
 
   async invalidate(scope: string, patterns: readonly string[]): Promise<void> {
