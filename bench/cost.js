@@ -11,7 +11,9 @@
  * Env: BENCH_TOPOLOGY (one-node; embedded | one-node | cluster), BENCH_SCENARIOS (courses-cold,lab-instances,
  * courses-cached), BENCH_COST_REQUESTS (2000), BENCH_COST_WARMUP (500), BENCH_COST_ROUNDS (3),
  * BENCH_CONNECTIONS (10), BENCH_NODE_ARGS (node flags for the platform nodes, e.g. --cpu-prof, see lib.js),
- * BENCH_PLATFORM_ENV (JSON object of extra env for the platform nodes).
+ * BENCH_PLATFORM_ENV (JSON object of extra env for the platform nodes), BENCH_COST_BEFORE (a built checkout of
+ * another commit, e.g. `git archive <commit> | tar -x -C dir`, node_modules linked, `npx tsc`: its platform runs
+ * as a third side, "before", interleaved with the other two, so before/after compare under the same load).
  */
 const { readFileSync } = require("node:fs");
 const lib = require("./lib");
@@ -46,26 +48,35 @@ lib.runMain(async () => {
   const idp = await lib.startBenchIdp();
   const subs = Array.from({ length: lib.SEED.students }, (_, i) => `bench-student-${i}`);
   const tokens = await lib.studentTokens(idp, subs);
-  const [platformDb, baselineDb] = await Promise.all([lib.seededDatabase(), lib.seededDatabase()]);
-  const platform = await lib.startTopology(TOPOLOGY, {
-    dbUrl: platformDb.url,
-    issuer: idp.issuer,
-    env: {
-      MAX_ACTIVE_INSTANCES_PER_STUDENT: "100",
-      RATE_LIMIT_RPS: "0",
-      RATE_LIMIT_LAB_STARTS_PER_MIN: "0",
-      ...JSON.parse(process.env.BENCH_PLATFORM_ENV ?? "{}"),
-    },
-  });
+  const before = process.env.BENCH_COST_BEFORE;
+  const [platformDb, baselineDb, beforeDb] = await Promise.all([
+    lib.seededDatabase(),
+    lib.seededDatabase(),
+    before ? lib.seededDatabase() : undefined,
+  ]);
+  const platformEnv = {
+    MAX_ACTIVE_INSTANCES_PER_STUDENT: "100",
+    RATE_LIMIT_RPS: "0",
+    RATE_LIMIT_LAB_STARTS_PER_MIN: "0",
+    ...JSON.parse(process.env.BENCH_PLATFORM_ENV ?? "{}"),
+  };
+  const platform = await lib.startTopology(TOPOLOGY, { dbUrl: platformDb.url, issuer: idp.issuer, env: platformEnv });
+  const previous = before
+    ? await lib.startTopology(TOPOLOGY, { dbUrl: beforeDb.url, issuer: idp.issuer, env: platformEnv, root: before })
+    : undefined;
   const baseline = await lib.startBaseline({ dbUrl: baselineDb.url, issuer: idp.issuer, maxActive: 100 });
   await lib.waitRouted(platform.gateways, ["/courses", "/labs", "/lab-instances", "/auth/me"], tokens[0]);
   await lib.waitRouted([baseline.url], ["/courses"], tokens[0]);
+  if (previous) await lib.waitRouted(previous.gateways, ["/courses", "/labs", "/lab-instances"], tokens[0]);
   const sides = {
     platform: { targets: platform.gateways, pids: platform.nodes.map((n) => n.pid), courseId: platformDb.courseId },
     baseline: { targets: [baseline.url], pids: [baseline.pid], courseId: baselineDb.courseId },
   };
+  if (previous) {
+    sides.before = { targets: previous.gateways, pids: previous.nodes.map((n) => n.pid), courseId: beforeDb.courseId };
+  }
   // Cache-cold keys must never repeat across rounds: each side's sequence continues where its last run ended.
-  const offsets = { platform: 0, baseline: 0 };
+  const offsets = { platform: 0, baseline: 0, before: 0 };
   const out = [
     `${new Date().toISOString()} — node ${process.version}, ${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}, ` +
       `load average ${os
@@ -76,13 +87,13 @@ lib.runMain(async () => {
       `${CONNECTIONS} connections, ${ROUNDS} rounds; platform CPU summed over ${platform.nodes.length} node(s)`,
     "",
     "| scenario | platform µs/req min · median | baseline µs/req min · median | cost ratio (median) | " +
-      "throughput-equivalent (baseline ÷ platform) |",
-    "|---|---|---|---|---|",
+      `throughput-equivalent (baseline ÷ platform, median) |${previous ? " before µs/req min · median |" : ""}`,
+    `|---|---|---|---|---|${previous ? "---|" : ""}`,
   ];
   for (const scenario of SCENARIOS) {
-    const per = { platform: [], baseline: [] };
+    const per = { platform: [], baseline: [], before: [] };
     for (let round = 0; round < ROUNDS; round++) {
-      for (const name of ["platform", "baseline"]) {
+      for (const name of Object.keys(sides)) {
         const side = sides[name];
         let before = 0;
         let spent = 0;
@@ -114,9 +125,10 @@ lib.runMain(async () => {
     const [p, b] = [median(per.platform), median(per.baseline)];
     out.push(
       `| ${scenario} | ${fmt(Math.min(...per.platform))} · ${fmt(p)} | ${fmt(Math.min(...per.baseline))} · ${fmt(b)} | ` +
-        `${fmt(p / b, 2)} | **${fmt(b / p, 2)}** |`,
+        `${fmt(p / b, 2)} | **${fmt(b / p, 2)}** |` +
+        (previous ? ` ${fmt(Math.min(...per.before))} · ${fmt(median(per.before))} |` : ""),
     );
   }
-  await Promise.all([platform.stop(), baseline.stop()]);
+  await Promise.all([platform.stop(), baseline.stop(), previous?.stop()]);
   console.log(out.join("\n"));
 });

@@ -185,13 +185,13 @@ const list = (raw, sep = ",") =>
     .filter(Boolean);
 
 /** A platform node (`node dist/main/start.js`) as its own process. */
-async function startPlatformNode(name, env) {
+async function startPlatformNode(name, env, root = ROOT) {
   const port = env.PORT ?? String(await freePort());
   const child = await startReadyChild({
     name: `platform node ${name}`,
     command: process.execPath,
     // BENCH_NODE_ARGS: node flags for the platform nodes, e.g. --cpu-prof --cpu-prof-dir=/tmp/prof.
-    args: [...list(process.env.BENCH_NODE_ARGS ?? "", " "), path.join(ROOT, "dist/main/start.js")],
+    args: [...list(process.env.BENCH_NODE_ARGS ?? "", " "), path.join(root, "dist/main/start.js")],
     env: { PATH: process.env.PATH, NODE_ENV: "production", LOGLEVEL: "warn", ...env, PORT: port },
     ready: /platform ready in (\d+) ms/,
     timeoutMs: 60_000,
@@ -202,13 +202,13 @@ async function startPlatformNode(name, env) {
 }
 
 /**
- * The platform in one topology, every node a process of its own:
+ * The platform in one topology, every node a process of its own (`root`: a built checkout, default this one):
  * - embedded: one process, all services, Memory cacher, no transporter;
  * - one-node: one process, all services, Redis cacher and the AMQP transporter (what one pod of a cluster runs);
  * - cluster: 2 gateway nodes (api-gateway + auth: the token check at the edge) and 2 domain nodes (courses,
  *   labs, lab-instances, access, tasks) over RabbitMQ, Redis cacher.
  */
-async function startTopology(topology, { dbUrl, issuer, env = {} }) {
+async function startTopology(topology, { dbUrl, issuer, env = {}, root = ROOT }) {
   const namespace = `bench-${randomBytes(4).toString("hex")}`;
   const base = { DATABASE_URL: dbUrl, OIDC_ISSUER: issuer, NAMESPACE: namespace, ...env };
   const clustered = { TRANSPORTER: AMQP_URL, CACHER: REDIS_URL, REDIS_URL };
@@ -235,7 +235,7 @@ async function startTopology(topology, { dbUrl, issuer, env = {} }) {
     );
   const nodes = [];
   for (const [name, nodeEnv] of plan) {
-    nodes.push(await startPlatformNode(name, { ...nodeEnv, NODEID: `${namespace}-${name}` }));
+    nodes.push(await startPlatformNode(name, { ...nodeEnv, NODEID: `${namespace}-${name}` }, root));
   }
   const gateways = nodes.filter((n) => !n.name.startsWith("domain"));
   const stop = () => Promise.all(nodes.map((n) => n.stop()));
