@@ -93,7 +93,9 @@ lib.runMain(async () => {
   for (const scenario of SCENARIOS) {
     const per = { platform: [], baseline: [], before: [] };
     for (let round = 0; round < ROUNDS; round++) {
-      for (const name of Object.keys(sides)) {
+      // The order of the sides rotates per round, so no side always runs right after the same other one.
+      const names = Object.keys(sides);
+      for (const name of names.slice(round % names.length).concat(names.slice(0, round % names.length))) {
         const side = sides[name];
         let before = 0;
         let spent = 0;
