@@ -178,13 +178,20 @@ function rssMiB(pid) {
   }
 }
 
+const list = (raw, sep = ",") =>
+  raw
+    .split(sep)
+    .map((s) => s.trim())
+    .filter(Boolean);
+
 /** A platform node (`node dist/main/start.js`) as its own process. */
-async function startPlatformNode(name, env) {
+async function startPlatformNode(name, env, root = ROOT) {
   const port = env.PORT ?? String(await freePort());
   const child = await startReadyChild({
     name: `platform node ${name}`,
     command: process.execPath,
-    args: [path.join(ROOT, "dist/main/start.js")],
+    // BENCH_NODE_ARGS: node flags for the platform nodes, e.g. --cpu-prof --cpu-prof-dir=/tmp/prof.
+    args: [...list(process.env.BENCH_NODE_ARGS ?? "", " "), path.join(root, "dist/main/start.js")],
     env: { PATH: process.env.PATH, NODE_ENV: "production", LOGLEVEL: "warn", ...env, PORT: port },
     ready: /platform ready in (\d+) ms/,
     timeoutMs: 60_000,
@@ -195,13 +202,13 @@ async function startPlatformNode(name, env) {
 }
 
 /**
- * The platform in one topology, every node a process of its own:
+ * The platform in one topology, every node a process of its own (`root`: a built checkout, default this one):
  * - embedded: one process, all services, Memory cacher, no transporter;
  * - one-node: one process, all services, Redis cacher and the AMQP transporter (what one pod of a cluster runs);
  * - cluster: 2 gateway nodes (api-gateway + auth: the token check at the edge) and 2 domain nodes (courses,
  *   labs, lab-instances, access, tasks) over RabbitMQ, Redis cacher.
  */
-async function startTopology(topology, { dbUrl, issuer, env = {} }) {
+async function startTopology(topology, { dbUrl, issuer, env = {}, root = ROOT }) {
   const namespace = `bench-${randomBytes(4).toString("hex")}`;
   const base = { DATABASE_URL: dbUrl, OIDC_ISSUER: issuer, NAMESPACE: namespace, ...env };
   const clustered = { TRANSPORTER: AMQP_URL, CACHER: REDIS_URL, REDIS_URL };
@@ -228,7 +235,7 @@ async function startTopology(topology, { dbUrl, issuer, env = {} }) {
     );
   const nodes = [];
   for (const [name, nodeEnv] of plan) {
-    nodes.push(await startPlatformNode(name, { ...nodeEnv, NODEID: `${namespace}-${name}` }));
+    nodes.push(await startPlatformNode(name, { ...nodeEnv, NODEID: `${namespace}-${name}` }, root));
   }
   const gateways = nodes.filter((n) => !n.name.startsWith("domain"));
   const stop = () => Promise.all(nodes.map((n) => n.stop()));
@@ -295,11 +302,22 @@ async function startBaseline({ dbUrl, issuer, poolMax = 10, maxActive }) {
 
 /**
  * Runs bench/load.js in a child process against `targets` and resolves with its JSON result
- * ({requests, rps, p50, p99, errors, statuses}).
+ * ({requests, rps, p50, p99, errors, statuses}). With `spec.requests` (a fixed count), `onPhase(phase)` runs
+ * after the warm-up ("warm") and after the counted requests ("done"), while the load waits.
  */
-function runLoad(spec) {
+function runLoad(spec, onPhase = async () => {}) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(__dirname, "load.js")], { stdio: ["pipe", "pipe", "inherit"] });
+    const stdio = ["pipe", "pipe", "inherit", "ipc"];
+    const child = spawn(process.execPath, [path.join(__dirname, "load.js")], { stdio });
+    child.on("message", ({ phase }) =>
+      Promise.resolve(onPhase(phase)).then(
+        () => child.send("go"),
+        (err) => {
+          child.kill("SIGKILL");
+          reject(err);
+        },
+      ),
+    );
     onCleanup(() => child.exitCode === null && child.kill("SIGKILL"));
     let out = "";
     child.stdout.on("data", (d) => (out += d));

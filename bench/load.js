@@ -4,7 +4,9 @@
  * `targets` (e.g. both gateways), and prints one JSON result: requests, req/s, p50/p99 (ms), unexpected answers.
  *
  * spec: { targets: string[], scenario, connections, durationS, warmupS, tokens: string[],
- *         courseId, labIds: number[], startOffset?: number }
+ *         courseId, labIds: number[], startOffset?: number, requests?: number, warmupRequests?: number }
+ * With `requests` the run is a fixed number of units of work (after `warmupRequests` unrecorded ones) instead of
+ * a duration: bench/cost.js compares CPU per request, so both sides must serve the same requests.
  * Scenarios: courses-cached, courses-cold, labs, lab-instances, me, start-stop, mixed.
  */
 const http = require("node:http");
@@ -109,20 +111,35 @@ async function unit(w, t, name) {
   }
 }
 
+/** Tells the parent (bench/lib.js runLoad, over IPC) a phase ended and waits for its go. */
+function handshake(phase) {
+  return new Promise((resolve) => {
+    process.once("message", () => resolve());
+    process.send({ phase });
+  });
+}
+
 async function main() {
   if (!SCENARIOS[scenario] && scenario !== "start-stop" && scenario !== "mixed") {
     throw new Error(`unknown scenario ${scenario}`);
   }
+  const counted = spec.requests !== undefined;
   let until = Date.now() + warmupS * 1000;
+  let left = spec.warmupRequests ?? 0;
+  const more = () => (counted ? left-- > 0 : Date.now() < until);
   const loop = async (w) => {
     const t = w % targets.length;
-    while (Date.now() < until) await unit(w, t, scenario);
+    while (more()) await unit(w, t, scenario);
   };
-  if (warmupS > 0) await Promise.all(Array.from({ length: connections }, (_, w) => loop(w)));
+  if (counted ? left > 0 : warmupS > 0) await Promise.all(Array.from({ length: connections }, (_, w) => loop(w)));
+  // bench/cost.js reads the servers' CPU time between these two lines (stdin is its signal to go on).
+  if (counted) await handshake("warm");
   recording = true;
   const started = process.hrtime.bigint();
   until = Date.now() + durationS * 1000;
+  left = spec.requests;
   await Promise.all(Array.from({ length: connections }, (_, w) => loop(w)));
+  if (counted) await handshake("done");
   const elapsedS = Number(process.hrtime.bigint() - started) / 1e9;
   latencies.sort((a, b) => a - b);
   const n = latencies.length;
@@ -131,6 +148,7 @@ async function main() {
     JSON.stringify({ requests: n, rps: n / elapsedS, p50: pct(50), p99: pct(99), errors, statuses }),
   );
   for (const a of agents) a.destroy();
+  if (process.connected) process.disconnect();
 }
 
 main().catch((err) => {

@@ -73,7 +73,8 @@ async function soak(platform, ctx) {
   const lines = [
     `Soak: ${platform.topology}, ${SOAK_S} s mixed traffic (reads of every scenario, 1 in 20 a start+stop), ` +
       `${CONNECTIONS} connections: ${fmt(result.rps)} req/s, p50 ${fmt(result.p50, 1)} ms, ` +
-      `p99 ${fmt(result.p99, 1)} ms, ${result.errors} unexpected answers`,
+      `p99 ${fmt(result.p99, 1)} ms, ${result.errors} unexpected answers (answers by status: ` +
+      `${JSON.stringify(result.statuses)})`,
     "",
     "| node | RSS start MiB | RSS end MiB | max MiB | slope MiB/min (all samples) | slope MiB/min (second half) |",
     "|---|---|---|---|---|---|",

@@ -19,8 +19,12 @@ import { Cachers, Errors, type Context, type MetricRegistry, type Middleware, ty
 export interface CoherentCacher {
   /** true: one store every node reads (Redis); false: this process's memory only. */
   readonly shared: boolean;
-  /** The scope's current epoch; null when it cannot be known (then nothing is stored). */
-  epochOf(scope: string): Promise<string | null>;
+  /**
+   * The cached entry (the cacher's missingResponse when absent) and the scope's epoch, read together: on a
+   * miss the epoch is then known before the database is read, without a second round trip to the store.
+   * The epoch is null when it cannot be known (then nothing is stored).
+   */
+  lookup(key: string, scope: string): Promise<{ data: unknown; epoch: string | null }>;
   /** Stores `data` only if the scope's epoch is still `epoch`. Never throws. */
   setIfEpoch(key: string, data: unknown, ttlS: number | undefined, scope: string, epoch: string): Promise<boolean>;
   /** Bumps the scope's epoch, then drops the keys matching `patterns`. Never throws. */
@@ -116,7 +120,7 @@ export class CacheStats {
 export function isCoherent(cacher: unknown): cacher is PlatformCacher {
   const c = cacher as Partial<CoherentCacher> | null;
   return (
-    !!c && typeof c.epochOf === "function" && typeof c.setIfEpoch === "function" && typeof c.invalidate === "function"
+    !!c && typeof c.lookup === "function" && typeof c.setIfEpoch === "function" && typeof c.invalidate === "function"
   );
 }
 
@@ -142,15 +146,14 @@ export async function readThrough<T>(
   onHit?: () => void,
 ): Promise<T> {
   const missing: unknown = cacher.opts.missingResponse;
-  const hit: unknown = await cacher.get(key);
+  // The epoch comes with the entry, before the database is read: a write committed after this point bumps it.
+  const { data: hit, epoch } = await cacher.lookup(key, scope);
   if (hit !== missing && hit !== undefined) {
     cacher.stats.hit(scope);
     onHit?.();
     return hit as T;
   }
   cacher.stats.miss(scope);
-  // Before the database is read: a write committed after this point bumps the epoch past it.
-  const epoch = await cacher.epochOf(scope);
   const result = await compute();
   // Awaited (the stock middleware does not): the answer is in the cache once the response leaves, which
   // costs one store round trip per miss and makes "the next read is a hit" hold.
@@ -221,8 +224,10 @@ export class CoherentMemoryCacher extends Cachers.Memory implements CoherentCach
     return coherentMiddleware(this);
   }
 
-  epochOf(scope: string): Promise<string> {
-    return Promise.resolve(String(this.epochs.get(scope) ?? 0));
+  async lookup(key: string, scope: string): Promise<{ data: unknown; epoch: string }> {
+    // One synchronous step: the Memory cacher's get reads the entry when called, before anything can bump.
+    const epoch = String(this.epochs.get(scope) ?? 0);
+    return { data: await this.get(key), epoch };
   }
 
   setIfEpoch(key: string, data: unknown, ttlS: number | undefined, scope: string, epoch: string): Promise<boolean> {

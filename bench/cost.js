@@ -1,0 +1,136 @@
+/**
+ * `npm run bench:cost`: CPU per request, the platform against the raw baseline, for the same fixed number of
+ * requests. On a shared machine req/s moves with everybody else's load; the CPU time a server process spends
+ * on N requests moves far less, so platform µs/request ÷ baseline µs/request is the cost ratio that the
+ * throughput ratio approaches on a quiet machine where both are CPU-bound.
+ *
+ * Per scenario and round, each side: `BENCH_COST_WARMUP` unrecorded requests, then the CPU time (utime + stime
+ * from /proc/<pid>/stat, summed over the platform's nodes) across `BENCH_COST_REQUESTS` requests from
+ * `BENCH_CONNECTIONS` keep-alive connections. Rounds alternate the sides; min and median are printed.
+ *
+ * Env: BENCH_TOPOLOGY (one-node; embedded | one-node | cluster), BENCH_SCENARIOS (courses-cold,lab-instances,
+ * courses-cached), BENCH_COST_REQUESTS (2000), BENCH_COST_WARMUP (500), BENCH_COST_ROUNDS (3),
+ * BENCH_CONNECTIONS (10), BENCH_NODE_ARGS (node flags for the platform nodes, e.g. --cpu-prof, see lib.js),
+ * BENCH_PLATFORM_ENV (JSON object of extra env for the platform nodes), BENCH_COST_BEFORE (a built checkout of
+ * another commit, e.g. `git archive <commit> | tar -x -C dir`, node_modules linked, `npx tsc`: its platform runs
+ * as a third side, "before", interleaved with the other two, so before/after compare under the same load).
+ */
+const { readFileSync } = require("node:fs");
+const lib = require("./lib");
+
+const list = (raw) =>
+  raw
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+const TOPOLOGY = process.env.BENCH_TOPOLOGY ?? "one-node";
+const SCENARIOS = list(process.env.BENCH_SCENARIOS ?? "courses-cold,lab-instances,courses-cached");
+const REQUESTS = Number(process.env.BENCH_COST_REQUESTS ?? 2000);
+const WARMUP = Number(process.env.BENCH_COST_WARMUP ?? 500);
+const ROUNDS = Number(process.env.BENCH_COST_ROUNDS ?? 3);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
+/** Linux reports process CPU in clock ticks of 1/100 s (getconf CLK_TCK). */
+const TICK_US = 10_000;
+const { fmt } = lib;
+
+/** utime + stime of a process in µs. */
+function cpuUs(pid) {
+  // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * TICK_US;
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+lib.runMain(async () => {
+  const os = require("node:os");
+  const idp = await lib.startBenchIdp();
+  const subs = Array.from({ length: lib.SEED.students }, (_, i) => `bench-student-${i}`);
+  const tokens = await lib.studentTokens(idp, subs);
+  const before = process.env.BENCH_COST_BEFORE;
+  const [platformDb, baselineDb, beforeDb] = await Promise.all([
+    lib.seededDatabase(),
+    lib.seededDatabase(),
+    before ? lib.seededDatabase() : undefined,
+  ]);
+  const platformEnv = {
+    MAX_ACTIVE_INSTANCES_PER_STUDENT: "100",
+    RATE_LIMIT_RPS: "0",
+    RATE_LIMIT_LAB_STARTS_PER_MIN: "0",
+    ...JSON.parse(process.env.BENCH_PLATFORM_ENV ?? "{}"),
+  };
+  const platform = await lib.startTopology(TOPOLOGY, { dbUrl: platformDb.url, issuer: idp.issuer, env: platformEnv });
+  const previous = before
+    ? await lib.startTopology(TOPOLOGY, { dbUrl: beforeDb.url, issuer: idp.issuer, env: platformEnv, root: before })
+    : undefined;
+  const baseline = await lib.startBaseline({ dbUrl: baselineDb.url, issuer: idp.issuer, maxActive: 100 });
+  await lib.waitRouted(platform.gateways, ["/courses", "/labs", "/lab-instances", "/auth/me"], tokens[0]);
+  await lib.waitRouted([baseline.url], ["/courses"], tokens[0]);
+  if (previous) await lib.waitRouted(previous.gateways, ["/courses", "/labs", "/lab-instances"], tokens[0]);
+  const sides = {
+    platform: { targets: platform.gateways, pids: platform.nodes.map((n) => n.pid), courseId: platformDb.courseId },
+    baseline: { targets: [baseline.url], pids: [baseline.pid], courseId: baselineDb.courseId },
+  };
+  if (previous) {
+    sides.before = { targets: previous.gateways, pids: previous.nodes.map((n) => n.pid), courseId: beforeDb.courseId };
+  }
+  // Cache-cold keys must never repeat across rounds: each side's sequence continues where its last run ended.
+  const offsets = { platform: 0, baseline: 0, before: 0 };
+  const out = [
+    `${new Date().toISOString()} — node ${process.version}, ${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}, ` +
+      `load average ${os
+        .loadavg()
+        .map((l) => l.toFixed(2))
+        .join(" ")}`,
+    `${TOPOLOGY}: CPU µs per request over ${REQUESTS} requests (after ${WARMUP} unrecorded), ` +
+      `${CONNECTIONS} connections, ${ROUNDS} rounds; platform CPU summed over ${platform.nodes.length} node(s)`,
+    "",
+    "| scenario | platform µs/req min · median | baseline µs/req min · median | cost ratio (median) | " +
+      `throughput-equivalent (baseline ÷ platform, median) |${previous ? " before µs/req min · median |" : ""}`,
+    `|---|---|---|---|---|${previous ? "---|" : ""}`,
+  ];
+  for (const scenario of SCENARIOS) {
+    const per = { platform: [], baseline: [], before: [] };
+    for (let round = 0; round < ROUNDS; round++) {
+      // The order of the sides rotates per round, so no side always runs right after the same other one.
+      const names = Object.keys(sides);
+      for (const name of names.slice(round % names.length).concat(names.slice(0, round % names.length))) {
+        const side = sides[name];
+        let before = 0;
+        let spent = 0;
+        const total = () => side.pids.reduce((s, pid) => s + cpuUs(pid), 0);
+        const r = await lib.runLoad(
+          {
+            targets: side.targets,
+            scenario,
+            connections: CONNECTIONS,
+            durationS: 0,
+            requests: REQUESTS,
+            warmupRequests: WARMUP,
+            tokens,
+            courseId: side.courseId,
+            labIds: [],
+            startOffset: offsets[name],
+          },
+          async (phase) => {
+            if (phase === "warm") before = total();
+            else spent = total() - before;
+          },
+        );
+        offsets[name] += REQUESTS + WARMUP + CONNECTIONS;
+        if (r.errors) throw new Error(`${name} ${scenario}: unexpected answers ${JSON.stringify(r.statuses)}`);
+        per[name].push(spent / r.requests);
+        console.error(`${scenario} round ${round + 1} ${name}: ${fmt(spent / r.requests)} µs/req, ${fmt(r.rps)} req/s`);
+      }
+    }
+    const [p, b] = [median(per.platform), median(per.baseline)];
+    out.push(
+      `| ${scenario} | ${fmt(Math.min(...per.platform))} · ${fmt(p)} | ${fmt(Math.min(...per.baseline))} · ${fmt(b)} | ` +
+        `${fmt(p / b, 2)} | **${fmt(b / p, 2)}** |` +
+        (previous ? ` ${fmt(Math.min(...per.before))} · ${fmt(median(per.before))} |` : ""),
+    );
+  }
+  await Promise.all([platform.stop(), baseline.stop(), previous?.stop()]);
+  console.log(out.join("\n"));
+});
