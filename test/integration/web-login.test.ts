@@ -15,8 +15,9 @@ import { digestOf } from "../../lib/web-session.rules";
 import { TestBrowser, freePort, setCookieNamed } from "../support/browser";
 import { startIdp, type TestIdp } from "../support/idp";
 import { createTestDatabase, startNode, type PlatformNode, type TestDatabase } from "../support/platform";
+import { redisUrl } from "../support/servers";
 
-const REDIS_URL = process.env.TEST_SESSION_REDIS_URL ?? "redis://127.0.0.1:6379/7";
+const REDIS_URL = process.env.TEST_SESSION_REDIS_URL ?? redisUrl(7);
 const FRONT = "http://localhost:3000";
 const NS = `wl${randomBytes(4).toString("hex")}`;
 const USERS_CACHE_TTL_S = 2;
