@@ -33,6 +33,7 @@ import {
   DECISION_REASON_MAX,
   MAX_PENDING_REQUESTS_PER_STUDENT,
   REQUEST_MESSAGE_MAX,
+  accessRequestScopeSql,
   decideAccessRequest,
   nextRequestStatus,
   parseOptionalText,
@@ -168,16 +169,9 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods> 
       async handler(ctx: Ctx) {
         const q = parseListOrThrow(ctx.params, ACCESS_REQUEST_LIST_SPEC);
         const p = principalOf(ctx);
-        const where: string[] = [];
-        const bind: Record<string, unknown> = {};
-        // Scope first: a student sees own requests, a teacher those for own courses, an admin all.
-        if (p.kind === "user" && p.role === "student") {
-          where.push("student_id = $me");
-          bind.me = p.id;
-        } else if (p.kind === "user" && p.role === "teacher") {
-          where.push("course_owner_id = $me");
-          bind.me = p.id;
-        }
+        const scope = accessRequestScopeSql(p);
+        const where: string[] = scope.where ? [scope.where] : [];
+        const bind: Record<string, unknown> = { ...scope.bind };
         if (q.filters.status !== undefined) {
           where.push("status = $status");
           bind.status = q.filters.status;

@@ -7,7 +7,16 @@ import { LABS_CHANGED_EVENT, type LabChanged } from "./labs.contract";
 import type { ServiceSchema } from "moleculer";
 import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
-import { ANY_USER, STAFF, ADMIN_ONLY, decideLab, type Decision, type Need, labScopeSql } from "../../lib/access.rules";
+import {
+  ANY_USER,
+  STAFF,
+  ADMIN_ONLY,
+  courseScopeSql,
+  decideLab,
+  type Decision,
+  type Need,
+  labScopeSql,
+} from "../../lib/access.rules";
 import { conflict, forbidden, notFound, validationError } from "../../platform/errors";
 import type { ValidationProblem } from "../../lib/validation-problem";
 import type { Principal, UserPrincipal } from "../../lib/principal";
@@ -148,19 +157,13 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
           bind.status = q.filters.status;
         }
         if (q.filters.course_id !== undefined) {
-          // Only through a course the caller may see (owner_of_course / assigned_to_course): filtering by another
-          // teacher's course must not tell what that course holds (its approved labs are in the catalogue anyway).
-          let courseVisible = "";
-          if (p.kind === "user" && p.role === "teacher") {
-            courseVisible = " AND EXISTS (SELECT 1 FROM courses fc WHERE fc.id = f.course_id AND fc.owner_id = $me)";
-            bind.me = p.id;
-          } else if (p.kind === "user" && p.role === "student") {
-            courseVisible =
-              " AND EXISTS (SELECT 1 FROM course_students fs WHERE fs.course_id = f.course_id AND fs.student_id = $me)";
-            bind.me = p.id;
-          }
+          // Only through a course the caller may see (courseScopeSql): filtering by another teacher's course must
+          // not tell what that course holds (its approved labs are in the catalogue anyway).
+          const courseScope = courseScopeSql(p);
+          Object.assign(bind, courseScope.bind);
           where.push(
-            `EXISTS (SELECT 1 FROM course_labs f WHERE f.lab_id = l.id AND f.course_id = $course${courseVisible})`,
+            "EXISTS (SELECT 1 FROM course_labs f JOIN courses c ON c.id = f.course_id " +
+              `WHERE f.lab_id = l.id AND f.course_id = $course${courseScope.where ? ` AND ${courseScope.where}` : ""})`,
           );
           bind.course = q.filters.course_id;
         }
