@@ -13,8 +13,7 @@
  * from pre-write facts is never stored after that (platform/coherent-cache.ts). Events cannot do
  * this: a broadcast is not awaited, so the writer's answer could overtake the clean.
  */
-import { ACCESS_REQUESTS_CHANGED_EVENT, type AccessRequestChanged } from "./access.contract";
-import { COURSE_EVENTS, assignStudents, type CourseStudentChanged } from "../courses/courses.contract";
+import { assignStudents } from "../courses/courses.contract";
 import type { Service, ServiceSchema } from "moleculer";
 import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
@@ -261,12 +260,6 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods> 
         const created = await this.viewById(id, p);
         // The student was removed in between: nothing left to show.
         if (!created) throw notFound("Access request");
-        this.broker.broadcast<AccessRequestChanged>(ACCESS_REQUESTS_CHANGED_EVENT, {
-          request_id: id,
-          course_id: courseId,
-          student_id: p.id,
-          status: "pending",
-        });
         ctx.meta.$statusCode = 201;
         ctx.meta.$location = `/api/v1/access-requests/${id}`;
         return created;
@@ -397,17 +390,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods> 
         // The write to course_students happened here, not in the courses service, so what reads that table
         // (a student's GET /courses, GET /courses/{id}, their permission decisions) is dropped here, on every node.
         await this.tablesChanged("course_students");
-        this.broker.broadcast<CourseStudentChanged>(COURSE_EVENTS.studentAssigned, {
-          course_id: outcome.course_id,
-          student_id: outcome.student_id,
-        });
       }
-      this.broker.broadcast<AccessRequestChanged>(ACCESS_REQUESTS_CHANGED_EVENT, {
-        request_id: outcome.id,
-        course_id: outcome.course_id,
-        student_id: outcome.student_id,
-        status: next.status,
-      });
       const view = await this.viewById(outcome.id, p);
       if (!view) throw notFound("Access request");
       return view;

@@ -31,8 +31,19 @@ import { advisoryLockKey } from "../../platform/db";
 import { conflict, notFound } from "../../platform/errors";
 import type { ListSpec } from "../../lib/listing";
 import { systemPrincipal, type UserPrincipal } from "../../lib/principal";
-import { TASKS_ENQUEUED_EVENT, TASK_NAMES, TASK_RESULT_STATES, enqueueTask } from "../tasks/tasks.contract";
-import { STATUS_CHANGED_EVENT, type ApplyTaskResultAnswer, type ApplyTaskResultParams } from "./lab-instances.contract";
+import {
+  TASKS_ENQUEUED_EVENT,
+  TASK_NAMES,
+  TASK_RESULT_STATES,
+  enqueueTask,
+  type TasksEnqueued,
+} from "../tasks/tasks.contract";
+import {
+  STATUS_CHANGED_EVENT,
+  type ApplyTaskResultAnswer,
+  type ApplyTaskResultParams,
+  type StatusChanged,
+} from "./lab-instances.contract";
 import { INSTANCE_COLUMNS, type LabInstanceRow } from "./lab-instances.rows";
 import {
   ACTIVE_STATUSES,
@@ -518,8 +529,8 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
 
     /** After a commit: tell SSE streams (every gateway node) and wake the outbox relay. */
     announce(changed, enqueued) {
-      for (const row of changed) this.broker.broadcast(STATUS_CHANGED_EVENT, publicInstance(row));
-      if (enqueued) this.broker.broadcast(TASKS_ENQUEUED_EVENT, {});
+      for (const row of changed) this.broker.broadcast<StatusChanged>(STATUS_CHANGED_EVENT, publicInstance(row));
+      if (enqueued) this.broker.broadcast<TasksEnqueued>(TASKS_ENQUEUED_EVENT, {});
     },
 
     /**

@@ -3,7 +3,6 @@
  * (draft → pending_approval → approved | rejected; see labs.rules.ts).
  */
 import { countActiveInstances, deleteInstances } from "../lab-instances/lab-instances.contract";
-import { LABS_CHANGED_EVENT, type LabChanged } from "./labs.contract";
 import type { ServiceSchema } from "moleculer";
 import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
@@ -56,7 +55,7 @@ export interface LoadedLab extends LabRow {
 type LabsMethods = {
   validateBody(body: LabBody, partial: boolean): { changes: LabChanges; problems: ValidationProblem[] };
   transition(ctx: Ctx<IdParams>, action: LabAction, reason?: string): Promise<LabRow>;
-  labChanged(lab: LabRow): Promise<void>;
+  labChanged(): Promise<void>;
   lostRace(id: number): Promise<never>;
 };
 
@@ -199,7 +198,6 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
           },
         );
         // A new lab is attached to no course yet: no cached answer reads it, nothing to invalidate.
-        this.broker.broadcast<LabChanged>(LABS_CHANGED_EVENT, { lab_id: row.id, status: row.status });
         ctx.meta.$statusCode = 201;
         ctx.meta.$location = `/api/v1/labs/${row.id}`;
         return row;
@@ -239,7 +237,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
         if (outcome.reapproval_required) {
           this.logger.info(`Lab ${lab.id} changed ${outcome.changed.join(", ")}: back to pending_approval`);
         }
-        await this.labChanged(row);
+        await this.labChanged();
         return row;
       },
     },
@@ -266,7 +264,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
           await deleteInstances(this.sequelize(), { lab_id: lab.id }, "all", transaction);
           await this.sequelize().query("DELETE FROM labs WHERE id = $id", { bind: { id: lab.id }, transaction });
         });
-        await this.labChanged({ ...lab, status: "deleted" } as unknown as LabRow);
+        await this.labChanged();
         ctx.meta.$statusCode = 204;
         return null;
       },
@@ -347,7 +345,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
         },
       );
       const row = rows[0] ?? (await this.lostRace(lab.id));
-      await this.labChanged(row);
+      await this.labChanged();
       return row;
     },
 
@@ -360,11 +358,10 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
 
     /**
      * Courses' cached lab lists and permission decisions read labs (and a deleted lab's course_labs rows):
-     * invalidated on every node before the write answers; then listeners are told.
+     * invalidated on every node before the write answers.
      */
-    async labChanged(lab: LabRow) {
+    async labChanged() {
       await this.tablesChanged("labs", "course_labs");
-      this.broker.broadcast<LabChanged>(LABS_CHANGED_EVENT, { lab_id: lab.id, status: lab.status });
     },
   },
 };
