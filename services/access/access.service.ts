@@ -12,6 +12,15 @@
  * before the write answers (CACHES_READING in platform/db.mixin.ts), on every node, and a decision computed
  * from pre-write facts is never stored after that (platform/coherent-cache.ts). Events cannot do
  * this: a broadcast is not awaited, so the writer's answer could overtake the clean.
+ *
+ * Reads of other services' tables (named here, checked by test/unit/table-ownership.test.ts; writes go
+ * through the owner):
+ * - courses, course_students (courses): a request's course, its owner and whether the student is assigned,
+ *   joined into each request (one statement per page), the owner held FOR SHARE while deciding; the course
+ *   and assignment facts of access.check.
+ * - course_labs (courses), labs (labs): access.check's start_lab facts (attached, approved) in the same statement.
+ * - users (auth): the student's and the decider's names on each request; the student's row locked
+ *   (FOR UPDATE) to serialise their pending-request cap.
  */
 import { assignStudents } from "../courses/courses.contract";
 import type { Service, ServiceSchema } from "moleculer";

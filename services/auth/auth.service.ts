@@ -9,6 +9,9 @@
  * cookie is worth at most that long; no request pays a store write to extend it. The user behind a session
  * is re-read through the users cache (USERS_CACHE_TTL_S, 5 min, invalidated on every change), so a deleted
  * or re-roled user is never trusted longer than that.
+ *
+ * Reads of other services' tables (named here, checked by test/unit/table-ownership.test.ts):
+ * - course_students, courses (courses): GET /users/{id} shows a teacher the students of their own courses.
  */
 import { ANY_USER, STAFF } from "../../lib/access.rules";
 import { timingSafeEqual, createHash } from "node:crypto";

@@ -1,5 +1,12 @@
 /**
  * Courses: a teacher's course, its students (course_students) and the labs attached to it (course_labs).
+ *
+ * Reads of other services' tables (named here, checked by test/unit/table-ownership.test.ts; writes go
+ * through the owner):
+ * - users (auth): an owner must be a teacher and assigned ids students, read FOR SHARE in the write's
+ *   transaction so a role change cannot slip in between; the roster shows the students' names.
+ * - labs (labs): attached labs listed with their fields (one statement per page); the lab held FOR SHARE while
+ *   it is attached (it must be approved and visible to the caller).
  */
 import { countActiveInstances, deleteInstances } from "../lab-instances/lab-instances.contract";
 import { COURSE_EVENTS, assignStudents, type CourseStudentChanged } from "./courses.contract";

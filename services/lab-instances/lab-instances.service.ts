@@ -11,6 +11,13 @@
  * stop_lab and cleanup_lab ids live only in their task_outbox rows (lab_instance_id links them).
  *
  * PGlite caveat: inside a transaction every query passes `{ transaction }` (see platform/db.ts).
+ *
+ * Reads of other services' tables (named here, checked by test/unit/table-ownership.test.ts; writes go
+ * through the owner):
+ * - courses, course_students, course_labs (courses), labs (labs): the facts of decideStart, locked in the
+ *   start's transaction (the course and assignment FOR KEY SHARE / FOR SHARE, the lab FOR SHARE); an
+ *   instance's course owner (visibility) and its lab's max lifetime joined into its row.
+ * - users (auth): the student's row locked (FOR UPDATE) to serialise their active-instance cap.
  */
 import { COURSE_EVENTS, type CourseStudentChanged } from "../courses/courses.contract";
 import type { Context, ServiceSchema } from "moleculer";

@@ -1,6 +1,10 @@
 /**
  * Labs: a docker image with its resources, and the approval workflow
  * (draft → pending_approval → approved | rejected; see labs.rules.ts).
+ *
+ * Reads of other services' tables (named here, checked by test/unit/table-ownership.test.ts):
+ * - course_labs, courses, course_students (courses): a lab is visible through a course the caller owns or is
+ *   assigned to (decideLab's facts, labScopeSql, the course_id filter through courseScopeSql).
  */
 import { countActiveInstances, deleteInstances } from "../lab-instances/lab-instances.contract";
 import type { ServiceSchema } from "moleculer";
