@@ -106,10 +106,10 @@ const VIEW_COLUMNS =
 
 /** The PostgreSQL error under Sequelize's wrapper: branch on SQLSTATE and constraint, not on classes. */
 function pgErrorOf(err: unknown): { code?: string; constraint?: string } {
-  const e = err as {
-    parent?: { code?: string; constraint?: string };
-    original?: { code?: string; constraint?: string };
-  };
+  const e = err as
+    | { parent?: { code?: string; constraint?: string }; original?: { code?: string; constraint?: string } }
+    | null
+    | undefined;
   return e?.parent ?? e?.original ?? {};
 }
 
@@ -279,7 +279,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods> 
       rest: "GET /access-requests/:id",
       access: { roles: ANY_USER, ...REQUEST_ACCESS, decide: rule("view") },
       params: { id: ID_PARAM },
-      async handler(ctx: Ctx<IdParams>) {
+      handler(ctx: Ctx<IdParams>) {
         return entityOf<AccessRequestView>(ctx);
       },
     },

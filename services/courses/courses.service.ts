@@ -13,6 +13,7 @@ import { COURSE_EVENTS, assignStudents, type CourseStudentChanged } from "./cour
 import type { Service, ServiceSchema } from "moleculer";
 import type { Transaction } from "sequelize";
 import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
+import { broadcastCommitted } from "../../platform/broadcast";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
 import { ANY_USER, STAFF, courseScopeSql, decideCourse, decideLab, type Decision } from "../../lib/access.rules";
 import { conflict, notFound, validationError } from "../../platform/errors";
@@ -176,11 +177,12 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           p.kind === "user" && p.role === "teacher"
             ? ""
             : " WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = $owner AND u.role = 'teacher')";
-        const [created] = await this.select<CourseRow>(
+        const inserted = await this.select<CourseRow>(
           `INSERT INTO courses (name, description, owner_id) SELECT $name, $description, $owner${ownerStillTeacher}
            RETURNING ${COURSE_COLUMNS}`,
           { name: ctx.params.name, description: ctx.params.description ?? "", owner: ownerId },
         );
+        const created = inserted.at(0); // none when the owner is no longer a teacher
         if (!created) {
           await this.checkOwner(ownerId);
           throw conflict("The owner changed meanwhile; try again");
@@ -197,7 +199,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
       access: { roles: ANY_USER, ...COURSE_ACCESS, decide: view },
       params: { id: ID_PARAM },
       cache: { keys: ["#user.kind", "#user.id", "#user.role", "id"], ttl: 600 },
-      async handler(ctx: Ctx<IdParams>) {
+      handler(ctx: Ctx<IdParams>) {
         return publicCourse(entityOf<LoadedCourse>(ctx));
       },
     },
@@ -365,10 +367,10 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         // lab-instances listens and stops the student's instances in this course.
         // Caches first: the listener must not read a stale answer.
         await this.tablesChanged("course_students");
-        this.broker.broadcast<CourseStudentChanged>(COURSE_EVENTS.studentRemoved, {
+        broadcastCommitted(this, COURSE_EVENTS.studentRemoved, {
           course_id: course.id,
           student_id: ctx.params.student_id,
-        });
+        } satisfies CourseStudentChanged);
         ctx.meta.$statusCode = 204;
         return null;
       },

@@ -212,7 +212,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
       rest: "GET /:id",
       access: { roles: ANY_USER, ...LAB_ACCESS, decide: decide("view") },
       params: { id: ID_PARAM },
-      async handler(ctx: Ctx<IdParams>) {
+      handler(ctx: Ctx<IdParams>) {
         return publicLab(entityOf<LoadedLab>(ctx));
       },
     },
