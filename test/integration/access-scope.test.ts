@@ -19,6 +19,7 @@ import {
 import type { Principal, Role } from "../../lib/principal";
 import { accessRequestScopeSql, decideAccessRequest } from "../../services/access/access-requests.rules";
 import { decideUserListed, userListScopeSql } from "../../services/auth/auth.rules";
+import { ifAssigned } from "../support/cleanup";
 
 interface Course {
   id: number;
@@ -112,8 +113,8 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  await db?.end();
-  await testDb?.drop();
+  await ifAssigned(db)?.end();
+  await ifAssigned(testDb)?.drop();
 });
 
 /** pg binds $1, $2…: the scope's named binds ($scope_me) in order. */

@@ -9,6 +9,7 @@ import { FAILING_LAB_ID, FAILING_LAB_MESSAGE, startCeleryWorker, type CeleryWork
 import { openStream, until, world, type Instance, type World } from "../support/lab-instances";
 import { AMQP_URL, startNode, startTestPlatform, type PlatformNode, type TestPlatform } from "../support/platform";
 import { redisUrl } from "../support/servers";
+import { ifAssigned } from "../support/cleanup";
 
 const queue = `lifecycle-${randomBytes(4).toString("hex")}`;
 const RESULTS = redisUrl(9);
@@ -27,8 +28,8 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await worker?.stop();
-  await p?.stop();
+  await ifAssigned(worker)?.stop();
+  await ifAssigned(p)?.stop();
 });
 
 const status = async (id: number) => (await w.get(id)).status;

@@ -17,6 +17,7 @@ import { startIdp, type TestIdp } from "../support/idp";
 import { createTestDatabase, startNode, type PlatformNode, type TestDatabase } from "../support/platform";
 import { redisUrl } from "../support/servers";
 import { waitFor } from "../support/wait-for";
+import { ifAssigned } from "../support/cleanup";
 
 const REDIS_URL = process.env.TEST_SESSION_REDIS_URL ?? redisUrl(7);
 const FRONT = "http://localhost:3000";
@@ -65,13 +66,13 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  if (redis) {
+  if (ifAssigned(redis)) {
     const keys = await redis.keys(`${NS}:*`);
     if (keys.length) await redis.del(...keys);
     redis.disconnect();
   }
-  await node?.stop();
-  await Promise.allSettled([db?.drop(), idp?.stop()]);
+  await ifAssigned(node)?.stop();
+  await Promise.allSettled([ifAssigned(db)?.drop(), ifAssigned(idp)?.stop()]);
   rmSync(dir, { recursive: true, force: true });
 });
 

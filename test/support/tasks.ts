@@ -67,7 +67,7 @@ export async function enqueue(
     }
     return out;
   });
-  for (const b of wake) b.broadcast(TASKS_ENQUEUED_EVENT);
+  await Promise.all(wake.map((b) => b.broadcast(TASKS_ENQUEUED_EVENT)));
   return ids;
 }
 
