@@ -14,3 +14,11 @@ export interface CourseStudentChanged {
   course_id: number;
   student_id: number;
 }
+/** Operator actions (system only): `courses.ofUser {user_id}` answers UserCourse[]. */
+export const COURSES_ACTIONS = { ofUser: "courses.ofUser" } as const;
+
+export interface UserCourse {
+  id: number;
+  name: string;
+  relation: "owner" | "student";
+}
