@@ -5,7 +5,7 @@
  * Pure: no moleculer, no sequelize. Decisions come back as values; the service maps them
  * (INVALID_TRANSITION → 409, "not_found" → 404, "forbidden" → 403, problems → 422).
  */
-import type { Decision } from "../../lib/access.rules";
+import type { Decision, ScopeSql } from "../../lib/access.rules";
 import type { ListSpec } from "../../lib/listing";
 import type { ValidationProblem } from "../../lib/validation-problem";
 import type { Principal } from "../../lib/principal";
@@ -83,6 +83,17 @@ export function decideAccessRequest(p: Principal, r: AccessRequestFacts, need: R
     case "cancel":
       return requester ? "allow" : "forbidden";
   }
+}
+
+/**
+ * decideAccessRequest(p, r, "view") as SQL over the request view `r` (its student_id and course_owner_id): the
+ * requests a list shows the caller. Checked against the decision on generated rows
+ * (test/integration/access-scope.test.ts).
+ */
+export function accessRequestScopeSql(p: Principal): ScopeSql {
+  if (p.kind === "system" || p.role === "admin") return { where: null, bind: {} };
+  if (p.role === "student") return { where: "r.student_id = $scope_me", bind: { scope_me: p.id } };
+  return { where: "r.course_owner_id = $scope_me", bind: { scope_me: p.id } };
 }
 
 /* ───────────────────────────── Fields ───────────────────────────── */

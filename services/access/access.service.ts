@@ -12,12 +12,19 @@
  * before the write answers (CACHES_READING in platform/db.mixin.ts), on every node, and a decision computed
  * from pre-write facts is never stored after that (platform/coherent-cache.ts). Events cannot do
  * this: a broadcast is not awaited, so the writer's answer could overtake the clean.
+ *
+ * Reads of other services' tables (named here, checked by test/unit/table-ownership.test.ts; writes go
+ * through the owner):
+ * - courses, course_students (courses): a request's course, its owner and whether the student is assigned,
+ *   joined into each request (one statement per page), the owner held FOR SHARE while deciding; the course
+ *   and assignment facts of access.check.
+ * - course_labs (courses), labs (labs): access.check's start_lab facts (attached, approved) in the same statement.
+ * - users (auth): the student's and the decider's names on each request; the student's row locked
+ *   (FOR UPDATE) to serialise their pending-request cap.
  */
-import { ACCESS_REQUESTS_CHANGED_EVENT, type AccessRequestChanged } from "./access.contract";
-import { COURSE_EVENTS, assignStudents, type CourseStudentChanged } from "../courses/courses.contract";
+import { assignStudents } from "../courses/courses.contract";
 import type { Service, ServiceSchema } from "moleculer";
 import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
-import { broadcastCommitted } from "../../platform/broadcast";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
 import { ANY_USER, STAFF, STUDENT_ONLY, type Decision } from "../../lib/access.rules";
 import { conflict, forbidden, notFound, validationError } from "../../platform/errors";
@@ -34,6 +41,7 @@ import {
   DECISION_REASON_MAX,
   MAX_PENDING_REQUESTS_PER_STUDENT,
   REQUEST_MESSAGE_MAX,
+  accessRequestScopeSql,
   decideAccessRequest,
   nextRequestStatus,
   parseOptionalText,
@@ -169,16 +177,9 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods> 
       async handler(ctx: Ctx) {
         const q = parseListOrThrow(ctx.params, ACCESS_REQUEST_LIST_SPEC);
         const p = principalOf(ctx);
-        const where: string[] = [];
-        const bind: Record<string, unknown> = {};
-        // Scope first: a student sees own requests, a teacher those for own courses, an admin all.
-        if (p.kind === "user" && p.role === "student") {
-          where.push("student_id = $me");
-          bind.me = p.id;
-        } else if (p.kind === "user" && p.role === "teacher") {
-          where.push("course_owner_id = $me");
-          bind.me = p.id;
-        }
+        const scope = accessRequestScopeSql(p);
+        const where: string[] = scope.where ? [scope.where] : [];
+        const bind: Record<string, unknown> = { ...scope.bind };
         if (q.filters.status !== undefined) {
           where.push("status = $status");
           bind.status = q.filters.status;
@@ -268,12 +269,6 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods> 
         const created = await this.viewById(id, p);
         // The student was removed in between: nothing left to show.
         if (!created) throw notFound("Access request");
-        broadcastCommitted(this, ACCESS_REQUESTS_CHANGED_EVENT, {
-          request_id: id,
-          course_id: courseId,
-          student_id: p.id,
-          status: "pending",
-        } satisfies AccessRequestChanged);
         ctx.meta.$statusCode = 201;
         ctx.meta.$location = `/api/v1/access-requests/${id}`;
         return created;
@@ -404,17 +399,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods> 
         // The write to course_students happened here, not in the courses service, so what reads that table
         // (a student's GET /courses, GET /courses/{id}, their permission decisions) is dropped here, on every node.
         await this.tablesChanged("course_students");
-        broadcastCommitted(this, COURSE_EVENTS.studentAssigned, {
-          course_id: outcome.course_id,
-          student_id: outcome.student_id,
-        } satisfies CourseStudentChanged);
       }
-      broadcastCommitted(this, ACCESS_REQUESTS_CHANGED_EVENT, {
-        request_id: outcome.id,
-        course_id: outcome.course_id,
-        student_id: outcome.student_id,
-        status: next.status,
-      } satisfies AccessRequestChanged);
       const view = await this.viewById(outcome.id, p);
       if (!view) throw notFound("Access request");
       return view;

@@ -19,6 +19,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Context } from "moleculer";
 import { isFinal, statusRank, type InstanceStatus, type LabInstanceRow } from "../lab-instances/lab-instances.contract";
 import { serviceUnavailable } from "../../platform/errors";
+import { realClock, type Clock } from "../../lib/clock";
 import type { RequestMeta } from "../../lib/principal";
 
 export const KEEP_ALIVE_MS = 15_000;
@@ -81,8 +82,10 @@ export class LabInstanceStreams {
   private readonly subscribers = new Map<number, Set<Subscriber>>();
   private readonly keepAliveMs: number;
 
-  constructor(opts: { keepAliveMs?: number } = {}) {
+  private readonly clock: Clock;
+  constructor(opts: { keepAliveMs?: number; clock?: Clock } = {}) {
     this.keepAliveMs = opts.keepAliveMs ?? KEEP_ALIVE_MS;
+    this.clock = opts.clock ?? realClock;
   }
 
   /** The moleculer-web alias handler (`this` there is the gateway service; the arrow keeps ours). */
@@ -132,7 +135,7 @@ export class LabInstanceStreams {
     let done = false as boolean;
     let streaming = false as boolean;
     let clientGone = false as boolean;
-    let keepAlive: NodeJS.Timeout | undefined;
+    let keepAlive: { cancel(): void } | undefined;
     // Subscribe before reading the current state: a change committed between the read and the
     // subscription is then buffered instead of lost.
     const early: StreamedInstance[] = [];
@@ -144,7 +147,7 @@ export class LabInstanceStreams {
     const finish = () => {
       if (done) return;
       done = true;
-      if (keepAlive) clearInterval(keepAlive);
+      keepAlive?.cancel();
       unsubscribe();
       if (streaming && !res.writableEnded) res.end();
     };
@@ -204,10 +207,9 @@ export class LabInstanceStreams {
     deliver = send;
     // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- send() above may have finished
     if (!done) {
-      keepAlive = setInterval(() => {
+      keepAlive = this.clock.every(this.keepAliveMs, () => {
         if (!done) res.write(": keep-alive\n\n");
-      }, this.keepAliveMs);
-      keepAlive.unref();
+      });
     }
   }
 }

@@ -2,7 +2,8 @@
  * Identity rules: turn verified token claims into our identity. Pure (no framework imports) so the
  * gateway, the auth service and the unit tests share one definition.
  */
-import type { Role } from "../../lib/principal";
+import type { ScopeSql } from "../../lib/access.rules";
+import type { Principal, Role } from "../../lib/principal";
 
 /** Highest privilege first: when a user holds several roles, the first match wins. */
 const ROLE_PRECEDENCE: readonly Role[] = ["admin", "teacher", "student"];
@@ -131,4 +132,19 @@ export function identityToStore(
   const changed =
     stored === null || stored.email !== next.email || stored.name !== next.name || stored.role !== next.role;
   return { next, changed };
+}
+
+/**
+ * Who appears in the caller's user directory (GET /users): admins and the system see every account; a teacher
+ * looks up students (to assign them), nobody else's account; a student has no directory.
+ */
+export function decideUserListed(p: Principal, user: { role: Role }): boolean {
+  if (p.kind === "system" || p.role === "admin") return true;
+  return p.role === "teacher" && user.role === "student";
+}
+
+/** decideUserListed as SQL over `users u`, checked against it on generated rows (access-scope.test.ts). */
+export function userListScopeSql(p: Principal): ScopeSql {
+  if (p.kind === "system" || p.role === "admin") return { where: null, bind: {} };
+  return { where: p.role === "teacher" ? "u.role = 'student'" : "FALSE", bind: {} };
 }

@@ -9,6 +9,9 @@
  * cookie is worth at most that long; no request pays a store write to extend it. The user behind a session
  * is re-read through the users cache (USERS_CACHE_TTL_S, 5 min, invalidated on every change), so a deleted
  * or re-roled user is never trusted longer than that.
+ *
+ * Reads of other services' tables (named here, checked by test/unit/table-ownership.test.ts):
+ * - course_students, courses (courses): GET /users/{id} shows a teacher the students of their own courses.
  */
 import { ANY_USER, STAFF, SYSTEM_ONLY } from "../../lib/access.rules";
 import { timingSafeEqual, createHash } from "node:crypto";
@@ -20,7 +23,13 @@ import { badRequest, conflict, forbidden, notFound } from "../../platform/errors
 import { containsPattern, type ListSpec } from "../../lib/listing";
 import { ID_PARAM, type IdParams } from "../../lib/params";
 import type { Role, UserPrincipal } from "../../lib/principal";
-import { claimsToIdentity, identityToStore, type ClaimsIdentity, type StoredIdentity } from "./auth.rules";
+import {
+  claimsToIdentity,
+  identityToStore,
+  userListScopeSql,
+  type ClaimsIdentity,
+  type StoredIdentity,
+} from "./auth.rules";
 import { BACKEND_CALLBACK_PATH, DEV_CLIENT_SECRET } from "./auth.contract";
 import { createOidcClient, type OidcClient } from "./oidc-client";
 import { createMemoryStore, createRedisStore, type AuthStore } from "./session-store";
@@ -295,30 +304,25 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
       async handler(ctx: Ctx) {
         const q = parseListOrThrow(ctx.params, USER_LIST);
         const p = principalOf(ctx);
-        const teacher = p.kind === "user" && p.role === "teacher";
-        // A teacher looks up students to assign them; nobody else's accounts.
-        if (teacher && q.filters.role && q.filters.role !== "student") {
-          return { items: [], total: 0, offset: q.offset, limit: q.limit };
-        }
-        // The answer depends only on the caller's role and the query: cached under both, dropped on any user change.
+        const scope = userListScopeSql(p);
+        // The answer depends only on the caller's scope and the query: cached under both, dropped on any user change.
         const key = `auth.users-list:${createHash("sha256")
-          .update(JSON.stringify([teacher ? "teacher" : "all", q]))
+          .update(JSON.stringify([scope.where ?? "all", q]))
           .digest("base64url")}`;
         return this.cached(key, platformOf(this.broker).config.usersCacheTtlS, () => {
-          const where: string[] = [];
-          const bind: Record<string, unknown> = {};
-          const role = teacher ? "student" : q.filters.role;
-          if (role) {
-            where.push("role = $role");
-            bind.role = role;
+          const where: string[] = scope.where ? [scope.where] : [];
+          const bind: Record<string, unknown> = { ...scope.bind };
+          if (q.filters.role) {
+            where.push("u.role = $role");
+            bind.role = q.filters.role;
           }
           if (q.filters.q !== undefined) {
-            where.push("(name ILIKE $q OR email ILIKE $q)");
+            where.push("(u.name ILIKE $q OR u.email ILIKE $q)");
             bind.q = containsPattern(q.filters.q);
           }
           return this.selectPage<UserRow>(
             USER_COLUMNS,
-            `FROM users ${where.length ? "WHERE " + where.join(" AND ") : ""}`,
+            `FROM users u ${where.length ? "WHERE " + where.join(" AND ") : ""}`,
             bind,
             q,
           );

@@ -9,6 +9,7 @@
  */
 import Redis from "ioredis";
 import { serviceUnavailable } from "../../platform/errors";
+import { realClock, type Clock } from "../../lib/clock";
 
 export interface AuthStore {
   readonly kind: "redis" | "memory";
@@ -98,15 +99,16 @@ export function createRedisStore(opts: RedisStoreOptions): AuthStore {
  * exhaust memory: past maxEntries the oldest entries go first. One process only: in a cluster with
  * several auth nodes, set REDIS_URL.
  */
-export function createMemoryStore(opts: { maxEntries?: number; sweepMs?: number } = {}): AuthStore {
+export function createMemoryStore(opts: { maxEntries?: number; sweepMs?: number; clock?: Clock } = {}): AuthStore {
   const maxEntries = opts.maxEntries ?? 100_000;
+  const clock = opts.clock ?? realClock;
   const entries = new Map<string, { value: string; until: number }>();
-  let sweeper: NodeJS.Timeout | undefined;
+  let sweeper: { cancel(): void } | undefined;
 
   const live = (key: string) => {
     const e = entries.get(key);
     if (!e) return undefined;
-    if (e.until <= Date.now()) {
+    if (e.until <= clock.now()) {
       entries.delete(key);
       return undefined;
     }
@@ -118,7 +120,7 @@ export function createMemoryStore(opts: { maxEntries?: number; sweepMs?: number 
     // The same promise-returning interface as Redis; nothing here throws.
     put(key, value, ttlS) {
       entries.delete(key);
-      entries.set(key, { value, until: Date.now() + ttlS * 1000 });
+      entries.set(key, { value, until: clock.now() + ttlS * 1000 });
       // Map iteration is insertion order: the first keys are the oldest.
       for (const k of entries.keys()) {
         if (entries.size <= maxEntries) break;
@@ -139,15 +141,14 @@ export function createMemoryStore(opts: { maxEntries?: number; sweepMs?: number 
       return Promise.resolve();
     },
     start() {
-      sweeper = setInterval(() => {
-        const now = Date.now();
+      sweeper = clock.every(opts.sweepMs ?? 60_000, () => {
+        const now = clock.now();
         for (const [k, e] of entries) if (e.until <= now) entries.delete(k);
-      }, opts.sweepMs ?? 60_000);
-      sweeper.unref();
+      });
       return Promise.resolve();
     },
     stop() {
-      if (sweeper) clearInterval(sweeper);
+      sweeper?.cancel();
       entries.clear();
       return Promise.resolve();
     },

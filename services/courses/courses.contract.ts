@@ -1,44 +1,19 @@
 /**
- * What other services may use of `courses`: the events it broadcasts after a committed write, with their
- * payloads. lab-instances listens to COURSE_EVENTS.studentRemoved (a student who left stops their labs);
- * the rest tell any listener (none in this repository yet) what changed.
+ * What other services may use of `courses`: the repository function that assigns students inside the caller's
+ * transaction (access approves a request with it), and the one event it broadcasts after a committed write,
+ * `courses.student-removed`, on which lab-instances stops the student's labs in that course. Other changes
+ * are not announced: nothing listens to them (caches are dropped by table, platform/db.mixin.ts).
  */
 export { assignStudents } from "./courses.repository";
 
 export const COURSE_EVENTS = {
-  changed: "courses.changed",
-  ownerChanged: "courses.owner-changed",
-  removed: "courses.removed",
-  studentAssigned: "courses.student-assigned",
   studentRemoved: "courses.student-removed",
-  labAttached: "courses.lab-attached",
-  labDetached: "courses.lab-detached",
 } as const;
 
-export interface CourseChanged {
-  course_id: number;
-}
 export interface CourseStudentChanged {
   course_id: number;
   student_id: number;
 }
-export interface CourseLabChanged {
-  course_id: number;
-  lab_id: number;
-}
-
-/** The payload of each event. */
-export interface CourseEventPayloads {
-  "courses.changed": CourseChanged;
-  "courses.owner-changed": CourseChanged;
-  "courses.removed": CourseChanged;
-  "courses.student-assigned": CourseStudentChanged;
-  "courses.student-removed": CourseStudentChanged;
-  "courses.lab-attached": CourseLabChanged;
-  "courses.lab-detached": CourseLabChanged;
-}
-export type CourseEvent = keyof CourseEventPayloads;
-
 /** Operator actions (system only): `courses.ofUser {user_id}` answers UserCourse[]. */
 export const COURSES_ACTIONS = { ofUser: "courses.ofUser" } as const;
 

@@ -1,19 +1,20 @@
 /**
  * Courses: a teacher's course, its students (course_students) and the labs attached to it (course_labs).
+ *
+ * Reads of other services' tables (named here, checked by test/unit/table-ownership.test.ts; writes go
+ * through the owner):
+ * - users (auth): an owner must be a teacher and assigned ids students, read FOR SHARE in the write's
+ *   transaction so a role change cannot slip in between; the roster shows the students' names.
+ * - labs (labs): attached labs listed with their fields (one statement per page); the lab held FOR SHARE while
+ *   it is attached (it must be approved and visible to the caller).
  */
 import { countActiveInstances, deleteInstances } from "../lab-instances/lab-instances.contract";
-import {
-  COURSE_EVENTS,
-  assignStudents,
-  type CourseEvent,
-  type CourseEventPayloads,
-  type UserCourse,
-} from "./courses.contract";
+import { COURSE_EVENTS, assignStudents, type CourseStudentChanged, type UserCourse } from "./courses.contract";
 import type { Service, ServiceSchema } from "moleculer";
 import type { Transaction } from "sequelize";
 import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
 import { broadcastCommitted } from "../../platform/broadcast";
-import { DbMixin, listParams, parseListOrThrow, type CachedTable, type DbMethods } from "../../platform/db.mixin";
+import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
 import {
   ANY_USER,
   STAFF,
@@ -63,7 +64,6 @@ export interface LoadedCourse extends CourseRow {
 
 type CoursesMethods = {
   checkOwner(ownerId: number): Promise<void>;
-  courseChanged(table: CachedTable, event: string, payload: Record<string, unknown>): Promise<void>;
   lockCourse(course: LoadedCourse, transaction: Transaction): Promise<void>;
   lostRace(course: LoadedCourse, transaction?: Transaction): Promise<void>;
 };
@@ -211,7 +211,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           await this.checkOwner(ownerId);
           throw conflict("The owner changed meanwhile; try again");
         }
-        await this.courseChanged("courses", COURSE_EVENTS.changed, { course_id: created.id });
+        await this.tablesChanged("courses");
         ctx.meta.$statusCode = 201;
         ctx.meta.$location = `/api/v1/courses/${created.id}`;
         return created;
@@ -271,15 +271,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           if (changes.owner_id !== undefined) await this.checkOwner(changes.owner_id);
           throw conflict("The course changed meanwhile; reload it and try again");
         }
-        await this.courseChanged(
-          "courses",
-          changes.owner_id !== undefined ? COURSE_EVENTS.ownerChanged : COURSE_EVENTS.changed,
-          {
-            course_id: course.id,
-            owner_id: rows[0].owner_id,
-            previous_owner_id: course.owner_id,
-          },
-        );
+        await this.tablesChanged("courses");
         return rows[0];
       },
     },
@@ -310,7 +302,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           await deleteInstances(this.sequelize(), { course_id: course.id }, "finished", transaction);
           await this.sequelize().query("DELETE FROM courses WHERE id = $id", { bind: { id: course.id }, transaction });
         });
-        await this.courseChanged("courses", COURSE_EVENTS.removed, { course_id: course.id });
+        await this.tablesChanged("courses");
         ctx.meta.$statusCode = 204;
         return null;
       },
@@ -374,11 +366,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           return assignStudents(this.sequelize(), course.id, [...ids], transaction);
         });
         const addedIds = [...added].sort((a, b) => a - b);
-        // Caches first: a listener reacting to the event must not read a stale answer.
         if (addedIds.length > 0) await this.tablesChanged("course_students");
-        for (const studentId of addedIds) {
-          broadcastCommitted(this, COURSE_EVENTS.studentAssigned, { course_id: course.id, student_id: studentId });
-        }
         return { course_id: course.id, added: addedIds, already_assigned: ids.filter((id) => !addedIds.includes(id)) };
       },
     },
@@ -401,10 +389,12 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           throw notFound("Student in this course");
         }
         // lab-instances listens and stops the student's instances in this course.
-        await this.courseChanged("course_students", COURSE_EVENTS.studentRemoved, {
+        // Caches first: the listener must not read a stale answer.
+        await this.tablesChanged("course_students");
+        broadcastCommitted(this, COURSE_EVENTS.studentRemoved, {
           course_id: course.id,
           student_id: ctx.params.student_id,
-        });
+        } satisfies CourseStudentChanged);
         ctx.meta.$statusCode = 204;
         return null;
       },
@@ -465,7 +455,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           return { lab: found, inserted: rows };
         });
         if (inserted.length > 0) {
-          await this.courseChanged("course_labs", COURSE_EVENTS.labAttached, { course_id: course.id, lab_id: lab.id });
+          await this.tablesChanged("course_labs");
           ctx.meta.$statusCode = 201;
           // The new link, as DELETE names it (a 201 without Location also makes moleculer-web warn on every call).
           ctx.meta.$location = `/api/v1/courses/${course.id}/labs/${lab.id}`;
@@ -499,10 +489,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
             throw conflict(`Lab has ${active} active instance(s) in this course; stop them before detaching it`);
           }
         });
-        await this.courseChanged("course_labs", COURSE_EVENTS.labDetached, {
-          course_id: course.id,
-          lab_id: ctx.params.lab_id,
-        });
+        await this.tablesChanged("course_labs");
         ctx.meta.$statusCode = 204;
         return null;
       },
@@ -549,18 +536,6 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
       if (now.owner_id !== course.owner_id) {
         throw conflict("The course changed owner meanwhile; reload it and try again");
       }
-    },
-    /**
-     * After a committed write to `table`: drops every cached answer that reads it (course answers, permission
-     * decisions) on every node, then tells listeners. The caller answers only after this.
-     */
-    async courseChanged<E extends CourseEvent>(
-      table: CachedTable,
-      event: E,
-      payload: CourseEventPayloads[E],
-    ): Promise<void> {
-      await this.tablesChanged(table);
-      broadcastCommitted(this, event, payload);
     },
   },
 };

@@ -8,7 +8,7 @@ import type { InstanceStatus } from "./lab-instances.rules";
 import type { LabInstanceRow } from "./lab-instances.rows";
 
 export { ACTIVE_STATUSES, isFinal, statusRank, type InstanceStatus } from "./lab-instances.rules";
-export type { LabInstanceRow } from "./lab-instances.rows";
+export type { LabInstanceRow };
 export { countActiveInstances, deleteInstances, type InstancesOf } from "./lab-instances.repository";
 
 export const LAB_INSTANCES_ACTIONS = {
@@ -34,8 +34,9 @@ export interface InspectedInstance extends LabInstanceRow {
   status_age_s: number;
 }
 
-/** Broadcast on every status change, with the instance's public JSON (LabInstanceRow). */
+/** Broadcast on every status change, with the instance's public JSON; the gateways' SSE streams listen. */
 export const STATUS_CHANGED_EVENT = "lab-instances.status-changed";
+export type StatusChanged = LabInstanceRow;
 
 /** Params of `lab-instances.applyTaskResult`. */
 export interface ApplyTaskResultParams {

@@ -11,6 +11,13 @@
  * stop_lab and cleanup_lab ids live only in their task_outbox rows (lab_instance_id links them).
  *
  * PGlite caveat: inside a transaction every query passes `{ transaction }` (see platform/db.ts).
+ *
+ * Reads of other services' tables (named here, checked by test/unit/table-ownership.test.ts; writes go
+ * through the owner):
+ * - courses, course_students, course_labs (courses), labs (labs): the facts of decideStart, locked in the
+ *   start's transaction (the course and assignment FOR KEY SHARE / FOR SHARE, the lab FOR SHARE); an
+ *   instance's course owner (visibility) and its lab's max lifetime joined into its row.
+ * - users (auth): the student's row locked (FOR UPDATE) to serialise their active-instance cap.
  */
 import { COURSE_EVENTS, type CourseStudentChanged } from "../courses/courses.contract";
 import type { Context, ServiceSchema } from "moleculer";
@@ -32,11 +39,18 @@ import { advisoryLockKey } from "../../platform/db";
 import { conflict, notFound } from "../../platform/errors";
 import type { ListSpec } from "../../lib/listing";
 import { systemPrincipal, type UserPrincipal } from "../../lib/principal";
-import { TASKS_ENQUEUED_EVENT, TASK_NAMES, TASK_RESULT_STATES, enqueueTask } from "../tasks/tasks.contract";
+import {
+  TASKS_ENQUEUED_EVENT,
+  TASK_NAMES,
+  TASK_RESULT_STATES,
+  enqueueTask,
+  type TasksEnqueued,
+} from "../tasks/tasks.contract";
 import {
   STATUS_CHANGED_EVENT,
   type ApplyTaskResultAnswer,
   type ApplyTaskResultParams,
+  type StatusChanged,
   type InspectedInstance,
   type SweepReport,
 } from "./lab-instances.contract";
@@ -556,8 +570,9 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
 
     /** After a commit: tell SSE streams (every gateway node) and wake the outbox relay. */
     announce(changed: LabInstanceRow[], enqueued: boolean) {
-      for (const row of changed) broadcastCommitted(this, STATUS_CHANGED_EVENT, publicInstance(row));
-      if (enqueued) broadcastCommitted(this, TASKS_ENQUEUED_EVENT, {});
+      for (const row of changed)
+        broadcastCommitted(this, STATUS_CHANGED_EVENT, publicInstance(row) satisfies StatusChanged);
+      if (enqueued) broadcastCommitted(this, TASKS_ENQUEUED_EVENT, {} satisfies TasksEnqueued);
     },
 
     /**

@@ -1,14 +1,25 @@
 /**
  * Labs: a docker image with its resources, and the approval workflow
  * (draft → pending_approval → approved | rejected; see labs.rules.ts).
+ *
+ * Reads of other services' tables (named here, checked by test/unit/table-ownership.test.ts):
+ * - course_labs, courses, course_students (courses): a lab is visible through a course the caller owns or is
+ *   assigned to (decideLab's facts, labScopeSql, the course_id filter through courseScopeSql).
  */
 import { countActiveInstances, deleteInstances } from "../lab-instances/lab-instances.contract";
-import { LABS_CHANGED_EVENT, type LabChanged } from "./labs.contract";
 import type { ServiceSchema } from "moleculer";
 import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
-import { broadcastCommitted } from "../../platform/broadcast";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
-import { ANY_USER, STAFF, ADMIN_ONLY, decideLab, type Decision, type Need, labScopeSql } from "../../lib/access.rules";
+import {
+  ANY_USER,
+  STAFF,
+  ADMIN_ONLY,
+  courseScopeSql,
+  decideLab,
+  type Decision,
+  type Need,
+  labScopeSql,
+} from "../../lib/access.rules";
 import { conflict, forbidden, notFound, validationError } from "../../platform/errors";
 import type { ValidationProblem } from "../../lib/validation-problem";
 import type { Principal, UserPrincipal } from "../../lib/principal";
@@ -48,8 +59,7 @@ export interface LoadedLab extends LabRow {
 type LabsMethods = {
   validateBody(body: LabBody, partial: boolean): { changes: LabChanges; problems: ValidationProblem[] };
   transition(ctx: Ctx<IdParams>, action: LabAction, reason?: string): Promise<LabRow>;
-  /** `status` may be "deleted", which no row has. */
-  labChanged(lab: LabChanged): Promise<void>;
+  labChanged(): Promise<void>;
   lostRace(id: number): Promise<never>;
 };
 
@@ -150,19 +160,13 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
           bind.status = q.filters.status;
         }
         if (q.filters.course_id !== undefined) {
-          // Only through a course the caller may see (owner_of_course / assigned_to_course): filtering by another
-          // teacher's course must not tell what that course holds (its approved labs are in the catalogue anyway).
-          let courseVisible = "";
-          if (p.kind === "user" && p.role === "teacher") {
-            courseVisible = " AND EXISTS (SELECT 1 FROM courses fc WHERE fc.id = f.course_id AND fc.owner_id = $me)";
-            bind.me = p.id;
-          } else if (p.kind === "user" && p.role === "student") {
-            courseVisible =
-              " AND EXISTS (SELECT 1 FROM course_students fs WHERE fs.course_id = f.course_id AND fs.student_id = $me)";
-            bind.me = p.id;
-          }
+          // Only through a course the caller may see (courseScopeSql): filtering by another teacher's course must
+          // not tell what that course holds (its approved labs are in the catalogue anyway).
+          const courseScope = courseScopeSql(p);
+          Object.assign(bind, courseScope.bind);
           where.push(
-            `EXISTS (SELECT 1 FROM course_labs f WHERE f.lab_id = l.id AND f.course_id = $course${courseVisible})`,
+            "EXISTS (SELECT 1 FROM course_labs f JOIN courses c ON c.id = f.course_id " +
+              `WHERE f.lab_id = l.id AND f.course_id = $course${courseScope.where ? ` AND ${courseScope.where}` : ""})`,
           );
           bind.course = q.filters.course_id;
         }
@@ -198,7 +202,6 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
           },
         );
         // A new lab is attached to no course yet: no cached answer reads it, nothing to invalidate.
-        broadcastCommitted(this, LABS_CHANGED_EVENT, { lab_id: row.id, status: row.status } satisfies LabChanged);
         ctx.meta.$statusCode = 201;
         ctx.meta.$location = `/api/v1/labs/${row.id}`;
         return row;
@@ -238,7 +241,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
         if (outcome.reapproval_required) {
           this.logger.info(`Lab ${lab.id} changed ${outcome.changed.join(", ")}: back to pending_approval`);
         }
-        await this.labChanged({ lab_id: row.id, status: row.status });
+        await this.labChanged();
         return row;
       },
     },
@@ -265,7 +268,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
           await deleteInstances(this.sequelize(), { lab_id: lab.id }, "all", transaction);
           await this.sequelize().query("DELETE FROM labs WHERE id = $id", { bind: { id: lab.id }, transaction });
         });
-        await this.labChanged({ lab_id: lab.id, status: "deleted" });
+        await this.labChanged();
         ctx.meta.$statusCode = 204;
         return null;
       },
@@ -346,7 +349,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
         },
       );
       const row = rows[0] ?? (await this.lostRace(lab.id));
-      await this.labChanged({ lab_id: row.id, status: row.status });
+      await this.labChanged();
       return row;
     },
 
@@ -359,11 +362,10 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
 
     /**
      * Courses' cached lab lists and permission decisions read labs (and a deleted lab's course_labs rows):
-     * invalidated on every node before the write answers; then listeners are told.
+     * invalidated on every node before the write answers.
      */
-    async labChanged(change: LabChanged) {
+    async labChanged() {
       await this.tablesChanged("labs", "course_labs");
-      broadcastCommitted(this, LABS_CHANGED_EVENT, change);
     },
   },
 };

@@ -15,6 +15,8 @@ import { canonicalKwargs, type CeleryTaskKwargs, type CeleryTaskName } from "./c
 
 /** Emit (broadcast) after the enqueuing transaction committed: relays wake at once instead of at their next poll. */
 export const TASKS_ENQUEUED_EVENT = "tasks.enqueued";
+/** Its payload: nothing; the relay reads the outbox itself. */
+export type TasksEnqueued = Record<string, never>;
 
 export interface EnqueueTask<N extends CeleryTaskName> {
   name: N;

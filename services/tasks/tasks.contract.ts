@@ -5,7 +5,7 @@
  * and broadcasts TASKS_ENQUEUED_EVENT after the commit to wake the relay.
  */
 export { CELERY_TASK_NAMES as TASK_NAMES, type CeleryTaskName as TaskName } from "./celery-protocol";
-export { TASKS_ENQUEUED_EVENT, enqueueTask } from "./outbox";
+export { TASKS_ENQUEUED_EVENT, enqueueTask, type TasksEnqueued } from "./outbox";
 
 /** The final states of a task's result that are applied to its object. */
 export type TaskResultState = "SUCCESS" | "FAILURE" | "REVOKED";

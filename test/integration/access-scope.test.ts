@@ -1,6 +1,7 @@
 /**
- * Each visibility rule is written once as a decision (decideCourse, decideLab, decideLabInstance) and once
- * as the SQL scope a list uses (courseScopeSql, labScopeSql, labInstanceScopeSql). On generated rows, in
+ * Each visibility rule is written once as a decision (decideCourse, decideLab, decideLabInstance,
+ * decideAccessRequest, decideUserListed) and once as the SQL scope a list uses (courseScopeSql, labScopeSql,
+ * labInstanceScopeSql, accessRequestScopeSql, userListScopeSql). On generated rows, in
  * PostgreSQL (a schema of its own in a throwaway database), the two
  * must pick the same rows for every kind of caller.
  */
@@ -15,7 +16,9 @@ import {
   labScopeSql,
   type ScopeSql,
 } from "../../lib/access.rules";
-import type { Principal } from "../../lib/principal";
+import type { Principal, Role } from "../../lib/principal";
+import { accessRequestScopeSql, decideAccessRequest } from "../../services/access/access-requests.rules";
+import { decideUserListed, userListScopeSql } from "../../services/auth/auth.rules";
 import { ifAssigned } from "../support/cleanup";
 
 interface Course {
@@ -30,6 +33,9 @@ const assignments: { course_id: number; student_id: number }[] = [];
 const instances: { id: number; course_id: number; student_id: number }[] = [];
 const labs: { id: number; created_by: number; status: string }[] = [];
 const attachments: { course_id: number; lab_id: number }[] = [];
+/** The request view's facts (services/access: `r`); course_owner_id null when the course is unknown. */
+const requests: { id: number; student_id: number; course_owner_id: number | null }[] = [];
+const users: { id: number; role: Role }[] = [];
 const LAB_STATUSES = ["draft", "pending_approval", "approved", "rejected"];
 const TEACHERS = [1, 2, 3];
 const STUDENTS = [11, 12, 13, 14];
@@ -56,6 +62,8 @@ beforeAll(async () => {
     CREATE TABLE lab_instances (id int PRIMARY KEY, course_id int NOT NULL, student_id int NOT NULL);
     CREATE TABLE labs (id int PRIMARY KEY, created_by int NOT NULL, status text NOT NULL);
     CREATE TABLE course_labs (course_id int NOT NULL, lab_id int NOT NULL, PRIMARY KEY (course_id, lab_id));
+    CREATE TABLE requests (id int PRIMARY KEY, student_id int NOT NULL, course_owner_id int);
+    CREATE TABLE users (id int PRIMARY KEY, role text NOT NULL);
   `);
   const random = seeded(42);
   for (let id = 1; id <= 30; id++) {
@@ -86,6 +94,21 @@ beforeAll(async () => {
         await db.query("INSERT INTO course_labs VALUES ($1, $2)", [course.id, id]);
       }
     }
+  }
+  for (let id = 1; id <= 60; id++) {
+    const student = STUDENTS[Math.floor(random() * STUDENTS.length)];
+    const owner = random() < 0.2 ? null : TEACHERS[Math.floor(random() * TEACHERS.length)];
+    requests.push({ id, student_id: student, course_owner_id: owner });
+    await db.query("INSERT INTO requests VALUES ($1, $2, $3)", [id, student, owner]);
+  }
+  const roles: [number, Role][] = [
+    [100, "admin"],
+    ...TEACHERS.map((id): [number, Role] => [id, "teacher"]),
+    ...STUDENTS.map((id): [number, Role] => [id, "student"]),
+  ];
+  for (const [id, role] of roles) {
+    users.push({ id, role });
+    await db.query("INSERT INTO users VALUES ($1, $2)", [id, role]);
   }
 }, 60_000);
 
@@ -140,6 +163,17 @@ function decided(p: Principal): number[] {
     .map((c) => c.id);
 }
 
+function decidedRequests(p: Principal): number[] {
+  return requests.filter((r) => decideAccessRequest(p, r, "view") === "allow").map((r) => r.id);
+}
+
+function decidedUsers(p: Principal): number[] {
+  return users
+    .filter((u) => decideUserListed(p, u))
+    .map((u) => u.id)
+    .sort((a, b) => a - b);
+}
+
 const principals: Principal[] = [
   { kind: "system", reason: "test" },
   { kind: "user", id: 100, role: "admin" },
@@ -161,6 +195,14 @@ it("the generated rows give every kind of caller something to see and something 
     const seenInstances = decidedInstances(p);
     expect(seenInstances.length).toBeGreaterThan(0);
     expect(seenInstances.length).toBeLessThan(instances.length);
+    const seenRequests = decidedRequests(p);
+    expect(seenRequests.length).toBeGreaterThan(0);
+    expect(seenRequests.length).toBeLessThan(requests.length);
+  }
+  for (const id of TEACHERS) {
+    const listed = decidedUsers({ kind: "user", id, role: "teacher" });
+    expect(listed.length).toBeGreaterThan(0);
+    expect(listed.length).toBeLessThan(users.length);
   }
 });
 
@@ -182,5 +224,19 @@ it.each(principals.map((p) => [p.kind === "system" ? "system" : `${p.role} ${p.i
   "labScopeSql picks exactly the labs decideLab lets %s view",
   async (_name, p) => {
     expect(await scoped(labScopeSql(p), "labs l")).toEqual(decidedLabs(p));
+  },
+);
+
+it.each(principals.map((p) => [p.kind === "system" ? "system" : `${p.role} ${p.id}`, p] as const))(
+  "accessRequestScopeSql picks exactly the requests decideAccessRequest lets %s view",
+  async (_name, p) => {
+    expect(await scoped(accessRequestScopeSql(p), "requests r")).toEqual(decidedRequests(p));
+  },
+);
+
+it.each(principals.map((p) => [p.kind === "system" ? "system" : `${p.role} ${p.id}`, p] as const))(
+  "userListScopeSql picks exactly the users decideUserListed shows %s",
+  async (_name, p) => {
+    expect(await scoped(userListScopeSql(p), "users u")).toEqual(decidedUsers(p));
   },
 );

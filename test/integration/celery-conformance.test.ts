@@ -2,7 +2,7 @@
  * Conformance against a real Celery worker: our encoded messages, published
  * with amqplib to the real RabbitMQ, are executed by Celery (Debian's
  * python3-celery) and their results read back from the real Redis backend.
- * Needs RabbitMQ at 127.0.0.1:5672 and Redis at 127.0.0.1:6379 (db 5).
+ * Needs RabbitMQ and Redis (db 5): test/support/servers.ts.
  */
 import { randomUUID } from "crypto";
 import { hostname } from "os";
@@ -18,11 +18,11 @@ import {
   parseCeleryResult,
   resultKey,
 } from "../../services/tasks/celery-protocol";
+import { AMQP_URL, redisUrl } from "../support/servers";
 import { CeleryWorker, FAILING_LAB_ID, FAILING_LAB_MESSAGE, startCeleryWorker } from "../support/celery-worker";
 import { ifAssigned } from "../support/cleanup";
 
-const AMQP_URL = process.env.TEST_AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
-const REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379/5";
+const REDIS_URL = redisUrl(5);
 const PREFIX = "celery_workers";
 // Unique per run so this can run beside other tests (and other runs of itself).
 const QUEUE = `autolabs.test.celery.${process.pid}.${randomUUID().slice(0, 8)}`;

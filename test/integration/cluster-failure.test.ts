@@ -17,6 +17,7 @@ import { migrateUp } from "../../platform/migrator";
 import { startIdp, type TestIdp } from "../support/idp";
 import { freePort } from "../support/net";
 import { REDIS_URL } from "../support/platform";
+import { redisUrl } from "../support/servers";
 import { spawnNode, type SpawnedNode } from "../support/spawned-nodes";
 import { startThrowawayPostgres, startThrowawayRabbit, type ThrowawayServer } from "../support/throwaway-servers";
 import { ifAssigned } from "../support/cleanup";
@@ -420,7 +421,7 @@ beforeAll(async () => {
     NAMESPACE: namespace,
     OIDC_ISSUER: idp.issuer,
     CELERY_BROKER_URL: rabbit.url,
-    CELERY_RESULT_BACKEND: "redis://127.0.0.1:6379/9",
+    CELERY_RESULT_BACKEND: redisUrl(9),
     CELERY_QUEUE: celeryQueue,
     MAX_ACTIVE_INSTANCES_PER_STUDENT: "100",
     // Forty students starting a lab every 50 ms between them: the per-student lab-start limit would refuse most.

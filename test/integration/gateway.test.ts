@@ -173,12 +173,12 @@ describe("routing: only /api/v1 aliases are reachable", () => {
     },
   );
 
-  it("moleculer-db's generic actions (find, count, get by query) are not exposed", async () => {
+  it("no generic data actions (find, count, insert, update, remove) are exposed", async () => {
     const created = await api("POST", "/courses", { as: "teacher", body: { name: "Routing probe" } });
     expect(created.status).toBe(201);
     for (const path of ["/courses/find", "/courses/count", "/labs/find", "/labs/count"]) {
       const res = await api("GET", path, { as: "admin" });
-      // Taken as `GET /courses/:id` with a non-numeric id: a 422 on the path, never a moleculer-db answer.
+      // Taken as `GET /courses/:id` with a non-numeric id: a 422 on the path, never a generic data answer.
       expect(res.status).toBe(422);
       expect(locs(res)).toEqual(["path.id"]);
     }

@@ -8,10 +8,11 @@ import { randomBytes } from "node:crypto";
 import { FAILING_LAB_ID, FAILING_LAB_MESSAGE, startCeleryWorker, type CeleryWorker } from "../support/celery-worker";
 import { openStream, until, world, type Instance, type World } from "../support/lab-instances";
 import { AMQP_URL, startNode, startTestPlatform, type PlatformNode, type TestPlatform } from "../support/platform";
+import { redisUrl } from "../support/servers";
 import { ifAssigned } from "../support/cleanup";
 
 const queue = `lifecycle-${randomBytes(4).toString("hex")}`;
-const RESULTS = "redis://127.0.0.1:6379/9";
+const RESULTS = redisUrl(9);
 const celeryEnv = { CELERY_BROKER_URL: AMQP_URL, CELERY_RESULT_BACKEND: RESULTS, CELERY_QUEUE: queue };
 // The outage test adds relay nodes: they reach this node's lab-instances over the transporter.
 const clusterEnv = { TRANSPORTER: AMQP_URL, NAMESPACE: queue };

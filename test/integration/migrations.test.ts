@@ -16,11 +16,12 @@ import { startEmbeddedPostgres, type EmbeddedPostgres } from "../../dev/embedded
 import { MIGRATION_LOCK, migrateDown, migrateUp, migrationStatus } from "../../platform/migrator";
 import { migrations } from "../../platform/migrations";
 import { freePort } from "../support/net";
+import { PG_ADMIN_URL } from "../support/servers";
 import { ifAssigned } from "../support/cleanup";
 
 const ALL_MIGRATIONS = migrations.map((m) => m.name);
 
-const ADMIN_URL = process.env.TEST_PG_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+const ADMIN_URL = PG_ADMIN_URL;
 
 const TABLES = [
   "access_requests",

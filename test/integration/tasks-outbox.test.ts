@@ -7,6 +7,7 @@ import { randomUUID } from "crypto";
 import Redis from "ioredis";
 import { encodeCeleryTask, celeryTaskFullName, resultKey } from "../../services/tasks/celery-protocol";
 import { AMQP_URL, createTestDatabase, startNode, type PlatformNode, type TestDatabase } from "../support/platform";
+import { redisUrl } from "../support/servers";
 import { FAILING_LAB_ID, FAILING_LAB_MESSAGE, startCeleryWorker, type CeleryWorker } from "../support/celery-worker";
 import {
   QueueReader,
@@ -28,7 +29,7 @@ import { systemPrincipal } from "../../lib/principal";
 import { enqueueTask } from "../../services/tasks/tasks.contract";
 import { ifAssigned } from "../support/cleanup";
 
-const RESULTS_URL = "redis://127.0.0.1:6379/6";
+const RESULTS_URL = redisUrl(6);
 const RUN = `${process.pid}.${randomUUID().slice(0, 8)}`;
 const queueName = (what: string) => `autolabs.test.tasks.${what}.${RUN}`;
 const PREFIX = "celery_workers";

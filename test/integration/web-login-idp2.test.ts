@@ -14,10 +14,11 @@ import Redis from "ioredis";
 import { TestBrowser, freePort, setCookieNamed } from "../support/browser";
 import { startIdp, type TestIdp } from "../support/idp";
 import { createTestDatabase, startNode, type PlatformNode, type TestDatabase } from "../support/platform";
+import { redisUrl } from "../support/servers";
 import { runCodeFlow } from "../../dev/oidc-code-flow";
 import { ifAssigned } from "../support/cleanup";
 
-const REDIS_URL = process.env.TEST_SESSION_REDIS_URL ?? "redis://127.0.0.1:6379/7";
+const REDIS_URL = process.env.TEST_SESSION_REDIS_URL ?? redisUrl(7);
 const NS = `wl2${randomBytes(4).toString("hex")}`;
 const PUBLIC = "https://api.autolabs.test";
 const FRONT = "https://app.autolabs.test";

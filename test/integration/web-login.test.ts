@@ -15,9 +15,11 @@ import { digestOf } from "../../lib/web-session.rules";
 import { TestBrowser, freePort, setCookieNamed } from "../support/browser";
 import { startIdp, type TestIdp } from "../support/idp";
 import { createTestDatabase, startNode, type PlatformNode, type TestDatabase } from "../support/platform";
+import { redisUrl } from "../support/servers";
+import { waitFor } from "../support/wait-for";
 import { ifAssigned } from "../support/cleanup";
 
-const REDIS_URL = process.env.TEST_SESSION_REDIS_URL ?? "redis://127.0.0.1:6379/7";
+const REDIS_URL = process.env.TEST_SESSION_REDIS_URL ?? redisUrl(7);
 const FRONT = "http://localhost:3000";
 const NS = `wl${randomBytes(4).toString("hex")}`;
 const USERS_CACHE_TTL_S = 2;
@@ -386,7 +388,7 @@ describe("session cookies", () => {
     await redis.set(key, JSON.stringify(record), "KEEPTTL");
     expect((await browser.api("GET", `${API}/auth/me`)).status).toBe(200);
     await redis.pexpire(key, 1);
-    await new Promise((r) => setTimeout(r, 20));
+    await waitFor("Redis to expire the session", async () => (await redis.exists(key)) === 0);
     expect((await browser.api("GET", `${API}/auth/me`)).status).toBe(401);
   });
 
@@ -397,11 +399,16 @@ describe("session cookies", () => {
     expect(me.role).toBe("teacher");
     // Changed behind the platform's back (no invalidation): visible within the TTL.
     await node.sequelize.query("UPDATE users SET role = 'student' WHERE id = $id", { bind: { id: me.id } });
-    await new Promise((r) => setTimeout(r, USERS_CACHE_TTL_S * 1000 + 200));
+    // Re-read once the cached row's TTL has run out (Redis's own clock), not before a deadline well past it.
+    const bound = USERS_CACHE_TTL_S * 1000 + 5_000;
+    const reRead = async () =>
+      (await browser.api("GET", `${API}/auth/me`)).json<{ role?: string }>().role === "student";
+    await waitFor("the users cache to let the new role through", reRead, bound);
     expect((await browser.api("GET", `${API}/auth/me`)).json()).toMatchObject({ role: "student" });
     expect((await browser.api("POST", `${API}/courses`, { name: "not any more" })).status).toBe(403);
     await node.sequelize.query("DELETE FROM users WHERE id = $id", { bind: { id: me.id } });
-    await new Promise((r) => setTimeout(r, USERS_CACHE_TTL_S * 1000 + 200));
+    const gone = async () => (await browser.api("GET", `${API}/auth/me`)).status === 401;
+    await waitFor("the users cache to let the deletion through", gone, bound);
     expect((await browser.api("GET", `${API}/auth/me`)).status).toBe(401);
     // And the session of a user who is gone is dropped from the store.
     expect(await redis.exists(`${NS}:auth:session:${digestOf(sid)}`)).toBe(0);

@@ -15,9 +15,10 @@ import type { PlatformCacher } from "../../platform/coherent-cache";
 import { coherentCacherOf } from "../../platform/coherent-cache";
 import { AMQP_URL, createTestDatabase, startNode, type PlatformNode, type TestDatabase } from "./platform";
 import { startIdp, type TestIdp } from "./idp";
+import { redisUrl } from "./servers";
 
 /** A Redis db no other test file uses; every run also has its own NAMESPACE (key prefix). */
-export const CACHE_TEST_REDIS_URL = process.env.TEST_CACHE_REDIS_URL ?? "redis://127.0.0.1:6379/8";
+export const CACHE_TEST_REDIS_URL = process.env.TEST_CACHE_REDIS_URL ?? redisUrl(8);
 
 /** Accounts beyond the demo ones (password = login), added through the embedded IdP's accounts file. */
 const EXTRA_ACCOUNTS = {

@@ -3,6 +3,7 @@
  * python3-celery) as a child process for conformance tests.
  */
 import { startReadyChild } from "../../platform/child-process";
+import { AMQP_URL, redisUrl } from "./servers";
 import { join } from "path";
 
 export const CELERY_WORKER_DIR = join(__dirname, "..", "celery_worker");
@@ -33,8 +34,8 @@ export interface CeleryWorker {
 export async function startCeleryWorker(opts: CeleryWorkerOptions): Promise<CeleryWorker> {
   const env: NodeJS.ProcessEnv = {
     ...process.env,
-    CELERY_BROKER_URL: opts.brokerUrl ?? "amqp://guest:guest@127.0.0.1:5672//",
-    CELERY_RESULT_BACKEND: opts.resultBackend ?? "redis://127.0.0.1:6379/5",
+    CELERY_BROKER_URL: opts.brokerUrl ?? AMQP_URL,
+    CELERY_RESULT_BACKEND: opts.resultBackend ?? redisUrl(5),
     CELERY_TASK_PREFIX: opts.taskPrefix ?? "celery_workers",
     AUTOLABS_PARENT_PID: String(process.pid),
     PYTHONUNBUFFERED: "1",

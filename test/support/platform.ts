@@ -15,9 +15,9 @@ import { loadConfig, type Config } from "../../platform/config";
 import { createSequelize } from "../../platform/db";
 import { startIdp, type TestIdp } from "./idp";
 
-export const PG_ADMIN_URL = process.env.TEST_PG_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
-export const REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379/3";
-export const AMQP_URL = process.env.TEST_AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
+import { PG_ADMIN_URL, AMQP_URL } from "./servers";
+
+export { PG_ADMIN_URL, REDIS_URL, AMQP_URL } from "./servers";
 
 export interface TestDatabase {
   url: string;

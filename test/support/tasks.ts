@@ -13,30 +13,10 @@ import { QueryTypes, type Sequelize } from "sequelize";
 import type { CeleryTaskKwargs, CeleryTaskName } from "../../services/tasks/celery-protocol";
 import { celeryQueueDeclaration } from "../../services/tasks/celery-protocol";
 import { TASKS_ENQUEUED_EVENT, enqueueTask } from "../../services/tasks/outbox";
-import { errorText } from "../../services/tasks/relay.rules";
 import type { ApplyTaskResultParams } from "../../services/lab-instances/lab-instances.contract";
 import type { Principal } from "../../lib/principal";
 
-export async function waitFor<T>(
-  what: string,
-  probe: () => T | null | undefined | false | Promise<T | null | undefined | false>,
-  timeoutMs = 15_000,
-  intervalMs = 50,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${errorText(last)}` : ""}`);
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-}
+export { waitFor } from "./wait-for";
 
 /** A user, course and lab, and `n` lab instances (status stopped: the outbox does not care). */
 export async function seedInstances(sequelize: Sequelize, n: number): Promise<number[]> {

@@ -14,7 +14,7 @@ const ROOT = path.resolve(__dirname, "../..");
 const LAYERS = ["lib", "platform", "services", "main"] as const;
 const SOURCE_DIRS = [...LAYERS, "dev"];
 /** Packages that make code impure: none of them in lib/, rules or contracts (types from moleculer are fine). */
-const FRAMEWORKS = ["moleculer", "moleculer-web", "moleculer-db", "sequelize", "pg", "ioredis", "amqplib"];
+const FRAMEWORKS = ["moleculer", "moleculer-web", "sequelize", "pg", "ioredis", "amqplib"];
 
 interface ImportEdge {
   from: string;

@@ -6,6 +6,8 @@
 import { EventEmitter } from "node:events";
 import { IncomingMessage, type ServerResponse } from "node:http";
 import { Socket } from "node:net";
+import { manualClock } from "../support/manual-clock";
+import { waitFor } from "../support/wait-for";
 import {
   LabInstanceStreams,
   formatEvent,
@@ -53,7 +55,8 @@ function request(
   id: number | string,
   current: StreamedInstance | Error,
   headers: Record<string, string> = {},
-  delayMs = 0,
+  /** The access lookup answers once this settles (a client or a shutdown can act meanwhile). */
+  lookupGate?: Promise<void>,
 ) {
   const req = new EventEmitter() as unknown as IncomingMessage & Record<string, unknown>;
   Object.assign(req, {
@@ -65,7 +68,7 @@ function request(
     $ctx: {
       requestID: "rid-1",
       call: async () => {
-        if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
+        if (lookupGate) await lookupGate;
         if (current instanceof Error) throw current;
         return current;
       },
@@ -75,14 +78,20 @@ function request(
 }
 
 const inst = (id: number, status: StreamedInstance["status"]): StreamedInstance => ({ id, status });
-const tick = (ms = 5) => new Promise((r) => setTimeout(r, ms));
+/** Waits for what the stream does after its (asynchronous) access lookup. */
+const until = (what: string, condition: () => boolean) => waitFor(what, () => Promise.resolve(condition()), 5_000, 1);
+function gate(): { promise: Promise<void>; open(): void } {
+  let open: () => void = () => undefined;
+  const promise = new Promise<void>((r) => (open = r));
+  return { promise, open };
+}
 
 describe("LabInstanceStreams", () => {
   it("sends the current state, then only newer changes of its own instance, and closes after a final one", async () => {
     const hub = new LabInstanceStreams();
     const res = new FakeResponse();
     hub.handler(request(7, inst(7, "pending")), res as unknown as ServerResponse, () => undefined);
-    await tick();
+    await until("the stream's head", () => res.headersSent);
     expect(res.status).toBe(200);
     expect(res.headers["Content-Type"]).toBe("text/event-stream; charset=utf-8");
     expect(res.headers["X-Request-Id"]).toBe("rid-1");
@@ -102,10 +111,11 @@ describe("LabInstanceStreams", () => {
   it("buffers changes that arrive while the current state is being read", async () => {
     const hub = new LabInstanceStreams();
     const res = new FakeResponse();
-    hub.handler(request(3, inst(3, "pending"), {}, 20), res as unknown as ServerResponse, () => undefined);
-    await tick(1);
+    const lookup = gate();
+    hub.handler(request(3, inst(3, "pending"), {}, lookup.promise), res as unknown as ServerResponse, () => undefined);
     hub.publish(inst(3, "running"));
-    await tick(40);
+    lookup.open();
+    await until("two events", () => res.ids().length >= 2);
     expect(res.ids()).toEqual([1, 2]);
   });
 
@@ -117,7 +127,7 @@ describe("LabInstanceStreams", () => {
       res as unknown as ServerResponse,
       () => undefined,
     );
-    await tick();
+    await until("the stream's head", () => res.headersSent);
     expect(res.ids()).toEqual([]);
     hub.publish(inst(5, "stopping"));
     expect(res.ids()).toEqual([3]);
@@ -128,7 +138,7 @@ describe("LabInstanceStreams", () => {
       done as unknown as ServerResponse,
       () => undefined,
     );
-    await tick();
+    await until("the answer", () => done.writableEnded);
     expect(done.status).toBe(204);
     expect(done.writableEnded).toBe(true);
   });
@@ -142,22 +152,28 @@ describe("LabInstanceStreams", () => {
       res as unknown as ServerResponse,
       (e) => errors.push(e),
     );
-    await tick();
+    await until("the error", () => errors.length > 0);
     expect(errors).toHaveLength(1);
     expect(res.headersSent).toBe(false);
     expect(hub.openStreams).toBe(0);
   });
 
   it("sends keep-alive comments and forgets a client that disconnected", async () => {
-    const hub = new LabInstanceStreams({ keepAliveMs: 10 });
+    const clock = manualClock();
+    const hub = new LabInstanceStreams({ keepAliveMs: 10, clock });
     const res = new FakeResponse();
     hub.handler(request(4, inst(4, "running")), res as unknown as ServerResponse, () => undefined);
-    await tick(45);
-    expect(res.text().match(/^: keep-alive$/gm)?.length ?? 0).toBeGreaterThanOrEqual(2);
+    await waitFor("the stream's keep-alive timer", () => Promise.resolve(clock.pending === 1));
+    const keepAlives = () => res.text().match(/^: keep-alive$/gm)?.length ?? 0;
+    clock.advance(9);
+    expect(keepAlives()).toBe(0);
+    clock.advance(21);
+    expect(keepAlives()).toBe(3);
     res.disconnect();
     expect(hub.openStreams).toBe(0);
+    expect(clock.pending).toBe(0);
     const before = res.chunks.length;
-    await tick(30);
+    clock.advance(30);
     hub.publish(inst(4, "stopping"));
     expect(res.chunks.length).toBe(before);
   });
@@ -195,12 +211,13 @@ describe("LabInstanceStreams", () => {
     const hub = new LabInstanceStreams();
     const res = new FakeResponse();
     const errors: { code?: number }[] = [];
-    hub.handler(request(6, inst(6, "running"), {}, 20), res as unknown as ServerResponse, (e) =>
+    const lookup = gate();
+    hub.handler(request(6, inst(6, "running"), {}, lookup.promise), res as unknown as ServerResponse, (e) =>
       errors.push(e as { code?: number }),
     );
-    await tick(1);
     hub.closeAll();
-    await tick(40);
+    lookup.open();
+    await until("the error", () => errors.length > 0);
     expect(errors).toMatchObject([{ code: 503 }]);
     expect(res.headersSent).toBe(false);
     expect(hub.openStreams).toBe(0);
@@ -212,7 +229,7 @@ describe("LabInstanceStreams", () => {
     const b = new FakeResponse();
     hub.handler(request(1, inst(1, "pending")), a as unknown as ServerResponse, () => undefined);
     hub.handler(request(2, inst(2, "running")), b as unknown as ServerResponse, () => undefined);
-    await tick();
+    await until("both streams' heads", () => a.headersSent && b.headersSent);
     expect(hub.openStreams).toBe(2);
     hub.closeAll();
     expect(a.writableEnded && b.writableEnded).toBe(true);

@@ -3,7 +3,9 @@
  * (every string and template literal: INSERT INTO / UPDATE / DELETE FROM <table>); a write to a table the
  * service does not own fails. A service that needs another's table changed calls the owner: an action, or
  * the owner's repository function taking the caller's transaction (through the owner's contract).
- * Reads across tables are allowed where a join is the point.
+ * Reads across tables are allowed where a join is the point, and named: each table of another service that a
+ * service reads (FROM / JOIN <table>) is listed, with its owner and why, in the service's header comment
+ * ("- <tables> (<owner>): why"), and nothing is listed that it does not read.
  */
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
@@ -60,6 +62,37 @@ export function writesOf(service: string): Map<string, string[]> {
   return writes;
 }
 
+const READ = /\b(?:FROM|JOIN)\s+([a-z_]+)\b/g;
+
+/** Tables of other services that `service` reads in its SQL. */
+function foreignReadsOf(service: string): string[] {
+  const tables = new Set<string>();
+  for (const file of filesUnder(path.join("services", service))) {
+    for (const literal of literalsOf(file)) {
+      for (const m of literal.matchAll(READ)) if (m[1] in OWNER && OWNER[m[1]] !== service) tables.add(m[1]);
+    }
+  }
+  return [...tables].sort();
+}
+
+/** The "- a, b (owner), c (owner): why" lines of the service file's header comment, as `table (owner)`. */
+function namedReadsOf(service: string): string[] {
+  const text = readFileSync(path.join(ROOT, "services", service, `${service}.service.ts`), "utf8");
+  const header = text.slice(0, text.indexOf("*/"));
+  const named: string[] = [];
+  for (const line of header.matchAll(/^ \* - ([^:]+):/gm)) {
+    // "a, b (owner), c (owner2)": each table takes the owner named after it.
+    for (const group of line[1].matchAll(/([a-z_, ]+?)\s*\(([a-z-]+)\)/g)) {
+      for (const table of group[1]
+        .split(",")
+        .map((t) => t.trim())
+        .filter(Boolean))
+        named.push(`${table} (${group[2]})`);
+    }
+  }
+  return named.sort();
+}
+
 const SERVICES = readdirSync(path.join(ROOT, "services")).filter((n) =>
   statSync(path.join(ROOT, "services", n)).isDirectory(),
 );
@@ -87,5 +120,13 @@ describe("table ownership", () => {
         .map(([table, files]) => `${service} writes ${table} (${files.join(", ")})`),
     );
     expect(foreign).toEqual([]);
+  });
+
+  it("every read of another service's table is named, with its owner, in the reader's header", () => {
+    expect(foreignReadsOf("courses")).toContain("users");
+    for (const service of SERVICES) {
+      const reads = foreignReadsOf(service).map((table) => `${table} (${OWNER[table]})`);
+      expect({ service, named: namedReadsOf(service) }).toEqual({ service, named: reads });
+    }
   });
 });

@@ -14,6 +14,7 @@ import {
   trustedOrigins,
 } from "../../lib/web-session.rules";
 import { createMemoryStore } from "../../services/auth/session-store";
+import { manualClock } from "../support/manual-clock";
 
 describe("secrets", () => {
   it("are 256-bit, base64url, and never repeat", () => {
@@ -210,14 +211,17 @@ describe("stored records", () => {
 
 describe("in-memory store (embedded mode)", () => {
   it("expires entries, takes one-time values once, deletes", async () => {
-    const store = createMemoryStore();
+    const clock = manualClock();
+    const store = createMemoryStore({ clock });
     await store.start();
     await store.put("a", "1", 60);
     await store.put("short", "2", 0.05);
     expect(await store.get("a")).toBe("1");
     expect(await store.take("a")).toBe("1");
     expect(await store.take("a")).toBeNull();
-    await new Promise((r) => setTimeout(r, 80));
+    clock.advance(49);
+    expect(await store.get("short")).toBe("2");
+    clock.advance(1);
     expect(await store.get("short")).toBeNull();
     await store.put("b", "3", 60);
     await store.del("b");

@@ -1,7 +1,0 @@
-/** What other services may use of `labs`: the event broadcast after a lab was created or changed status. */
-export const LABS_CHANGED_EVENT = "labs.changed";
-
-export interface LabChanged {
-  lab_id: number;
-  status: string;
-}
