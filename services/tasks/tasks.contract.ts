@@ -6,6 +6,12 @@
  */
 export { CELERY_TASK_NAMES as TASK_NAMES, type CeleryTaskName as TaskName } from "./celery-protocol";
 export { TASKS_ENQUEUED_EVENT, enqueueTask } from "./outbox";
+export type { TasksHealth } from "./tasks.service";
+
+export const TASKS_ACTIONS = {
+  /** The Celery publisher, result backend and outbox of the node that answers (system only). */
+  health: "tasks.health",
+} as const;
 
 /** The final states of a task's result that are applied to its object. */
 export type TaskResultState = "SUCCESS" | "FAILURE" | "REVOKED";

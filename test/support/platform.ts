@@ -70,6 +70,8 @@ export async function startNode(databaseUrl: string, env: Record<string, string>
     NODEID: `test-${randomBytes(4).toString("hex")}`,
     RATE_LIMIT_RPS: "0",
     RATE_LIMIT_LAB_STARTS_PER_MIN: "0",
+    // Several nodes share this process: no ops server unless a test asks for one (any free port: "0" is off).
+    METRICS_PORT: "0",
     ...env,
   });
   // Port 0: any free port, read back below (unless the test needs a known one, e.g. for PUBLIC_URL).

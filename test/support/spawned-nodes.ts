@@ -33,7 +33,8 @@ export async function spawnNode(name: string, env: Record<string, string>): Prom
     name: `platform node ${name}`,
     command: process.execPath,
     args: [START_JS],
-    env: { PATH: process.env.PATH ?? "", ...env },
+    // Several nodes on one machine: no ops server (METRICS_PORT 0) unless the test gives each its own port.
+    env: { PATH: process.env.PATH ?? "", METRICS_PORT: "0", ...env },
     ready: /platform ready in (\d+) ms/,
     timeoutMs: 60_000,
     onLine: (line) => {
