@@ -13,6 +13,8 @@
  */
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import type { ServiceBroker } from "moleculer";
+import { statementsRun } from "./db";
+import { platformOf } from "./platform";
 
 type LabelValue = string | number;
 export type Labels = Record<string, LabelValue>;
@@ -413,6 +415,12 @@ export async function scrape(broker: ServiceBroker): Promise<string> {
     }
   }
   for (const f of processFamilies()) renderCollected(out, f);
+  renderCollected(out, {
+    name: "database_queries_total",
+    help: "SQL statements this node sent to PostgreSQL (transaction control included)",
+    type: "counter",
+    samples: [{ value: statementsRun(platformOf(broker).sequelize) }],
+  });
   const up: Sample[] = [];
   const entries = [...(collectors.get(broker) ?? new Map<string, Collector>()).entries()];
   const results = await Promise.allSettled(entries.map(([, c]) => bounded(Promise.resolve().then(c))));

@@ -105,14 +105,21 @@ export async function startGatewayAndDomain(
   namespace: string,
   common: Record<string, string>,
   domainServices: string[],
+  own: { gateway?: Record<string, string>; domain?: Record<string, string> } = {},
 ): Promise<{ gateway: PlatformNode; domain: PlatformNode }> {
   const env = { TRANSPORTER: AMQP_URL, NAMESPACE: namespace, ...common };
   const domain = await startNode(databaseUrl, {
     ...env,
     NODEID: `${namespace}-domain`,
     SERVICES: domainServices.join(","),
+    ...own.domain,
   });
-  const gateway = await startNode(databaseUrl, { ...env, NODEID: `${namespace}-gateway`, SERVICES: "api-gateway" });
+  const gateway = await startNode(databaseUrl, {
+    ...env,
+    NODEID: `${namespace}-gateway`,
+    SERVICES: "api-gateway",
+    ...own.gateway,
+  });
   await gateway.broker.waitForServices(domainServices, 20_000);
   const probe = domainServices.includes("labs") ? "/labs" : "/courses";
   const deadline = Date.now() + 20_000;
