@@ -215,6 +215,9 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError("TRACING_EXPORTER", `must be one of ${TRACING_EXPORTERS.join(", ")}, got "${tracingRaw}"`);
   }
   const tracingExporter = tracingRaw as TracingExporter;
+  if (tracingExporter === "console" && (databaseUrl || transporter)) {
+    throw new ConfigError("TRACING_EXPORTER", "console prints plain text into the JSON logs of cluster mode: use zipkin");
+  }
 
   return {
     // Cluster mode as soon as any external part is configured: JSON logs, no demo seeding.

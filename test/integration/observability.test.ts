@@ -11,14 +11,13 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startCeleryWorker, type CeleryWorker } from "../support/celery-worker";
 import { startIdp, type TestIdp } from "../support/idp";
 import { until, world, type Instance, type World, type WorldPlatform } from "../support/lab-instances";
 import { freePort } from "../support/net";
+import { startZipkinCollector, type ZipkinCollector } from "../support/zipkin";
 import {
   AMQP_URL,
   REDIS_URL,
@@ -31,31 +30,6 @@ import {
 
 const namespace = `obs-${randomBytes(4).toString("hex")}`;
 const RESULTS = "redis://127.0.0.1:6379/9";
-
-interface ZipkinSpan {
-  traceId: string;
-  id: string;
-  parentId?: string;
-  name: string;
-  localEndpoint: { serviceName: string | null };
-  tags: Record<string, string>;
-}
-
-/** What Zipkin would receive: the exporter POSTs JSON arrays of v2 spans to /api/v2/spans. */
-async function startZipkinCollector(): Promise<{ url: string; spans: ZipkinSpan[]; server: Server }> {
-  const spans: ZipkinSpan[] = [];
-  const server = createServer((req, res) => {
-    let body = "";
-    req.on("data", (c: Buffer) => (body += c.toString("utf8")));
-    req.on("end", () => {
-      if (req.method === "POST" && req.url === "/api/v2/spans") spans.push(...(JSON.parse(body) as ZipkinSpan[]));
-      res.writeHead(202);
-      res.end();
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, spans, server };
-}
 
 /** Prometheus text → "name{labels}" → value (samples only). */
 function samples(text: string): Map<string, number> {
@@ -85,7 +59,7 @@ function promtool(text: string): Promise<{ code: number; output: string }> {
 let db: TestDatabase;
 let idp: TestIdp;
 let worker: CeleryWorker;
-let collector: Awaited<ReturnType<typeof startZipkinCollector>>;
+let collector: ZipkinCollector;
 let gateway: PlatformNode;
 let domain: PlatformNode;
 let ports: { gateway: number; domain: number };
@@ -157,7 +131,7 @@ afterAll(async () => {
   await gateway?.stop();
   await domain?.stop();
   await worker?.stop();
-  await new Promise<void>((r) => (collector ? collector.server.close(() => r()) : r()));
+  await collector?.stop();
   await Promise.allSettled([db?.drop(), idp?.stop()]);
 });
 

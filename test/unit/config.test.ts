@@ -85,6 +85,9 @@ describe("tracing", () => {
     expect(() => loadConfig({ TRACING_EXPORTER: "carrier-pigeon" })).toThrow(/TRACING_EXPORTER must be one of/);
     expect(() => loadConfig({ TRACING_SAMPLE_RATE: "2" })).toThrow(/TRACING_SAMPLE_RATE must be at most 1/);
     expect(() => loadConfig({ TRACING_ZIPKIN_URL: "ftp://x" })).toThrow(/TRACING_ZIPKIN_URL must use/);
+    // Cluster mode logs JSON only: the console exporter's tables would break the stream.
+    expect(loadConfig({ TRACING_EXPORTER: "console" }).tracing.exporter).toBe("console");
+    expect(() => loadConfig({ TRACING_EXPORTER: "console", TRANSPORTER: "amqp://x" })).toThrow(/use zipkin/);
   });
 });
 
