@@ -14,7 +14,7 @@
  * cache by hand (`readThrough`), and counts hits and misses per scope.
  */
 import { Cachers, Errors, type Context, type Middleware, type ServiceBroker } from "moleculer";
-import { METRIC, counter } from "./metrics";
+import { METRIC, counter, type Counter } from "./metrics";
 
 /** What this platform needs of its cacher beyond Moleculer's get/set/clean. */
 export interface CoherentCacher {
@@ -45,15 +45,23 @@ export interface ScopeCounts {
  */
 export class CacheStats {
   private readonly scopes = new Map<string, ScopeCounts>();
-  private counters: Record<keyof ScopeCounts, { increment(labels: { scope: string }): void }> | null = null;
+  private broker: ServiceBroker | null = null;
+  private counters: Record<keyof ScopeCounts, Counter> | null = null;
 
-  /** Called by the cacher's init, once the broker's metric registry exists. */
+  /** Called by the cacher's init; the counters are resolved at the first use (the platform is attached by then). */
   bind(broker: ServiceBroker): void {
-    this.counters = {
+    this.broker = broker;
+  }
+
+  private count(kind: keyof ScopeCounts, scope: string): void {
+    const broker = this.broker;
+    if (!broker) return;
+    this.counters ??= {
       hits: counter(broker, METRIC.cacheHits),
       misses: counter(broker, METRIC.cacheMisses),
       dropped: counter(broker, METRIC.cacheDropped),
     };
+    this.counters[kind].increment({ scope });
   }
 
   private of(scope: string): ScopeCounts {
@@ -64,15 +72,15 @@ export class CacheStats {
 
   hit(scope: string): void {
     this.of(scope).hits++;
-    this.counters?.hits.increment({ scope });
+    this.count("hits", scope);
   }
   miss(scope: string): void {
     this.of(scope).misses++;
-    this.counters?.misses.increment({ scope });
+    this.count("misses", scope);
   }
   drop(scope: string): void {
     this.of(scope).dropped++;
-    this.counters?.dropped.increment({ scope });
+    this.count("dropped", scope);
   }
 
   snapshot(): { total: ScopeCounts; scopes: Record<string, ScopeCounts> } {

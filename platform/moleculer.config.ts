@@ -10,6 +10,7 @@ import { AccessGate } from "./access-gate";
 import { RequestContextMiddleware, currentRequestId } from "./request-context";
 import { ResilientRedisCacher } from "./resilient-redis-cacher";
 import { OpsServerMiddleware } from "./ops-server";
+import { MetricsMiddleware } from "./metrics";
 import { traceIdOf, tracingOptions } from "./tracing";
 import { CoherentMemoryCacher } from "./coherent-cache";
 
@@ -166,16 +167,13 @@ export function brokerOptions(config: Config): BrokerOptions {
     // The deepest real chain is gateway → service → auth/access → cache (4 levels); 16 stops a call loop.
     maxCallLevel: 16,
     validator: true,
-    // Rendered by platform/metrics.ts on METRICS_PORT (platform/ops-server.ts); no Moleculer reporter.
-    metrics: {
-      enabled: true,
-      // Off: the OS/process collector gathers ~900 series every 5 s that are never served (host name, OS user,
-      // addresses among them); platform/metrics.ts reads the few process figures itself at scrape time.
-      collectProcessMetrics: false,
-    },
+    // Off: Moleculer's metrics middleware costs ~4 µs per action call; platform/metrics.ts keeps the few series an
+    // operator reads (MetricsMiddleware below) and renders them on METRICS_PORT (platform/ops-server.ts).
+    metrics: { enabled: false },
     tracing: tracingOptions(config),
     // AccessGate first: innermost, right around each handler (see platform/access-gate.ts).
-    middlewares: [AccessGate, RequestContextMiddleware, OpsServerMiddleware],
+    // MetricsMiddleware last of these: outermost, it times the access check too.
+    middlewares: [AccessGate, RequestContextMiddleware, OpsServerMiddleware, MetricsMiddleware],
     // start.ts owns SIGTERM: broker first, then the pool and the child processes (Moleculer's own handler
     // would exit right after the broker and leave the embedded IdP and PGlite behind).
     skipProcessEventRegistration: true,
