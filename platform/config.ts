@@ -216,7 +216,10 @@ export function loadConfig(env: Env = process.env): Config {
   }
   const tracingExporter = tracingRaw as TracingExporter;
   if (tracingExporter === "console" && (databaseUrl || transporter)) {
-    throw new ConfigError("TRACING_EXPORTER", "console prints plain text into the JSON logs of cluster mode: use zipkin");
+    throw new ConfigError(
+      "TRACING_EXPORTER",
+      "console prints plain text into the JSON logs of cluster mode: use zipkin",
+    );
   }
 
   return {

@@ -279,8 +279,12 @@ export const MetricsMiddleware = {
         (err: unknown) => {
           calls.increment();
           durations.observe((performance.now() - t0) / 1000);
-          const e = err as { code?: unknown; name?: unknown };
-          errors.increment({ action: action.name, code: String(e.code ?? ""), error: String(e.name ?? "Error") });
+          const { code, name } = err as { code?: unknown; name?: unknown };
+          errors.increment({
+            action: action.name,
+            code: typeof code === "string" || typeof code === "number" ? code : "",
+            error: typeof name === "string" ? name : "Error",
+          });
           throw err;
         },
       );
@@ -301,7 +305,7 @@ const collectors = new WeakMap<ServiceBroker, Map<string, Collector>>();
 /** Adds (or replaces, by `key`) a scrape-time collector of this broker. */
 export function addCollector(broker: ServiceBroker, key: string, collector: Collector): void {
   let m = collectors.get(broker);
-  if (!m) collectors.set(broker, (m = new Map()));
+  if (!m) collectors.set(broker, (m = new Map<string, Collector>()));
   m.set(key, collector);
 }
 
@@ -398,7 +402,8 @@ function renderInstrument(out: string[], i: Instrument): void {
 /** What the broker knows of the cluster, read at scrape time. */
 function brokerFamilies(broker: ServiceBroker): CollectedFamily[] {
   const nodes = broker.registry.getNodeList({ onlyAvailable: true, withServices: false }).length;
-  const pending = (broker.transit as unknown as { pendingRequests?: Map<string, unknown> } | undefined)?.pendingRequests;
+  const pending = (broker.transit as unknown as { pendingRequests?: Map<string, unknown> } | undefined)
+    ?.pendingRequests;
   return [
     {
       name: "moleculer_nodes_online",

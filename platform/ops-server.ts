@@ -143,8 +143,14 @@ function handle(broker: ServiceBroker, req: IncomingMessage, res: ServerResponse
     return;
   }
   const probes = probeHandlers(broker);
-  if (path === "/livez") return probes.livez(req, res);
-  if (path === "/readyz") return probes.readyz(req, res);
+  if (path === "/livez") {
+    probes.livez(req, res);
+    return;
+  }
+  if (path === "/readyz") {
+    probes.readyz(req, res);
+    return;
+  }
   scrape(broker).then(
     (text) => {
       res.writeHead(200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8", "Cache-Control": "no-store" });
@@ -183,7 +189,9 @@ export const OpsServerMiddleware: Middleware = {
       });
     });
     stateOf(broker).server = server;
-    broker.getLogger("ops").info(`operations server on port ${(server.address() as AddressInfo).port}: /metrics /livez /readyz`);
+    broker
+      .getLogger("ops")
+      .info(`operations server on port ${(server.address() as AddressInfo).port}: /metrics /livez /readyz`);
   },
   stopping(this: unknown, broker: ServiceBroker) {
     stateOf(broker).stopping = true;

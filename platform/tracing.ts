@@ -45,7 +45,9 @@ function spanIdOf(id: string): string {
 }
 
 /** The `traceparent` of the span `ctx` runs in, or null when it is not traced (tracing off or not sampled). */
-export function traceparentOf(ctx: Pick<Context, "requestID" | "id" | "tracing"> & { span?: { id: string } | null }): string | null {
+export function traceparentOf(
+  ctx: Pick<Context, "requestID" | "id" | "tracing"> & { span?: { id: string } | null },
+): string | null {
   if (!ctx.tracing || !ctx.span) return null;
   const traceId = traceIdOf(ctx.requestID);
   const spanId = spanIdOf(ctx.span.id);

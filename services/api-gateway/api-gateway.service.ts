@@ -17,7 +17,14 @@ import { checkCsrf, cookiePolicy, readAuthCookies, trustedOrigins } from "../../
 import { toHttpAnswer } from "./http-errors";
 import { trackHttpRequests, type HttpDrain } from "./http-drain";
 import { buildOpenApi, docsPage, type RouteDescription } from "./openapi";
-import { addReadinessCheck, checkDatabase, checkTransporter, markStopping, probeHandlers, withTimeout } from "../../platform/ops-server";
+import {
+  addReadinessCheck,
+  checkDatabase,
+  checkTransporter,
+  markStopping,
+  probeHandlers,
+  withTimeout,
+} from "../../platform/ops-server";
 import { newTraceId, parseTraceparent } from "../../platform/tracing";
 import { systemPrincipal } from "../../lib/principal";
 import { TASKS_ACTIONS, type TasksHealth } from "../tasks/tasks.contract";

@@ -80,11 +80,7 @@ interface Transition {
 }
 
 type Methods = {
-  transition(
-    id: number,
-    event: InstanceEvent,
-    opts?: TransitionOptions,
-  ): Promise<Transition | null>;
+  transition(id: number, event: InstanceEvent, opts?: TransitionOptions): Promise<Transition | null>;
   applyOutcome(
     t: Transaction,
     row: LockedRow,

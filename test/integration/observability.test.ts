@@ -10,7 +10,7 @@
  */
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startCeleryWorker, type CeleryWorker } from "../support/celery-worker";
@@ -87,6 +87,7 @@ async function api(
   });
   const text = await res.text();
   const body: unknown = text ? JSON.parse(text) : null;
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- ApiResponse's shape
   return { status: res.status, headers: res.headers, body, json: <T>() => body as T };
 }
 
@@ -128,11 +129,13 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  await gateway?.stop();
-  await domain?.stop();
-  await worker?.stop();
-  await collector?.stop();
-  await Promise.allSettled([db?.drop(), idp?.stop()]);
+  // Each step on its own: a failed start leaves some of these unset.
+  for (const step of [() => gateway.stop(), () => domain.stop(), () => worker.stop(), () => collector.stop()]) {
+    await Promise.resolve()
+      .then(step)
+      .catch(() => undefined);
+  }
+  await Promise.allSettled([Promise.resolve().then(() => db.drop()), Promise.resolve().then(() => idp.stop())]);
 });
 
 describe("metrics after the main scenario", () => {
@@ -150,11 +153,15 @@ describe("metrics after the main scenario", () => {
     await until("stopped", async () => (await w.get(id)).status === "stopped", 20_000);
     afterScenario = { gateway: await scrape(ports.gateway), domain: await scrape(ports.domain) };
     const after = { gateway: samples(afterScenario.gateway), domain: samples(afterScenario.domain) };
-    const delta = (node: "gateway" | "domain", key: string) => (after[node].get(key) ?? 0) - (before[node].get(key) ?? 0);
+    const delta = (node: "gateway" | "domain", key: string) =>
+      (after[node].get(key) ?? 0) - (before[node].get(key) ?? 0);
     Object.assign(moved, {
       startPosts: delta("gateway", 'http_requests_total{method="POST",route="/api/v1/lab-instances",status="202"}'),
       startTimed: delta("gateway", 'http_request_duration_seconds_count{method="POST",route="/api/v1/lab-instances"}'),
-      stopPosts: delta("gateway", 'http_requests_total{method="POST",route="/api/v1/lab-instances/:id/stop",status="202"}'),
+      stopPosts: delta(
+        "gateway",
+        'http_requests_total{method="POST",route="/api/v1/lab-instances/:id/stop",status="202"}',
+      ),
       startLab: delta("domain", 'celery_tasks_sent_total{task="start_lab"}'),
       stopLab: delta("domain", 'celery_tasks_sent_total{task="stop_lab"}'),
       startDurations: delta("domain", "lab_start_duration_seconds_count"),
@@ -176,7 +183,12 @@ describe("metrics after the main scenario", () => {
       const text = name.startsWith("http_") ? afterScenario.gateway : afterScenario.domain;
       expect(text).toContain(`# TYPE ${name} ${name === "http_request_duration_seconds" ? "histogram" : "counter"}`);
     }
-    for (const name of ["outbox_backlog", "outbox_oldest_unsent_age_seconds", "celery_results_awaiting", "lab_instances"]) {
+    for (const name of [
+      "outbox_backlog",
+      "outbox_oldest_unsent_age_seconds",
+      "celery_results_awaiting",
+      "lab_instances",
+    ]) {
       expect(afterScenario.domain).toContain(`# TYPE ${name} gauge`);
     }
     expect(afterScenario.domain).toContain("# TYPE lab_start_duration_seconds histogram");
@@ -187,12 +199,36 @@ describe("metrics after the main scenario", () => {
       "Seed metrics after the main scenario (gateway, then domain):\n" +
         [
           ...afterScenario.gateway.split("\n").filter((l) => /^http_requests_total\{.*lab-instances/.test(l)),
-          ...afterScenario.gateway.split("\n").filter((l) => /^http_request_duration_seconds_(count|sum)\{method="POST",route="\/api\/v1\/lab-instances"/.test(l)),
+          ...afterScenario.gateway
+            .split("\n")
+            .filter((l) =>
+              /^http_request_duration_seconds_(count|sum)\{method="POST",route="\/api\/v1\/lab-instances"/.test(l),
+            ),
           ...afterScenario.domain
             .split("\n")
-            .filter((l) => /^(database_queries_total|cache_(hits|misses)_total|celery_tasks_sent_total|lab_instances|lab_start_duration_seconds_count)/.test(l)),
+            .filter((l) =>
+              /^(database_queries_total|cache_(hits|misses)_total|celery_tasks_sent_total|lab_instances|lab_start_duration_seconds_count)/.test(
+                l,
+              ),
+            ),
         ].join("\n"),
     );
+  });
+
+  it("has every metric the Grafana dashboard (k8s/grafana-dashboard.json) queries", () => {
+    const dashboard = JSON.parse(readFileSync(join(__dirname, "../../k8s/grafana-dashboard.json"), "utf8")) as {
+      panels: { targets: { expr: string }[] }[];
+    };
+    const exprs = dashboard.panels.flatMap((p) => p.targets.map((t) => t.expr));
+    const names = new Set(
+      exprs
+        .flatMap((e) => e.match(/[a-z][a-z0-9_]*_[a-z0-9_]+/g) ?? [])
+        .filter((n) => n !== "histogram_quantile" && n !== "rate_interval")
+        .map((n) => n.replace(/_bucket$/, "")),
+    );
+    expect(names.size).toBeGreaterThan(10);
+    const scraped = `${afterScenario.gateway}\n${afterScenario.domain}`;
+    for (const name of names) expect(`${name}: ${scraped.includes(`# TYPE ${name} `)}`).toBe(`${name}: true`);
   });
 
   it("moves each counter by exactly what the scenario did", () => {
@@ -251,11 +287,7 @@ describe("metrics after the main scenario", () => {
 
 describe("probes", () => {
   it("answers /livez and /readyz on the ops port of each node and on the gateway's API port", async () => {
-    for (const base of [
-      `http://127.0.0.1:${ports.gateway}`,
-      `http://127.0.0.1:${ports.domain}`,
-      gateway.url,
-    ]) {
+    for (const base of [`http://127.0.0.1:${ports.gateway}`, `http://127.0.0.1:${ports.domain}`, gateway.url]) {
       const live = await fetch(`${base}/livez`);
       expect(live.status).toBe(200);
       expect(await live.json()).toMatchObject({ status: "alive" });
@@ -302,10 +334,10 @@ describe("tracing", () => {
     // Zipkin's exporter sends every 5 s.
     const spans = await until(
       "spans of the start on both nodes",
-      async () => {
+      () => {
         const mine = collector.spans.filter((s) => s.traceId === traceId);
         const nodes = new Set(mine.map((s) => s.tags.nodeID));
-        return nodes.has(gateway.broker.nodeID) && nodes.has(domain.broker.nodeID) && mine;
+        return Promise.resolve(nodes.has(gateway.broker.nodeID) && nodes.has(domain.broker.nodeID) && mine);
       },
       20_000,
     );
@@ -323,9 +355,7 @@ describe("tracing", () => {
     expect(spans.every((s) => s.parentId === parentId || ids.has(s.parentId ?? ""))).toBe(true);
     console.log(
       `One request's spans (trace ${traceId}):\n` +
-        spans
-          .map((s) => `  ${s.tags.nodeID.padEnd(24)} ${s.id} ← ${s.parentId ?? "-"}  ${s.name}`)
-          .join("\n"),
+        spans.map((s) => `  ${s.tags.nodeID.padEnd(24)} ${s.id} ← ${s.parentId ?? "-"}  ${s.name}`).join("\n"),
     );
 
     // The start_lab message carries the create span as its parent: the worker saw it in its headers.
@@ -335,8 +365,8 @@ describe("tracing", () => {
       })
     )[0] as { id: string; traceparent: string }[];
     expect(row.traceparent).toBe(`00-${traceId}-${create?.id}-01`);
-    await until("the worker's trace context line", async () =>
-      worker.output().includes(`start_lab ${row.id}: traceparent=${row.traceparent}`),
+    await until("the worker's trace context line", () =>
+      Promise.resolve(worker.output().includes(`start_lab ${row.id}: traceparent=${row.traceparent}`)),
     );
   });
 });
