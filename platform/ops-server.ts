@@ -116,8 +116,8 @@ function sendJson(res: ServerResponse, answer: ProbeAnswer, head: boolean): void
 
 /** /livez and /readyz as request handlers (the gateway mounts them on the API port too). */
 export function probeHandlers(broker: ServiceBroker): {
-  livez(req: IncomingMessage, res: ServerResponse): void;
-  readyz(req: IncomingMessage, res: ServerResponse): void;
+  livez: (req: IncomingMessage, res: ServerResponse) => void;
+  readyz: (req: IncomingMessage, res: ServerResponse) => void;
 } {
   return {
     livez: (req, res) => sendJson(res, livez(), req.method === "HEAD"),

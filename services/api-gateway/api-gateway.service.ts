@@ -41,7 +41,8 @@ interface GatewayRequest extends IncomingMessage {
   body?: unknown;
 }
 
-type Check = "ok" | "embedded" | string;
+/** "ok", "embedded", or what is wrong. */
+type Check = string;
 
 interface HealthReport {
   status: "healthy" | "unhealthy";
@@ -251,7 +252,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
           },
         },
       ],
-      onError(request: IncomingMessage, res: ServerResponse, err: Error) {
+      onError(this: Service, request: IncomingMessage, res: ServerResponse, err: Error) {
         const req = request as GatewayRequest;
         const answer = toHttpAnswer(err, { method: req.method ?? "GET", pathParams: pathParamsOf(req) });
         const requestId = req.$ctx?.requestID ?? "-";
@@ -359,7 +360,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
         }
         return baseMethods.httpHandler.call(this, req, res, next);
       },
-      resolveAlias(url: string, method = "GET") {
+      resolveAlias(url: string, method: string = "GET") {
         return baseMethods.resolveAlias.call(this, url, resolvedMethod(method));
       },
       logRequest(req: IncomingMessage) {
@@ -526,7 +527,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
       await Promise.all([this.redis?.connect().catch(() => undefined), this.rateLimiter.start()]);
     },
 
-    async stopped() {
+    stopped() {
       // Runs before moleculer-web closes the server, which would otherwise wait for the open streams.
       this.streams.closeAll();
       this.redis?.disconnect();

@@ -16,6 +16,7 @@ import { COURSE_EVENTS, type CourseStudentChanged } from "../courses/courses.con
 import type { Context, ServiceSchema } from "moleculer";
 import type { Transaction } from "sequelize";
 import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
+import { broadcastCommitted } from "../../platform/broadcast";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
 import {
   ANY_USER,
@@ -143,10 +144,10 @@ export function publicInstance(row: LabInstanceRow): LabInstanceRow {
 }
 
 function isActiveUniqueViolation(err: unknown): boolean {
-  const e = err as { name?: string; parent?: { code?: string; constraint?: string } };
+  const e = err as { name?: string; parent?: { code?: string; constraint?: string } } | null | undefined;
   return (
     (e?.name === "SequelizeUniqueConstraintError" || e?.parent?.code === "23505") &&
-    e?.parent?.constraint === "lab_instances_one_active_idx"
+    e.parent?.constraint === "lab_instances_one_active_idx"
   );
 }
 
@@ -329,7 +330,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
       rest: "GET /:id",
       access: { roles: ANY_USER, ...INSTANCE_ACCESS, decide: instanceRule("view") },
       params: { id: ID_PARAM },
-      async handler(ctx: Ctx<IdParams>) {
+      handler(ctx: Ctx<IdParams>) {
         return publicInstance(entityOf<LoadedInstance>(ctx));
       },
     },
@@ -358,7 +359,8 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
       rest: "GET /:id/connection",
       access: { roles: ANY_USER, ...INSTANCE_ACCESS, decide: instanceRule("view") },
       params: { id: ID_PARAM },
-      async handler(ctx: Ctx<IdParams>) {
+      // Not async: moleculer wraps every handler (Promise.method), so the throw below still rejects.
+      handler(ctx: Ctx<IdParams>) {
         const inst = entityOf<LoadedInstance>(ctx);
         if (inst.status !== "running") {
           throw conflict(
@@ -459,7 +461,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
 
   methods: {
     /** Lock the instance, decide, write, enqueue; announce after the commit. null: no such instance. */
-    async transition(id, event, opts = {}) {
+    async transition(id: number, event: InstanceEvent, opts: TransitionOptions = {}) {
       const result = await this.sequelize().transaction(async (transaction) => {
         const row = await this.selectOne<LockedRow>(
           `SELECT ${I_COLUMNS}, l.max_lifetime_s AS lab_max_lifetime_s
@@ -482,7 +484,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
     },
 
     /** Writes one decided outcome for a row locked in `t`. */
-    async applyOutcome(t, row, outcome, opts = {}) {
+    async applyOutcome(t: Transaction, row: LockedRow, outcome: Outcome, opts: TransitionOptions = {}) {
       const { start } = opts;
       const sequelize = this.sequelize();
       const { config } = platformOf(this.broker);
@@ -547,7 +549,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
     },
 
     /** After a commit: the lifecycle line of a status change, and the start duration once running. */
-    logTransition(before, t, taskId) {
+    logTransition(before: InstanceStatus, t: Omit<Transition, "before" | "outcome">, taskId?: string) {
       const row = t.row;
       if (row.status === "running" && before === "pending" && row.started_at) {
         const ms = new Date(row.started_at).getTime() - new Date(row.created_at).getTime();
@@ -566,9 +568,9 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
     },
 
     /** After a commit: tell SSE streams (every gateway node) and wake the outbox relay. */
-    announce(changed, enqueued) {
-      for (const row of changed) this.broker.broadcast(STATUS_CHANGED_EVENT, publicInstance(row));
-      if (enqueued) this.broker.broadcast(TASKS_ENQUEUED_EVENT, {});
+    announce(changed: LabInstanceRow[], enqueued: boolean) {
+      for (const row of changed) broadcastCommitted(this, STATUS_CHANGED_EVENT, publicInstance(row));
+      if (enqueued) broadcastCommitted(this, TASKS_ENQUEUED_EVENT, {});
     },
 
     /**
@@ -646,7 +648,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
     this.startDuration = histogram(this.broker, METRIC.labStartDuration);
   },
 
-  async started() {
+  started() {
     const { config } = platformOf(this.broker);
     // Active instances by status, read at scrape time (the status index; finished ones are history, not a gauge).
     addCollector(this.broker, "lab_instances", async () => {
@@ -665,7 +667,9 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
       ];
     });
     this.sweepTimer = setInterval(() => {
-      this.sweep().catch((err: Error) => this.logger.error("Sweep failed:", err.message));
+      this.sweep().catch((err: unknown) =>
+        this.logger.error("Sweep failed:", err instanceof Error ? err.message : String(err)),
+      );
     }, config.labSweepIntervalMs);
     this.sweepTimer.unref();
   },

@@ -93,16 +93,18 @@ export interface OutboxBacklog {
 
 /** The outbox in numbers (health, readiness, metrics). Both counts walk the partial indexes of rows in flight. */
 export async function outboxBacklog(sequelize: Sequelize): Promise<OutboxBacklog> {
-  const [row] = await sequelize.query<{ unpublished: string; oldest_s: number | null; awaiting: string }>(
+  // extract() is numeric and counts are bigint: pg hands them over as strings.
+  const [row] = await sequelize.query<{ unpublished: string; oldest_s: string | null; awaiting: string }>(
     `SELECT (SELECT count(*) FROM task_outbox WHERE published_at IS NULL) AS unpublished,
             (SELECT extract(epoch FROM now() - min(created_at)) FROM task_outbox WHERE published_at IS NULL) AS oldest_s,
             (SELECT count(*) FROM task_outbox WHERE published_at IS NOT NULL AND result_applied_at IS NULL) AS awaiting`,
     { type: QueryTypes.SELECT },
   );
+  // Scalar subqueries only: always one row.
   return {
-    unpublished: Number(row?.unpublished ?? 0),
-    oldest_unpublished_s: Math.max(0, Number(row?.oldest_s ?? 0)),
-    awaiting_result: Number(row?.awaiting ?? 0),
+    unpublished: Number(row.unpublished),
+    oldest_unpublished_s: Math.max(0, Number(row.oldest_s ?? 0)),
+    awaiting_result: Number(row.awaiting),
   };
 }
 

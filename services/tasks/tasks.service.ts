@@ -402,7 +402,7 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
           await Promise.all(found.slice(i, i + r.concurrency).map((f) => this.consumeResult(f.id, f.raw)));
         }
         if (page.length < r.pageSize) break;
-        cursor = page[page.length - 1]!;
+        cursor = page[page.length - 1]; // not empty: a short page ended the loop above
       }
       return false;
     },
@@ -413,6 +413,7 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
     // instance of a mixin-less schema the same settings object.
     this.settings = structuredClone(this.settings);
     const { config } = platformOf(this.broker);
+    const { celeryBrokerUrl, celeryResultBackend } = config; // consts: their narrowing reaches the callbacks
     this.applying = new Map();
     this.relayTotals = { published: 0, failed: 0 };
     this.confirmedUnrecorded = new Set();
@@ -420,28 +421,27 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
     this.publishFailures = counter(this.broker, METRIC.celeryPublishFailures);
     this.resultLag = histogram(this.broker, METRIC.resultApplyLag);
 
-    if (config.celeryBrokerUrl) {
+    if (celeryBrokerUrl) {
       this.publisher = new AmqpPublisher({
-        url: config.celeryBrokerUrl,
+        url: celeryBrokerUrl,
         connectionName: `autolabs tasks relay ${this.broker.nodeID}`,
         connectTimeoutMs: this.settings.relay.connectTimeoutMs,
         publishTimeoutMs: this.settings.relay.publishTimeoutMs,
         onStateChange: (state, error) => {
-          if (state === "connected")
-            this.logger.info(`Celery broker connected (${redactUrl(config.celeryBrokerUrl!)})`);
+          if (state === "connected") this.logger.info(`Celery broker connected (${redactUrl(celeryBrokerUrl)})`);
           else if (state === "down")
             this.logger.warn(`Celery broker unavailable: ${error ?? "?"}; tasks wait in the outbox`);
           else if (state === "blocked")
             this.logger.warn(`Celery broker ${error ?? "blocks publishing"}; tasks wait in the outbox`);
         },
       });
-      if (config.celeryResultBackend) {
+      if (celeryResultBackend) {
         this.results = new RedisResultSource({
-          url: config.celeryResultBackend,
+          url: celeryResultBackend,
           connectionName: `autolabs-tasks-results-${this.broker.nodeID}`,
           onStateChange: (state, error) => {
             if (state === "connected")
-              this.logger.info(`Celery result backend connected (${redactUrl(config.celeryResultBackend!)})`);
+              this.logger.info(`Celery result backend connected (${redactUrl(celeryResultBackend)})`);
             else if (state === "down")
               this.logger.warn(
                 `Celery result backend unavailable: ${error ?? "?"}; results are applied once it is back`,

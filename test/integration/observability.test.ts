@@ -87,7 +87,6 @@ async function api(
   });
   const text = await res.text();
   const body: unknown = text ? JSON.parse(text) : null;
-  // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- ApiResponse's shape
   return { status: res.status, headers: res.headers, body, json: <T>() => body as T };
 }
 
