@@ -90,6 +90,8 @@ export interface Config {
     sampleRate: number;
   };
   version: string;
+  /** The operator's name in the REPL's calls and the serving nodes' logs (OPERATOR; default: the OS user). */
+  operator: string | undefined;
 }
 
 export const TRACING_EXPORTERS = ["off", "console", "zipkin"] as const;
@@ -285,5 +287,15 @@ export function loadConfig(env: Env = process.env): Config {
       sampleRate: decimal(env, "TRACING_SAMPLE_RATE", 1, 1),
     },
     version: str(env, "APP_VERSION") ?? "0.1.0",
+    operator: operatorName(env),
   };
+}
+
+/** A name that reads unambiguously in a log line. */
+function operatorName(env: Env): string | undefined {
+  const raw = str(env, "OPERATOR");
+  if (raw !== undefined && !/^[\w.@-]{1,64}$/.test(raw)) {
+    throw new ConfigError("OPERATOR", `must be 1-64 letters, digits, '.', '@', '_' or '-', got "${raw}"`);
+  }
+  return raw;
 }

@@ -38,7 +38,7 @@ export const METRIC = {
   httpDuration: "http_request_duration_seconds",
   cacheHits: "cache_hits_total",
   cacheMisses: "cache_misses_total",
-  cacheDropped: "cache_fills_dropped_total",
+  cacheDropped: "cache_dropped_fills_total",
   celeryTasksSent: "celery_tasks_sent_total",
   celeryPublishFailures: "celery_task_publish_failures_total",
   labStartDuration: "lab_start_duration_seconds",
@@ -397,6 +397,36 @@ function renderInstrument(out: string[], i: Instrument): void {
     out.push(`${name}_sum${labelText(s.labels)} ${num(s.sum ?? 0)}`);
     out.push(`${name}_count${labelText(s.labels)} ${s.value}`);
   }
+}
+
+/**
+ * This node's counters in the shape of Moleculer's `$node.metrics` answer (its metrics module is off): the REPL's
+ * `cache stats` reads them from every node. `includes`: a Moleculer pattern such as `**cache**`.
+ */
+export function metricsList(
+  broker: ServiceBroker,
+  params: { types?: string | string[]; includes?: string | string[] },
+): { name: string; type: string; description: string; values: { labels: Labels; value: number }[] }[] {
+  const types = params.types === undefined ? undefined : ([] as string[]).concat(params.types);
+  const patterns = params.includes === undefined ? undefined : ([] as string[]).concat(params.includes);
+  const matchers = patterns?.map(
+    (p) =>
+      new RegExp(
+        `^${p
+          .replace(/[.+?^${}()|[\]\\]/g, "\\$&")
+          .replace(/\*\*/g, ".*")
+          .replace(/(?<!\.)\*/g, "[^.]*")}$`,
+      ),
+  );
+  return [...(instrumentsOf(broker)?.values() ?? [])]
+    .filter((i) => !types || types.includes(i.def.type))
+    .filter((i) => !matchers || matchers.some((m) => m.test(i.def.name)))
+    .map((i) => ({
+      name: i.def.name,
+      type: i.def.type,
+      description: i.def.description,
+      values: [...i.series.values()].map((s) => ({ labels: s.labels, value: s.value })),
+    }));
 }
 
 /** What the broker knows of the cluster, read at scrape time. */

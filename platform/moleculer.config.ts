@@ -4,13 +4,13 @@
  * Embedded mode: no transporter, Memory cacher, readable logs. Cluster: AMQP transporter, Redis cacher,
  * JSON logs. Every log line carries the request id of the action it belongs to.
  */
-import type { BrokerOptions, LoggerConfig, Transporters } from "moleculer";
+import type { BrokerOptions, Context, LoggerConfig, ServiceBroker, Transporters } from "moleculer";
 import type { Config } from "./config";
 import { AccessGate } from "./access-gate";
 import { RequestContextMiddleware, currentRequestId } from "./request-context";
 import { ResilientRedisCacher } from "./resilient-redis-cacher";
 import { OpsServerMiddleware } from "./ops-server";
-import { MetricsMiddleware } from "./metrics";
+import { MetricsMiddleware, metricsList } from "./metrics";
 import { traceIdOf, tracingOptions } from "./tracing";
 import { CoherentMemoryCacher } from "./coherent-cache";
 
@@ -170,6 +170,21 @@ export function brokerOptions(config: Config): BrokerOptions {
     // Off: Moleculer's metrics middleware costs ~4 µs per action call; platform/metrics.ts keeps the few series an
     // operator reads (MetricsMiddleware below) and renders them on METRICS_PORT (platform/ops-server.ts).
     metrics: { enabled: false },
+    // `$node.metrics` answers from platform/metrics.ts (Moleculer's would refuse: its module is off).
+    internalServices: {
+      $node: {
+        actions: {
+          metrics: {
+            handler(
+              this: { broker: ServiceBroker },
+              ctx: Context<{ types?: string | string[]; includes?: string | string[] }>,
+            ) {
+              return metricsList(this.broker, ctx.params);
+            },
+          },
+        },
+      },
+    } as unknown as BrokerOptions["internalServices"],
     tracing: tracingOptions(config),
     // AccessGate first: innermost, right around each handler (see platform/access-gate.ts).
     // MetricsMiddleware last of these: outermost, it times the access check too.

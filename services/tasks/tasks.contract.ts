@@ -6,13 +6,12 @@
  */
 export { CELERY_TASK_NAMES as TASK_NAMES, type CeleryTaskName as TaskName } from "./celery-protocol";
 export { TASKS_ENQUEUED_EVENT, enqueueTask } from "./outbox";
-export type { TasksHealth } from "./tasks.service";
-
-export const TASKS_ACTIONS = {
-  /** The Celery publisher, result backend and outbox of the node that answers (system only). */
-  health: "tasks.health",
-} as const;
 
 /** The final states of a task's result that are applied to its object. */
 export type TaskResultState = "SUCCESS" | "FAILURE" | "REVOKED";
 export const TASK_RESULT_STATES: readonly TaskResultState[] = ["SUCCESS", "FAILURE", "REVOKED"];
+
+/** Operator and health actions, system only. `health` answers TasksHealth (this node's relay and broker). */
+export const TASKS_ACTIONS = { health: "tasks.health", outbox: "tasks.outbox", retry: "tasks.retry" } as const;
+export type { OutboxEntry } from "./outbox";
+export type { TasksHealth } from "./tasks.service";

@@ -52,7 +52,7 @@ export async function spawnNode(name: string, env: Record<string, string>): Prom
   return {
     name,
     pid: child.child.pid ?? -1,
-    output: child.output,
+    output: () => child.output(),
     lines: () => lines.map((l) => l.line),
     waitForLine(pattern, timeoutMs) {
       return new Promise((res, rej) => {
