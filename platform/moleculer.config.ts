@@ -184,7 +184,7 @@ export function brokerOptions(config: Config): BrokerOptions {
           },
         },
       },
-    } as unknown as BrokerOptions["internalServices"],
+    },
     tracing: tracingOptions(config),
     // AccessGate first: innermost, right around each handler (see platform/access-gate.ts).
     // MetricsMiddleware last of these: outermost, it times the access check too.
