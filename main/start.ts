@@ -9,6 +9,7 @@
  * SIGTERM/SIGINT: the gateway stops taking connections and answers the requests it has, then the broker
  * stops (in-flight calls finish, Moleculer's tracking), then the pool closes, then the child processes stop.
  */
+import { hostname } from "node:os";
 import path from "node:path";
 import type { ServiceBroker } from "moleculer";
 import type { Sequelize } from "sequelize";
@@ -24,8 +25,15 @@ import { migrateUp } from "../platform/migrator";
 import { LocalSocketTransporter, embeddedSocketPath } from "../platform/local-socket-transporter";
 import { requireDevTree } from "./dev-tree";
 
-const log = (level: "info" | "warn" | "error", msg: string) => {
-  const line = `[${new Date().toISOString().substring(11, 23)}] ${level.toUpperCase().padEnd(5)} START: ${msg}`;
+// Cluster mode (an external part configured) logs one JSON object per line, like the broker's logger
+// (platform/moleculer.config.ts), so a log shipper reads the start-up lines too.
+const jsonLogs = Boolean(process.env.DATABASE_URL?.trim() || process.env.TRANSPORTER?.trim());
+const nodeId = process.env.NODEID?.trim() || `${hostname().toLowerCase()}-${process.pid}`;
+
+const log = (level: "info" | "warn" | "error", msg: string, mod = "start") => {
+  const line = jsonLogs
+    ? JSON.stringify({ time: new Date().toISOString(), level, node: nodeId, mod, msg })
+    : `[${new Date().toISOString().substring(11, 23)}] ${level.toUpperCase().padEnd(5)} ${mod.toUpperCase()}: ${msg}`;
   (level === "info" ? console.log : console.error)(line);
 };
 
@@ -54,7 +62,7 @@ async function startIdp(config: Config): Promise<ReadyChild> {
     env: process.env,
     ready: /embedded IdP listening on (\S+)/,
     timeoutMs: 30_000,
-    onLine: (line) => line.trim() && console.log(`  [idp] ${line}`),
+    onLine: (line) => line.trim() && log("info", line, "idp"),
   });
 }
 
@@ -64,7 +72,7 @@ async function main(): Promise<void> {
     config = loadConfig();
   } catch (err) {
     if (err instanceof ConfigError) {
-      console.error(err.message);
+      log("error", err.message);
       process.exit(2);
     }
     throw err;

@@ -13,7 +13,8 @@
  * The same read-through path serves Moleculer's `cache:` actions (through `middleware()`) and services that
  * cache by hand (`readThrough`), and counts hits and misses per scope.
  */
-import { Cachers, Errors, type Context, type MetricRegistry, type Middleware, type ServiceBroker } from "moleculer";
+import { Cachers, Errors, type Context, type Middleware, type ServiceBroker } from "moleculer";
+import { METRIC, counter, type Counter } from "./metrics";
 
 /** What this platform needs of its cacher beyond Moleculer's get/set/clean. */
 export interface CoherentCacher {
@@ -42,42 +43,29 @@ export interface ScopeCounts {
   dropped: number;
 }
 
-const METRICS = {
-  hits: "autolabs.cache.hits.total",
-  misses: "autolabs.cache.misses.total",
-  dropped: "autolabs.cache.dropped.total",
-} as const;
-
 /**
  * Hit and miss counters per scope, in this process; also exported as the seed's metrics
- * (autolabs_cache_hits_total / autolabs_cache_misses_total{scope} at GET /metrics).
+ * (cache_hits_total / cache_misses_total{scope} on METRICS_PORT, platform/metrics.ts).
  */
 export class CacheStats {
   private readonly scopes = new Map<string, ScopeCounts>();
-  private metrics: MetricRegistry | null = null;
+  private broker: ServiceBroker | null = null;
+  private counters: Record<keyof ScopeCounts, Counter> | null = null;
 
-  /** Called by the cacher's init, once the broker's registry exists. */
-  bind(metrics: MetricRegistry | null | undefined): void {
-    if (!metrics) return;
-    this.metrics = metrics;
-    metrics.register({
-      name: METRICS.hits,
-      type: "counter",
-      labelNames: ["scope"],
-      description: "Answers served from the cache",
-    });
-    metrics.register({
-      name: METRICS.misses,
-      type: "counter",
-      labelNames: ["scope"],
-      description: "Answers computed on a cache miss",
-    });
-    metrics.register({
-      name: METRICS.dropped,
-      type: "counter",
-      labelNames: ["scope"],
-      description: "Computed answers not stored because a write invalidated them meanwhile",
-    });
+  /** Called by the cacher's init; the counters are resolved at the first use (the platform is attached by then). */
+  bind(broker: ServiceBroker): void {
+    this.broker = broker;
+  }
+
+  private count(kind: keyof ScopeCounts, scope: string): void {
+    const broker = this.broker;
+    if (!broker) return;
+    this.counters ??= {
+      hits: counter(broker, METRIC.cacheHits),
+      misses: counter(broker, METRIC.cacheMisses),
+      dropped: counter(broker, METRIC.cacheDropped),
+    };
+    this.counters[kind].increment({ scope });
   }
 
   private of(scope: string): ScopeCounts {
@@ -88,15 +76,15 @@ export class CacheStats {
 
   hit(scope: string): void {
     this.of(scope).hits++;
-    this.metrics?.increment(METRICS.hits, { scope });
+    this.count("hits", scope);
   }
   miss(scope: string): void {
     this.of(scope).misses++;
-    this.metrics?.increment(METRICS.misses, { scope });
+    this.count("misses", scope);
   }
   drop(scope: string): void {
     this.of(scope).dropped++;
-    this.metrics?.increment(METRICS.dropped, { scope });
+    this.count("dropped", scope);
   }
 
   /** `scopes` names only the scopes seen so far. */
@@ -217,7 +205,7 @@ export class CoherentMemoryCacher extends Cachers.Memory implements CoherentCach
 
   override init(broker: ServiceBroker): void {
     super.init(broker);
-    this.stats.bind(broker.metrics);
+    this.stats.bind(broker);
   }
 
   override middleware(): Middleware {

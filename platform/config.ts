@@ -78,13 +78,26 @@ export interface Config {
     /** TRUST_PROXY: how many proxies in front append to X-Forwarded-For (0: the header is ignored). */
     trustedProxyHops: number;
   };
-  /** Moleculer's Prometheus reporter on its own port (nodes without a gateway); off by default. */
-  metricsPort: number | undefined;
+  /** The operations HTTP server (platform/ops-server.ts: /metrics, /livez, /readyz) on every node; 0 = off. */
+  metricsPort: number;
+  /** /readyz of a node running `tasks` fails while the oldest unpublished outbox row is older than this (s). */
+  readyOutboxMaxAgeS: number;
+  tracing: {
+    /** Moleculer tracing with this exporter; "off": no tracing at all (no spans, no per-call cost). */
+    exporter: TracingExporter;
+    /** Zipkin's base URL (the exporter posts to <url>/api/v2/spans); Jaeger's Zipkin receiver works too. */
+    zipkinUrl: string;
+    /** Share of traces sampled, 0..1 (a traceparent's own sampled flag wins). */
+    sampleRate: number;
+  };
   /** APP_VERSION, else package.json's version: in health answers and metrics. */
   version: string;
   /** The operator's name in the REPL's calls and the serving nodes' logs (OPERATOR; default: the OS user). */
   operator: string | undefined;
 }
+
+export const TRACING_EXPORTERS = ["off", "console", "zipkin"] as const;
+export type TracingExporter = (typeof TRACING_EXPORTERS)[number];
 
 export const ALL_SERVICES = ["api-gateway", "auth", "courses", "labs", "lab-instances", "access", "tasks"] as const;
 
@@ -197,6 +210,22 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError("OIDC_SCOPES", "must be space-separated scope names including openid");
   }
 
+  const metricsPort = int(env, "METRICS_PORT", 3030, 0, 65535);
+  if (metricsPort !== 0 && metricsPort === port && services.includes("api-gateway")) {
+    throw new ConfigError("METRICS_PORT", `must differ from PORT (${port}): metrics never go on the public API port`);
+  }
+  const tracingRaw = (str(env, "TRACING_EXPORTER") ?? "off").toLowerCase();
+  if (!(TRACING_EXPORTERS as readonly string[]).includes(tracingRaw)) {
+    throw new ConfigError("TRACING_EXPORTER", `must be one of ${TRACING_EXPORTERS.join(", ")}, got "${tracingRaw}"`);
+  }
+  const tracingExporter = tracingRaw as TracingExporter;
+  if (tracingExporter === "console" && (databaseUrl || transporter)) {
+    throw new ConfigError(
+      "TRACING_EXPORTER",
+      "console prints plain text into the JSON logs of cluster mode: use zipkin",
+    );
+  }
+
   return {
     // Cluster mode as soon as any external part is configured: JSON logs, no demo seeding.
     mode: databaseUrl || transporter ? "cluster" : "embedded",
@@ -252,7 +281,13 @@ export function loadConfig(env: Env = process.env): Config {
       loginPerMin: int(env, "RATE_LIMIT_LOGIN_PER_MIN", 600, 0, 1_000_000),
       trustedProxyHops: int(env, "TRUST_PROXY", 0, 0, 10),
     },
-    metricsPort: str(env, "METRICS_PORT") === undefined ? undefined : int(env, "METRICS_PORT", 0, 1, 65535),
+    metricsPort,
+    readyOutboxMaxAgeS: int(env, "READY_OUTBOX_MAX_AGE_S", 300, 1, 86_400),
+    tracing: {
+      exporter: tracingExporter,
+      zipkinUrl: (url(env, "TRACING_ZIPKIN_URL", ["http:", "https:"]) ?? "http://localhost:9411").replace(/\/+$/, ""),
+      sampleRate: decimal(env, "TRACING_SAMPLE_RATE", 1, 1),
+    },
     // The image's build argument (a release tag, a commit) wins; package.json's version otherwise.
     version: str(env, "APP_VERSION") ?? packageJson.version,
     operator: operatorName(env),

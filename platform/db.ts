@@ -59,7 +59,24 @@ export function createSequelize(url: string, opts: CreateSequelizeOptions): Sequ
   };
   const sequelize = new Sequelize(url, options);
   runners.set(sequelize, createStatementRunner(sequelize, { named: opts.preparedStatements === true }));
+  // Statements through Sequelize (transactions, migrations); the runner counts its own.
+  sequelize.addHook("beforeQuery", () => {
+    countOf(sequelize).n++;
+  });
   return sequelize;
+}
+
+const counts = new WeakMap<Sequelize, { n: number }>();
+
+function countOf(sequelize: Sequelize): { n: number } {
+  let c = counts.get(sequelize);
+  if (!c) counts.set(sequelize, (c = { n: 0 }));
+  return c;
+}
+
+/** SQL statements this pool has sent since it was created (database_queries_total). */
+export function statementsRun(sequelize: Sequelize): number {
+  return countOf(sequelize).n;
 }
 
 /**
@@ -230,6 +247,7 @@ export interface StatementRunner {
 export function createStatementRunner(sequelize: Sequelize, opts: { named: boolean }): StatementRunner {
   const internals = sequelize as unknown as SequelizeInternals;
   const compiled = new Map<string, CompiledStatement>();
+  const count = countOf(sequelize);
   // Records the names instead of values: formatBindParameters then yields them in positional order.
   const nameOfEachBind = new Proxy({}, { get: (_t, key) => (typeof key === "string" ? key : undefined) });
 
@@ -246,6 +264,7 @@ export function createStatementRunner(sequelize: Sequelize, opts: { named: boole
   return {
     async query<T extends object>(sql: string, bind: Record<string, unknown>): Promise<T[]> {
       const statement = compile(sql);
+      count.n++;
       const values = statement.names.map((key) => {
         const v = bind[key];
         if (v === undefined) throw new Error(`Named bind parameter "$${key}" has no value in the given object.`);

@@ -4,28 +4,49 @@
  * Embedded mode: no transporter, Memory cacher, readable logs. Cluster: AMQP transporter, Redis cacher,
  * JSON logs. Every log line carries the request id of the action it belongs to.
  */
-import type { BrokerOptions, LoggerConfig, Transporters } from "moleculer";
+import type { BrokerOptions, Context, LoggerConfig, ServiceBroker, Transporters } from "moleculer";
 import type { Config } from "./config";
 import { AccessGate } from "./access-gate";
 import { RequestContextMiddleware, currentRequestId } from "./request-context";
 import { ResilientRedisCacher } from "./resilient-redis-cacher";
-import { PrometheusText } from "./prometheus-text";
+import { OpsServerMiddleware } from "./ops-server";
+import { MetricsMiddleware, metricsList } from "./metrics";
+import { traceIdOf, tracingOptions } from "./tracing";
 import { CoherentMemoryCacher } from "./coherent-cache";
 
 type Bindings = { nodeID: string; mod: string };
 type FormatterHelpers = { printArgs: (args: unknown[]) => unknown[] };
+type Formatter = (type: string, args: unknown[], bindings: Bindings, helpers: FormatterHelpers) => unknown[];
 
-function jsonFormatter(type: string, args: unknown[], bindings: Bindings, { printArgs }: FormatterHelpers): string[] {
-  return [
-    JSON.stringify({
-      time: new Date().toISOString(),
-      level: type,
-      node: bindings.nodeID,
-      mod: bindings.mod,
-      request_id: currentRequestId(),
-      msg: printArgs(args).join(" "),
-    }),
-  ];
+/**
+ * A structured line: `logger.info({ msg: "…", instance_id: 7 })`. Its fields become fields of the JSON line
+ * (readable mode: `msg key=value …`); any other arguments are printed into `msg` as Moleculer does.
+ */
+export type LogFields = { msg: string } & Record<string, unknown>;
+
+function fieldsOf(args: unknown[]): LogFields | undefined {
+  const a = args.length === 1 ? args[0] : undefined;
+  if (typeof a !== "object" || a === null || Array.isArray(a) || a instanceof Error) return undefined;
+  return typeof (a as { msg?: unknown }).msg === "string" ? (a as LogFields) : undefined;
+}
+
+/** One JSON object per line; with tracing on, the trace id of the request the line belongs to. */
+function jsonFormatter(tracing: boolean): Formatter {
+  return (type, args, bindings, { printArgs }) => {
+    const fields = fieldsOf(args);
+    const requestId = (fields?.request_id as string | undefined) ?? currentRequestId();
+    return [
+      JSON.stringify({
+        time: new Date().toISOString(),
+        level: type,
+        node: bindings.nodeID,
+        mod: bindings.mod,
+        request_id: requestId,
+        trace_id: tracing ? traceIdOf(requestId) : undefined,
+        ...(fields ?? { msg: printArgs(args).join(" ") }),
+      }),
+    ];
+  };
 }
 
 function readableFormatter(
@@ -34,13 +55,19 @@ function readableFormatter(
   bindings: Bindings,
   { printArgs }: FormatterHelpers,
 ): unknown[] {
-  const rid = currentRequestId();
-  return [
+  const fields = fieldsOf(args);
+  const rid = (fields?.request_id as string | undefined) ?? currentRequestId();
+  const head = [
     `[${new Date().toISOString().substring(11, 23)}]`,
     type.toUpperCase().padEnd(5),
     `${bindings.mod.toUpperCase()}${rid ? ` <${rid}>` : ""}:`,
-    ...printArgs(args),
   ];
+  if (!fields) return [...head, ...printArgs(args)];
+  const { msg, request_id: _rid, ...rest } = fields;
+  const pairs = Object.entries(rest)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`);
+  return [...head, msg, ...pairs];
 }
 
 /** Adds the AMQP connection heartbeat to each URL (`;`-separated cluster list) unless the URL sets its own. */
@@ -97,27 +124,13 @@ function transporterOf(config: Config): BrokerOptions["transporter"] {
   return config.transporter as BrokerOptions["transporter"];
 }
 
-/**
- * Moleculer's built-in metrics that describe the host rather than the service: its command line, host name, OS
- * user and home directory, network addresses and MAC. A scrape must not hand them to whoever can reach it.
- */
-export const IDENTIFYING_METRICS = [
-  "process.arguments",
-  "process.pid",
-  "process.ppid",
-  "os.hostname",
-  "os.user.**",
-  "os.network.**",
-  "os.cpu.info.**",
-];
-
 export function brokerOptions(config: Config): BrokerOptions {
   const logger: LoggerConfig = {
     type: "Console",
     options: {
       level: config.logLevel,
       colors: config.mode === "embedded",
-      formatter: config.mode === "cluster" ? jsonFormatter : readableFormatter,
+      formatter: config.mode === "cluster" ? jsonFormatter(config.tracing.exporter !== "off") : readableFormatter,
     },
   };
   return {
@@ -154,23 +167,28 @@ export function brokerOptions(config: Config): BrokerOptions {
     // The deepest real chain is gateway → service → auth/access → cache (4 levels); 16 stops a call loop.
     maxCallLevel: 16,
     validator: true,
-    // Served by the gateway at GET /metrics; METRICS_PORT adds Moleculer's own scrape port (nodes without a gateway).
-    metrics: {
-      enabled: true,
-      // Moleculer's default turns the process/OS collector off under NODE_ENV=test: the tests scrape what
-      // production serves.
-      collectProcessMetrics: true,
-      // Moleculer accepts reporter instances; its typings list only names and configs.
-      reporter: [
-        new PrometheusText({ excludes: IDENTIFYING_METRICS }) as unknown as "Prometheus",
-        ...(config.metricsPort
-          ? [{ type: "Prometheus" as const, options: { port: config.metricsPort, excludes: IDENTIFYING_METRICS } }]
-          : []),
-      ],
+    // Off: Moleculer's metrics middleware costs ~4 µs per action call; platform/metrics.ts keeps the few series an
+    // operator reads (MetricsMiddleware below) and renders them on METRICS_PORT (platform/ops-server.ts).
+    metrics: { enabled: false },
+    // `$node.metrics` answers from platform/metrics.ts (Moleculer's would refuse: its module is off).
+    internalServices: {
+      $node: {
+        actions: {
+          metrics: {
+            handler(
+              this: { broker: ServiceBroker },
+              ctx: Context<{ types?: string | string[]; includes?: string | string[] }>,
+            ) {
+              return metricsList(this.broker, ctx.params);
+            },
+          },
+        },
+      },
     },
-    tracing: { enabled: false },
+    tracing: tracingOptions(config),
     // AccessGate first: innermost, right around each handler (see platform/access-gate.ts).
-    middlewares: [AccessGate, RequestContextMiddleware],
+    // MetricsMiddleware last of these: outermost, it times the access check too.
+    middlewares: [AccessGate, RequestContextMiddleware, OpsServerMiddleware, MetricsMiddleware],
     // start.ts owns SIGTERM: broker first, then the pool and the child processes (Moleculer's own handler
     // would exit right after the broker and leave the embedded IdP and PGlite behind).
     skipProcessEventRegistration: true,

@@ -17,6 +17,11 @@ export function attachPlatform(broker: ServiceBroker, platform: Platform): void 
   platforms.set(broker, platform);
 }
 
+/** The platform of `broker`, or undefined while it is being constructed (its own $node service is wrapped then). */
+export function attachedPlatform(broker: ServiceBroker): Platform | undefined {
+  return platforms.get(broker);
+}
+
 export function platformOf(broker: ServiceBroker): Platform {
   const p = platforms.get(broker);
   if (!p) throw new Error("No platform attached to this broker: create it with createPlatformBroker()");

@@ -135,7 +135,7 @@ export class ResilientRedisCacher extends Cachers.Redis implements CoherentCache
 
   override init(broker: Parameters<InstanceType<typeof Cachers.Redis>["init"]>[0]): void {
     super.init(broker);
-    this.stats.bind(broker.metrics);
+    this.stats.bind(broker);
     // The base logs every reconnect failure with a stack (every 2 s during an outage): one warning per window is enough.
     const client = (
       this as {

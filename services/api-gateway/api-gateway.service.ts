@@ -17,7 +17,18 @@ import { checkCsrf, cookiePolicy, readAuthCookies, trustedOrigins } from "../../
 import { toHttpAnswer } from "./http-errors";
 import { trackHttpRequests, type HttpDrain } from "./http-drain";
 import { buildOpenApi, docsPage, type RouteDescription } from "./openapi";
-import { PrometheusText } from "../../platform/prometheus-text";
+import {
+  addReadinessCheck,
+  checkDatabase,
+  checkTransporter,
+  markStopping,
+  probeHandlers,
+  withTimeout,
+} from "../../platform/ops-server";
+import { newTraceId, parseTraceparent } from "../../platform/tracing";
+import { systemPrincipal } from "../../lib/principal";
+import { TASKS_ACTIONS, type TasksHealth } from "../tasks/tasks.contract";
+import { answerObserver, type ObservedRequest } from "./answer-log";
 import { LabInstanceStreams, withEventStreamCallOptions, type StreamedInstance } from "./sse";
 import { createRateLimiter, type RateLimiter } from "./rate-limit";
 import { bodyParserErrors, verifyJsonShape } from "./body";
@@ -35,7 +46,8 @@ type Check = string;
 
 interface HealthReport {
   status: "healthy" | "unhealthy";
-  checks: { database: Check; redis: Check; rabbitmq: Check };
+  /** The seed's three, `rabbitmq` being the Celery broker the tasks go to; plus Moleculer's transporter. */
+  checks: { database: Check; redis: Check; rabbitmq: Check; transporter: Check };
   version: string;
 }
 
@@ -48,7 +60,7 @@ type GatewayMethods = {
   authenticate(ctx: Context<unknown, RequestMeta>, route: unknown, req: IncomingMessage): Promise<Principal | null>;
   checkDatabase(): Promise<Check>;
   checkRedis(): Promise<Check>;
-  checkRabbit(): Check;
+  checkCelery(ctx: Context<unknown, RequestMeta>): Promise<Check>;
   authorize(
     ctx: Context<unknown, RequestMeta>,
     route: unknown,
@@ -71,19 +83,28 @@ const BODY_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 /** The browser-login actions: they get the auth cookies in ctx.meta and are not authenticated by them. */
 const LOGIN_ACTIONS = new Set(["auth.login", "auth.callback", "auth.logout"]);
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  return Promise.race([
-    p,
-    new Promise<T>((_, reject) =>
-      setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms).unref(),
-    ),
-  ]);
+interface RootCallOptions {
+  requestID?: string;
+  parentSpan?: { id: string; traceID: string; sampled: boolean };
 }
 
-/** A client's X-Request-Id is kept only if it is a plain token (it lands in our logs). */
-function assignRequestId(options: { requestID?: string }, req: IncomingMessage): void {
-  const given = req.headers["x-request-id"];
-  options.requestID = typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
+/**
+ * The request id of a call. Tracing off: a client's X-Request-Id if it is a plain token (it lands in our logs),
+ * else a UUID. Tracing on: the request id is the trace id (Moleculer's), so it comes from a valid W3C
+ * `traceparent` (whose span becomes the parent of ours), else a fresh 128-bit one.
+ */
+function requestIdAssigner(tracing: boolean): (options: RootCallOptions, req: IncomingMessage) => void {
+  if (!tracing) {
+    return (options, req) => {
+      const given = req.headers["x-request-id"];
+      options.requestID = typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
+    };
+  }
+  return (options, req) => {
+    const parent = parseTraceparent(req.headers.traceparent);
+    if (parent) options.parentSpan = { id: parent.parentId, traceID: parent.traceId, sampled: parent.sampled };
+    options.requestID = parent?.traceId ?? newTraceId();
+  };
 }
 
 function pathParamsOf(req: GatewayRequest): string[] {
@@ -132,8 +153,14 @@ function bearerChallenge(req: IncomingMessage): string {
 }
 
 /** An answer without an action: 204 (OPTIONS) or 405, with `Allow` and a request id. */
-function answerAllow(req: IncomingMessage, res: ServerResponse, status: 204 | 405, allow: string): void {
-  const options: { requestID?: string } = {};
+function answerAllow(
+  req: IncomingMessage,
+  res: ServerResponse,
+  status: 204 | 405,
+  allow: string,
+  assignRequestId: (options: RootCallOptions, req: IncomingMessage) => void,
+): void {
+  const options: RootCallOptions = {};
   assignRequestId(options, req);
   res.setHeader("X-Request-Id", options.requestID ?? randomUUID());
   res.setHeader("Allow", allow);
@@ -152,6 +179,8 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
   const sessionCookies = cookiePolicy(config.publicUrl);
   const csrfOrigins = trustedOrigins(config.frontendUrl, config.publicUrl);
   const streams = new LabInstanceStreams();
+  const assignRequestId = requestIdAssigner(config.tracing.exporter !== "off");
+  const probes = probeHandlers(broker);
   // moleculer-web logs each request and answer at `logRequest`/`logResponse` (debug, below): under info the lines
   // are dropped, but only after the redacted copy of the request was built. Skip it all then (~5 % of a read's CPU).
   const requestLogOn = config.logLevel === "debug" || config.logLevel === "trace";
@@ -214,20 +243,15 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
           },
         },
         {
-          // Outside the API: Prometheus scrape and the docs page. Nothing else is reachable here.
+          // Outside the API: the probes (as on the ops port) and the docs page. Metrics never go on this port.
           name: "ops",
           path: "/",
           mappingPolicy: "restrict",
           authentication: false,
           bodyParsers: false,
           aliases: {
-            "GET metrics"(this: Service, _req: IncomingMessage, res: ServerResponse) {
-              // `reporter` is unset when no reporter is configured (moleculer's typing says always).
-              const reporters = this.broker.metrics.reporter as unknown[] | undefined;
-              const reporter = reporters?.find((r): r is PrometheusText => r instanceof PrometheusText);
-              res.setHeader("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-              res.end(reporter ? reporter.text() : "");
-            },
+            "GET livez": probes.livez,
+            "GET readyz": probes.readyz,
             "GET api/docs"(_req: IncomingMessage, res: ServerResponse) {
               res.setHeader("Content-Type", "text/html; charset=utf-8");
               res.setHeader(
@@ -243,11 +267,8 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
         const req = request as GatewayRequest;
         const answer = toHttpAnswer(err, { method: req.method ?? "GET", pathParams: pathParamsOf(req) });
         const requestId = req.$ctx?.requestID ?? "-";
-        if (answer.serverFault) {
-          const url = redactUrl(req.url ?? "");
-          const line = `[${requestId}] ${req.method} ${url} → ${answer.status}:`;
-          this.logger.error(line, err.name, err.message, err.stack ?? "");
-        }
+        // The answer's access line (answer-log.ts) logs a server fault with this error, once.
+        if (answer.serverFault) (req as ObservedRequest).$fault = err;
         if (!res.headersSent) {
           res.setHeader("Content-Type", "application/json; charset=utf-8");
           if (requestId !== "-") res.setHeader("X-Request-Id", requestId);
@@ -304,8 +325,12 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
       health: {
         access: PUBLIC,
         async handler(ctx: Context<unknown, RequestMeta>): Promise<HealthReport> {
-          const [database, redis] = await Promise.all([this.checkDatabase(), this.checkRedis()]);
-          const checks = { database, redis, rabbitmq: this.checkRabbit() };
+          const [database, redis, rabbitmq] = await Promise.all([
+            this.checkDatabase(),
+            this.checkRedis(),
+            this.checkCelery(ctx),
+          ]);
+          const checks = { database, redis, rabbitmq, transporter: checkTransporter(this.broker) };
           const healthy = Object.values(checks).every((c) => c === "ok" || c === "embedded");
           if (!healthy) ctx.meta.$statusCode = 503;
           return { status: healthy ? "healthy" : "unhealthy", checks, version: config.version };
@@ -334,12 +359,12 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
           const path = routedPath(req.url ?? "");
           const allow = allowedMethods(aliases, path, (a) => a.handler === streams.handler);
           if (allow !== null && req.method === "OPTIONS") {
-            answerAllow(req, res, 204, allow);
+            answerAllow(req, res, 204, allow, assignRequestId);
             return;
           }
           const headless = allow !== null && !allow.includes("HEAD") && allow.includes("GET");
           if (headless) {
-            answerAllow(req, res, 405, allow);
+            answerAllow(req, res, 405, allow, assignRequestId);
             return;
           }
         }
@@ -431,8 +456,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
       },
       async checkDatabase(): Promise<Check> {
         try {
-          await withTimeout(platformOf(this.broker).sequelize.query("SELECT 1"), 2000, "database");
-          return "ok";
+          return await checkDatabase(this.broker);
         } catch (err) {
           return `failed: ${(err as Error).message}`;
         }
@@ -450,12 +474,27 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
       async authorize(ctx: Context<unknown, RequestMeta>, _route: unknown, req: GatewayRequest, res: ServerResponse) {
         await this.rateLimiter.check(req, res, ctx.meta.user, req.$alias?.action);
       },
-      checkRabbit(): Check {
-        const transit = this.broker.transit;
-        if (!config.transporter || !transit) return "embedded";
-        return transit.connected && !transit.disconnecting ? "ok" : "failed: transporter disconnected";
+      /** The Celery broker, as the tasks service's publisher sees it (wherever that service runs). */
+      async checkCelery(ctx: Context<unknown, RequestMeta>): Promise<Check> {
+        // No CELERY_BROKER_URL (the same on every node of a deployment): the simulated runner, no broker to check.
+        if (!config.celeryBrokerUrl) return "embedded";
+        let health: TasksHealth;
+        try {
+          health = await ctx.call<TasksHealth, Record<string, never>>(
+            TASKS_ACTIONS.health,
+            {},
+            { meta: { user: systemPrincipal("health check") }, timeout: 2000 },
+          );
+        } catch (err) {
+          return `failed: tasks service unavailable (${(err as Error).message})`;
+        }
+        if (health.broker === "connected") return "ok";
+        if (health.broker === "simulated") return "embedded";
+        return `failed: Celery broker ${health.broker}${health.broker_error ? `: ${health.broker_error}` : ""}`;
       },
       drainHttp(timeoutMs: number): Promise<void> {
+        // Readiness fails first: the endpoints drop this node while it still answers.
+        markStopping(this.broker);
         // Open event streams would hold the drain to its bound: end them first (clients reconnect elsewhere).
         streams.closeAll();
         return this.httpDrain.drain(timeoutMs);
@@ -465,7 +504,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
     created() {
       this.streams = streams;
       // moleculer-web's own created() (a mixin: it ran first) made the server.
-      this.httpDrain = trackHttpRequests(this.server);
+      this.httpDrain = trackHttpRequests(this.server, answerObserver(this.broker, this.logger));
       const url = config.redisUrl ?? config.cacher;
       this.redis = url
         ? new Redis(url, {
@@ -479,6 +518,15 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
         /* reported by the health check */
       });
       this.rateLimiter = createRateLimiter(config, this.logger);
+      // Sessions live in Redis: without it, cookie requests answer 503 on this node.
+      if (config.redisUrl) {
+        addReadinessCheck(this.broker, "redis", async () => {
+          const r = this.redis;
+          if (!r) return "embedded";
+          await withTimeout(r.ping(), 1000, "redis");
+          return "ok";
+        });
+      }
     },
 
     async started() {

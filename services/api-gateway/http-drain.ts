@@ -20,7 +20,10 @@ export interface HttpDrain {
  */
 const LAME_DUCK_MS = 1_000;
 
-export function trackHttpRequests(server: Server): HttpDrain {
+/** Called once per request when its answer ended (or its connection went), with when it arrived (performance.now()). */
+export type OnAnswered = (req: IncomingMessage, res: ServerResponse, startedAt: number) => void;
+
+export function trackHttpRequests(server: Server, onAnswered: OnAnswered): HttpDrain {
   const inFlight = new Set<ServerResponse>();
   let draining: Promise<void> | undefined;
   /** Set once the listener is closed: only then may the drain end. */
@@ -28,11 +31,15 @@ export function trackHttpRequests(server: Server): HttpDrain {
   const closeWhenIdle = (res: ServerResponse) => {
     if (!res.headersSent) res.setHeader("Connection", "close");
   };
-  server.on("request", (_req: IncomingMessage, res: ServerResponse) => {
+  // Before moleculer-web's own listener, so the answer's duration includes its synchronous routing work. One
+  // listener per answer serves both the drain and the metrics/access log.
+  server.prependListener("request", (req: IncomingMessage, res: ServerResponse) => {
+    const startedAt = performance.now();
     inFlight.add(res);
     if (draining) closeWhenIdle(res);
     res.once("close", () => {
       inFlight.delete(res);
+      onAnswered(req, res, startedAt);
       if (settle) {
         server.closeIdleConnections();
         if (inFlight.size === 0) settle();

@@ -35,6 +35,8 @@ import {
   type Need,
 } from "../../lib/access.rules";
 import { platformOf } from "../../platform/platform";
+import { METRIC, addCollector, histogram, removeCollector } from "../../platform/metrics";
+import { traceparentOf } from "../../platform/tracing";
 import { advisoryLockKey } from "../../platform/db";
 import { conflict, notFound } from "../../platform/errors";
 import type { ListSpec } from "../../lib/listing";
@@ -89,6 +91,8 @@ interface Transition {
   changed: boolean;
   enqueued: boolean;
   wrote: boolean;
+  /** The id of the task this transition enqueued, if any. */
+  enqueuedTaskId?: string;
 }
 
 type Methods = {
@@ -97,14 +101,26 @@ type Methods = {
     t: Transaction,
     row: LockedRow,
     outcome: Outcome,
-    start?: StartFields,
+    opts?: TransitionOptions,
   ): Promise<Omit<Transition, "before" | "outcome">>;
+  logTransition(before: InstanceStatus, t: Omit<Transition, "before" | "outcome">, taskId?: string): void;
   announce(changed: LabInstanceRow[], enqueued: boolean): void;
   sweep(): Promise<SweepReport>;
 };
-type Vars = { sweepTimer: NodeJS.Timeout | null; sweeping: Promise<SweepReport> | null };
+type Vars = {
+  sweepTimer: NodeJS.Timeout | null;
+  sweeping: Promise<SweepReport> | null;
+  startDuration: ReturnType<typeof histogram>;
+};
+interface TransitionOptions {
+  start?: StartFields;
+  skip?: (row: LockedRow) => string | null;
+  /** The task whose result caused the transition (lifecycle log line). */
+  taskId?: string;
+  /** W3C trace context for a task the transition enqueues. */
+  traceparent?: string | null;
+}
 type StartFields = { k8s_pod_name: string; connection_url: string };
-type TransitionOptions = { start?: StartFields; skip?: (row: LockedRow) => string | null };
 
 const COLUMNS = INSTANCE_COLUMNS.join(", ");
 const I_COLUMNS = INSTANCE_COLUMNS.map((c) => `i.${c}`).join(", ");
@@ -287,6 +303,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
               kwargs: { lab_instance_id: row.id, lab_id: labId, student_id: me.id },
               labInstanceId: row.id,
               queue: config.celeryQueue,
+              traceparent: traceparentOf(ctx),
             });
             const [withTask] = await this.select<LabInstanceRow>(
               `UPDATE lab_instances SET celery_task_id = $task WHERE id = $id RETURNING ${COLUMNS}`,
@@ -308,6 +325,15 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
           );
         }
         this.announce([created], true);
+        this.logger.info({
+          msg: `lab start accepted: instance ${created.id}, task ${created.celery_task_id ?? "?"}`,
+          event: "lab_start_accepted",
+          instance_id: created.id,
+          task_id: created.celery_task_id,
+          lab_id: labId,
+          course_id: courseId,
+          user_id: me.id,
+        });
         ctx.meta.$statusCode = 202;
         // Where to watch the start (moleculer-web sets $location only for 201 and redirects).
         ctx.meta.$responseHeaders = { Location: `/api/v1/lab-instances/${created.id}` };
@@ -334,7 +360,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
       params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
         const inst = entityOf<LoadedInstance>(ctx);
-        const t = await this.transition(inst.id, { kind: "stop" });
+        const t = await this.transition(inst.id, { kind: "stop" }, { traceparent: traceparentOf(ctx) });
         if (!t) throw notFound("Lab instance");
         if (stopAnswer(t.before) === "conflict") {
           throw conflict(`Lab instance ${inst.id} has already ended (${t.before}); there is nothing to stop`);
@@ -386,6 +412,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
         const { event, start } = resultEvent(task_name, status, result, error ?? undefined);
         const t = await this.transition(id, event, {
           start,
+          taskId: task_id,
           // A start result answers the start task this instance recorded, not some other one.
           skip: (row) =>
             task_name === "start_lab" && row.celery_task_id !== null && row.celery_task_id !== task_id
@@ -499,15 +526,19 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
         if (!row) return null;
         const skipped = opts.skip?.(row) ?? null;
         const outcome: Outcome = skipped ? { ignored: skipped } : decide(row.status, event);
-        const written = await this.applyOutcome(transaction, row, outcome, opts.start);
+        const written = await this.applyOutcome(transaction, row, outcome, opts);
         return { before: row.status, outcome, ...written };
       });
-      if (result) this.announce(result.changed ? [result.row] : [], result.enqueued);
+      if (result) {
+        this.announce(result.changed ? [result.row] : [], result.enqueued);
+        if (result.changed) this.logTransition(result.before, result, opts.taskId);
+      }
       return result;
     },
 
     /** Writes one decided outcome for a row locked in `t`. */
-    async applyOutcome(t: Transaction, row: LockedRow, outcome: Outcome, start?: StartFields) {
+    async applyOutcome(t: Transaction, row: LockedRow, outcome: Outcome, opts: TransitionOptions = {}) {
+      const { start } = opts;
       const sequelize = this.sequelize();
       const { config } = platformOf(this.broker);
       let current: LabInstanceRow = row;
@@ -555,17 +586,38 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
         wrote = rows.length > 0;
       }
       let enqueued = false;
+      let enqueuedTaskId: string | undefined;
       if (outcome.enqueue) {
-        await enqueueTask(sequelize, t, {
+        enqueuedTaskId = await enqueueTask(sequelize, t, {
           name: outcome.enqueue,
           kwargs: { lab_instance_id: row.id },
           labInstanceId: row.id,
           queue: config.celeryQueue,
+          traceparent: opts.traceparent,
         });
         enqueued = true;
         wrote = true;
       }
-      return { row: publicInstance(current), changed, enqueued, wrote };
+      return { row: publicInstance(current), changed, enqueued, wrote, enqueuedTaskId };
+    },
+
+    /** After a commit: the lifecycle line of a status change, and the start duration once running. */
+    logTransition(before: InstanceStatus, t: Omit<Transition, "before" | "outcome">, taskId?: string) {
+      const row = t.row;
+      if (row.status === "running" && before === "pending" && row.started_at) {
+        const ms = new Date(row.started_at).getTime() - new Date(row.created_at).getTime();
+        this.startDuration.observe(Math.max(0, ms / 1000));
+      }
+      this.logger.info({
+        msg: `lab instance ${row.id}: ${before} → ${row.status}`,
+        event: "lab_status_changed",
+        instance_id: row.id,
+        from: before,
+        to: row.status,
+        task_id: taskId,
+        enqueued_task_id: t.enqueuedTaskId,
+        error: row.error ?? undefined,
+      });
     },
 
     /** After a commit: tell SSE streams (every gateway node) and wake the outbox relay. */
@@ -587,6 +639,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
       const run = async (): Promise<SweepReport> => {
         const report: SweepReport = { swept: false, timed_out: [], expired: [] };
         const changed: LabInstanceRow[] = [];
+        const transitions: { before: InstanceStatus; written: Omit<Transition, "before" | "outcome"> }[] = [];
         await this.sequelize().transaction(async (transaction) => {
           const lock = await this.selectOne<{ locked: boolean }>(
             "SELECT pg_try_advisory_xact_lock($key::bigint) AS locked",
@@ -620,12 +673,14 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
               const written = await this.applyOutcome(transaction, row, decide(row.status, round.event));
               if (written.changed) {
                 changed.push(written.row);
+                transitions.push({ before: row.status, written });
                 round.ids.push(row.id);
               }
             }
           }
         });
         this.announce(changed, changed.length > 0);
+        for (const { before, written } of transitions) this.logTransition(before, written);
         if (changed.length > 0) {
           this.logger.info(
             `Sweep: ${report.timed_out.length} start(s) timed out [${report.timed_out.join(", ")}], ` +
@@ -644,10 +699,27 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
   created() {
     this.sweepTimer = null;
     this.sweeping = null;
+    this.startDuration = histogram(this.broker, METRIC.labStartDuration);
   },
 
   started() {
     const { config } = platformOf(this.broker);
+    // Active instances by status, read at scrape time (the status index; finished ones are history, not a gauge).
+    addCollector(this.broker, "lab_instances", async () => {
+      const rows = await this.select<{ status: InstanceStatus; n: string }>(
+        `SELECT status, count(*) AS n FROM lab_instances WHERE status IN ${ACTIVE_SQL} GROUP BY status`,
+        {},
+      );
+      const counts = new Map(rows.map((r) => [r.status, Number(r.n)]));
+      return [
+        {
+          name: "lab_instances",
+          help: "Lab instances that hold (or will soon hold) a pod, by status",
+          type: "gauge",
+          samples: ACTIVE_STATUSES.map((status) => ({ labels: { status }, value: counts.get(status) ?? 0 })),
+        },
+      ];
+    });
     this.sweepTimer = setInterval(() => {
       this.sweep().catch((err: unknown) =>
         this.logger.error("Sweep failed:", err instanceof Error ? err.message : String(err)),
@@ -657,6 +729,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
   },
 
   async stopped() {
+    removeCollector(this.broker, "lab_instances");
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = null;
     // The pool closes after the services stop: let a running sweep finish first.

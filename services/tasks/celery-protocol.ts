@@ -114,6 +114,11 @@ export interface CeleryTaskHeaders {
   kwargsrepr: string;
   origin: string;
   ignore_result: boolean;
+  /**
+   * W3C trace context of the request that caused the task. Celery copies extra `send_task(headers=…)` entries
+   * after its own, as here; OpenTelemetry's Celery instrumentation reads it from there.
+   */
+  traceparent?: string;
 }
 
 /** Structurally an amqplib `Options.Publish`. */
@@ -144,6 +149,8 @@ export interface CeleryTaskInput {
    * it unless given (the conformance test passes the captured value).
    */
   replyTo?: string;
+  /** W3C `traceparent` to carry in the headers; omitted (not null) when the task was not traced. */
+  traceparent?: string | null;
 }
 
 export interface EncodedCeleryTask {
@@ -166,7 +173,7 @@ const REPR_MAXSIZE = 1024;
  * carry faithfully (undefined, NaN, functions, class instances, cycles).
  */
 export function encodeCeleryTask(input: CeleryTaskInput): EncodedCeleryTask {
-  const { id, task, kwargs, queue, origin, replyTo } = input;
+  const { id, task, kwargs, queue, origin, replyTo, traceparent } = input;
   requireShortString("id", id);
   requireShortString("queue", queue);
   if (typeof task !== "string" || task === "") throw new TypeError("task must be a non-empty string");
@@ -195,6 +202,7 @@ export function encodeCeleryTask(input: CeleryTaskInput): EncodedCeleryTask {
     kwargsrepr: celerySaferepr(kwargs, REPR_MAXSIZE),
     origin,
     ignore_result: false,
+    ...(traceparent ? { traceparent } : {}),
   };
   const options: CeleryPublishOptions = {
     persistent: true,
@@ -268,6 +276,8 @@ export interface CeleryResult {
   error?: string;
   /** Worker traceback when the backend stored one (FAILURE). */
   traceback?: string;
+  /** When the worker stored it (`date_done`, UTC), ms since the epoch; absent when unreadable. */
+  doneAt?: number;
 }
 
 /** Redis key (and pub/sub channel) of a task's result. */
@@ -290,7 +300,7 @@ export function parseCeleryResult(raw: string): CeleryResult {
     throw new Error(`celery result: not valid JSON (${(e as Error).message}): ${preview(raw)}`, { cause: e });
   }
   if (!isPlainObject(parsed)) throw new Error(`celery result: expected a JSON object: ${preview(raw)}`);
-  const { status, task_id: taskId, traceback } = parsed;
+  const { status, task_id: taskId, traceback, date_done: dateDone } = parsed;
   if (typeof status !== "string" || status === "") {
     throw new Error(`celery result: missing or invalid "status": ${preview(raw)}`);
   }
@@ -301,6 +311,11 @@ export function parseCeleryResult(raw: string): CeleryResult {
   const out: CeleryResult = { taskId, status, result: parsed.result };
   if (status === "FAILURE" || status === "REVOKED") out.error = formatCeleryError(parsed.result);
   if (typeof traceback === "string") out.traceback = traceback;
+  if (typeof dateDone === "string") {
+    // Celery writes a naive ISO time in UTC (datetime.utcnow().isoformat()); newer versions add the offset.
+    const t = Date.parse(/[zZ]|[+-]\d\d:?\d\d$/.test(dateDone) ? dateDone : `${dateDone}Z`);
+    if (Number.isFinite(t)) out.doneAt = t;
+  }
   return out;
 }
 

@@ -24,6 +24,8 @@ export interface EnqueueTask<N extends CeleryTaskName> {
   labInstanceId: number;
   /** CELERY_QUEUE (config.celeryQueue): the routing key the row is published with. */
   queue: string;
+  /** W3C trace context of the enqueuing request (platform/tracing.ts traceparentOf), null when not traced. */
+  traceparent?: string | null;
 }
 
 /**
@@ -44,8 +46,8 @@ export async function enqueueTask<N extends CeleryTaskName>(
   if (typeof task.queue !== "string" || task.queue === "") throw new TypeError("queue must be a non-empty string");
   const id = randomUUID();
   await sequelize.query(
-    `INSERT INTO task_outbox (id, task_name, kwargs, queue, lab_instance_id)
-     VALUES ($id, $name, $kwargs::jsonb, $queue, $labInstanceId)`,
+    `INSERT INTO task_outbox (id, task_name, kwargs, queue, lab_instance_id, traceparent)
+     VALUES ($id, $name, $kwargs::jsonb, $queue, $labInstanceId, $traceparent)`,
     {
       bind: {
         id,
@@ -53,6 +55,7 @@ export async function enqueueTask<N extends CeleryTaskName>(
         kwargs: JSON.stringify(kwargs),
         queue: task.queue,
         labInstanceId: task.labInstanceId,
+        traceparent: task.traceparent ?? null,
       },
       type: QueryTypes.INSERT,
       transaction,
@@ -71,6 +74,8 @@ export interface OutboxRow {
   kwargs: unknown;
   queue: string;
   attempts: number;
+  lab_instance_id: number | null;
+  traceparent: string | null;
 }
 
 export interface OutboxProbe {
@@ -78,6 +83,31 @@ export interface OutboxProbe {
   due: boolean;
   /** Some row is unpublished at all (due or backing off). */
   waiting: boolean;
+}
+
+export interface OutboxBacklog {
+  unpublished: number;
+  /** Age of the oldest unpublished row, seconds (0 when none). */
+  oldest_unpublished_s: number;
+  /** Published rows whose result is not applied yet. */
+  awaiting_result: number;
+}
+
+/** The outbox in numbers (health, readiness, metrics). Both counts walk the partial indexes of rows in flight. */
+export async function outboxBacklog(sequelize: Sequelize): Promise<OutboxBacklog> {
+  // extract() is numeric and counts are bigint: pg hands them over as strings.
+  const [row] = await sequelize.query<{ unpublished: string; oldest_s: string | null; awaiting: string }>(
+    `SELECT (SELECT count(*) FROM task_outbox WHERE published_at IS NULL) AS unpublished,
+            (SELECT extract(epoch FROM now() - min(created_at)) FROM task_outbox WHERE published_at IS NULL) AS oldest_s,
+            (SELECT count(*) FROM task_outbox WHERE published_at IS NOT NULL AND result_applied_at IS NULL) AS awaiting`,
+    { type: QueryTypes.SELECT },
+  );
+  // Scalar subqueries only: always one row.
+  return {
+    unpublished: Number(row.unpublished),
+    oldest_unpublished_s: Math.max(0, Number(row.oldest_s ?? 0)),
+    awaiting_result: Number(row.awaiting),
+  };
 }
 
 /** Cheap look before taking a transaction (and before connecting to a broker for nothing). */
@@ -103,7 +133,7 @@ export async function claimDueRows(
   limit: number,
 ): Promise<OutboxRow[]> {
   return sequelize.query<OutboxRow>(
-    `SELECT t.id, t.task_name, t.kwargs, t.queue, t.attempts
+    `SELECT t.id, t.task_name, t.kwargs, t.queue, t.attempts, t.lab_instance_id, t.traceparent
        FROM task_outbox t
       WHERE t.published_at IS NULL
         AND t.next_attempt_at <= now()

@@ -13,7 +13,8 @@
  */
 import { SYSTEM_ONLY } from "../../lib/access.rules";
 import type { Context, ServiceSchema, Service } from "moleculer";
-import { QueryTypes } from "sequelize";
+import { METRIC, addCollector, counter, histogram, removeCollector } from "../../platform/metrics";
+import { addReadinessCheck, removeReadinessCheck } from "../../platform/ops-server";
 import { platformOf } from "../../platform/platform";
 import { conflict, notFound } from "../../platform/errors";
 import { systemPrincipal, type RequestMeta } from "../../lib/principal";
@@ -38,6 +39,7 @@ import {
   markFailed,
   markPublished,
   markResultApplied,
+  outboxBacklog,
   probeOutbox,
   releaseLease,
   requeueUnfinished,
@@ -139,7 +141,12 @@ type TasksVars = {
    * publish and the commit). Recorded before the next claim, so a database restart does not publish them twice.
    */
   confirmedUnrecorded: Set<string>;
+  tasksSent: Counter;
+  publishFailures: Counter;
+  resultLag: Histogram;
 };
+type Counter = ReturnType<typeof counter>;
+type Histogram = ReturnType<typeof histogram>;
 type TasksMethods = {
   relayRound(): Promise<boolean>;
   encodeRow(row: OutboxRow): EncodedCeleryTask;
@@ -148,6 +155,9 @@ type TasksMethods = {
   reconcileRound(): Promise<boolean>;
 };
 type TasksThis = Service<TasksSettings> & TasksVars & TasksMethods;
+
+/** Readiness checks and metric collectors this service adds to its node (removed when it stops). */
+const OPS_KEYS = { publisher: "celery_publisher", outbox: "outbox" } as const;
 
 /** amqp://user:secret@host → amqp://user:***@host, for logs. */
 function redactUrl(url: string): string {
@@ -171,23 +181,8 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
       async handler(this: TasksThis, _ctx: Context<Record<string, never>, RequestMeta>): Promise<TasksHealth> {
         let outbox: TasksHealth["outbox"] = null;
         try {
-          const [row] = await platformOf(this.broker).sequelize.query<{
-            unpublished: string;
-            oldest_s: string | null; // extract() is numeric: pg hands it over as a string
-            awaiting: string;
-          }>(
-            // Both counts walk the partial indexes only (rows in flight), not the whole history.
-            `SELECT (SELECT count(*) FROM task_outbox WHERE published_at IS NULL) AS unpublished,
-                    (SELECT extract(epoch FROM now() - min(created_at)) FROM task_outbox WHERE published_at IS NULL) AS oldest_s,
-                    (SELECT count(*) FROM task_outbox WHERE published_at IS NOT NULL AND result_applied_at IS NULL) AS awaiting`,
-            { type: QueryTypes.SELECT },
-          );
-          // Scalar subqueries only: always one row.
-          outbox = {
-            unpublished: Number(row.unpublished),
-            oldest_unpublished_s: Math.max(0, Math.round(Number(row.oldest_s ?? 0))),
-            awaiting_result: Number(row.awaiting),
-          };
+          const b = await outboxBacklog(platformOf(this.broker).sequelize);
+          outbox = { ...b, oldest_unpublished_s: Math.round(b.oldest_unpublished_s) };
         } catch (e) {
           this.logger.warn(`tasks.health: cannot read the outbox: ${errorText(e)}`);
         }
@@ -262,6 +257,7 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
         kwargs: canonicalKwargs(row.task_name, row.kwargs),
         queue: row.queue,
         origin: this.broker.nodeID,
+        traceparent: row.traceparent,
       });
     },
 
@@ -299,9 +295,11 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
       if (!probe.due) return false;
 
       let confirmed: string[] = [];
+      const publishedRows: OutboxRow[] = [];
       const stats = await sequelize.transaction(async (transaction): Promise<RelayStats> => {
         const rows = await claimDueRows(sequelize, transaction, s.batchSize);
         if (rows.length === 0) return { published: 0, failed: 0 };
+        const rowsById = new Map(rows.map((r) => [r.id, r]));
         const failures: PublishFailure[] = [];
         const fail = (row: OutboxRow, error: string) =>
           failures.push({ id: row.id, error, delayMs: backoffDelayMs(row.attempts + 1, PUBLISH_BACKOFF) });
@@ -323,10 +321,13 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
           const outcomes = await this.publisher.publishBatch(sendable.map((x) => x.msg));
           outcomes.forEach((o, i) => {
             const { row } = sendable[i];
-            if (o.ok) published.push(row.id);
-            else fail(row, o.error);
+            if (o.ok) {
+              published.push(row.id);
+              publishedRows.push(row);
+            } else fail(row, o.error);
           });
         }
+        for (const f of failures) this.publishFailures.increment({ task: rowsById.get(f.id)?.task_name ?? "unknown" });
         confirmed = published;
         for (const id of published) this.confirmedUnrecorded.add(id);
         await markPublished(sequelize, transaction, published);
@@ -334,6 +335,18 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
         return { published: published.length, failed: failures.length };
       });
       for (const id of confirmed) this.confirmedUnrecorded.delete(id);
+      // Committed: each task is on its way (lifecycle line: accepted → published → running → stopped).
+      for (const row of publishedRows) {
+        this.tasksSent.increment({ task: row.task_name });
+        this.logger.info({
+          msg: `task published: ${row.task_name} ${row.id}`,
+          event: "task_published",
+          task_id: row.id,
+          task: row.task_name,
+          instance_id: row.lab_instance_id,
+          attempts: row.attempts + 1,
+        });
+      }
 
       this.relayTotals.published += stats.published;
       this.relayTotals.failed += stats.failed;
@@ -400,6 +413,9 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
         return;
       }
       await markResultApplied(sequelize, taskId, params.status, null);
+      if (result.doneAt !== undefined) {
+        this.resultLag.observe(Math.max(0, (Date.now() - result.doneAt) / 1000), { task: params.task_name });
+      }
       this.logger.debug(
         `applied ${params.status} of ${params.task_name} ${taskId} to lab instance ${params.lab_instance_id}`,
       );
@@ -446,6 +462,9 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
     this.applying = new Map();
     this.relayTotals = { published: 0, failed: 0 };
     this.confirmedUnrecorded = new Set();
+    this.tasksSent = counter(this.broker, METRIC.celeryTasksSent);
+    this.publishFailures = counter(this.broker, METRIC.celeryPublishFailures);
+    this.resultLag = histogram(this.broker, METRIC.resultApplyLag);
 
     if (celeryBrokerUrl) {
       this.publisher = new AmqpPublisher({
@@ -530,9 +549,51 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
     await this.results.start((taskId, raw) => void this.consumeResult(taskId, raw));
     this.relayPump.start();
     this.reconcilePump.start();
+
+    addReadinessCheck(this.broker, OPS_KEYS.publisher, () => {
+      const st = this.publisher.state();
+      if (st === "connected") return "ok";
+      if (st === "simulated") return "simulated";
+      // Not tried yet: the relay connects on its first round; nothing is known to be wrong.
+      if (st === "idle" || st === "connecting") return "ok";
+      const why = this.publisher.lastError();
+      return `failed: Celery broker ${st}${why ? `: ${why}` : ""}`;
+    });
+    addReadinessCheck(this.broker, OPS_KEYS.outbox, async () => {
+      const b = await outboxBacklog(sequelize);
+      return b.oldest_unpublished_s <= config.readyOutboxMaxAgeS
+        ? "ok"
+        : `failed: oldest unpublished task is ${Math.round(b.oldest_unpublished_s)} s old (READY_OUTBOX_MAX_AGE_S ${config.readyOutboxMaxAgeS})`;
+    });
+    addCollector(this.broker, OPS_KEYS.outbox, async () => {
+      const b = await outboxBacklog(sequelize);
+      return [
+        {
+          name: "outbox_backlog",
+          help: "Tasks in the outbox not yet published to the Celery broker",
+          type: "gauge",
+          samples: [{ value: b.unpublished }],
+        },
+        {
+          name: "outbox_oldest_unsent_age_seconds",
+          help: "Age of the oldest task not yet published (0 when none)",
+          type: "gauge",
+          samples: [{ value: b.oldest_unpublished_s }],
+        },
+        {
+          name: "celery_results_awaiting",
+          help: "Published tasks whose final result is not applied yet",
+          type: "gauge",
+          samples: [{ value: b.awaiting_result }],
+        },
+      ];
+    });
   },
 
   async stopped(this: TasksThis) {
+    removeReadinessCheck(this.broker, OPS_KEYS.publisher);
+    removeReadinessCheck(this.broker, OPS_KEYS.outbox);
+    removeCollector(this.broker, OPS_KEYS.outbox);
     await Promise.all([this.relayPump.stop(), this.reconcilePump.stop()]);
     await Promise.allSettled([...this.applying.values()]);
     await Promise.allSettled([this.publisher.close(), this.results.close()]);

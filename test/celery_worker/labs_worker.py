@@ -23,6 +23,7 @@ import os
 import signal
 
 from celery import Celery
+from celery.signals import task_prerun
 
 PREFIX = os.environ.get("CELERY_TASK_PREFIX", "celery_workers")
 
@@ -71,6 +72,12 @@ def stop_lab(lab_instance_id):
 @app.task(name=_task_name("cleanup_lab"))
 def cleanup_lab(lab_instance_id):
     return {"status": "stopped"}
+
+
+@task_prerun.connect
+def _print_trace_context(task_id=None, task=None, **_):
+    # The producer's W3C trace context, where OpenTelemetry's Celery instrumentation reads it: the message headers.
+    print(f"trace context of {task.name} {task_id}: traceparent={task.request.get('traceparent')}", flush=True)
 
 
 def _exit_with_parent(parent_pid):

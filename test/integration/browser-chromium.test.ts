@@ -35,6 +35,7 @@ beforeAll(async () => {
       PORT: String(port),
       EMBEDDED_IDP_PORT: String(idpPort),
       EMBEDDED_PG_PORT: String(pgPort),
+      METRICS_PORT: "0",
       DATA_DIR: dataDir,
       LOGLEVEL: "warn",
     },

@@ -12,6 +12,7 @@
 import type { PermissionAnswer, PermissionQuery } from "../../lib/permission.rules";
 import type { Role } from "../../lib/principal";
 import { holdQuery, startCacheCluster, type CacheCluster } from "../support/cache-nodes";
+import { scrape } from "../../platform/metrics";
 import { ifAssigned } from "../support/cleanup";
 
 const ROLE: Record<string, Role> = {
@@ -381,10 +382,10 @@ describe("one node, Redis cacher", () => {
           .join("\n"),
     );
     expect(ratio).toBeGreaterThan(0.5);
-    // The same counters at GET /metrics, per scope (cumulative since the node started).
-    const metrics = await (await fetch(`${c.nodes[0].url}/metrics`)).text();
-    expect(metrics).toMatch(/^autolabs_cache_hits_total\{.*scope="courses".*\} \d+$/m);
-    expect(metrics).toMatch(/^autolabs_cache_misses_total\{.*scope="access".*\} \d+$/m);
+    // The same counters in the node's Prometheus text, per scope (cumulative since the node started).
+    const metrics = await scrape(c.nodes[0].broker);
+    expect(metrics).toMatch(/^cache_hits_total\{scope="courses"\} \d+$/m);
+    expect(metrics).toMatch(/^cache_misses_total\{scope="access"\} \d+$/m);
   });
 });
 

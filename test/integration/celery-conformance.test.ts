@@ -131,6 +131,8 @@ describe("Celery conformance (real worker, RabbitMQ, Redis)", () => {
     expect(result).toEqual({
       taskId: id,
       status: "SUCCESS",
+      // The worker's date_done, read as the result-consumer lag's start.
+      doneAt: expect.any(Number) as number,
       result: {
         status: "running",
         k8s_pod_name: "lab-70001",

@@ -53,6 +53,8 @@ beforeAll(async () => {
     PATH: process.env.PATH,
     PORT: String(port),
     EMBEDDED_IDP_PORT: String(idpPort),
+    // The default 3030 may be taken on a shared machine; this test is not about metrics.
+    METRICS_PORT: "0",
     EMBEDDED_PG_PORT: String(pgPort),
     DATA_DIR: dataDir,
     LOGLEVEL: "warn",

@@ -60,8 +60,8 @@ describe("health", () => {
     expect(res.headers.get("content-type")).toMatch(/^application\/json/);
     expect(res.body).toEqual({
       status: "healthy",
-      // No REDIS_URL / TRANSPORTER in this node: those parts are embedded.
-      checks: { database: "ok", redis: "embedded", rabbitmq: "embedded" },
+      // No REDIS_URL / CELERY_BROKER_URL / TRANSPORTER in this node: those parts are embedded.
+      checks: { database: "ok", redis: "embedded", rabbitmq: "embedded", transporter: "embedded" },
       version: VERSION,
     });
   });

@@ -73,7 +73,13 @@ beforeAll(async () => {
   const port = await freePort();
   const [g, d] = await Promise.all([
     spawnNode("gateway", { ...common, NODEID: `${namespace}-gw`, SERVICES: "api-gateway,auth", PORT: String(port) }),
-    spawnNode("domain", { ...common, NODEID: `${namespace}-dom`, SERVICES: "courses,labs,lab-instances,access,tasks" }),
+    spawnNode("domain", {
+      ...common,
+      NODEID: `${namespace}-dom`,
+      SERVICES: "courses,labs,lab-instances,access,tasks",
+      // Metrics on (an ops port of its own): `cache stats` reads the node's counters.
+      METRICS_PORT: String(await freePort()),
+    }),
   ]);
   gateway = Object.assign(g, { url: `http://127.0.0.1:${port}` });
   domain = d;

@@ -16,6 +16,7 @@ import { coherentCacherOf } from "../../platform/coherent-cache";
 import { AMQP_URL, createTestDatabase, startNode, type PlatformNode, type TestDatabase } from "./platform";
 import { startIdp, type TestIdp } from "./idp";
 import { redisUrl } from "./servers";
+import { freePort } from "./net";
 
 /** A Redis db no other test file uses; every run also has its own NAMESPACE (key prefix). */
 export const CACHE_TEST_REDIS_URL = process.env.TEST_CACHE_REDIS_URL ?? redisUrl(8);
@@ -80,7 +81,11 @@ export async function startCacheCluster(opts: {
       // A cluster keeps sessions in Redis (auth warns otherwise); unrelated to the cacher under test.
       ...(opts.nodes > 1 ? { TRANSPORTER: AMQP_URL, REDIS_URL: CACHE_TEST_REDIS_URL } : {}),
     };
-    for (let i = 0; i < opts.nodes; i++) nodes.push(await startNode(db.url, { ...env, NODEID: `${namespace}-${i}` }));
+    for (let i = 0; i < opts.nodes; i++) {
+      // Metrics on (an ops port each): the cache tests read the hit and miss counters.
+      const metricsPort = String(await freePort());
+      nodes.push(await startNode(db.url, { ...env, NODEID: `${namespace}-${i}`, METRICS_PORT: metricsPort }));
+    }
     if (opts.nodes > 1) {
       // Every node must know every other before a write asks them to invalidate.
       const names = env.SERVICES.split(",").filter((s) => s !== "api-gateway");

@@ -70,6 +70,8 @@ export async function startNode(databaseUrl: string, env: Record<string, string>
     NODEID: `test-${randomBytes(4).toString("hex")}`,
     RATE_LIMIT_RPS: "0",
     RATE_LIMIT_LAB_STARTS_PER_MIN: "0",
+    // Several nodes share this process: no ops server unless a test asks for one (any free port: "0" is off).
+    METRICS_PORT: "0",
     ...env,
   });
   // Port 0: any free port, read back below (unless the test needs a known one, e.g. for PUBLIC_URL).
@@ -103,14 +105,21 @@ export async function startGatewayAndDomain(
   namespace: string,
   common: Record<string, string>,
   domainServices: string[],
+  own: { gateway?: Record<string, string>; domain?: Record<string, string> } = {},
 ): Promise<{ gateway: PlatformNode; domain: PlatformNode }> {
   const env = { TRANSPORTER: AMQP_URL, NAMESPACE: namespace, ...common };
   const domain = await startNode(databaseUrl, {
     ...env,
     NODEID: `${namespace}-domain`,
     SERVICES: domainServices.join(","),
+    ...own.domain,
   });
-  const gateway = await startNode(databaseUrl, { ...env, NODEID: `${namespace}-gateway`, SERVICES: "api-gateway" });
+  const gateway = await startNode(databaseUrl, {
+    ...env,
+    NODEID: `${namespace}-gateway`,
+    SERVICES: "api-gateway",
+    ...own.gateway,
+  });
   await gateway.broker.waitForServices(domainServices, 20_000);
   const probe = domainServices.includes("labs") ? "/labs" : "/courses";
   const deadline = Date.now() + 20_000;

@@ -14,6 +14,8 @@ export interface SpawnedNode {
   pid: number;
   /** The node's output so far (bounded), for failure messages. */
   output(): string;
+  /** The node's lines so far (stdout and stderr, the last 2000). */
+  lines(): string[];
   /** When a line matching `pattern` was printed (ms since epoch), waiting for it up to timeoutMs. */
   waitForLine(pattern: RegExp, timeoutMs: number): Promise<number>;
   /** Sends the signal; resolves once the process has exited. */
@@ -33,7 +35,8 @@ export async function spawnNode(name: string, env: Record<string, string>): Prom
     name: `platform node ${name}`,
     command: process.execPath,
     args: [START_JS],
-    env: { PATH: process.env.PATH ?? "", ...env },
+    // Several nodes on one machine: no ops server (METRICS_PORT 0) unless the test gives each its own port.
+    env: { PATH: process.env.PATH ?? "", METRICS_PORT: "0", ...env },
     ready: /platform ready in (\d+) ms/,
     timeoutMs: 60_000,
     onLine: (line) => {
@@ -50,6 +53,7 @@ export async function spawnNode(name: string, env: Record<string, string>): Prom
     name,
     pid: child.child.pid ?? -1,
     output: () => child.output(),
+    lines: () => lines.map((l) => l.line),
     waitForLine(pattern, timeoutMs) {
       return new Promise((res, rej) => {
         const check = () => {

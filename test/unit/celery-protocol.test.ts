@@ -218,6 +218,15 @@ describe("encodeCeleryTask details", () => {
     expect(() => encodeCeleryTask({ ...base, kwargs: { a: [1, undefined] } })).toThrow(/kwargs\.a\[1\]/);
   });
 
+  it("carries a traceparent after Celery's own headers (where send_task(headers=…) puts it), only when given", () => {
+    const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    const names = decodeTypedHeaders(amqplibPropertyBytes(encodeCeleryTask({ ...base, traceparent }))).map(([k]) => k);
+    expect(names.slice(-2)).toEqual(["ignore_result", "traceparent"]);
+    for (const none of [undefined, null]) {
+      expect("traceparent" in encodeCeleryTask({ ...base, traceparent: none }).options.headers).toBe(false);
+    }
+  });
+
   it("omits reply_to unless given", () => {
     const msg = encodeCeleryTask(base);
     expect("replyTo" in msg.options).toBe(false);
@@ -303,6 +312,8 @@ describe("parseCeleryResult", () => {
       taskId: id,
       status: "SUCCESS",
       result: { status: "running", k8s_pod_name: "lab-42", connection_url: "https://labs.example.test/i/42" },
+      // Celery's naive UTC date_done (result-consumer lag).
+      doneAt: Date.UTC(2026, 10, 26, 14, 51, 0, 123),
     });
   });
 

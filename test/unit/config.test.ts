@@ -65,10 +65,31 @@ describe("OIDC_ALLOWED_ORGS", () => {
 });
 
 describe("METRICS_PORT", () => {
-  it("is off unless set, and validated when set", () => {
-    expect(loadConfig({}).metricsPort).toBeUndefined();
+  it("defaults to 3030, 0 turns it off, and it never shares the API port", () => {
+    expect(loadConfig({}).metricsPort).toBe(3030);
+    expect(loadConfig({ METRICS_PORT: "0" }).metricsPort).toBe(0);
     expect(loadConfig({ METRICS_PORT: "9100" }).metricsPort).toBe(9100);
     expect(() => loadConfig({ METRICS_PORT: "x" })).toThrow(/METRICS_PORT must be an integer/);
+    expect(() => loadConfig({ METRICS_PORT: "8000" })).toThrow(/METRICS_PORT must differ from PORT/);
+    // A node without a gateway has no API port to collide with.
+    expect(loadConfig({ METRICS_PORT: "8000", SERVICES: "courses" }).metricsPort).toBe(8000);
+  });
+});
+
+describe("tracing", () => {
+  it("is off by default; the exporter, Zipkin URL and sample rate are validated", () => {
+    expect(loadConfig({}).tracing).toEqual({ exporter: "off", zipkinUrl: "http://localhost:9411", sampleRate: 1 });
+    expect(loadConfig({ TRACING_EXPORTER: "Zipkin", TRACING_ZIPKIN_URL: "http://jaeger:9411/" }).tracing).toEqual({
+      exporter: "zipkin",
+      zipkinUrl: "http://jaeger:9411",
+      sampleRate: 1,
+    });
+    expect(() => loadConfig({ TRACING_EXPORTER: "carrier-pigeon" })).toThrow(/TRACING_EXPORTER must be one of/);
+    expect(() => loadConfig({ TRACING_SAMPLE_RATE: "2" })).toThrow(/TRACING_SAMPLE_RATE must be at most 1/);
+    expect(() => loadConfig({ TRACING_ZIPKIN_URL: "ftp://x" })).toThrow(/TRACING_ZIPKIN_URL must use/);
+    // Cluster mode logs JSON only: the console exporter's tables would break the stream.
+    expect(loadConfig({ TRACING_EXPORTER: "console" }).tracing.exporter).toBe("console");
+    expect(() => loadConfig({ TRACING_EXPORTER: "console", TRANSPORTER: "amqp://x" })).toThrow(/use zipkin/);
   });
 });
 

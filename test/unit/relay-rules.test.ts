@@ -237,7 +237,12 @@ describe("simulated runner: Celery-shaped results", () => {
       `{"status": "SUCCESS", "result": {"status": "stopped"}, "traceback": null, "children": [], ` +
         `"date_done": "2024-05-01T12:34:56.789000", "task_id": "${id}"}`,
     );
-    expect(parseCeleryResult(raw)).toEqual({ taskId: id, status: "SUCCESS", result: { status: "stopped" } });
+    expect(parseCeleryResult(raw)).toEqual({
+      taskId: id,
+      status: "SUCCESS",
+      result: { status: "stopped" },
+      doneAt: at.getTime(),
+    });
   });
 
   it("a failure is a serialized exception with a traceback", () => {
