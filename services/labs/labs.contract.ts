@@ -5,3 +5,6 @@ export interface LabChanged {
   lab_id: number;
   status: string;
 }
+
+/** The lab as the API shows it (courses lists the labs attached to a course with it). */
+export { Lab, type LabRow } from "./labs.rows";
