@@ -261,10 +261,10 @@ export function containsPattern(text: string): string {
  * same spec. `sort` lists every allowed field and its descending form ("+field" is accepted too).
  */
 export function listQuerySchemas(spec: ListSpec): Record<string, Record<string, unknown>> {
-  const filters = Object.entries(spec.filters).map(([name, kind]) => {
-    if (kind === "int") return [name, { type: "integer", minimum: MIN_INT32, maximum: MAX_INT32 }] as const;
-    if (kind === "string") return [name, { type: "string", maxLength: MAX_STRING_FILTER_LENGTH }] as const;
-    return [name, { type: "string", enum: enumChoices(kind) }] as const;
+  const filters = Object.entries(spec.filters).map(([name, kind]): [string, Record<string, unknown>] => {
+    if (kind === "int") return [name, { type: "integer", minimum: MIN_INT32, maximum: MAX_INT32 }];
+    if (kind === "string") return [name, { type: "string", maxLength: MAX_STRING_FILTER_LENGTH }];
+    return [name, { type: "string", enum: enumChoices(kind) }];
   });
   return {
     offset: { type: "integer", minimum: 0, maximum: MAX_OFFSET, default: 0 },

@@ -61,7 +61,10 @@ export const s = {
     }
     return { anyOf: [inner, { type: "null" }] };
   },
-  array<T>(items: Schema<T>, o: Doc & { minItems?: number; maxItems?: number; uniqueItems?: boolean } = {}): Schema<T[]> {
+  array<T>(
+    items: Schema<T>,
+    o: Doc & { minItems?: number; maxItems?: number; uniqueItems?: boolean } = {},
+  ): Schema<T[]> {
     return clean({ type: "array", items, ...o });
   },
   /** Every property required unless named in `optional`; no other property allowed (answers are exact). */

@@ -308,7 +308,11 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
             (
               this.broker.registry.getActionList({ skipInternal: true }) as {
                 name: string;
-                action?: { params?: Record<string, unknown>; access?: RouteDescription["access"]; openapi?: ActionDocs };
+                action?: {
+                  params?: Record<string, unknown>;
+                  access?: RouteDescription["access"];
+                  openapi?: ActionDocs;
+                };
               }[]
             ).map((a) => [a.name, a.action]),
           );

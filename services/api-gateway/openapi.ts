@@ -120,19 +120,19 @@ class Components {
     if (Array.isArray(schema)) return schema.map((x) => this.hoist(x));
     if (!schema || typeof schema !== "object") return schema;
     const walked: JsonSchema = {};
-    for (const [k, v] of Object.entries(schema)) {
+    for (const [k, v] of Object.entries(schema as JsonSchema)) {
       // Inside `properties` the keys are field names, not keywords: walk each field's schema.
       walked[k] =
         k === "properties" && v && typeof v === "object"
-          ? Object.fromEntries(Object.entries(v).map(([f, sub]) => [f, this.hoist(sub)]))
+          ? Object.fromEntries(Object.entries(v as JsonSchema).map(([f, sub]) => [f, this.hoist(sub)]))
           : k === "examples" || k === "enum" || k === "default"
             ? v
             : this.hoist(v);
     }
     const name = walked.title;
     if (typeof name !== "string" || walked.type !== "object") return walked;
-    const known = this.schemas[name];
-    if (known && JSON.stringify(known) !== JSON.stringify(walked)) {
+    const known = name in this.schemas ? this.schemas[name] : undefined;
+    if (known !== undefined && JSON.stringify(known) !== JSON.stringify(walked)) {
       throw new Error(`openapi: two different schemas are named ${name}`);
     }
     this.schemas[name] = walked;
@@ -290,7 +290,9 @@ export function buildOpenApi(routes: readonly RouteDescription[], opts: OpenApiO
     // Relative: the API is where this document was fetched from, whatever host or proxy served it.
     servers: [{ url: opts.prefix, description: "This server" }],
     security: SECURITY,
-    tags: [...tags].sort().map((name) => ({ name, description: TAG_DESCRIPTIONS[name] ?? `Operations under /${name}` })),
+    tags: [...tags]
+      .sort()
+      .map((name) => ({ name, description: TAG_DESCRIPTIONS[name] ?? `Operations under /${name}` })),
     paths,
     components: {
       securitySchemes: {

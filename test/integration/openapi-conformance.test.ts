@@ -236,9 +236,13 @@ it("passes redocly's recommended ruleset with no errors", async () => {
   const dir = mkdtempSync(join(tmpdir(), "autolabs-openapi-"));
   try {
     writeFileSync(join(dir, "openapi.json"), JSON.stringify(doc));
-    const { stdout } = await run(process.execPath, [join(ROOT, "test/support/lint-openapi.mjs"), join(dir, "openapi.json")], {
-      cwd: ROOT,
-    });
+    const { stdout } = await run(
+      process.execPath,
+      [join(ROOT, "test/support/lint-openapi.mjs"), join(dir, "openapi.json")],
+      {
+        cwd: ROOT,
+      },
+    );
     const result = JSON.parse(stdout) as { errors: unknown[]; warnings: unknown[] };
     console.log(`redocly recommended: ${result.errors.length} errors, ${result.warnings.length} warnings`);
     expect(result.errors).toEqual([]);

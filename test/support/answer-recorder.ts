@@ -22,7 +22,7 @@ export interface RecordedAnswer {
 }
 
 import { ANSWERS_DIR_ENV } from "./answer-recorder-env";
-const API = /^\/api\/v1(\/[^?#]*)?/;
+const API = /^\/api\/v1(\/.*|)$/;
 
 const answers: RecordedAnswer[] = [];
 const reading: Promise<void>[] = [];
@@ -39,7 +39,7 @@ function record(method: string, url: URL, res: Response): void {
   const contentType = res.headers.get("content-type") ?? "";
   const entry: RecordedAnswer = {
     method: method.toUpperCase(),
-    path: m[1] ?? "/",
+    path: m[1] === "" ? "/" : m[1],
     status: res.status,
     contentType,
     file: expect.getState().testPath ?? "?",
