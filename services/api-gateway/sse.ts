@@ -128,9 +128,10 @@ export class LabInstanceStreams {
     const rawId = req.$params?.id;
     const id = Number(rawId);
 
-    let done = false;
-    let streaming = false;
-    let clientGone = false;
+    // `as boolean`: the close and finish callbacks flip these while we await; a literal `false` would narrow.
+    let done = false as boolean;
+    let streaming = false as boolean;
+    let clientGone = false as boolean;
     let keepAlive: NodeJS.Timeout | undefined;
     // Subscribe before reading the current state: a change committed between the read and the
     // subscription is then buffered instead of lost.
@@ -201,6 +202,7 @@ export class LabInstanceStreams {
     send(current);
     for (const i of early) send(i);
     deliver = send;
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- send() above may have finished
     if (!done) {
       keepAlive = setInterval(() => {
         if (!done) res.write(": keep-alive\n\n");

@@ -6,6 +6,7 @@ import { COURSE_EVENTS, assignStudents, type CourseEvent, type CourseEventPayloa
 import type { Service, ServiceSchema } from "moleculer";
 import type { Transaction } from "sequelize";
 import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
+import { broadcastCommitted } from "../../platform/broadcast";
 import { DbMixin, listParams, parseListOrThrow, type CachedTable, type DbMethods } from "../../platform/db.mixin";
 import { ANY_USER, STAFF, courseScopeSql, decideCourse, decideLab, type Decision } from "../../lib/access.rules";
 import { conflict, notFound, validationError } from "../../platform/errors";
@@ -185,11 +186,12 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           p.kind === "user" && p.role === "teacher"
             ? ""
             : " WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = $owner AND u.role = 'teacher')";
-        const [created] = await this.select<CourseRow>(
+        const inserted = await this.select<CourseRow>(
           `INSERT INTO courses (name, description, owner_id) SELECT $name, $description, $owner${ownerStillTeacher}
            RETURNING ${COURSE_COLUMNS}`,
           { name: ctx.params.name, description: ctx.params.description ?? "", owner: ownerId },
         );
+        const created = inserted.at(0); // none when the owner is no longer a teacher
         if (!created) {
           await this.checkOwner(ownerId);
           throw conflict("The owner changed meanwhile; try again");
@@ -210,7 +212,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
       access: { roles: ANY_USER, ...COURSE_ACCESS, decide: view },
       params: { id: ID_PARAM },
       cache: { keys: ["#user.kind", "#user.id", "#user.role", "id"], ttl: 600 },
-      async handler(ctx: Ctx<IdParams>) {
+      handler(ctx: Ctx<IdParams>) {
         return publicCourse(entityOf<LoadedCourse>(ctx));
       },
     },
@@ -385,7 +387,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         // Caches first: a listener reacting to the event must not read a stale answer.
         if (addedIds.length > 0) await this.tablesChanged("course_students");
         for (const studentId of addedIds) {
-          this.broker.broadcast(COURSE_EVENTS.studentAssigned, { course_id: course.id, student_id: studentId });
+          broadcastCommitted(this, COURSE_EVENTS.studentAssigned, { course_id: course.id, student_id: studentId });
         }
         return { course_id: course.id, added: addedIds, already_assigned: ids.filter((id) => !addedIds.includes(id)) };
       },
@@ -592,7 +594,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
       payload: CourseEventPayloads[E],
     ): Promise<void> {
       await this.tablesChanged(table);
-      this.broker.broadcast(event, payload);
+      broadcastCommitted(this, event, payload);
     },
   },
 };

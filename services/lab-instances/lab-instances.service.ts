@@ -16,6 +16,7 @@ import { COURSE_EVENTS, type CourseStudentChanged } from "../courses/courses.con
 import type { Context, ServiceSchema } from "moleculer";
 import type { Transaction } from "sequelize";
 import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
+import { broadcastCommitted } from "../../platform/broadcast";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
 import {
   ANY_USER,
@@ -77,11 +78,7 @@ interface Transition {
 }
 
 type Methods = {
-  transition(
-    id: number,
-    event: InstanceEvent,
-    opts?: { start?: StartFields; skip?: (row: LockedRow) => string | null },
-  ): Promise<Transition | null>;
+  transition(id: number, event: InstanceEvent, opts?: TransitionOptions): Promise<Transition | null>;
   applyOutcome(
     t: Transaction,
     row: LockedRow,
@@ -93,6 +90,7 @@ type Methods = {
 };
 type Vars = { sweepTimer: NodeJS.Timeout | null; sweeping: Promise<SweepReport> | null };
 type StartFields = { k8s_pod_name: string; connection_url: string };
+type TransitionOptions = { start?: StartFields; skip?: (row: LockedRow) => string | null };
 
 const COLUMNS = INSTANCE_COLUMNS.join(", ");
 const I_COLUMNS = INSTANCE_COLUMNS.map((c) => `i.${c}`).join(", ");
@@ -131,10 +129,10 @@ export function publicInstance(row: LabInstanceRow): LabInstanceRow {
 }
 
 function isActiveUniqueViolation(err: unknown): boolean {
-  const e = err as { name?: string; parent?: { code?: string; constraint?: string } };
+  const e = err as { name?: string; parent?: { code?: string; constraint?: string } } | null | undefined;
   return (
     (e?.name === "SequelizeUniqueConstraintError" || e?.parent?.code === "23505") &&
-    e?.parent?.constraint === "lab_instances_one_active_idx"
+    e.parent?.constraint === "lab_instances_one_active_idx"
   );
 }
 
@@ -333,7 +331,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
       },
       access: { roles: ANY_USER, ...INSTANCE_ACCESS, decide: instanceRule("view") },
       params: { id: ID_PARAM },
-      async handler(ctx: Ctx<IdParams>) {
+      handler(ctx: Ctx<IdParams>) {
         return publicInstance(entityOf<LoadedInstance>(ctx));
       },
     },
@@ -373,7 +371,8 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
       },
       access: { roles: ANY_USER, ...INSTANCE_ACCESS, decide: instanceRule("view") },
       params: { id: ID_PARAM },
-      async handler(ctx: Ctx<IdParams>) {
+      // Not async: moleculer wraps every handler (Promise.method), so the throw below still rejects.
+      handler(ctx: Ctx<IdParams>) {
         const inst = entityOf<LoadedInstance>(ctx);
         if (inst.status !== "running") {
           throw conflict(
@@ -473,7 +472,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
 
   methods: {
     /** Lock the instance, decide, write, enqueue; announce after the commit. null: no such instance. */
-    async transition(id, event, opts = {}) {
+    async transition(id: number, event: InstanceEvent, opts: TransitionOptions = {}) {
       const result = await this.sequelize().transaction(async (transaction) => {
         const row = await this.selectOne<LockedRow>(
           `SELECT ${I_COLUMNS}, l.max_lifetime_s AS lab_max_lifetime_s
@@ -493,7 +492,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
     },
 
     /** Writes one decided outcome for a row locked in `t`. */
-    async applyOutcome(t, row, outcome, start) {
+    async applyOutcome(t: Transaction, row: LockedRow, outcome: Outcome, start?: StartFields) {
       const sequelize = this.sequelize();
       const { config } = platformOf(this.broker);
       let current: LabInstanceRow = row;
@@ -555,9 +554,9 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
     },
 
     /** After a commit: tell SSE streams (every gateway node) and wake the outbox relay. */
-    announce(changed, enqueued) {
-      for (const row of changed) this.broker.broadcast(STATUS_CHANGED_EVENT, publicInstance(row));
-      if (enqueued) this.broker.broadcast(TASKS_ENQUEUED_EVENT, {});
+    announce(changed: LabInstanceRow[], enqueued: boolean) {
+      for (const row of changed) broadcastCommitted(this, STATUS_CHANGED_EVENT, publicInstance(row));
+      if (enqueued) broadcastCommitted(this, TASKS_ENQUEUED_EVENT, {});
     },
 
     /**
@@ -631,10 +630,12 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
     this.sweeping = null;
   },
 
-  async started() {
+  started() {
     const { config } = platformOf(this.broker);
     this.sweepTimer = setInterval(() => {
-      this.sweep().catch((err: Error) => this.logger.error("Sweep failed:", err.message));
+      this.sweep().catch((err: unknown) =>
+        this.logger.error("Sweep failed:", err instanceof Error ? err.message : String(err)),
+      );
     }, config.labSweepIntervalMs);
     this.sweepTimer.unref();
   },
