@@ -169,6 +169,7 @@ function answerOf(doc: AnswerDoc, components: Components): JsonSchema {
 function commonErrors(route: RouteDescription, method: string, hasParams: boolean, hasPathParams: boolean) {
   const errors: Record<string, unknown> = {};
   if (BODY_METHODS.has(method)) errors["400"] = errorRef("BadRequest");
+  else if (hasPathParams) errors["400"] = errorAnswer("The path is not valid percent-encoded UTF-8");
   errors["401"] = route.access?.public
     ? errorAnswer("A credential was sent and is not valid (no credential at all is fine here)")
     : errorRef("Unauthorized");
@@ -344,7 +345,9 @@ export function buildOpenApi(routes: readonly RouteDescription[], opts: OpenApiO
         },
       },
       responses: {
-        BadRequest: errorAnswer("The body is not JSON, not an object, too deeply nested or has too many keys"),
+        BadRequest: errorAnswer(
+          "The body is not JSON, not an object, too deeply nested or has too many keys (or the path is not valid percent-encoded UTF-8)",
+        ),
         Unauthorized: {
           ...errorAnswer("No valid credential (Bearer token or session cookie)"),
           headers: { "WWW-Authenticate": { description: "Bearer challenge (RFC 6750)", schema: { type: "string" } } },

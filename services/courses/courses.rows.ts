@@ -11,7 +11,7 @@ export const Course = s.object(
   {
     id,
     name: s.string({ minLength: 1, maxLength: 200 }),
-    description: s.string({ maxLength: 5000 }),
+    description: s.nullable(s.string({ maxLength: 5000, description: "null: cleared" })),
     owner_id: s.integer({ minimum: 1, description: "The teacher (or admin) who runs the course" }),
     created_at: s.dateTime(),
     updated_at: s.dateTime(),

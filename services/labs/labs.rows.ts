@@ -17,7 +17,7 @@ export const Lab = s.object(
   {
     id,
     name: s.string({ minLength: 1, maxLength: 200 }),
-    description: s.string({ maxLength: 5000 }),
+    description: s.nullable(s.string({ maxLength: 5000, description: "null: cleared" })),
     docker_image: s.string({ maxLength: 255 }),
     resources: Resources,
     network_isolated: s.boolean(),
