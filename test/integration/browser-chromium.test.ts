@@ -112,7 +112,7 @@ it("lands on the API docs after a login without redirect_to; Swagger UI runs GET
   await page.goto(`${BASE}/api/v1/auth/login`);
   await page.waitFor(/\/interaction\/[^/]+$/);
   const loaded = page.nextLoad();
-  await page.evaluate<void>(
+  await page.evaluate<unknown>(
     "[...document.querySelectorAll('button')].find(b => b.textContent.trim().startsWith('Sign in as student —')).click()",
   );
   await loaded;
@@ -121,22 +121,22 @@ it("lands on the API docs after a login without redirect_to; Swagger UI runs GET
   await page.waitFor(/\/api\/docs$/, `!!document.querySelector("${op}")`);
 
   const execute = async (): Promise<string> => {
-    await page.evaluate<void>(`(() => {
+    await page.evaluate<unknown>(`(() => {
       const block = document.querySelector("${op}");
       if (!block.classList.contains("is-open")) block.querySelector(".opblock-summary-control").click();
     })()`);
     await page.waitFor(/./, `!!document.querySelector("${op} .try-out__btn, ${op} .execute")`);
-    await page.evaluate<void>(`(() => {
+    await page.evaluate<unknown>(`(() => {
       const tryOut = document.querySelector("${op} .try-out__btn:not(.cancel)");
       if (tryOut) tryOut.click();
     })()`);
     await page.waitFor(/./, `!!document.querySelector("${op} .execute")`);
-    await page.evaluate<void>(`(() => {
+    await page.evaluate<unknown>(`(() => {
       const clear = document.querySelector("${op} .btn-clear");
       if (clear) clear.click();
     })()`);
     await page.waitFor(/./, `!document.querySelector("${op} .live-responses-table")`);
-    await page.evaluate<void>(`document.querySelector("${op} .execute").click()`);
+    await page.evaluate<unknown>(`document.querySelector("${op} .execute").click()`);
     await page.waitFor(/./, `!!document.querySelector("${op} .live-responses-table tbody .response-col_status")`);
     return page.evaluate<string>(
       `document.querySelector("${op} .live-responses-table tbody .response-col_status").textContent.trim()`,
@@ -150,9 +150,9 @@ it("lands on the API docs after a login without redirect_to; Swagger UI runs GET
   await page.send("Network.clearBrowserCookies");
   expect(await execute()).toMatch(/^401/);
   const { accessToken } = await runCodeFlow({ issuer: IDP, account: "student" });
-  await page.evaluate<void>(`document.querySelector(".btn.authorize").click()`);
+  await page.evaluate<unknown>(`document.querySelector(".btn.authorize").click()`);
   await page.waitFor(/./, `!!document.querySelector(".modal-ux .auth-container input")`);
-  await page.evaluate<void>(`(() => {
+  await page.evaluate<unknown>(`(() => {
     const container = [...document.querySelectorAll(".modal-ux .auth-container")].find((c) => c.textContent.includes("bearerAuth"));
     const input = container.querySelector("input");
     Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, "value").set.call(input, ${JSON.stringify(accessToken)});
