@@ -10,7 +10,7 @@
  */
 import { startNode, startTestPlatform, type TestPlatform } from "../support/platform";
 import { systemPrincipal } from "../../lib/principal";
-import type { SweepReport } from "../../services/lab-instances/lab-instances.service";
+import type { SweepReport } from "../../services/lab-instances/lab-instances.contract";
 import type { ApplyTaskResultParams } from "../../services/lab-instances/lab-instances.contract";
 import {
   RESOURCES,
@@ -28,6 +28,7 @@ import {
   type Page,
   type World,
 } from "../support/lab-instances";
+import { ifAssigned } from "../support/cleanup";
 
 /* ───────────────────────────── main platform ───────────────────────────── */
 
@@ -43,7 +44,7 @@ describe("lab instances (no task runner)", () => {
     w = await world(p, 4);
   });
   afterAll(async () => {
-    await p?.stop();
+    await ifAssigned(p)?.stop();
   });
   beforeEach(async () => {
     await w.reset();
@@ -691,7 +692,7 @@ describe("sweeper (LAB_START_TIMEOUT_S=1, LAB_SWEEP_INTERVAL_MS=200)", () => {
     w = await world(p, 2);
   });
   afterAll(async () => {
-    await p?.stop();
+    await ifAssigned(p)?.stop();
   });
 
   it("pending past the start timeout → failed ('start timed out') + cleanup_lab, by the timer", async () => {
@@ -826,7 +827,7 @@ describe("embedded end to end (tasks service with its simulated runner)", () => 
   });
   let stopped = false;
   const stopOnce = async () => {
-    if (stopped || !p) return;
+    if (stopped || !ifAssigned(p)) return;
     stopped = true;
     await p.stop();
   };
