@@ -255,3 +255,26 @@ export function parseListQuery<const S extends string, const F extends Record<st
 export function containsPattern(text: string): string {
   return `%${text.replace(/[\\%_]/g, "\\$&")}%`;
 }
+
+/**
+ * The query parameters of a list as JSON Schema (for the API document): what parseListQuery accepts, from the
+ * same spec. `sort` lists every allowed field and its descending form ("+field" is accepted too).
+ */
+export function listQuerySchemas(spec: ListSpec): Record<string, Record<string, unknown>> {
+  const filters = Object.entries(spec.filters).map(([name, kind]): [string, Record<string, unknown>] => {
+    if (kind === "int") return [name, { type: "integer", minimum: MIN_INT32, maximum: MAX_INT32 }];
+    if (kind === "string") return [name, { type: "string", maxLength: MAX_STRING_FILTER_LENGTH }];
+    return [name, { type: "string", enum: enumChoices(kind) }];
+  });
+  return {
+    offset: { type: "integer", minimum: 0, maximum: MAX_OFFSET, default: 0 },
+    limit: { type: "integer", minimum: 1, maximum: MAX_LIMIT, default: DEFAULT_LIMIT },
+    sort: {
+      type: "string",
+      enum: spec.sortable.flatMap((f) => [f, `-${f}`]),
+      default: spec.defaultSort,
+      description: "A field to sort by; prefix with - for descending",
+    },
+    ...Object.fromEntries(filters),
+  };
+}

@@ -85,13 +85,13 @@ export function readAuthCookies(
 export type RedirectCheck = { ok: true; url: string } | { ok: false; reason: string };
 
 /**
- * Where the browser goes after login: `redirect_to` if it is a page of FRONTEND_URL, FRONTEND_URL when
- * absent. Accepts a path ("/courses/3?tab=labs#x") or an absolute URL on FRONTEND_URL's origin; refuses
+ * Where the browser goes after login: `redirect_to` if it is a page of FRONTEND_URL, `landing` (FRONTEND_URL
+ * unless the caller says otherwise) when absent. Accepts a path ("/courses/3?tab=labs#x") or an absolute URL on FRONTEND_URL's origin; refuses
  * other origins, protocol-relative ("//evil"), backslash and control-character tricks, userinfo, and
  * paths outside FRONTEND_URL's own path. The answer is always absolute on FRONTEND_URL's origin.
  */
-export function resolveRedirectTo(raw: unknown, frontendUrl: string): RedirectCheck {
-  if (raw === undefined || raw === null || raw === "") return { ok: true, url: frontendUrl };
+export function resolveRedirectTo(raw: unknown, frontendUrl: string, landing = frontendUrl): RedirectCheck {
+  if (raw === undefined || raw === null || raw === "") return { ok: true, url: landing };
   if (typeof raw !== "string") return { ok: false, reason: "redirect_to must be a single value" };
   if (raw.length > 2048) return { ok: false, reason: "redirect_to is too long" };
   // Browsers strip tabs/newlines and treat "\" as "/": "/\evil.com" would leave our origin.

@@ -29,6 +29,7 @@ import { ACCESS_CHECK_ACTION, type PermissionAnswer, type PermissionQuery } from
 import { roleAllowed } from "../lib/access.rules";
 import { conflict, forbidden, notFound, unauthorized } from "./errors";
 import type { Principal, RequestMeta, Role, UserPrincipal } from "../lib/principal";
+import type { ActionDocs } from "../lib/api-docs";
 
 export interface AccessDeclaration<E = unknown> {
   /** Anyone, even anonymous, may call (health, the login redirect). Says so explicitly. */
@@ -48,6 +49,8 @@ export interface AccessDeclaration<E = unknown> {
 declare module "moleculer" {
   interface ActionSchema {
     access?: AccessDeclaration;
+    /** The HTTP answers of a routed action (lib/api-docs.ts): the OpenAPI document is built from them. */
+    openapi?: ActionDocs;
   }
 }
 

@@ -8,7 +8,7 @@ import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
 import { coherentCacherOf, readThrough } from "./coherent-cache";
 import { platformOf } from "./platform";
 import { statementRunnerOf } from "./db";
-import { parseListQuery, type FilterKind, type ListQuery, type ListSpec } from "../lib/listing";
+import { listQuerySchemas, parseListQuery, type FilterKind, type ListQuery, type ListSpec } from "../lib/listing";
 import { validationError } from "./errors";
 import { SYSTEM_ONLY } from "../lib/access.rules";
 import { systemPrincipal, type RequestMeta } from "../lib/principal";
@@ -182,10 +182,16 @@ export function DbMixin(): Partial<ServiceSchema> {
   };
 }
 
-/** Moleculer params for a list action: the values are checked by parseListQuery, which knows the 422 shape. */
-export function listParams(filters: readonly string[]): Record<string, { type: "any"; optional: true }> {
-  const names = ["offset", "limit", "sort", ...filters];
-  return Object.fromEntries(names.map((n) => [n, { type: "any", optional: true } as const]));
+/**
+ * Moleculer params for a list action: the values are checked by parseListQuery, which knows the 422 shape;
+ * each carries its JSON Schema from the same spec for the API document.
+ */
+export function listParams(
+  spec: ListSpec,
+): Record<string, { type: "any"; optional: true; openapi: Record<string, unknown> }> {
+  return Object.fromEntries(
+    Object.entries(listQuerySchemas(spec)).map(([n, openapi]) => [n, { type: "any", optional: true, openapi }]),
+  );
 }
 
 export function parseListOrThrow<const S extends string, const F extends Record<string, FilterKind>>(

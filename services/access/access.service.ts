@@ -29,7 +29,8 @@ import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../pla
 import { ANY_USER, STAFF, STUDENT_ONLY, type Decision } from "../../lib/access.rules";
 import { conflict, forbidden, notFound, validationError } from "../../platform/errors";
 import type { Principal, UserPrincipal } from "../../lib/principal";
-import type { AccessRequestView } from "./access-requests.rows";
+import { AccessRequest, type AccessRequestView } from "./access-requests.rows";
+import { pageOf } from "../../lib/schema";
 import {
   PERMISSION_RULES,
   decidePermission,
@@ -172,8 +173,13 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods> 
 
     list: {
       rest: "GET /access-requests",
+      openapi: {
+        summary: "List access requests",
+        description: "Student: their own; teacher: those for their courses; admin: all.",
+        responses: { 200: { description: "One page of access requests", body: pageOf(AccessRequest) } },
+      },
       access: { roles: ANY_USER },
-      params: listParams(Object.keys(ACCESS_REQUEST_LIST_SPEC.filters)),
+      params: listParams(ACCESS_REQUEST_LIST_SPEC),
       async handler(ctx: Ctx) {
         const q = parseListOrThrow(ctx.params, ACCESS_REQUEST_LIST_SPEC);
         const p = principalOf(ctx);
@@ -203,9 +209,27 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods> 
 
     create: {
       rest: "POST /access-requests",
+      openapi: {
+        summary: "Ask to join a course",
+        description:
+          "Any course id is taken and answered alike, whether the course exists or not (nothing is revealed about it).",
+        responses: {
+          201: { description: "The pending request", body: AccessRequest, headers: { Location: "The request's URL" } },
+        },
+        errors: {
+          409: "Already assigned, a request for this course is pending, or too many requests are pending",
+        },
+      },
       // Only a student asks to join; a teacher or admin assigns directly (POST /courses/{id}/students).
       access: { roles: STUDENT_ONLY },
-      params: { course_id: BODY_ID_PARAM, message: { type: "any", optional: true } },
+      params: {
+        course_id: BODY_ID_PARAM,
+        message: {
+          type: "any",
+          optional: true,
+          openapi: { type: ["string", "null"], maxLength: REQUEST_MESSAGE_MAX, description: "Blank means none" },
+        },
+      },
       async handler(ctx: Ctx<CreateParams>) {
         const p = principalOf(ctx);
         // The system principal passes the role check but is nobody who could join a course.
@@ -277,6 +301,10 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods> 
 
     get: {
       rest: "GET /access-requests/:id",
+      openapi: {
+        summary: "Get an access request",
+        responses: { 200: { description: "The request", body: AccessRequest } },
+      },
       access: { roles: ANY_USER, ...REQUEST_ACCESS, decide: rule("view") },
       params: { id: ID_PARAM },
       handler(ctx: Ctx<IdParams>) {
@@ -286,6 +314,11 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods> 
 
     approve: {
       rest: "POST /access-requests/:id/approve",
+      openapi: {
+        summary: "Approve an access request (assigns the student)",
+        responses: { 200: { description: "The request, approved", body: AccessRequest } },
+        errors: { 409: "The request is no longer pending, or its course does not exist" },
+      },
       access: { roles: STAFF, ...REQUEST_ACCESS, decide: rule("decide") },
       params: { id: ID_PARAM },
       handler(ctx: Ctx<IdParams>) {
@@ -295,8 +328,20 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods> 
 
     reject: {
       rest: "POST /access-requests/:id/reject",
+      openapi: {
+        summary: "Reject an access request",
+        responses: { 200: { description: "The request, rejected", body: AccessRequest } },
+        errors: { 409: "The request is no longer pending" },
+      },
       access: { roles: STAFF, ...REQUEST_ACCESS, decide: rule("decide") },
-      params: { id: ID_PARAM, reason: { type: "any", optional: true } },
+      params: {
+        id: ID_PARAM,
+        reason: {
+          type: "any",
+          optional: true,
+          openapi: { type: ["string", "null"], maxLength: DECISION_REASON_MAX, description: "Blank means none" },
+        },
+      },
       handler(ctx: Ctx<RejectParams>) {
         // Optional: unlike a lab (whose author must fix something), a student has nothing to repair, and a
         // required text would only collect "no". When given it is stored and shown to the student.
@@ -308,6 +353,11 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods> 
 
     cancel: {
       rest: "POST /access-requests/:id/cancel",
+      openapi: {
+        summary: "Cancel one's own access request",
+        responses: { 200: { description: "The request, cancelled", body: AccessRequest } },
+        errors: { 409: "The request is no longer pending" },
+      },
       // Role check first: teachers and admins never cancel (they reject), so they hear 403 without a lookup.
       access: { roles: STUDENT_ONLY, ...REQUEST_ACCESS, decide: rule("cancel") },
       params: { id: ID_PARAM },

@@ -16,7 +16,11 @@ import { STATUS_CHANGED_EVENT } from "../lab-instances/lab-instances.contract";
 import { checkCsrf, cookiePolicy, readAuthCookies, trustedOrigins } from "../../lib/web-session.rules";
 import { toHttpAnswer } from "./http-errors";
 import { trackHttpRequests, type HttpDrain } from "./http-drain";
-import { buildOpenApi, docsPage, type RouteDescription } from "./openapi";
+import { buildOpenApi, type RouteDescription } from "./openapi";
+import { docsAliases } from "./docs-page";
+import { s, type Infer } from "../../lib/schema";
+import type { ActionDocs } from "../../lib/api-docs";
+import { ID_PARAM } from "../../lib/params";
 import {
   addReadinessCheck,
   checkDatabase,
@@ -44,12 +48,26 @@ interface GatewayRequest extends IncomingMessage {
 /** "ok", "embedded", or what is wrong. */
 type Check = string;
 
-interface HealthReport {
-  status: "healthy" | "unhealthy";
-  /** The seed's three, `rabbitmq` being the Celery broker the tasks go to; plus Moleculer's transporter. */
-  checks: { database: Check; redis: Check; rabbitmq: Check; transporter: Check };
-  version: string;
-}
+const check = s.string({ description: '"ok", "embedded" (an in-process stand-in), or "failed: <why>"' });
+const Health = s.object(
+  {
+    status: s.enum(["healthy", "unhealthy"]),
+    checks: s.object({
+      database: check,
+      redis: check,
+      /** The Celery broker the tasks go to. */
+      rabbitmq: check,
+      /** Moleculer's transporter. */
+      transporter: check,
+    }),
+    version: s.string(),
+  },
+  { title: "Health" },
+);
+type HealthReport = Infer<typeof Health>;
+
+/** A route served by the gateway itself (no action): what the document says about it. */
+type GatewayRoute = Pick<RouteDescription, "params" | "access" | "docs">;
 
 type GatewayMethods = {
   refreshAliases(): void;
@@ -181,6 +199,31 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
   const streams = new LabInstanceStreams();
   const assignRequestId = requestIdAssigner(config.tracing.exporter !== "off");
   const probes = probeHandlers(broker);
+  const gatewayRoutes = new Map<unknown, GatewayRoute>([
+    [
+      streams.handler,
+      {
+        params: { id: ID_PARAM },
+        access: { roles: ANY_USER, entity: "Lab instance" },
+        docs: {
+          operationId: "labInstancesEvents",
+          summary: "Stream a lab instance's status (server-sent events)",
+          description:
+            "Authorised like GET /lab-instances/{id}. Send `Last-Event-ID` when reconnecting: only newer news follows.",
+          responses: {
+            200: {
+              description: "The stream: the current status first, then every change; it ends after a final status",
+              eventStream:
+                "Each event is `id: <rank>` (1 pending, 2 running, 3 stopping, 4 stopped|failed|expired), " +
+                "`event: status` and `data: <LabInstance JSON>` (see the LabInstance schema). `: keep-alive` comments " +
+                "come every 15 s; `retry: 3000` sets the reconnect delay.",
+            },
+            204: { description: "The client has already seen the final status (Last-Event-ID): stop reconnecting" },
+          },
+        },
+      },
+    ],
+  ]);
   // moleculer-web logs each request and answer at `logRequest`/`logResponse` (debug, below): under info the lines
   // are dropped, but only after the redacted copy of the request was built. Skip it all then (~5 % of a read's CPU).
   const requestLogOn = config.logLevel === "debug" || config.logLevel === "trace";
@@ -252,14 +295,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
           aliases: {
             "GET livez": probes.livez,
             "GET readyz": probes.readyz,
-            "GET api/docs"(_req: IncomingMessage, res: ServerResponse) {
-              res.setHeader("Content-Type", "text/html; charset=utf-8");
-              res.setHeader(
-                "Content-Security-Policy",
-                "default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline'",
-              );
-              res.end(docsPage("/api/v1/openapi.json"));
-            },
+            ...docsAliases("/api/v1/openapi.json"),
           },
         },
       ],
@@ -299,31 +335,55 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
       removeRoute: false,
       openapi: {
         access: PUBLIC,
+        openapi: {
+          summary: "This API's OpenAPI 3.1 document",
+          description: "Built from the routed actions: their params, access rules and declared answers.",
+          responses: { 200: { description: "The document", body: s.record(s.unknown()) } },
+        },
         handler() {
           const { aliases } = webInternals(this);
           const actions = new Map(
             (
               this.broker.registry.getActionList({ skipInternal: true }) as {
                 name: string;
-                action?: Record<string, unknown>;
+                action?: {
+                  params?: Record<string, unknown>;
+                  access?: RouteDescription["access"];
+                  openapi?: ActionDocs;
+                };
               }[]
             ).map((a) => [a.name, a.action]),
           );
-          const routes = aliases.map((a) => {
+          const routes = aliases.map((a): RouteDescription => {
+            const own = a.action ? undefined : gatewayRoutes.get(a.handler);
+            if (own) return { method: a.method, path: a.fullPath, ...own };
             const action = a.action ? actions.get(a.action) : undefined;
             return {
               method: a.method,
               path: a.fullPath,
               action: a.action ?? undefined, // null for a handler alias
-              params: action?.params as Record<string, unknown> | undefined,
-              access: (action?.access as RouteDescription["access"]) ?? (a.action ? undefined : { roles: ANY_USER }),
+              params: action?.params,
+              access: action?.access ?? (a.action ? undefined : { roles: ANY_USER }),
+              docs: action?.openapi,
             };
           });
-          return buildOpenApi(routes, { prefix: "/api/v1", version: config.version, serverUrl: config.publicUrl });
+          return buildOpenApi(routes, {
+            prefix: "/api/v1",
+            version: config.version,
+            sessionCookie: sessionCookies.sessionName,
+          });
         },
       },
       health: {
         access: PUBLIC,
+        openapi: {
+          summary: "Is the platform up?",
+          description: "Checks the database, Redis and the transporter from this gateway node.",
+          responses: {
+            200: { description: "Every part answers", body: Health },
+            503: { description: "A part is down (the report says which)", body: Health },
+          },
+        },
         async handler(ctx: Context<unknown, RequestMeta>): Promise<HealthReport> {
           const [database, redis, rabbitmq] = await Promise.all([
             this.checkDatabase(),

@@ -6,6 +6,8 @@
 /** Backend client secret when OIDC_CLIENT_SECRET is unset. Development only, and public knowledge. */
 export const DEV_CLIENT_SECRET = "autolabs-dev-secret";
 export const BACKEND_CALLBACK_PATH = "/api/v1/auth/callback";
+/** The gateway's interactive API docs (services/api-gateway/docs-page.ts): an embedded login lands there. */
+export const DOCS_PATH = "/api/docs";
 
 /** Operator actions (system only): `auth.findUser {query}` (an id or an e-mail) answers the user or 404. */
 export const AUTH_ACTIONS = { findUser: "auth.findUser" } as const;

@@ -30,11 +30,12 @@ import {
   type ClaimsIdentity,
   type StoredIdentity,
 } from "./auth.rules";
-import { BACKEND_CALLBACK_PATH, DEV_CLIENT_SECRET } from "./auth.contract";
+import { BACKEND_CALLBACK_PATH, DEV_CLIENT_SECRET, DOCS_PATH } from "./auth.contract";
 import { createOidcClient, type OidcClient } from "./oidc-client";
 import { createMemoryStore, createRedisStore, type AuthStore } from "./session-store";
 import { createTokenVerifier, type TokenVerifier } from "./token-verifier";
-import type { UserRow } from "./users.rows";
+import { User, type UserRow } from "./users.rows";
+import { pageOf } from "../../lib/schema";
 import {
   LOGIN_STATE_TTL_S,
   SECRET_RE,
@@ -109,6 +110,16 @@ const USER_LIST: ListSpec<"created_at" | "name" | "email" | "id", { role: "enum:
     filters: { role: "enum:admin|teacher|student", q: "string" },
   };
 
+/**
+ * Where a login without `redirect_to` lands: FRONTEND_URL; in embedded mode without a frontend of its own
+ * (FRONTEND_URL is the gateway), the API's interactive docs, signed in (its try-it-out sends the cookie).
+ */
+function landingPage(config: { mode: string; frontendUrl: string; publicUrl: string }): string {
+  return config.mode === "embedded" && config.frontendUrl === config.publicUrl
+    ? `${config.publicUrl}${DOCS_PATH}`
+    : config.frontendUrl;
+}
+
 /** The embedded IdP's issuer when OIDC_ISSUER is not set (dev/embedded-idp.ts). */
 export function issuerOf(config: { oidc: { issuer?: string; embeddedPort: number } }): string {
   return config.oidc.issuer ?? `http://localhost:${config.oidc.embeddedPort}`;
@@ -164,11 +175,28 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
      */
     login: {
       rest: ["GET /auth/login", "POST /auth/login"],
+      openapi: {
+        summary: "Start the browser login (OIDC authorization code flow with PKCE)",
+        description: "`redirect_to`: a page of FRONTEND_URL to land on once signed in.",
+        responses: {
+          302: {
+            description: "On to the identity provider's login page",
+            headers: { Location: "The provider's authorization URL", "Set-Cookie": "Binds the login to this browser" },
+          },
+        },
+        errors: { 400: "redirect_to is not a page of the frontend" },
+      },
       access: PUBLIC,
-      params: { redirect_to: { type: "any", optional: true } },
+      params: {
+        redirect_to: {
+          type: "any",
+          optional: true,
+          openapi: { type: "string", maxLength: 2048, description: "A path or URL on FRONTEND_URL" },
+        },
+      },
       async handler(ctx: Ctx<{ redirect_to?: unknown }>): Promise<null> {
         const { config } = platformOf(this.broker);
-        const target = resolveRedirectTo(ctx.params.redirect_to, config.frontendUrl);
+        const target = resolveRedirectTo(ctx.params.redirect_to, config.frontendUrl, landingPage(config));
         if (!target.ok) throw badRequest(target.reason);
         const state = randomSecret();
         const nonce = randomSecret();
@@ -197,9 +225,29 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
      */
     callback: {
       rest: "GET /auth/callback",
+      openapi: {
+        summary: "The identity provider's redirect back (browser login, second half)",
+        description: "Checks state, PKCE and the ID token, syncs the user and sets the session cookie.",
+        responses: {
+          302: {
+            description: "Signed in: on to where the login asked",
+            headers: { Location: "The page to land on", "Set-Cookie": "The session cookie" },
+          },
+        },
+        errors: {
+          400: "The callback is not valid (state, code, ID token, or an error from the provider)",
+          403: "The account has no AutoLabs role",
+        },
+      },
       access: PUBLIC,
       // IdPs add their own parameters (session_state, scope, …): everything is checked by hand below.
-      params: { $$strict: false },
+      params: {
+        $$strict: false,
+        state: { type: "any", optional: true, openapi: { type: "string", description: "The login's one-time state" } },
+        code: { type: "any", optional: true, openapi: { type: "string", description: "The authorization code" } },
+        iss: { type: "any", optional: true, openapi: { type: "string", description: "The issuer (RFC 9207)" } },
+        error: { type: "any", optional: true, openapi: { type: "string", description: "The provider's error code" } },
+      },
       async handler(ctx: Ctx<CallbackParams>): Promise<null> {
         const { config } = platformOf(this.broker);
         const p = ctx.params;
@@ -272,6 +320,11 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
     /** Ends the browser's session and clears its cookie: 204, whether or not there was one. */
     logout: {
       rest: "POST /auth/logout",
+      openapi: {
+        summary: "End the browser session",
+        responses: { 204: { description: "Signed out (also when there was no session)" } },
+        errors: { 403: "A cookie-authenticated logout failed the CSRF check" },
+      },
       access: PUBLIC,
       async handler(ctx: Ctx): Promise<null> {
         const sid = ctx.meta.authCookies?.session;
@@ -287,6 +340,11 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
 
     me: {
       rest: "GET /auth/me",
+      openapi: {
+        summary: "The caller's own account",
+        responses: { 200: { description: "The caller", body: User } },
+        errors: { 404: "The caller's account was deleted" },
+      },
       access: { roles: ANY_USER },
       async handler(ctx: Ctx) {
         const p = principalOf(ctx);
@@ -299,8 +357,13 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
 
     listUsers: {
       rest: "GET /users",
+      openapi: {
+        summary: "List accounts",
+        description: "Admin: all; teacher: students only (to assign them).",
+        responses: { 200: { description: "One page of users", body: pageOf(User) } },
+      },
       access: { roles: STAFF },
-      params: listParams(Object.keys(USER_LIST.filters)),
+      params: listParams(USER_LIST),
       async handler(ctx: Ctx) {
         const q = parseListOrThrow(ctx.params, USER_LIST);
         const p = principalOf(ctx);
@@ -332,6 +395,11 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
 
     getUser: {
       rest: "GET /users/:id",
+      openapi: {
+        summary: "Get an account",
+        description: "Admin: anyone; everyone: themselves; a teacher: the students of their courses.",
+        responses: { 200: { description: "The user", body: User } },
+      },
       access: { roles: ANY_USER },
       params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {

@@ -1,10 +1,46 @@
-/** Row types of the tables the courses service owns (schema: platform/migrations/; queried with SQL, no ORM models). */
+/**
+ * Rows of the tables the courses service owns (schema: platform/migrations/; queried with SQL, no ORM models),
+ * declared once as JSON Schema: the TypeScript type and the OpenAPI document's component both come from here.
+ */
+import { s, type Infer } from "../../lib/schema";
+import { ROLES } from "../../lib/principal";
 
-export interface CourseRow {
-  id: number;
-  name: string;
-  description: string;
-  owner_id: number;
-  created_at: Date;
-  updated_at: Date;
-}
+const id = s.integer({ minimum: 1 });
+
+export const Course = s.object(
+  {
+    id,
+    name: s.string({ minLength: 1, maxLength: 200 }),
+    description: s.nullable(s.string({ maxLength: 5000, description: "null: cleared" })),
+    owner_id: s.integer({ minimum: 1, description: "The teacher (or admin) who runs the course" }),
+    created_at: s.dateTime(),
+    updated_at: s.dateTime(),
+  },
+  { title: "Course" },
+);
+export type CourseRow = Infer<typeof Course>;
+
+/** A student of a course (GET /courses/{id}/students). */
+export const CourseStudent = s.object(
+  {
+    id,
+    email: s.nullable(s.string()),
+    name: s.nullable(s.string()),
+    role: s.enum(ROLES),
+    assigned_at: s.dateTime(),
+  },
+  { title: "CourseStudent" },
+);
+
+/** The answer of POST /courses/{id}/students. */
+export const StudentsAssigned = s.object(
+  {
+    course_id: id,
+    added: s.array(id, { description: "Newly assigned, in id order" }),
+    already_assigned: s.array(id, { description: "Asked for but assigned before" }),
+  },
+  { title: "StudentsAssigned" },
+);
+
+/** The answer of POST /courses/{id}/labs: the link. */
+export const CourseLabLink = s.object({ course_id: id, lab_id: id }, { title: "CourseLabLink" });

@@ -27,7 +27,9 @@ import {
 import { conflict, notFound, validationError } from "../../platform/errors";
 import { containsPattern, type ListSpec } from "../../lib/listing";
 import type { UserPrincipal } from "../../lib/principal";
-import type { CourseRow } from "./courses.rows";
+import { Course, CourseLabLink, CourseStudent, StudentsAssigned, type CourseRow } from "./courses.rows";
+import { Lab } from "../labs/labs.contract";
+import { pageOf } from "../../lib/schema";
 import {
   ID_PARAM,
   BODY_ID_PARAM,
@@ -136,8 +138,13 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
   actions: {
     list: {
       rest: "GET /",
+      openapi: {
+        summary: "List the courses the caller may see",
+        description: "Admin: all; teacher: their own; student: the ones they are assigned to.",
+        responses: { 200: { description: "One page of courses", body: pageOf(Course) } },
+      },
       access: { roles: ANY_USER },
-      params: listParams(Object.keys(COURSE_LIST.filters)),
+      params: listParams(COURSE_LIST),
       cache: { keys: ["#user.kind", "#user.id", "#user.role", "offset", "limit", "sort", "owner_id", "q"], ttl: 600 },
       async handler(ctx: Ctx) {
         const q = parseListOrThrow(ctx.params, COURSE_LIST);
@@ -176,6 +183,14 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     create: {
       rest: "POST /",
+      openapi: {
+        summary: "Create a course",
+        description: "A teacher owns what they create; an admin names the owning teacher in `owner_id`.",
+        responses: {
+          201: { description: "The new course", body: Course, headers: { Location: "The course's URL" } },
+        },
+        errors: { 409: "The chosen owner stopped being a teacher meanwhile; try again" },
+      },
       access: { roles: STAFF },
       params: { name: NAME, description: DESCRIPTION, owner_id: OWNER_ID },
       async handler(ctx: Ctx<CreateParams>) {
@@ -220,6 +235,10 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     get: {
       rest: "GET /:id",
+      openapi: {
+        summary: "Get a course",
+        responses: { 200: { description: "The course", body: Course } },
+      },
       access: { roles: ANY_USER, ...COURSE_ACCESS, decide: view },
       params: { id: ID_PARAM },
       cache: { keys: ["#user.kind", "#user.id", "#user.role", "id"], ttl: 600 },
@@ -230,6 +249,11 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     update: {
       rest: "PUT /:id",
+      openapi: {
+        summary: "Change a course (name, description; an admin also the owner)",
+        responses: { 200: { description: "The course as stored", body: Course } },
+        errors: { 409: "The course changed hands meanwhile; reload it and try again" },
+      },
       access: { roles: STAFF, ...COURSE_ACCESS, decide: manage },
       params: { id: ID_PARAM, name: optionalNotNull(NAME), description: DESCRIPTION, owner_id: OWNER_ID },
       async handler(ctx: Ctx<UpdateParams>) {
@@ -278,6 +302,12 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     remove: {
       rest: "DELETE /:id",
+      openapi: {
+        summary: "Delete a course",
+        description: "Its finished lab instances go with it.",
+        responses: { 204: { description: "Deleted" } },
+        errors: { 409: "The course has active lab instances, or changed hands meanwhile" },
+      },
       access: { roles: STAFF, ...COURSE_ACCESS, decide: manage },
       params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
@@ -310,8 +340,12 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     students: {
       rest: "GET /:id/students",
+      openapi: {
+        summary: "List a course's students",
+        responses: { 200: { description: "One page of students", body: pageOf(CourseStudent) } },
+      },
       access: { roles: ANY_USER, ...COURSE_ACCESS, decide: manage },
-      params: { id: ID_PARAM, ...listParams(Object.keys(STUDENT_LIST.filters)) },
+      params: { id: ID_PARAM, ...listParams(STUDENT_LIST) },
       async handler(ctx: Ctx<IdParams>) {
         const q = parseListOrThrow(ctx.params, STUDENT_LIST);
         const bind: Record<string, unknown> = { course: ctx.params.id };
@@ -337,6 +371,12 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     assignStudents: {
       rest: "POST /:id/students",
+      openapi: {
+        summary: "Assign students to a course",
+        description: "Idempotent: students already assigned are reported, not refused.",
+        responses: { 200: { description: "Who was added and who was there already", body: StudentsAssigned } },
+        errors: { 409: "The course changed hands meanwhile; reload it and try again" },
+      },
       access: { roles: STAFF, ...COURSE_ACCESS, decide: manage },
       params: { id: ID_PARAM, student_ids: { type: "array", items: BODY_ID_PARAM, min: 1, max: 500, unique: true } },
       async handler(ctx: Ctx<AssignParams>) {
@@ -373,6 +413,12 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     removeStudent: {
       rest: "DELETE /:id/students/:student_id",
+      openapi: {
+        summary: "Remove a student from a course",
+        description: "Their lab instances in the course are stopped.",
+        responses: { 204: { description: "Removed" } },
+        errors: { 409: "The course changed hands meanwhile; reload it and try again" },
+      },
       access: { roles: STAFF, ...COURSE_ACCESS, decide: manage },
       params: { id: ID_PARAM, student_id: ID_PARAM },
       async handler(ctx: Ctx<StudentParams>) {
@@ -402,8 +448,13 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     labs: {
       rest: "GET /:id/labs",
+      openapi: {
+        summary: "List the labs attached to a course",
+        description: "Students see approved labs only.",
+        responses: { 200: { description: "One page of labs", body: pageOf(Lab) } },
+      },
       access: { roles: ANY_USER, ...COURSE_ACCESS, decide: view },
-      params: { id: ID_PARAM, ...listParams(Object.keys(COURSE_LAB_LIST.filters)) },
+      params: { id: ID_PARAM, ...listParams(COURSE_LAB_LIST) },
       cache: { keys: ["#user.kind", "#user.id", "#user.role", "id", "offset", "limit", "sort", "status"], ttl: 600 },
       async handler(ctx: Ctx<IdParams>) {
         const q = parseListOrThrow(ctx.params, COURSE_LAB_LIST);
@@ -426,6 +477,14 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     attachLab: {
       rest: "POST /:id/labs",
+      openapi: {
+        summary: "Attach a lab to a course",
+        responses: {
+          201: { description: "Attached", body: CourseLabLink, headers: { Location: "The link's URL" } },
+          200: { description: "It was attached already", body: CourseLabLink },
+        },
+        errors: { 409: "The course changed hands meanwhile; reload it and try again" },
+      },
       access: { roles: STAFF, ...COURSE_ACCESS, decide: manage },
       params: { id: ID_PARAM, lab_id: BODY_ID_PARAM },
       async handler(ctx: Ctx<LabParams>) {
@@ -466,6 +525,11 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
 
     detachLab: {
       rest: "DELETE /:id/labs/:lab_id",
+      openapi: {
+        summary: "Detach a lab from a course",
+        responses: { 204: { description: "Detached" } },
+        errors: { 409: "The lab has active instances in this course, or the course changed hands meanwhile" },
+      },
       access: { roles: STAFF, ...COURSE_ACCESS, decide: manage },
       params: { id: ID_PARAM, lab_id: ID_PARAM },
       async handler(ctx: Ctx<LabParams>) {

@@ -1,38 +1,45 @@
-/** Row types of the lab_instances table (schema: platform/migrations/; queried with SQL, no ORM models). */
-import type { InstanceStatus } from "./lab-instances.rules";
+/**
+ * Rows of the lab_instances table (schema: platform/migrations/; queried with SQL, no ORM models), declared
+ * once as JSON Schema: the TypeScript type, the columns selected and the OpenAPI component come from here.
+ */
+import { s, type Infer } from "../../lib/schema";
+import { INSTANCE_STATUSES } from "./lab-instances.rules";
+
+const id = s.integer({ minimum: 1 });
 
 /** A lab_instances row, as the API shows it (snake_case, ISO times once serialised). */
-export interface LabInstanceRow {
-  id: number;
-  lab_id: number;
-  course_id: number;
-  student_id: number;
-  status: InstanceStatus;
-  /** The start_lab task's Celery id (stop/cleanup task ids live in task_outbox rows of this instance). */
-  celery_task_id: string | null;
-  k8s_pod_name: string | null;
-  connection_url: string | null;
-  error: string | null;
-  created_at: Date;
-  started_at: Date | null;
-  stopped_at: Date | null;
-  expires_at: Date | null;
-  updated_at: Date;
-}
+export const LabInstance = s.object(
+  {
+    id,
+    lab_id: id,
+    course_id: id,
+    student_id: id,
+    status: s.enum(INSTANCE_STATUSES),
+    celery_task_id: s.nullable(s.string({ description: "The start_lab task's Celery id" })),
+    k8s_pod_name: s.nullable(s.string()),
+    connection_url: s.nullable(s.string()),
+    error: s.nullable(s.string()),
+    created_at: s.dateTime(),
+    started_at: s.nullable(s.dateTime()),
+    stopped_at: s.nullable(s.dateTime()),
+    expires_at: s.nullable(s.dateTime()),
+    updated_at: s.dateTime(),
+  },
+  { title: "LabInstance" },
+);
+export type LabInstanceRow = Infer<typeof LabInstance>;
 
-export const INSTANCE_COLUMNS = [
-  "id",
-  "lab_id",
-  "course_id",
-  "student_id",
-  "status",
-  "celery_task_id",
-  "k8s_pod_name",
-  "connection_url",
-  "error",
-  "created_at",
-  "started_at",
-  "stopped_at",
-  "expires_at",
-  "updated_at",
-] as const satisfies readonly (keyof LabInstanceRow)[];
+export const INSTANCE_COLUMNS = Object.keys(LabInstance.properties as object) as (keyof LabInstanceRow)[];
+
+/** GET /lab-instances/{id}/connection: where to connect while the instance runs. */
+export const LabConnection = s.object(
+  {
+    id,
+    status: s.enum(["running"]),
+    connection_url: s.nullable(s.string()),
+    k8s_pod_name: s.nullable(s.string()),
+    started_at: s.nullable(s.dateTime()),
+    expires_at: s.nullable(s.dateTime()),
+  },
+  { title: "LabConnection" },
+);

@@ -56,7 +56,8 @@ import {
   type InspectedInstance,
   type SweepReport,
 } from "./lab-instances.contract";
-import { INSTANCE_COLUMNS, type LabInstanceRow } from "./lab-instances.rows";
+import { INSTANCE_COLUMNS, LabConnection, LabInstance, type LabInstanceRow } from "./lab-instances.rows";
+import { pageOf } from "../../lib/schema";
 import {
   ACTIVE_STATUSES,
   INSTANCE_STATUSES,
@@ -175,8 +176,13 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
     // Not cached: statuses change all the time and a stale "pending" would mislead the UI.
     list: {
       rest: "GET /",
+      openapi: {
+        summary: "List the lab instances the caller may see",
+        description: "Student: their own; teacher: those in their courses; admin: all.",
+        responses: { 200: { description: "One page of lab instances", body: pageOf(LabInstance) } },
+      },
       access: { roles: ANY_USER },
-      params: listParams(Object.keys(INSTANCE_LIST.filters)),
+      params: listParams(INSTANCE_LIST),
       async handler(ctx: Ctx) {
         const q = parseListOrThrow(ctx.params, INSTANCE_LIST);
         const p = principalOf(ctx);
@@ -205,6 +211,23 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
      */
     create: {
       rest: "POST /",
+      openapi: {
+        summary: "Start a lab",
+        description:
+          "The student must be assigned to the course and the lab attached to it and approved. The instance starts " +
+          "pending; watch it with GET /lab-instances/{id}/events.",
+        responses: {
+          202: {
+            description: "Accepted: the pending instance",
+            body: LabInstance,
+            headers: { Location: "The instance's URL" },
+          },
+        },
+        errors: {
+          404: "The course is not the caller's, or the lab is not attached to it",
+          409: "The lab is not approved, the student already runs it, or runs as many instances as allowed",
+        },
+      },
       // The start rule (assigned AND attached AND approved) is a permission decision of the access service,
       // cached per student, course and lab: a refused or repeated start costs no query here. The transaction
       // below checks the same facts again under locks, so a decision is never the last word on a start.
@@ -343,6 +366,10 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
 
     get: {
       rest: "GET /:id",
+      openapi: {
+        summary: "Get a lab instance",
+        responses: { 200: { description: "The instance", body: LabInstance } },
+      },
       access: { roles: ANY_USER, ...INSTANCE_ACCESS, decide: instanceRule("view") },
       params: { id: ID_PARAM },
       handler(ctx: Ctx<IdParams>) {
@@ -356,6 +383,12 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
      */
     stop: {
       rest: "POST /:id/stop",
+      openapi: {
+        summary: "Stop a lab instance",
+        description: "Idempotent: stopping one that is stopping or stopped answers it unchanged.",
+        responses: { 202: { description: "Accepted: the instance, stopping", body: LabInstance } },
+        errors: { 409: "The instance has already ended (failed or expired)" },
+      },
       access: { roles: ANY_USER, ...INSTANCE_ACCESS, decide: instanceRule("manage") },
       params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
@@ -372,6 +405,11 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
 
     connection: {
       rest: "GET /:id/connection",
+      openapi: {
+        summary: "Where to connect to a running lab instance",
+        responses: { 200: { description: "Connection details", body: LabConnection } },
+        errors: { 409: "The instance is not running" },
+      },
       access: { roles: ANY_USER, ...INSTANCE_ACCESS, decide: instanceRule("view") },
       params: { id: ID_PARAM },
       // Not async: moleculer wraps every handler (Promise.method), so the throw below still rejects.

@@ -10,6 +10,7 @@ import type { Role } from "../../lib/principal";
 import { controlCharProblem } from "../../lib/params";
 import type { ListSpec } from "../../lib/listing";
 import type { ValidationProblem } from "../../lib/validation-problem";
+import type { JsonSchema } from "../../lib/schema";
 
 /* ───────────────────────────── Approval state machine ───────────────────────────── */
 
@@ -330,6 +331,8 @@ interface QuantityKind {
   maxLabel: string;
   /** Rejects a well-formed suffix that is a mistake for this resource; returns the message. */
   suffixMistake: (raw: RawQuantity) => string | undefined;
+  /** The unit suffixes this resource takes (besides an exponent): what the API document's pattern allows. */
+  suffixes: readonly string[];
 }
 
 function parseQuantity(q: unknown, kind: QuantityKind): QuantityResult {
@@ -381,6 +384,7 @@ const CPU: QuantityKind = {
     raw.suffixKind === "binary"
       ? `CPU takes decimal units such as 500m, 0.5 or 2; binary suffixes like '${raw.suffix}' are for memory and storage`
       : undefined,
+  suffixes: Object.keys(DECIMAL_SI),
 };
 
 const MEMORY: QuantityKind = {
@@ -392,6 +396,7 @@ const MEMORY: QuantityKind = {
   minLabel: "4Mi",
   maxLabel: "64Gi",
   suffixMistake: noMilliBytes("Memory"),
+  suffixes: [...Object.keys(BINARY_SI), ...Object.keys(DECIMAL_SI).filter((s) => s !== "m")],
 };
 
 const STORAGE: QuantityKind = {
@@ -403,6 +408,7 @@ const STORAGE: QuantityKind = {
   minLabel: "1Mi",
   maxLabel: "1Ti",
   suffixMistake: noMilliBytes("Storage"),
+  suffixes: [...Object.keys(BINARY_SI), ...Object.keys(DECIMAL_SI).filter((s) => s !== "m")],
 };
 
 /** CPU quantity → millicores. "500m" → 500, "0.5" → 500, "2" → 2000. Range 1m..64 cores. */
@@ -417,6 +423,26 @@ export function parseMemory(q: unknown): QuantityResult {
 export function parseStorage(q: unknown): QuantityResult {
   return parseQuantity(q, STORAGE);
 }
+
+/** A quantity of `kind` as JSON Schema: the grammar (a positive number, this resource's suffixes) and its range. */
+function quantitySchema(kind: QuantityKind): JsonSchema {
+  const suffixes = kind.suffixes.filter((x) => x !== "").join("|");
+  return {
+    type: "string",
+    maxLength: QUANTITY_MAX_LENGTH,
+    pattern: `^\\+?(?:\\d+\\.?\\d*|\\.\\d+)(?:${suffixes}|[eE][+-]?\\d+)?$`,
+    description: `Kubernetes quantity, ${kind.minLabel} to ${kind.maxLabel} (e.g. ${kind.examples})`,
+    examples: [kind.examples.split(", ")[0]],
+  };
+}
+
+/** A request's `resources` object as JSON Schema (what parseResources accepts, for the API document). */
+export const RESOURCES_SCHEMA: JsonSchema = {
+  type: "object",
+  properties: { cpu: quantitySchema(CPU), memory: quantitySchema(MEMORY), storage: quantitySchema(STORAGE) },
+  required: ["cpu", "memory", "storage"],
+  additionalProperties: false,
+};
 
 export interface ParsedResources {
   cpu_millicores: number;
@@ -522,10 +548,26 @@ export type ImageReferenceResult = { ok: true; value: ImageReference } | { ok: f
 
 export const IMAGE_REFERENCE_MAX_LENGTH = 255;
 const DOMAIN_COMPONENT = "(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
-const DOMAIN_RE = new RegExp(`^(?:${DOMAIN_COMPONENT}(?:\\.${DOMAIN_COMPONENT})*|\\[[a-fA-F0-9:]+\\])(?::[0-9]+)?$`);
-const PATH_COMPONENT_RE = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
-const TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
+const IPV6_HOST = "\\[[a-fA-F0-9:]+\\]";
+const DOMAIN_RE = new RegExp(`^(?:${DOMAIN_COMPONENT}(?:\\.${DOMAIN_COMPONENT})*|${IPV6_HOST})(?::[0-9]+)?$`);
+const PATH_COMPONENT = "[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
+const PATH_COMPONENT_RE = new RegExp(`^${PATH_COMPONENT}$`);
+const TAG = "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}";
+const TAG_RE = new RegExp(`^${TAG}$`);
 const DIGEST_HEX_LENGTH: Record<string, number> = { sha256: 64, sha384: 96, sha512: 128 };
+
+/**
+ * The same grammar as one regular expression, for the API document (JSON Schema `pattern`). A registry is
+ * recognised as validateImageReference does (a '.', a port or localhost); the pattern accepts every reference
+ * the validator accepts (unit-tested), and the validator's messages say what is wrong with the rest.
+ */
+export const IMAGE_REFERENCE_PATTERN = (() => {
+  const registry = `(?:${DOMAIN_COMPONENT}(?:\\.${DOMAIN_COMPONENT})+(?::[0-9]+)?|${DOMAIN_COMPONENT}:[0-9]+|localhost|${IPV6_HOST}(?::[0-9]+)?)`;
+  const digest = Object.entries(DIGEST_HEX_LENGTH)
+    .map(([algorithm, length]) => `${algorithm}:[a-f0-9]{${length}}`)
+    .join("|");
+  return `^(?:${registry}/)?${PATH_COMPONENT}(?:/${PATH_COMPONENT})*(?::${TAG})?(?:@(?:${digest}))?$`;
+})();
 
 function badImage(msg: string): ImageReferenceResult {
   return { ok: false, msg };
@@ -605,3 +647,13 @@ export function dockerImageProblems(
   const r = validateImageReference(value);
   return r.ok ? [] : [{ loc: [...loc], msg: `Invalid image reference: ${r.msg}`, type: "value_error" }];
 }
+
+/** A request's `docker_image` as JSON Schema (what validateImageReference accepts, for the API document). */
+export const IMAGE_REFERENCE_SCHEMA: JsonSchema = {
+  type: "string",
+  minLength: 1,
+  maxLength: IMAGE_REFERENCE_MAX_LENGTH,
+  pattern: IMAGE_REFERENCE_PATTERN,
+  description: "Docker image reference: [registry[:port]/]path[:tag][@digest]; no tag means latest",
+  examples: ["registry.autolabs.local/labs/python:3.12"],
+};

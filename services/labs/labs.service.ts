@@ -23,9 +23,13 @@ import {
 import { conflict, forbidden, notFound, validationError } from "../../platform/errors";
 import type { ValidationProblem } from "../../lib/validation-problem";
 import type { Principal, UserPrincipal } from "../../lib/principal";
-import type { LabRow } from "./labs.rows";
+import { Lab, type LabRow } from "./labs.rows";
+import { pageOf } from "../../lib/schema";
 import {
   LAB_LIST_SPEC,
+  IMAGE_REFERENCE_SCHEMA,
+  REJECTION_REASON_MAX,
+  RESOURCES_SCHEMA,
   dockerImageProblems,
   nextStatus,
   parseRejectionReason,
@@ -70,8 +74,9 @@ const BODY_PARAMS = {
   name: NAME,
   // Nullable column: null clears the description.
   description: { ...multilineTextParam(5000), optional: true, nullable: true },
-  docker_image: { type: "any" },
-  resources: { type: "any" },
+  // Checked by validateBody with the Kubernetes grammars (every problem at once); documented by their schemas.
+  docker_image: { type: "any", openapi: IMAGE_REFERENCE_SCHEMA },
+  resources: { type: "any", openapi: RESOURCES_SCHEMA },
   // NOT NULL column: absent means false on create and "unchanged" on edit; null is refused.
   network_isolated: optionalNotNull({ type: "boolean" }),
   max_lifetime_s: LIFETIME,
@@ -79,8 +84,8 @@ const BODY_PARAMS = {
 const PARTIAL_BODY_PARAMS = {
   name: optionalNotNull(NAME),
   description: BODY_PARAMS.description,
-  docker_image: { type: "any", optional: true },
-  resources: { type: "any", optional: true },
+  docker_image: { type: "any", optional: true, openapi: IMAGE_REFERENCE_SCHEMA },
+  resources: { type: "any", optional: true, openapi: RESOURCES_SCHEMA },
   network_isolated: BODY_PARAMS.network_isolated,
   max_lifetime_s: LIFETIME,
 } as const;
@@ -147,8 +152,13 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
   actions: {
     list: {
       rest: "GET /",
+      openapi: {
+        summary: "List the labs the caller may see",
+        description: "Admin: all; teacher: their own and approved ones; student: approved labs of their courses.",
+        responses: { 200: { description: "One page of labs", body: pageOf(Lab) } },
+      },
       access: { roles: ANY_USER },
-      params: listParams(Object.keys(LAB_LIST_SPEC.filters)),
+      params: listParams(LAB_LIST_SPEC),
       async handler(ctx: Ctx) {
         const q = parseListOrThrow(ctx.params, LAB_LIST_SPEC);
         const p = principalOf(ctx);
@@ -181,6 +191,10 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
 
     create: {
       rest: "POST /",
+      openapi: {
+        summary: "Create a lab (a draft)",
+        responses: { 201: { description: "The new lab", body: Lab, headers: { Location: "The lab's URL" } } },
+      },
       access: { roles: STAFF },
       params: BODY_PARAMS,
       async handler(ctx: Ctx<LabBody>) {
@@ -210,6 +224,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
 
     get: {
       rest: "GET /:id",
+      openapi: { summary: "Get a lab", responses: { 200: { description: "The lab", body: Lab } } },
       access: { roles: ANY_USER, ...LAB_ACCESS, decide: decide("view") },
       params: { id: ID_PARAM },
       handler(ctx: Ctx<IdParams>) {
@@ -219,6 +234,13 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
 
     update: {
       rest: "PUT /:id",
+      openapi: {
+        summary: "Change a lab",
+        description:
+          "A teacher's change of image, resources or network isolation sends an approved lab back to pending_approval.",
+        responses: { 200: { description: "The lab as stored", body: Lab } },
+        errors: { 409: "The lab changed meanwhile; reload it and try again" },
+      },
       access: { roles: STAFF, ...LAB_ACCESS, decide: decide("manage") },
       params: { id: ID_PARAM, ...PARTIAL_BODY_PARAMS },
       async handler(ctx: Ctx<UpdateParams>) {
@@ -248,6 +270,11 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
 
     remove: {
       rest: "DELETE /:id",
+      openapi: {
+        summary: "Delete a lab",
+        responses: { 204: { description: "Deleted" } },
+        errors: { 409: "The lab has active instances" },
+      },
       access: { roles: STAFF, ...LAB_ACCESS, decide: decide("manage") },
       params: { id: ID_PARAM },
       async handler(ctx: Ctx<IdParams>) {
@@ -276,6 +303,11 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
 
     submit: {
       rest: "POST /:id/submit",
+      openapi: {
+        summary: "Submit a lab for approval",
+        responses: { 200: { description: "The lab, pending approval", body: Lab } },
+        errors: { 409: "The lab is not a draft or rejected, or changed meanwhile" },
+      },
       access: { roles: STAFF, ...LAB_ACCESS, decide: decide("manage") },
       params: { id: ID_PARAM },
       handler(ctx: Ctx<IdParams>) {
@@ -285,6 +317,11 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
 
     approve: {
       rest: "POST /:id/approve",
+      openapi: {
+        summary: "Approve a lab",
+        responses: { 200: { description: "The lab, approved", body: Lab } },
+        errors: { 409: "The lab is not pending approval, or changed meanwhile" },
+      },
       access: { roles: ADMIN_ONLY, ...LAB_ACCESS },
       params: { id: ID_PARAM },
       handler(ctx: Ctx<IdParams>) {
@@ -294,8 +331,21 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
 
     reject: {
       rest: "POST /:id/reject",
+      openapi: {
+        summary: "Reject a lab, saying why",
+        responses: { 200: { description: "The lab, rejected", body: Lab } },
+        errors: { 409: "The lab is not pending approval, or changed meanwhile" },
+      },
       access: { roles: ADMIN_ONLY, ...LAB_ACCESS },
-      params: { id: ID_PARAM, reason: { type: "any", optional: true } },
+      params: {
+        id: ID_PARAM,
+        // Required, checked by parseRejectionReason (pydantic's messages); `optional` lets it answer them.
+        reason: {
+          type: "any",
+          optional: true,
+          openapi: { type: "string", minLength: 1, maxLength: REJECTION_REASON_MAX, description: "Required" },
+        },
+      },
       handler(ctx: Ctx<RejectParams>) {
         const reason = parseRejectionReason({ reason: ctx.params.reason });
         if (!reason.ok) throw validationError(reason.problems);

@@ -11,6 +11,7 @@ import { join, resolve } from "node:path";
 import { startReadyChild, type ReadyChild } from "../../platform/child-process";
 import { freePort } from "../support/browser";
 import { Chromium, type Page } from "../support/chromium";
+import { runCodeFlow } from "../../dev/oidc-code-flow";
 
 const ROOT = resolve(__dirname, "../..");
 const START = resolve(ROOT, "dist/main/start.js");
@@ -20,11 +21,13 @@ let chromium: Chromium | undefined;
 let page: Page;
 let dataDir: string;
 let BASE: string;
+let IDP: string;
 
 beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), "autolabs-embedded-"));
   const [port, idpPort, pgPort] = [await freePort(), await freePort(), await freePort()];
   BASE = `http://localhost:${port}`;
+  IDP = `http://localhost:${idpPort}`;
   // Exactly the embedded defaults: nothing but ports and a data directory (no DATABASE_URL, REDIS_URL, OIDC_*).
   platform = await startReadyChild({
     name: "embedded platform",
@@ -102,4 +105,61 @@ it("logs in through the embedded IdP's page and sees its own user at /api/v1/aut
   );
   expect(out).toBe(204);
   expect(await page.evaluate<number>(`fetch("/api/v1/auth/me").then((r) => r.status)`)).toBe(401);
+});
+
+it("lands on the API docs after a login without redirect_to; Swagger UI runs GET /courses with the cookie and a Bearer token", async () => {
+  // A fresh browser: the IdP's own session from the first login would sign the teacher in again without asking.
+  await page.send("Network.clearBrowserCookies");
+  await page.goto(`${BASE}/api/v1/auth/login`);
+  await page.waitFor(/\/interaction\/[^/]+$/);
+  const loaded = page.nextLoad();
+  await page.evaluate<unknown>(
+    "[...document.querySelectorAll('button')].find(b => b.textContent.trim().startsWith('Sign in as student —')).click()",
+  );
+  await loaded;
+  // Swagger UI (from swagger-ui-dist, same origin) has rendered the document's operations.
+  const op = "#operations-courses-coursesList";
+  await page.waitFor(/\/api\/docs$/, `!!document.querySelector("${op}")`);
+
+  const execute = async (): Promise<string> => {
+    await page.evaluate<unknown>(`(() => {
+      const block = document.querySelector("${op}");
+      if (!block.classList.contains("is-open")) block.querySelector(".opblock-summary-control").click();
+    })()`);
+    await page.waitFor(/./, `!!document.querySelector("${op} .try-out__btn, ${op} .execute")`);
+    await page.evaluate<unknown>(`(() => {
+      const tryOut = document.querySelector("${op} .try-out__btn:not(.cancel)");
+      if (tryOut) tryOut.click();
+    })()`);
+    await page.waitFor(/./, `!!document.querySelector("${op} .execute")`);
+    await page.evaluate<unknown>(`(() => {
+      const clear = document.querySelector("${op} .btn-clear");
+      if (clear) clear.click();
+    })()`);
+    await page.waitFor(/./, `!document.querySelector("${op} .live-responses-table")`);
+    await page.evaluate<unknown>(`document.querySelector("${op} .execute").click()`);
+    await page.waitFor(/./, `!!document.querySelector("${op} .live-responses-table tbody .response-col_status")`);
+    return page.evaluate<string>(
+      `document.querySelector("${op} .live-responses-table tbody .response-col_status").textContent.trim()`,
+    );
+  };
+
+  // Signed in by the login: try-it-out sends the session cookie.
+  expect(await execute()).toMatch(/^200/);
+
+  // Without the cookie: 401. Then Authorize with a Bearer token: 200 again.
+  await page.send("Network.clearBrowserCookies");
+  expect(await execute()).toMatch(/^401/);
+  const { accessToken } = await runCodeFlow({ issuer: IDP, account: "student" });
+  await page.evaluate<unknown>(`document.querySelector(".btn.authorize").click()`);
+  await page.waitFor(/./, `!!document.querySelector(".modal-ux .auth-container input")`);
+  await page.evaluate<unknown>(`(() => {
+    const container = [...document.querySelectorAll(".modal-ux .auth-container")].find((c) => c.textContent.includes("bearerAuth"));
+    const input = container.querySelector("input");
+    Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, "value").set.call(input, ${JSON.stringify(accessToken)});
+    input.dispatchEvent(new Event("input", { bubbles: true }));
+    container.querySelector("button.authorize").click();
+    document.querySelector(".modal-ux .btn-done, .modal-ux .close-modal").click();
+  })()`);
+  expect(await execute()).toMatch(/^200/);
 });

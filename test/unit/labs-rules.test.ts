@@ -1,6 +1,8 @@
 import {
   CPU_MAX_MILLI,
   IMAGE_REFERENCE_MAX_LENGTH,
+  IMAGE_REFERENCE_PATTERN,
+  RESOURCES_SCHEMA,
   LAB_LIST_SPEC,
   LAB_STATUSES,
   MEMORY_MAX_BYTES,
@@ -797,5 +799,76 @@ describe("LAB_LIST_SPEC", () => {
   it("offers exactly the lab statuses as the status filter", () => {
     const r = parseListQuery({ status: "running" }, LAB_LIST_SPEC);
     expect(!r.ok && r.problems[0]?.msg).toBe("Input should be 'draft', 'pending_approval', 'approved' or 'rejected'");
+  });
+});
+
+describe("the API document's grammars (JSON Schema patterns) agree with the validators", () => {
+  const image = new RegExp(IMAGE_REFERENCE_PATTERN, "u");
+  it.each([
+    "python:3.12-slim",
+    "registry.gitlab.com/autolabs/labs/python-basic:v1.0.0",
+    "localhost:5000/x/y:tag",
+    "localhost/x",
+    `ghcr.io/org/img@sha256:${SHA256}`,
+    `img:tag@sha256:${SHA256}`,
+    "autolabs/python",
+    "192.168.1.10:5000/team/img:1",
+    "[::1]:5000/img:tag",
+    "Registry.Example.COM/img",
+    "reg.io:5000",
+    "a__b",
+    "a--b",
+    "a.b/c",
+    "img:_x",
+    `img@sha384:${SHA384}`,
+    `img@sha512:${SHA512}`,
+    "0/1:2",
+    "my-registry.local:443/a/b",
+  ])("the image pattern accepts %j, as the validator does", (ref) => {
+    expect(validateImageReference(ref).ok).toBe(true);
+    expect(image.test(ref)).toBe(true);
+  });
+
+  it.each([
+    "",
+    " python",
+    "Python:3.12",
+    "Autolabs/python",
+    "registry.io/Org/img",
+    "image:",
+    ":tag",
+    "a//b",
+    "img:-tag",
+    "-img",
+    "a..b",
+    "localhost:abc/x",
+    "img@sha256:abc",
+    `img@md5:${"a".repeat(32)}`,
+  ])("the image pattern refuses %j, as the validator does", (ref) => {
+    expect(validateImageReference(ref).ok).toBe(false);
+    expect(image.test(ref)).toBe(false);
+  });
+
+  const props = RESOURCES_SCHEMA.properties as Record<"cpu" | "memory" | "storage", { pattern: string }>;
+  const cpu = new RegExp(props.cpu.pattern, "u");
+  const memory = new RegExp(props.memory.pattern, "u");
+  it.each(["500m", "0.5", "2", "1e-1", "+1", ".5", "2e0"])("the cpu pattern accepts %j, as parseCpu does", (q) => {
+    expect(parseCpu(q).ok).toBe(true);
+    expect(cpu.test(q)).toBe(true);
+  });
+  it.each(["512Mi", "1Gi", "1500M", "1e9", "4Mi"])("the memory pattern accepts %j, as parseMemory does", (q) => {
+    expect(parseMemory(q).ok).toBe(true);
+    expect(memory.test(q)).toBe(true);
+  });
+  it.each([
+    ["cpu", "500Mi"],
+    ["cpu", "1K"],
+    ["cpu", "abc"],
+    ["memory", "512m"],
+    ["memory", "1mi"],
+    ["memory", "1 Gi"],
+  ])("the %s pattern refuses %j, as the parser does", (kind, q) => {
+    expect((kind === "cpu" ? parseCpu : parseMemory)(q).ok).toBe(false);
+    expect((kind === "cpu" ? cpu : memory).test(q)).toBe(false);
   });
 });
