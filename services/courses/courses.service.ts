@@ -60,6 +60,9 @@ const DESCRIPTION = { ...multilineTextParam(5000), optional: true, nullable: tru
 /** courses.owner_id is NOT NULL: absent keeps (or defaults) the owner, null is refused. */
 const OWNER_ID = optionalNotNull(BODY_ID_PARAM);
 
+/** Who may own a course (the seed's admin creates courses too). Constant SQL text, never input. */
+const OWNER_ROLES_SQL = "('teacher', 'admin')";
+
 const COURSE_LIST: ListSpec<"created_at" | "updated_at" | "name" | "id", { owner_id: "int"; q: "string" }> = {
   sortable: ["created_at", "updated_at", "name", "id"],
   defaultSort: "-created_at",
@@ -157,21 +160,25 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
             ]);
           }
           ownerId = p.id;
+        } else if (ctx.params.owner_id === undefined && p.kind === "user") {
+          // The seed's "admin creates a course": without owner_id the admin owns it.
+          ownerId = p.id;
         } else {
+          // The system principal (REPL) is nobody who could own a course: it names the owner.
           if (ctx.params.owner_id === undefined) {
             throw validationError([{ loc: ["body", "owner_id"], msg: "Field required", type: "missing" }]);
           }
           await this.checkOwner(ctx.params.owner_id);
           ownerId = ctx.params.owner_id;
         }
-        // One statement: the row as stored (defaults and timestamps included). An admin's chosen owner must still
-        // be a teacher when the row is written, not only when checkOwner looked (a role change in between: 422).
-        const ownerStillTeacher =
-          p.kind === "user" && p.role === "teacher"
+        // One statement: the row as stored (defaults and timestamps included). A chosen owner must still be a
+        // teacher or admin when the row is written, not only when checkOwner looked (a role change in between: 422).
+        const ownerStillOwner =
+          p.kind === "user" && ownerId === p.id
             ? ""
-            : " WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = $owner AND u.role = 'teacher')";
+            : ` WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = $owner AND u.role IN ${OWNER_ROLES_SQL})`;
         const [created] = await this.select<CourseRow>(
-          `INSERT INTO courses (name, description, owner_id) SELECT $name, $description, $owner${ownerStillTeacher}
+          `INSERT INTO courses (name, description, owner_id) SELECT $name, $description, $owner${ownerStillOwner}
            RETURNING ${COURSE_COLUMNS}`,
           { name: ctx.params.name, description: ctx.params.description ?? "", owner: ownerId },
         );
@@ -211,7 +218,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
             throw validationError([
               {
                 loc: ["body", "owner_id"],
-                msg: "Only an admin hands a course to another teacher",
+                msg: "Only an admin hands a course to someone else",
                 type: "value_error",
               },
             ]);
@@ -225,7 +232,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         const newOwnerIsTeacher =
           changes.owner_id === undefined
             ? ""
-            : " AND EXISTS (SELECT 1 FROM users u WHERE u.id = $owner_id AND u.role = 'teacher')";
+            : ` AND EXISTS (SELECT 1 FROM users u WHERE u.id = $owner_id AND u.role IN ${OWNER_ROLES_SQL})`;
         const rows = await this.select<CourseRow>(
           `UPDATE courses SET ${Object.keys(changes)
             .map((k) => `${k} = $${k}`)
@@ -481,12 +488,15 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
   // before it answers (a `labs.changed` listener here would run only after that answer).
 
   methods: {
-    /** Admin may give a course to a teacher; the owner must be an existing teacher. */
+    /** Admin may give a course to a teacher or an admin; the owner must be an existing one. */
     async checkOwner(ownerId: number): Promise<void> {
-      const owner = await this.selectOne<{ role: string }>("SELECT role FROM users WHERE id = $id", { id: ownerId });
-      if (!owner || owner.role !== "teacher") {
+      const owner = await this.selectOne<{ ok: boolean }>(
+        `SELECT role IN ${OWNER_ROLES_SQL} AS ok FROM users WHERE id = $id`,
+        { id: ownerId },
+      );
+      if (!owner?.ok) {
         throw validationError([
-          { loc: ["body", "owner_id"], msg: "owner_id must be the id of a teacher", type: "value_error" },
+          { loc: ["body", "owner_id"], msg: "owner_id must be the id of a teacher or an admin", type: "value_error" },
         ]);
       }
     },

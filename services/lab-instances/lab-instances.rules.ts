@@ -14,6 +14,10 @@
 
 import type { TaskName, TaskResultState } from "../tasks/tasks.contract";
 
+/**
+ * The seed lists pending, running, stopped, failed; `stopping` (stop_lab sent, the pod not yet gone) and
+ * `expired` (its lifetime ran out) are ours, and every enum a client sees (list filter, rows) has all six.
+ */
 export type InstanceStatus = "pending" | "running" | "stopping" | "stopped" | "failed" | "expired";
 export const INSTANCE_STATUSES: readonly InstanceStatus[] = [
   "pending",
