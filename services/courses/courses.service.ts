@@ -11,7 +11,7 @@ import { ANY_USER, STAFF, courseScopeSql, decideCourse, decideLab, type Decision
 import { conflict, notFound, validationError } from "../../platform/errors";
 import { containsPattern, type ListSpec } from "../../lib/listing";
 import type { UserPrincipal } from "../../lib/principal";
-import type { CourseRow } from "./courses.rows";
+import type { CatalogCourseRow, CourseRow } from "./courses.rows";
 import {
   ID_PARAM,
   BODY_ID_PARAM,
@@ -25,11 +25,13 @@ interface CreateParams {
   name: string;
   description?: string;
   owner_id?: number;
+  listed?: boolean;
 }
 interface UpdateParams extends IdParams {
   name?: string;
   description?: string;
   owner_id?: number;
+  listed?: boolean;
 }
 interface AssignParams extends IdParams {
   student_ids: number[];
@@ -59,6 +61,8 @@ const NAME = nameParam(200);
 const DESCRIPTION = { ...multilineTextParam(5000), optional: true, nullable: true } as const;
 /** courses.owner_id is NOT NULL: absent keeps (or defaults) the owner, null is refused. */
 const OWNER_ID = optionalNotNull(BODY_ID_PARAM);
+/** NOT NULL, default false: absent keeps (or defaults) it, null is refused. */
+const LISTED = optionalNotNull({ type: "boolean" });
 
 /** Who may own a course (the seed's admin creates courses too). Constant SQL text, never input. */
 const OWNER_ROLES_SQL = "('teacher', 'admin')";
@@ -67,6 +71,11 @@ const COURSE_LIST: ListSpec<"created_at" | "updated_at" | "name" | "id", { owner
   sortable: ["created_at", "updated_at", "name", "id"],
   defaultSort: "-created_at",
   filters: { owner_id: "int", q: "string" },
+};
+const CATALOG_LIST: ListSpec<"created_at" | "name" | "id", { q: "string" }> = {
+  sortable: ["created_at", "name", "id"],
+  defaultSort: "name",
+  filters: { q: "string" },
 };
 const STUDENT_LIST: ListSpec<"assigned_at" | "name" | "email" | "id", { q: "string" }> = {
   sortable: ["assigned_at", "name", "email", "id"],
@@ -82,7 +91,19 @@ const COURSE_LAB_LIST: ListSpec<
   filters: { status: "enum:draft|pending_approval|approved|rejected" },
 };
 
-const COURSE_COLUMNS = "id, name, description, owner_id, created_at, updated_at";
+const COURSE_COLUMNS = "id, name, description, owner_id, listed, created_at, updated_at";
+/**
+ * The catalog's one statement. Its cross-table reads, each the point of the join: the owner's name from users
+ * (auth's table), the caller's assignment (course_students) and pending request (access_requests, access's
+ * table; a request counts only if made after the course existed, as in access's own view of requests).
+ */
+const CATALOG_SELECT = `c.id, c.name, c.description, c.owner_id, owner.name AS owner_name, c.created_at,
+  CASE WHEN c.owner_id = $me
+         OR EXISTS (SELECT 1 FROM course_students cs WHERE cs.course_id = c.id AND cs.student_id = $me) THEN 'member'
+       WHEN EXISTS (SELECT 1 FROM access_requests ar WHERE ar.course_id = c.id AND ar.student_id = $me
+                       AND ar.status = 'pending' AND ar.created_at >= c.created_at) THEN 'request_pending'
+       ELSE 'none' END AS membership`;
+const CATALOG_FROM = "FROM courses c JOIN users owner ON owner.id = c.owner_id WHERE c.listed";
 const LAB_COLUMNS =
   "l.id, l.name, l.description, l.docker_image, l.resources, l.network_isolated, l.max_lifetime_s, l.status, l.rejection_reason, l.created_by, l.approved_by, l.created_at, l.updated_at";
 /** Loads the course named by `id` with the caller's assignment, in one query. */
@@ -111,6 +132,7 @@ function publicCourse(c: CourseRow): CourseRow {
     name: c.name,
     description: c.description,
     owner_id: c.owner_id,
+    listed: c.listed,
     created_at: c.created_at,
     updated_at: c.updated_at,
   };
@@ -149,7 +171,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
     create: {
       rest: "POST /",
       access: { roles: STAFF },
-      params: { name: NAME, description: DESCRIPTION, owner_id: OWNER_ID },
+      params: { name: NAME, description: DESCRIPTION, owner_id: OWNER_ID, listed: LISTED },
       async handler(ctx: Ctx<CreateParams>) {
         const p = principalOf(ctx);
         let ownerId: number;
@@ -178,9 +200,15 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
             ? ""
             : ` WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = $owner AND u.role IN ${OWNER_ROLES_SQL})`;
         const [created] = await this.select<CourseRow>(
-          `INSERT INTO courses (name, description, owner_id) SELECT $name, $description, $owner${ownerStillOwner}
+          `INSERT INTO courses (name, description, owner_id, listed)
+           SELECT $name, $description, $owner, $listed${ownerStillOwner}
            RETURNING ${COURSE_COLUMNS}`,
-          { name: ctx.params.name, description: ctx.params.description ?? "", owner: ownerId },
+          {
+            name: ctx.params.name,
+            description: ctx.params.description ?? "",
+            owner: ownerId,
+            listed: ctx.params.listed ?? false,
+          },
         );
         if (!created) {
           await this.checkOwner(ownerId);
@@ -190,6 +218,31 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         ctx.meta.$statusCode = 201;
         ctx.meta.$location = `/api/v1/courses/${created.id}`;
         return created;
+      },
+    },
+
+    /**
+     * Listed courses, to any signed-in user: what a student browses to find a course to ask to join. Not
+     * cached: the caller's standing reads access_requests, which are never cached (a stale "none" would
+     * invite a duplicate request). One statement per page, the owner's name joined (no N+1).
+     */
+    catalog: {
+      rest: "GET /catalog",
+      access: { roles: ANY_USER },
+      params: listParams(Object.keys(CATALOG_LIST.filters)),
+      async handler(ctx: Ctx) {
+        const q = parseListOrThrow(ctx.params, CATALOG_LIST);
+        const p = principalOf(ctx);
+        const bind: Record<string, unknown> = { me: p.kind === "user" ? p.id : 0 };
+        let filter = "";
+        if (q.filters.q !== undefined) {
+          filter = " AND c.name ILIKE $q";
+          bind.q = containsPattern(q.filters.q);
+        }
+        return this.selectPage<CatalogCourseRow>(CATALOG_SELECT, CATALOG_FROM + filter, bind, {
+          ...q,
+          sort: { field: `c.${q.sort.field}`, direction: q.sort.direction },
+        });
       },
     },
 
@@ -206,13 +259,20 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
     update: {
       rest: "PUT /:id",
       access: { roles: STAFF, ...COURSE_ACCESS, decide: manage },
-      params: { id: ID_PARAM, name: optionalNotNull(NAME), description: DESCRIPTION, owner_id: OWNER_ID },
+      params: {
+        id: ID_PARAM,
+        name: optionalNotNull(NAME),
+        description: DESCRIPTION,
+        owner_id: OWNER_ID,
+        listed: LISTED,
+      },
       async handler(ctx: Ctx<UpdateParams>) {
         const course = entityOf<LoadedCourse>(ctx);
         const p = principalOf(ctx);
         const changes: Partial<CourseRow> = {};
         if (ctx.params.name !== undefined) changes.name = ctx.params.name;
         if (ctx.params.description !== undefined) changes.description = ctx.params.description;
+        if (ctx.params.listed !== undefined) changes.listed = ctx.params.listed;
         if (ctx.params.owner_id !== undefined && ctx.params.owner_id !== course.owner_id) {
           if (p.kind === "user" && p.role !== "admin") {
             throw validationError([

@@ -139,6 +139,9 @@ export const MATRIX: readonly MatrixRow[] = [
     { what: "body owner_id=T1 (T2 may not create a course for T1)", path: "/courses", body: { name: "Matrix course", owner_id: "{ownerTeacher}" }, expect: [401, 201, 201, 422, 403, 403] },
     { what: "no owner_id (the caller owns it: teacher or admin)", path: "/courses", body: { name: "Matrix course" }, expect: [401, 201, 201, 201, 403, 403] },
   ] },
+  { route: "GET /courses/catalog", cases: [
+    { what: "listed courses, to every signed-in user (none of the matrix's courses is listed)", path: "/courses/catalog?limit=100", expect: [401, 200, 200, 200, 200, 200] },
+  ] },
   { route: "GET /courses/:id", cases: [
     { what: "courseA (T1's, S1 assigned)", path: "/courses/{courseA}", expect: [401, 200, 200, 404, 200, 404] },
     { what: "courseB (T2's, S2 assigned)", path: "/courses/{courseB}", expect: [401, 200, 404, 200, 404, 200] },

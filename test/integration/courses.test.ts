@@ -39,7 +39,7 @@ interface Page<T> {
   limit: number;
 }
 
-const COURSE_KEYS = ["created_at", "description", "id", "name", "owner_id", "updated_at"];
+const COURSE_KEYS = ["created_at", "description", "id", "listed", "name", "owner_id", "updated_at"];
 
 /** The course row as the database has it now (to prove a refused call changed nothing). */
 async function snapshot(id: number) {
