@@ -234,8 +234,9 @@ export function statusAfterEdit(lab: LabApprovalState, changes: LabChanges, acto
 }
 
 /**
- * The `status` of a `PUT /labs/{id}` body. The workflow owns status, so a PUT may only ask for what its edit
- * leaves (`afterEdit`: no change) or for `pending_approval`, which is a submit (the seed's frontend PUTs it).
+ * The `status` of a `PUT /labs/{id}` body. The workflow owns status, so a PUT may only repeat the status it read
+ * (`stored`: a frontend PUTting the object back), name what its edit leaves (`afterEdit`), both no change, or
+ * ask for `pending_approval`, which is a submit (the seed's frontend PUTs it).
  * Anything else is refused, never silently ignored: not a lab status → 422; approved/rejected/draft → 409
  * naming the action that does it (or 403 from the submit rule).
  */
@@ -250,14 +251,19 @@ function isLabStatus(v: unknown): v is LabStatus {
   return typeof v === "string" && (LAB_STATUSES as readonly string[]).includes(v);
 }
 
-export function putStatus(afterEdit: LabStatus, requested: unknown, actorRole: Role): PutStatusResult {
+export function putStatus(
+  stored: LabStatus,
+  afterEdit: LabStatus,
+  requested: unknown,
+  actorRole: Role,
+): PutStatusResult {
   if (requested === undefined) return { ok: true, submit: false };
   const loc = ["body", "status"];
   if (!isLabStatus(requested)) {
     const msg = "Input should be 'draft', 'pending_approval', 'approved' or 'rejected'";
     return { ok: false, code: "INVALID", problems: [{ loc, msg, type: "enum" }] };
   }
-  if (requested === afterEdit) return { ok: true, submit: false };
+  if (requested === stored || requested === afterEdit) return { ok: true, submit: false };
   if (requested === "pending_approval") {
     const next = nextStatus(afterEdit, "submit", actorRole);
     return next.ok ? { ok: true, submit: true } : next;

@@ -226,7 +226,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
         const role = actorRole(principalOf(ctx));
         const outcome = statusAfterEdit(lab, changes, role);
         if (!outcome.ok) throw forbidden(outcome.detail);
-        const asked = putStatus(outcome.status, ctx.params.status, role);
+        const asked = putStatus(lab.status, outcome.status, ctx.params.status, role);
         if (!asked.ok) {
           if (asked.code === "INVALID") throw validationError(asked.problems);
           throw asked.code === "FORBIDDEN" ? forbidden(asked.detail) : conflict(asked.detail);

@@ -494,16 +494,20 @@ describe("PUT /labs/{id}: edits and re-approval", () => {
     }
   });
 
-  it("status, created_by, approved_by, rejection_reason and id in a PUT body never take effect", async () => {
+  it("created_by, approved_by, rejection_reason and id in a PUT body never take effect; status is no shortcut", async () => {
     const draft = await draftLab("teacher");
     const other = await draftLab("teacher");
     const otherState = await snapshot(other.id);
+    const state = await snapshot(draft.id);
+    const shortcut = await api("PUT", `/labs/${draft.id}`, { as: "teacher", body: { status: "approved" } });
+    expect(shortcut.status).toBe(409);
+    expect(await snapshot(draft.id)).toBe(state);
     const res = await api("PUT", `/labs/${draft.id}`, {
       as: "teacher",
       body: {
         id: other.id,
         name: "Still a draft",
-        status: "approved",
+        status: "draft",
         created_by: ids.teacher2,
         approved_by: ids.admin,
         rejection_reason: "x",

@@ -786,19 +786,20 @@ describe("dockerImageProblems", () => {
 /* ───────────────────────────── status in a PUT ───────────────────────────── */
 
 describe("putStatus", () => {
-  it("absent, or what the edit leaves: no change", () => {
-    expect(putStatus("draft", undefined, "teacher")).toEqual({ ok: true, submit: false });
-    expect(putStatus("approved", "approved", "teacher")).toEqual({ ok: true, submit: false });
-    expect(putStatus("pending_approval", "pending_approval", "teacher")).toEqual({ ok: true, submit: false });
+  it("absent, the status read, or what the edit leaves: no change", () => {
+    expect(putStatus("approved", "pending_approval", "approved", "teacher")).toEqual({ ok: true, submit: false });
+    expect(putStatus("draft", "draft", undefined, "teacher")).toEqual({ ok: true, submit: false });
+    expect(putStatus("approved", "approved", "approved", "teacher")).toEqual({ ok: true, submit: false });
+    expect(putStatus("pending_approval", "pending_approval", "pending_approval", "teacher")).toEqual({ ok: true, submit: false });
   });
 
   it("pending_approval from draft or rejected is a submit", () => {
-    expect(putStatus("draft", "pending_approval", "teacher")).toEqual({ ok: true, submit: true });
-    expect(putStatus("rejected", "pending_approval", "admin")).toEqual({ ok: true, submit: true });
+    expect(putStatus("draft", "draft", "pending_approval", "teacher")).toEqual({ ok: true, submit: true });
+    expect(putStatus("rejected", "rejected", "pending_approval", "admin")).toEqual({ ok: true, submit: true });
   });
 
   it("pending_approval from approved is the submit's own 409", () => {
-    expect(putStatus("approved", "pending_approval", "teacher")).toMatchObject({
+    expect(putStatus("approved", "approved", "pending_approval", "teacher")).toMatchObject({
       ok: false,
       code: "INVALID_TRANSITION",
       detail: /^Lab is approved;/,
@@ -806,19 +807,19 @@ describe("putStatus", () => {
   });
 
   it("any other lab status is a 409 naming the action; a student never submits (403)", () => {
-    expect(putStatus("pending_approval", "approved", "teacher")).toEqual({
+    expect(putStatus("pending_approval", "pending_approval", "approved", "teacher")).toEqual({
       ok: false,
       code: "INVALID_TRANSITION",
       detail: "A PUT cannot make a pending approval lab approved; use POST /labs/{id}/approve",
     });
-    expect(putStatus("draft", "rejected", "admin")).toMatchObject({ code: "INVALID_TRANSITION", detail: /reject$/ });
-    expect(putStatus("rejected", "draft", "teacher")).toMatchObject({ code: "INVALID_TRANSITION" });
-    expect(putStatus("draft", "pending_approval", "student")).toMatchObject({ code: "FORBIDDEN" });
+    expect(putStatus("draft", "draft", "rejected", "admin")).toMatchObject({ code: "INVALID_TRANSITION", detail: /reject$/ });
+    expect(putStatus("rejected", "rejected", "draft", "teacher")).toMatchObject({ code: "INVALID_TRANSITION" });
+    expect(putStatus("draft", "draft", "pending_approval", "student")).toMatchObject({ code: "FORBIDDEN" });
   });
 
   it("not a lab status: 422 at body.status", () => {
     for (const bad of ["running", "", null, 3, ["draft"], "toString"]) {
-      expect(putStatus("draft", bad, "teacher")).toEqual({
+      expect(putStatus("draft", "draft", bad, "teacher")).toEqual({
         ok: false,
         code: "INVALID",
         problems: [
