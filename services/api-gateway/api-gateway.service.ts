@@ -23,6 +23,8 @@ import { createRateLimiter, type RateLimiter } from "./rate-limit";
 import { bodyParserErrors, verifyJsonShape } from "./body";
 import { allowedMethods, resolvedMethod, routedPath, type RoutedAlias } from "./http-methods";
 import { redactUrl } from "./log-redaction";
+import { simulatedLabHandler } from "./simulated-lab-page";
+import { SIMULATED_LAB_PATH } from "../tasks/tasks.contract";
 
 interface GatewayRequest extends IncomingMessage {
   $ctx?: Context<unknown, RequestMeta>;
@@ -223,6 +225,10 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
               );
               res.end(docsPage("/api/v1/openapi.json"));
             },
+            // The simulated runner's connection URLs (embedded mode only: a real worker's point at real pods).
+            ...(config.celeryBrokerUrl === undefined
+              ? { [`GET ${SIMULATED_LAB_PATH.slice(1)}/:id/:task`]: simulatedLabHandler(broker) }
+              : {}),
           },
         },
       ],

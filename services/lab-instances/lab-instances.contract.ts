@@ -7,7 +7,7 @@ import type { TaskName, TaskResultState } from "../tasks/tasks.contract";
 import type { InstanceStatus } from "./lab-instances.rules";
 
 export { ACTIVE_STATUSES, isFinal, statusRank, type InstanceStatus } from "./lab-instances.rules";
-export type { LabInstanceRow } from "./lab-instances.rows";
+export type { LabInstanceRow, LabInstanceView } from "./lab-instances.rows";
 export { countActiveInstances, deleteInstances, type InstancesOf } from "./lab-instances.repository";
 
 export const LAB_INSTANCES_ACTIONS = {
@@ -16,7 +16,7 @@ export const LAB_INSTANCES_ACTIONS = {
   applyTaskResult: "lab-instances.applyTaskResult",
 } as const;
 
-/** Broadcast on every status change, with the instance's public JSON (LabInstanceRow). */
+/** Broadcast on every status change, with the instance's public JSON (LabInstanceView). */
 export const STATUS_CHANGED_EVENT = "lab-instances.status-changed";
 
 /** Params of `lab-instances.applyTaskResult`. */

@@ -36,3 +36,30 @@ export const INSTANCE_COLUMNS = [
   "expires_at",
   "updated_at",
 ] as const satisfies readonly (keyof LabInstanceRow)[];
+
+/**
+ * What the API answers for an instance (lists, single gets, starts, stops, the status-changed broadcast): the
+ * row plus the names a dashboard shows beside it, joined in the same statement (no N+1).
+ */
+export interface LabInstanceView extends LabInstanceRow {
+  lab_name: string;
+  course_name: string;
+}
+
+export const INSTANCE_VIEW_COLUMNS = [
+  ...INSTANCE_COLUMNS,
+  "lab_name",
+  "course_name",
+] as const satisfies readonly (keyof LabInstanceView)[];
+
+/** The connection answer (GET /lab-instances/{id}/connection): only while running. */
+export interface LabInstanceConnection {
+  id: number;
+  status: InstanceStatus;
+  connection_url: string | null;
+  /** The worker's port, else the URL's explicit port, else its scheme's default. */
+  port: number | null;
+  k8s_pod_name: string | null;
+  started_at: Date | null;
+  expires_at: Date | null;
+}

@@ -33,10 +33,17 @@ import type { ListSpec } from "../../lib/listing";
 import { systemPrincipal, type UserPrincipal } from "../../lib/principal";
 import { TASKS_ENQUEUED_EVENT, TASK_NAMES, TASK_RESULT_STATES, enqueueTask } from "../tasks/tasks.contract";
 import { STATUS_CHANGED_EVENT, type ApplyTaskResultAnswer, type ApplyTaskResultParams } from "./lab-instances.contract";
-import { INSTANCE_COLUMNS, type LabInstanceRow } from "./lab-instances.rows";
+import {
+  INSTANCE_COLUMNS,
+  INSTANCE_VIEW_COLUMNS,
+  type LabInstanceConnection,
+  type LabInstanceRow,
+  type LabInstanceView,
+} from "./lab-instances.rows";
 import {
   ACTIVE_STATUSES,
   INSTANCE_STATUSES,
+  connectionPort,
   decide,
   lifetimeSeconds,
   resultEvent,
@@ -44,6 +51,7 @@ import {
   type InstanceEvent,
   type InstanceStatus,
   type Outcome,
+  type StartFields,
 } from "./lab-instances.rules";
 import { decideStart } from "../../lib/permission.rules";
 import { BODY_ID_PARAM, ID_PARAM, type IdParams } from "../../lib/params";
@@ -58,17 +66,18 @@ export interface SweepReport {
   timed_out: number[];
   expired: number[];
 }
-/** An instance as the access check loads it: the row plus its course's owner. */
-export interface LoadedInstance extends LabInstanceRow {
+/** An instance as the access check loads it: the view plus its course's owner and the worker's port. */
+export interface LoadedInstance extends LabInstanceView {
   course_owner_id: number;
+  connection_port: number | null;
 }
 /** A locked row inside a transition, with what a start needs to compute its expiry. */
-interface LockedRow extends LabInstanceRow {
+interface LockedRow extends LabInstanceView {
   lab_max_lifetime_s: number | null;
 }
 interface Transition {
   before: InstanceStatus;
-  row: LabInstanceRow;
+  row: LabInstanceView;
   outcome: Outcome;
   changed: boolean;
   enqueued: boolean;
@@ -87,14 +96,17 @@ type Methods = {
     outcome: Outcome,
     start?: StartFields,
   ): Promise<Omit<Transition, "before" | "outcome">>;
-  announce(changed: LabInstanceRow[], enqueued: boolean): void;
+  announce(changed: LabInstanceView[], enqueued: boolean): void;
   sweep(): Promise<SweepReport>;
 };
 type Vars = { sweepTimer: NodeJS.Timeout | null; sweeping: Promise<SweepReport> | null };
-type StartFields = { k8s_pod_name: string; connection_url: string };
 
 const COLUMNS = INSTANCE_COLUMNS.join(", ");
 const I_COLUMNS = INSTANCE_COLUMNS.map((c) => `i.${c}`).join(", ");
+/** The names an answer carries, from the joins in VIEW_JOINS (labs l, courses c). */
+const NAME_COLUMNS = "l.name AS lab_name, c.name AS course_name";
+/** Reads of labs' and courses' tables: the names are the point of these joins (one statement, no N+1). */
+const VIEW_JOINS = "JOIN labs l ON l.id = i.lab_id JOIN courses c ON c.id = i.course_id";
 const ACTIVE_SQL = `(${ACTIVE_STATUSES.map((s) => `'${s}'`).join(", ")})`;
 const SWEEP_LOCK = advisoryLockKey("lab-instances.sweep").toString();
 /** Rows per sweep statement: a backlog drains over a few ticks instead of one huge transaction. */
@@ -111,8 +123,8 @@ const INSTANCE_LIST: ListSpec<SortField, Filters> = {
 async function loadInstance(this: unknown, ctx: Ctx): Promise<LoadedInstance | null> {
   const self = this as DbMethods;
   return self.selectOne<LoadedInstance>(
-    `SELECT ${I_COLUMNS}, c.owner_id AS course_owner_id
-       FROM lab_instances i JOIN courses c ON c.id = i.course_id
+    `SELECT ${I_COLUMNS}, ${NAME_COLUMNS}, c.owner_id AS course_owner_id, i.connection_port
+       FROM lab_instances i ${VIEW_JOINS}
       WHERE i.id = $id`,
     { id: Number(ctx.params.id) },
   );
@@ -125,8 +137,8 @@ const instanceRule =
 
 const INSTANCE_ACCESS = { entity: "Lab instance", load: loadInstance } as const;
 
-export function publicInstance(row: LabInstanceRow): LabInstanceRow {
-  return Object.fromEntries(INSTANCE_COLUMNS.map((c) => [c, row[c]])) as unknown as LabInstanceRow;
+export function publicInstance(row: LabInstanceView): LabInstanceView {
+  return Object.fromEntries(INSTANCE_VIEW_COLUMNS.map((c) => [c, row[c]])) as unknown as LabInstanceView;
 }
 
 function isActiveUniqueViolation(err: unknown): boolean {
@@ -160,9 +172,10 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
             bind[f] = q.filters[f];
           }
         }
-        return this.selectPage<LabInstanceRow>(
-          I_COLUMNS,
-          `FROM lab_instances i ${where.length ? "WHERE " + where.join(" AND ") : ""}`,
+
+        return this.selectPage<LabInstanceView>(
+          `${I_COLUMNS}, ${NAME_COLUMNS}`,
+          `FROM lab_instances i ${VIEW_JOINS} ${where.length ? "WHERE " + where.join(" AND ") : ""}`,
           bind,
           { ...q, sort: { field: `i.${q.sort.field}`, direction: q.sort.direction } },
         );
@@ -194,7 +207,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
         const { config } = platformOf(this.broker);
         const sequelize = this.sequelize();
         const { lab_id: labId, course_id: courseId } = ctx.params;
-        let created: LabInstanceRow;
+        let created: LabInstanceView;
         try {
           created = await sequelize.transaction(async (transaction) => {
             // One start of this student at a time, on every node: the "already active" and cap checks below
@@ -205,13 +218,13 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
             // deletion that waited for this start's link locks: a deadlock, answered 500 on one side.
             // KEY SHARE on the course: its deletion waits for this start (edits of its name do not);
             // SHARE on the lab: an edit sending it back to review waits too, so "approved" holds until commit.
-            const course = await this.select(
-              "SELECT id FROM courses WHERE id = $course FOR KEY SHARE",
+            const course = await this.select<{ name: string }>(
+              "SELECT name FROM courses WHERE id = $course FOR KEY SHARE",
               { course: courseId },
               transaction,
             );
-            const lab = await this.selectOne<{ status: string }>(
-              "SELECT status FROM labs WHERE id = $lab FOR SHARE",
+            const lab = await this.selectOne<{ status: string; name: string }>(
+              "SELECT status, name FROM labs WHERE id = $lab FOR SHARE",
               { lab: labId },
               transaction,
             );
@@ -280,7 +293,8 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
               { task: taskId, id: row.id },
               transaction,
             );
-            return withTask;
+            // Both names were read under this transaction's locks: the answer needs no second statement.
+            return { ...withTask, lab_name: lab?.name ?? "", course_name: course[0]?.name ?? "" };
           });
         } catch (err) {
           if (!isActiveUniqueViolation(err)) throw err;
@@ -342,14 +356,16 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
             `Lab instance ${inst.id} is ${inst.status}; connection details exist only while it is running`,
           );
         }
-        return {
+        const answer: LabInstanceConnection = {
           id: inst.id,
           status: inst.status,
           connection_url: inst.connection_url,
+          port: inst.connection_url === null ? null : connectionPort(inst.connection_url, inst.connection_port),
           k8s_pod_name: inst.k8s_pod_name,
           started_at: inst.started_at,
           expires_at: inst.expires_at,
         };
+        return answer;
       },
     },
 
@@ -438,8 +454,8 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
     async transition(id, event, opts = {}) {
       const result = await this.sequelize().transaction(async (transaction) => {
         const row = await this.selectOne<LockedRow>(
-          `SELECT ${I_COLUMNS}, l.max_lifetime_s AS lab_max_lifetime_s
-             FROM lab_instances i JOIN labs l ON l.id = i.lab_id
+          `SELECT ${I_COLUMNS}, ${NAME_COLUMNS}, l.max_lifetime_s AS lab_max_lifetime_s
+             FROM lab_instances i ${VIEW_JOINS}
             WHERE i.id = $id FOR UPDATE OF i`,
           { id },
           transaction,
@@ -458,7 +474,9 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
     async applyOutcome(t, row, outcome, start) {
       const sequelize = this.sequelize();
       const { config } = platformOf(this.broker);
-      let current: LabInstanceRow = row;
+      let current: LabInstanceView = row;
+      // The names do not change with the status: carried over from the locked read.
+      const named = (r: LabInstanceRow): LabInstanceView => ({ ...r, lab_name: row.lab_name, course_name: row.course_name });
       let changed = false;
       let wrote = false;
       if (outcome.to) {
@@ -469,12 +487,14 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
           set.push(
             "k8s_pod_name = $pod",
             "connection_url = $url",
+            "connection_port = $port",
             "started_at = now()",
             "expires_at = now() + $lifetime::integer * interval '1 second'",
           );
           Object.assign(bind, {
             pod: start.k8s_pod_name,
             url: start.connection_url,
+            port: start.port,
             lifetime: lifetimeSeconds(row.lab_max_lifetime_s, config.labMaxLifetimeS),
           });
         }
@@ -490,7 +510,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
           t,
         );
         if (rows.length === 0) throw conflict(`Lab instance ${row.id} changed meanwhile; try again`);
-        current = rows[0];
+        current = named(rows[0]);
         changed = true;
         wrote = true;
       } else if (outcome.podGone && row.stopped_at === null) {
@@ -499,7 +519,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
           { id: row.id, from: row.status },
           t,
         );
-        if (rows[0]) current = rows[0];
+        if (rows[0]) current = named(rows[0]);
         wrote = rows.length > 0;
       }
       let enqueued = false;
@@ -533,7 +553,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
       const { config } = platformOf(this.broker);
       const run = async (): Promise<SweepReport> => {
         const report: SweepReport = { swept: false, timed_out: [], expired: [] };
-        const changed: LabInstanceRow[] = [];
+        const changed: LabInstanceView[] = [];
         await this.sequelize().transaction(async (transaction) => {
           const lock = await this.selectOne<{ locked: boolean }>(
             "SELECT pg_try_advisory_xact_lock($key::bigint) AS locked",
@@ -544,13 +564,14 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
           report.swept = true;
           const rounds: { sql: string; bind: Record<string, unknown>; event: InstanceEvent; ids: number[] }[] = [
             {
-              sql: `status = 'pending' AND created_at < now() - $timeout::integer * interval '1 second' ORDER BY created_at`,
+              sql: `i.status = 'pending' AND i.created_at < now() - $timeout::integer * interval '1 second'
+                    ORDER BY i.created_at`,
               bind: { timeout: config.labStartTimeoutS },
               event: { kind: "start_timed_out", timeoutS: config.labStartTimeoutS },
               ids: report.timed_out,
             },
             {
-              sql: `status = 'running' AND expires_at < now() ORDER BY expires_at`,
+              sql: `i.status = 'running' AND i.expires_at < now() ORDER BY i.expires_at`,
               bind: {},
               event: { kind: "lifetime_exceeded" },
               ids: report.expired,
@@ -558,8 +579,8 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
           ];
           for (const round of rounds) {
             const rows = await this.select<LockedRow>(
-              `SELECT ${COLUMNS}, NULL::integer AS lab_max_lifetime_s FROM lab_instances
-                WHERE ${round.sql} LIMIT ${SWEEP_BATCH} FOR UPDATE SKIP LOCKED`,
+              `SELECT ${I_COLUMNS}, ${NAME_COLUMNS}, NULL::integer AS lab_max_lifetime_s FROM lab_instances i ${VIEW_JOINS}
+                WHERE ${round.sql} LIMIT ${SWEEP_BATCH} FOR UPDATE OF i SKIP LOCKED`,
               round.bind,
               transaction,
             );
