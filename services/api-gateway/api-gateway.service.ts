@@ -18,7 +18,7 @@ import { toHttpAnswer } from "./http-errors";
 import { trackHttpRequests, type HttpDrain } from "./http-drain";
 import { buildOpenApi, docsPage, type RouteDescription } from "./openapi";
 import { PrometheusText } from "../../platform/prometheus-text";
-import { LabInstanceStreams, withEventStreamCallOptions, type StreamedInstance } from "./sse";
+import { LabInstanceStreams, withEventStreamCallOptions, type StatusChange } from "./sse";
 import { createRateLimiter, type RateLimiter } from "./rate-limit";
 import { bodyParserErrors, verifyJsonShape } from "./body";
 import { allowedMethods, resolvedMethod, routedPath, type RoutedAlias } from "./http-methods";
@@ -180,6 +180,8 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
             "GET /health": "api-gateway.health",
             "GET /openapi.json": "api-gateway.openapi",
             "GET /lab-instances/:id/events": streams.handler,
+            // Fewer params than /lab-instances/:id: moleculer-web tries it first (optimizeOrder).
+            "GET /lab-instances/events": streams.userHandler,
           },
           // Bodies may be gzip/deflate/br (inflate: body-parser's default): `limit` bounds the inflated size.
           bodyParsers: {
@@ -314,7 +316,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
         this.refreshAliases();
       },
       // Feeds the SSE streams of lab instances open on this node (services/api-gateway/sse.ts).
-      [STATUS_CHANGED_EVENT](ctx: Context<StreamedInstance>) {
+      [STATUS_CHANGED_EVENT](ctx: Context<StatusChange>) {
         streams.publish(ctx.params);
       },
     },
@@ -326,7 +328,11 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
         if ((req.method === "OPTIONS" && !isPreflight) || req.method === "HEAD") {
           const aliases = (this as unknown as { aliases: RoutedAlias[] }).aliases;
           const path = routedPath(req.url ?? "");
-          const allow = allowedMethods(aliases, path, (a) => a.handler === streams.handler);
+          const allow = allowedMethods(
+            aliases,
+            path,
+            (a) => a.handler === streams.handler || a.handler === streams.userHandler,
+          );
           if (allow !== null && req.method === "OPTIONS") {
             answerAllow(req, res, 204, allow);
             return;

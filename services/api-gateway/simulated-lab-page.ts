@@ -45,7 +45,18 @@ function answer(res: ServerResponse, status: number, html: string): void {
 
 /** The moleculer-web alias handler of `GET /simulated-lab/:id/:task`. */
 export function simulatedLabHandler(broker: ServiceBroker) {
-  return async (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void): Promise<void> => {
+  return (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void): void => {
+    void serve(broker, req, res, next);
+  };
+}
+
+async function serve(
+  broker: ServiceBroker,
+  req: IncomingMessage,
+  res: ServerResponse,
+  next: (err?: unknown) => void,
+): Promise<void> {
+  {
     const params = (req as IncomingMessage & { $params?: Record<string, unknown> }).$params ?? {};
     const id = typeof params.id === "string" ? params.id : "";
     const task = typeof params.task === "string" ? params.task : "";
@@ -72,5 +83,5 @@ export function simulatedLabHandler(broker: ServiceBroker) {
       return;
     }
     answer(res, 200, simulatedLabHtml(inst));
-  };
+  }
 }

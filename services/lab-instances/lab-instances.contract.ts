@@ -11,12 +11,16 @@ export type { LabInstanceRow, LabInstanceView } from "./lab-instances.rows";
 export { countActiveInstances, deleteInstances, type InstancesOf } from "./lab-instances.repository";
 
 export const LAB_INSTANCES_ACTIONS = {
+  list: "lab-instances.list",
   create: "lab-instances.create",
   get: "lab-instances.get",
   applyTaskResult: "lab-instances.applyTaskResult",
 } as const;
 
-/** Broadcast on every status change, with the instance's public JSON (LabInstanceView). */
+/**
+ * Broadcast on every status change, with the instance's public JSON (LabInstanceView) plus `course_owner_id`
+ * (so a gateway decides, with decideLabInstance, which callers' streams show it; not sent to clients).
+ */
 export const STATUS_CHANGED_EVENT = "lab-instances.status-changed";
 
 /** Params of `lab-instances.applyTaskResult`. */

@@ -28,7 +28,7 @@ import {
 } from "../../lib/access.rules";
 import { platformOf } from "../../platform/platform";
 import { advisoryLockKey } from "../../platform/db";
-import { conflict, notFound } from "../../platform/errors";
+import { conflict, notFound, validationError } from "../../platform/errors";
 import type { ListSpec } from "../../lib/listing";
 import { systemPrincipal, type UserPrincipal } from "../../lib/principal";
 import { TASKS_ENQUEUED_EVENT, TASK_NAMES, TASK_RESULT_STATES, enqueueTask } from "../tasks/tasks.contract";
@@ -71,13 +71,17 @@ export interface LoadedInstance extends LabInstanceView {
   course_owner_id: number;
   connection_port: number | null;
 }
-/** A locked row inside a transition, with what a start needs to compute its expiry. */
+/** A locked row inside a transition, with what a start needs to compute its expiry and whom to tell. */
 interface LockedRow extends LabInstanceView {
   lab_max_lifetime_s: number | null;
+  course_owner_id: number;
 }
+/** A status change as broadcast: the public JSON and the course's owner (who may see it: decideLabInstance). */
+type Announced = LabInstanceView & { course_owner_id: number };
 interface Transition {
   before: InstanceStatus;
   row: LabInstanceView;
+  courseOwnerId: number;
   outcome: Outcome;
   changed: boolean;
   enqueued: boolean;
@@ -95,8 +99,8 @@ type Methods = {
     row: LockedRow,
     outcome: Outcome,
     start?: StartFields,
-  ): Promise<Omit<Transition, "before" | "outcome">>;
-  announce(changed: LabInstanceView[], enqueued: boolean): void;
+  ): Promise<Omit<Transition, "before" | "outcome" | "courseOwnerId">>;
+  announce(changed: Announced[], enqueued: boolean): void;
   sweep(): Promise<SweepReport>;
 };
 type Vars = { sweepTimer: NodeJS.Timeout | null; sweeping: Promise<SweepReport> | null };
@@ -105,6 +109,8 @@ const COLUMNS = INSTANCE_COLUMNS.join(", ");
 const I_COLUMNS = INSTANCE_COLUMNS.map((c) => `i.${c}`).join(", ");
 /** The names an answer carries, from the joins in VIEW_JOINS (labs l, courses c). */
 const NAME_COLUMNS = "l.name AS lab_name, c.name AS course_name";
+/** What a broadcast also needs: the owner of the instance's course (from the same join). */
+const OWNER_COLUMN = "c.owner_id AS course_owner_id";
 /** Reads of labs' and courses' tables: the names are the point of these joins (one statement, no N+1). */
 const VIEW_JOINS = "JOIN labs l ON l.id = i.lab_id JOIN courses c ON c.id = i.course_id";
 const ACTIVE_SQL = `(${ACTIVE_STATUSES.map((s) => `'${s}'`).join(", ")})`;
@@ -113,11 +119,27 @@ const SWEEP_LOCK = advisoryLockKey("lab-instances.sweep").toString();
 const SWEEP_BATCH = 100;
 
 type SortField = "created_at" | "updated_at" | "started_at" | "expires_at" | "status" | "id";
-type Filters = { status: `enum:${string}`; lab_id: "int"; course_id: "int"; student_id: "int" };
+type Filters = {
+  status: `enum:${string}`;
+  lab_id: "int";
+  course_id: "int";
+  student_id: "int";
+  active: "enum:true|false";
+  updated_since: "string";
+};
 const INSTANCE_LIST: ListSpec<SortField, Filters> = {
   sortable: ["created_at", "updated_at", "started_at", "expires_at", "status", "id"],
   defaultSort: "-created_at",
-  filters: { status: `enum:${INSTANCE_STATUSES.join("|")}`, lab_id: "int", course_id: "int", student_id: "int" },
+  filters: {
+    status: `enum:${INSTANCE_STATUSES.join("|")}`,
+    lab_id: "int",
+    course_id: "int",
+    student_id: "int",
+    // pending|running|stopping (true) or the others: a dashboard's "my running labs" in one call.
+    active: "enum:true|false",
+    // An ISO-8601 time: instances changed since then (what a reconnecting event stream missed).
+    updated_since: "string",
+  },
 };
 
 async function loadInstance(this: unknown, ctx: Ctx): Promise<LoadedInstance | null> {
@@ -172,7 +194,22 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
             bind[f] = q.filters[f];
           }
         }
-
+        if (q.filters.active !== undefined) {
+          where.push(`i.status ${q.filters.active === "true" ? "IN" : "NOT IN"} ${ACTIVE_SQL}`);
+        }
+        if (q.filters.updated_since !== undefined) {
+          const since = Date.parse(q.filters.updated_since);
+          if (!Number.isFinite(since)) {
+            const problem = {
+              loc: ["query", "updated_since"],
+              msg: "Input should be a valid datetime",
+              type: "datetime_parsing",
+            };
+            throw validationError([problem]);
+          }
+          where.push("i.updated_at >= $updated_since");
+          bind.updated_since = new Date(since).toISOString();
+        }
         return this.selectPage<LabInstanceView>(
           `${I_COLUMNS}, ${NAME_COLUMNS}`,
           `FROM lab_instances i ${VIEW_JOINS} ${where.length ? "WHERE " + where.join(" AND ") : ""}`,
@@ -207,7 +244,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
         const { config } = platformOf(this.broker);
         const sequelize = this.sequelize();
         const { lab_id: labId, course_id: courseId } = ctx.params;
-        let created: LabInstanceView;
+        let created: { row: LabInstanceView; courseOwnerId: number };
         try {
           created = await sequelize.transaction(async (transaction) => {
             // One start of this student at a time, on every node: the "already active" and cap checks below
@@ -218,8 +255,8 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
             // deletion that waited for this start's link locks: a deadlock, answered 500 on one side.
             // KEY SHARE on the course: its deletion waits for this start (edits of its name do not);
             // SHARE on the lab: an edit sending it back to review waits too, so "approved" holds until commit.
-            const course = await this.select<{ name: string }>(
-              "SELECT name FROM courses WHERE id = $course FOR KEY SHARE",
+            const course = await this.select<{ name: string; owner_id: number }>(
+              "SELECT name, owner_id FROM courses WHERE id = $course FOR KEY SHARE",
               { course: courseId },
               transaction,
             );
@@ -294,7 +331,10 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
               transaction,
             );
             // Both names were read under this transaction's locks: the answer needs no second statement.
-            return { ...withTask, lab_name: lab?.name ?? "", course_name: course[0]?.name ?? "" };
+            return {
+              row: { ...withTask, lab_name: lab?.name ?? "", course_name: course[0]?.name ?? "" },
+              courseOwnerId: course[0]?.owner_id ?? 0,
+            };
           });
         } catch (err) {
           if (!isActiveUniqueViolation(err)) throw err;
@@ -308,11 +348,11 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
             { lab_instance_id: other?.id ?? null },
           );
         }
-        this.announce([created], true);
+        this.announce([{ ...created.row, course_owner_id: created.courseOwnerId }], true);
         ctx.meta.$statusCode = 202;
         // Where to watch the start (moleculer-web sets $location only for 201 and redirects).
-        ctx.meta.$responseHeaders = { Location: `/api/v1/lab-instances/${created.id}` };
-        return publicInstance(created);
+        ctx.meta.$responseHeaders = { Location: `/api/v1/lab-instances/${created.row.id}` };
+        return publicInstance(created.row);
       },
     },
 
@@ -454,7 +494,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
     async transition(id, event, opts = {}) {
       const result = await this.sequelize().transaction(async (transaction) => {
         const row = await this.selectOne<LockedRow>(
-          `SELECT ${I_COLUMNS}, ${NAME_COLUMNS}, l.max_lifetime_s AS lab_max_lifetime_s
+          `SELECT ${I_COLUMNS}, ${NAME_COLUMNS}, ${OWNER_COLUMN}, l.max_lifetime_s AS lab_max_lifetime_s
              FROM lab_instances i ${VIEW_JOINS}
             WHERE i.id = $id FOR UPDATE OF i`,
           { id },
@@ -464,19 +504,26 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
         const skipped = opts.skip?.(row) ?? null;
         const outcome: Outcome = skipped ? { ignored: skipped } : decide(row.status, event);
         const written = await this.applyOutcome(transaction, row, outcome, opts.start);
-        return { before: row.status, outcome, ...written };
+        return { before: row.status, outcome, courseOwnerId: row.course_owner_id, ...written };
       });
-      if (result) this.announce(result.changed ? [result.row] : [], result.enqueued);
+      if (result) {
+        const changed = result.changed ? [{ ...result.row, course_owner_id: result.courseOwnerId }] : [];
+        this.announce(changed, result.enqueued);
+      }
       return result;
     },
 
     /** Writes one decided outcome for a row locked in `t`. */
-    async applyOutcome(t, row, outcome, start) {
+    async applyOutcome(t: Transaction, row: LockedRow, outcome: Outcome, start?: StartFields) {
       const sequelize = this.sequelize();
       const { config } = platformOf(this.broker);
       let current: LabInstanceView = row;
       // The names do not change with the status: carried over from the locked read.
-      const named = (r: LabInstanceRow): LabInstanceView => ({ ...r, lab_name: row.lab_name, course_name: row.course_name });
+      const named = (r: LabInstanceRow): LabInstanceView => ({
+        ...r,
+        lab_name: row.lab_name,
+        course_name: row.course_name,
+      });
       let changed = false;
       let wrote = false;
       if (outcome.to) {
@@ -537,8 +584,13 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
     },
 
     /** After a commit: tell SSE streams (every gateway node) and wake the outbox relay. */
-    announce(changed, enqueued) {
-      for (const row of changed) this.broker.broadcast(STATUS_CHANGED_EVENT, publicInstance(row));
+    announce(changed: Announced[], enqueued: boolean) {
+      for (const row of changed) {
+        void this.broker.broadcast(STATUS_CHANGED_EVENT, {
+          ...publicInstance(row),
+          course_owner_id: row.course_owner_id,
+        });
+      }
       if (enqueued) this.broker.broadcast(TASKS_ENQUEUED_EVENT, {});
     },
 
@@ -553,7 +605,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
       const { config } = platformOf(this.broker);
       const run = async (): Promise<SweepReport> => {
         const report: SweepReport = { swept: false, timed_out: [], expired: [] };
-        const changed: LabInstanceView[] = [];
+        const changed: Announced[] = [];
         await this.sequelize().transaction(async (transaction) => {
           const lock = await this.selectOne<{ locked: boolean }>(
             "SELECT pg_try_advisory_xact_lock($key::bigint) AS locked",
@@ -579,7 +631,8 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
           ];
           for (const round of rounds) {
             const rows = await this.select<LockedRow>(
-              `SELECT ${I_COLUMNS}, ${NAME_COLUMNS}, NULL::integer AS lab_max_lifetime_s FROM lab_instances i ${VIEW_JOINS}
+              `SELECT ${I_COLUMNS}, ${NAME_COLUMNS}, ${OWNER_COLUMN}, NULL::integer AS lab_max_lifetime_s
+                 FROM lab_instances i ${VIEW_JOINS}
                 WHERE ${round.sql} LIMIT ${SWEEP_BATCH} FOR UPDATE OF i SKIP LOCKED`,
               round.bind,
               transaction,
@@ -587,7 +640,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
             for (const row of rows) {
               const written = await this.applyOutcome(transaction, row, decide(row.status, round.event));
               if (written.changed) {
-                changed.push(written.row);
+                changed.push({ ...written.row, course_owner_id: row.course_owner_id });
                 round.ids.push(row.id);
               }
             }

@@ -236,6 +236,9 @@ export const MATRIX: readonly MatrixRow[] = [
     { what: "instS1A (running)", path: "/lab-instances/{instS1A}/connection", expect: [401, 200, 200, 404, 200, 404] },
     { what: "instS2B (running)", path: "/lab-instances/{instS2B}/connection", expect: [401, 200, 404, 200, 404, 200] },
   ] },
+  { route: "GET /lab-instances/events", cases: [
+    { what: "the caller's stream of every instance they may see (which ones: user-events.test.ts)", path: "/lab-instances/events", stream: true, expect: [401, 200, 200, 200, 200, 200] },
+  ] },
   { route: "GET /lab-instances/:id/events", cases: [
     { what: "event stream of instS1A", path: "/lab-instances/{instS1A}/events", stream: true, expect: [401, 200, 200, 404, 200, 404] },
     { what: "event stream of instS2B", path: "/lab-instances/{instS2B}/events", stream: true, expect: [401, 200, 404, 200, 404, 200] },
