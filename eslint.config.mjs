@@ -15,6 +15,11 @@ export default tseslint.config(
       "@typescript-eslint/restrict-template-expressions": ["error", { allowNumber: true, allowBoolean: true }],
       // `() => void x` callbacks (event handlers, timers) are idiomatic Node.
       "@typescript-eslint/no-confusing-void-expression": ["error", { ignoreArrowShorthand: true }],
+      // `_`-prefixed names are deliberately unused (as tsc's noUnusedParameters accepts); `{ a: _a, ...rest }` omits a key.
+      "@typescript-eslint/no-unused-vars": [
+        "error",
+        { argsIgnorePattern: "^_", varsIgnorePattern: "^_", caughtErrorsIgnorePattern: "^_", ignoreRestSiblings: true },
+      ],
     },
   },
   {
@@ -27,6 +32,8 @@ export default tseslint.config(
       "@typescript-eslint/no-unsafe-argument": "off",
       "@typescript-eslint/no-unsafe-call": "off",
       "@typescript-eslint/no-unsafe-return": "off",
+      // `res.json<T>()` helpers state the answer's expected shape, which the test then asserts.
+      "@typescript-eslint/no-unnecessary-type-parameters": "off",
     },
   },
 );

@@ -10,7 +10,8 @@ import { DEMO_ACCOUNTS } from "./embedded-idp";
 const RESOURCES = JSON.stringify({ cpu: "500m", memory: "512Mi", storage: "1Gi" });
 
 export async function seedDemoData(sequelize: Sequelize): Promise<boolean> {
-  const teacher = DEMO_ACCOUNTS.find((a) => a.role === "teacher" && a.login === "teacher")!;
+  const teacher = DEMO_ACCOUNTS.find((a) => a.role === "teacher" && a.login === "teacher");
+  if (!teacher) throw new Error("DEMO_ACCOUNTS has no teacher account");
   return sequelize.transaction(async (transaction) => {
     const q = <T extends object>(sql: string, bind: Record<string, unknown> = {}): Promise<T[]> =>
       sequelize.query<T>(sql, { bind, transaction, type: QueryTypes.SELECT });

@@ -104,7 +104,7 @@ export function parseRoleOrgs(raw: string | undefined): Record<string, string> {
   for (const item of raw.split(",")) {
     const m = /^\s*([0-9A-Za-z_-]{1,64}):([0-9A-Za-z.-]{1,253})\s*$/.exec(item);
     if (!m) throw new Error(`EMBEDDED_IDP_ROLE_ORGS must be "<orgId>:<domain>,…", got "${raw}"`);
-    orgs[m[1]] = m[2]!;
+    orgs[m[1]] = m[2];
   }
   return orgs;
 }
@@ -149,7 +149,7 @@ export function loadAccounts(file: string | undefined, warn: (msg: string) => vo
       sub: typeof o.sub === "string" && /^[0-9A-Za-z-]{1,64}$/.test(o.sub) ? o.sub : (base?.sub ?? derivedSub(login)),
       email: typeof o.email === "string" ? o.email : (base?.email ?? `${login}@autolabs.local`),
       name,
-      givenName: base?.givenName ?? name.split(" ")[0] ?? name,
+      givenName: base?.givenName ?? name.split(" ")[0],
       familyName: base?.familyName ?? name.split(" ").slice(1).join(" "),
       roles: roles,
     });
@@ -414,12 +414,13 @@ function buildConfiguration(
     },
     // Put scope claims (email, name) into the ID token too, not only at userinfo.
     conformIdTokenClaims: false,
-    async findAccount(_ctx: unknown, sub: string) {
+    // oidc-provider awaits each of these hooks inside its own async code: plain returns and throws suffice.
+    findAccount(_ctx: unknown, sub: string) {
       const account = accounts().find((a) => a.sub === sub);
       if (!account) return undefined;
       return {
         accountId: account.sub,
-        async claims(use: string) {
+        claims(use: string) {
           const roles =
             use === "id_token" && opts.rolesInIdToken === false
               ? {}
@@ -439,7 +440,7 @@ function buildConfiguration(
     },
     // Access tokens carry who and which role, so the backend needs no userinfo call (Zitadel does the
     // same with "user roles/info inside access token").
-    async extraTokenClaims(_ctx: unknown, token: TokenLike) {
+    extraTokenClaims(_ctx: unknown, token: TokenLike) {
       const account = token.accountId ? accounts().find((a) => a.sub === token.accountId) : undefined;
       if (!account) return undefined;
       return { email: account.email, name: account.name, [rolesClaim]: rolesClaimOf(account.roles, orgs) };
@@ -449,7 +450,7 @@ function buildConfiguration(
       revocation: { enabled: true },
       rpInitiatedLogout: {
         enabled: true,
-        async logoutSource(ctx: KoaLikeContext, form: string) {
+        logoutSource(ctx: KoaLikeContext, form: string) {
           ctx.body = page(
             "Sign out",
             `<h1>Sign out of ${escapeHtml(ctx.host)}?</h1>${form}
@@ -457,17 +458,17 @@ function buildConfiguration(
 <button type="submit" form="op.logoutForm">No, stay signed in</button>`,
           );
         },
-        async postLogoutSuccessSource(ctx: KoaLikeContext) {
+        postLogoutSuccessSource(ctx: KoaLikeContext) {
           ctx.body = page("Signed out", "<h1>Signed out</h1>");
         },
       },
       resourceIndicators: {
         enabled: true,
         // Every authorization request is for our API unless it names another (which is refused).
-        defaultResource: async () => resource,
+        defaultResource: () => resource,
         // Without this, a request with scope=openid would get an opaque userinfo-only access token.
-        useGrantedResource: async () => true,
-        async getResourceServerInfo(_ctx: unknown, indicator: string) {
+        useGrantedResource: () => true,
+        getResourceServerInfo(_ctx: unknown, indicator: string) {
           if (indicator !== resource) throw new mod.errors.InvalidTarget("unknown resource indicator");
           return {
             scope: "",
@@ -489,7 +490,7 @@ function buildConfiguration(
       RefreshToken: 8 * 3600,
     },
     clientBasedCORS: () => false,
-    async renderError(ctx: KoaLikeContext, out: Record<string, unknown>) {
+    renderError(ctx: KoaLikeContext, out: Record<string, unknown>) {
       ctx.type = "html";
       const rows = Object.entries(out)
         .map(([k, v]) => `<p><strong>${escapeHtml(k)}</strong>: ${escapeHtml(String(v))}</p>`)
@@ -561,7 +562,7 @@ async function handleInteraction(
     sendHtml(res, 404, page("Not found", "<h1>Not found</h1>"));
     return;
   }
-  const action = m[2];
+  const action = m.at(2); // an optional group: undefined when absent
   let details: InteractionDetails;
   try {
     details = await provider.interactionDetails(req, res);
@@ -646,17 +647,14 @@ export async function startEmbeddedIdp(opts: EmbeddedIdpOptions): Promise<Runnin
   const accounts = () => loadAccounts(opts.accountsFile, (msg) => log.warn(`embedded IdP: ${msg}`));
   // oidc-provider is ESM-only; Node >= 20.19 loads it through require(esm). Lazy: importing this module
   // for its constants must not load it.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- untyped ESM-only package, loaded lazily
   const mod = require("oidc-provider") as OidcProviderModule;
 
   // Listen first, then build the provider: with port 0 the issuer is known only once bound.
-  let handler: ((req: IncomingMessage, res: ServerResponse) => void) | undefined;
-  const server: Server = createServer((req, res) => {
-    if (!handler) {
-      res.writeHead(503).end();
-      return;
-    }
-    handler(req, res);
-  });
+  let handler = (_req: IncomingMessage, res: ServerResponse): void => {
+    res.writeHead(503).end();
+  };
+  const server: Server = createServer((req, res) => handler(req, res));
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(opts.port, () => resolve());
@@ -699,7 +697,7 @@ function argValue(argv: readonly string[], name: string): string | undefined {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === `--${name}`) return argv[i + 1];
-    if (a?.startsWith(`--${name}=`)) return a.slice(name.length + 3);
+    if (a.startsWith(`--${name}=`)) return a.slice(name.length + 3);
   }
   return undefined;
 }

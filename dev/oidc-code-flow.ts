@@ -68,8 +68,8 @@ export class CookieJar {
   store(setCookieHeaders: readonly string[], requestUrl: URL): void {
     for (const header of setCookieHeaders) {
       const [pair, ...attrs] = header.split(";");
-      const eq = pair?.indexOf("=") ?? -1;
-      if (!pair || eq <= 0) continue;
+      const eq = pair.indexOf("=");
+      if (eq <= 0) continue;
       const name = pair.slice(0, eq).trim();
       const value = pair.slice(eq + 1).trim();
       // Default path: the request path's "directory" (RFC 6265 §5.1.4).
@@ -287,7 +287,10 @@ export async function runCodeFlow(opts: CodeFlowOptions): Promise<CodeFlowTokens
   );
   const body = (await tokenRes.json().catch(() => null)) as Record<string, unknown> | null;
   if (tokenRes.status !== 200 || !body) {
-    const err = body && typeof body.error === "string" ? `${body.error} ${String(body.error_description ?? "")}` : "";
+    const err =
+      body && typeof body.error === "string"
+        ? `${body.error} ${typeof body.error_description === "string" ? body.error_description : ""}`
+        : "";
     throw new CodeFlowError("PROTOCOL", `token endpoint answered ${tokenRes.status} ${err}`.trim());
   }
   const { access_token: accessToken, id_token: idToken, expires_in: expiresIn } = body;

@@ -73,7 +73,7 @@ const INT_RE = /^[+-]?\d+$/;
  * as `?status=`, and "no filter" is what they mean (FastAPI would 422 here; we are deliberately lenient).
  */
 function pick(raw: unknown): unknown {
-  const v = Array.isArray(raw) ? raw[raw.length - 1] : raw;
+  const v: unknown = Array.isArray(raw) ? raw[raw.length - 1] : raw;
   if (v === undefined || v === null) return undefined;
   if (typeof v === "string") {
     const t = v.trim();
@@ -239,7 +239,7 @@ export function parseListQuery<const S extends string, const F extends Record<st
   }
 
   const filters: Record<string, number | string> = {};
-  for (const [name, kind] of Object.entries(spec.filters) as [string, FilterKind][]) {
+  for (const [name, kind] of Object.entries<FilterKind>(spec.filters)) {
     const raw = pick(q[name]);
     if (raw === undefined) continue;
     const r = parseFilter(name, kind, raw);

@@ -18,7 +18,8 @@ import AccessService from "../services/access/access.service";
 
 type ServiceFactory = ServiceSchema | ((broker: ServiceBroker) => ServiceSchema);
 
-const SERVICES: Record<string, ServiceFactory> = {
+// Partial: config.services are strings (validated against ALL_SERVICES in platform/config.ts).
+const SERVICES: Partial<Record<string, ServiceFactory>> = {
   "api-gateway": createGateway as (broker: ServiceBroker) => ServiceSchema,
   auth: AuthService as ServiceSchema,
   courses: CoursesService as ServiceSchema,

@@ -63,7 +63,7 @@ async function main(argv: readonly string[]): Promise<number> {
       dataDir: config.dataDir,
       port: config.embeddedPgPort,
       maxConnections: config.databasePoolMax + 5,
-      logger: { info: logger.info, warn: logger.warn, debug: logger.debug },
+      logger,
     });
     url = embedded.url;
   }

@@ -131,7 +131,7 @@ async function main(): Promise<void> {
       "info",
       `platform ready in ${Date.now() - started} ms: http://localhost:${config.port}/api/v1/health (services: ${config.services.join(", ")}; identity: ${issuerOf(config)})`,
     );
-    if (process.argv.includes("--repl")) await running.broker.repl();
+    if (process.argv.includes("--repl")) running.broker.repl();
   } catch (err) {
     log("error", `start-up failed: ${err instanceof Error ? err.message : String(err)}`);
     await shutdown("start-up failure", 1);

@@ -66,6 +66,7 @@ export function principalOf(ctx: Context<unknown, RequestMeta>): Principal {
 }
 
 /** The object loaded by the access check (declared `load`). */
+// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- E: what the action's `load` returns
 export function entityOf<E>(ctx: Context): E {
   return (ctx.locals as AccessLocals<E>).entity;
 }
@@ -83,7 +84,7 @@ export const PUBLIC = { public: true, roles: [] } as const satisfies AccessDecla
 
 function guard(decl: AccessDeclaration, service: Service, handler: ActionHandler): ActionHandler {
   if (decl.public) return handler;
-  return async function (ctx: Context<Record<string, unknown>, RequestMeta>) {
+  return async function (ctx: Context<Record<string, unknown>, RequestMeta>): Promise<unknown> {
     const principal = ctx.meta.user;
     if (!isPrincipal(principal)) throw unauthorized();
     if (!roleAllowed(principal, decl.roles)) throw forbidden();

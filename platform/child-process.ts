@@ -70,12 +70,12 @@ export function startReadyChild(opts: ReadyChildOptions): Promise<ReadyChild> {
         if (m && !settled) {
           settled = true;
           clearTimeout(timer);
-          resolve({ child, readyValue: m[1] ?? m[0], output: () => out, stop });
+          resolve({ child, readyValue: m.at(1) ?? m[0], output: () => out, stop });
         }
       }
     };
-    child.stdout?.on("data", onData);
-    child.stderr?.on("data", onData);
+    child.stdout.on("data", onData);
+    child.stderr.on("data", onData);
     child.once("error", (err) => {
       if (settled) return;
       settled = true;

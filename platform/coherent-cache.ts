@@ -220,21 +220,15 @@ export class CoherentMemoryCacher extends Cachers.Memory implements CoherentCach
     return coherentMiddleware(this);
   }
 
-  async epochOf(scope: string): Promise<string> {
-    return String(this.epochs.get(scope) ?? 0);
+  epochOf(scope: string): Promise<string> {
+    return Promise.resolve(String(this.epochs.get(scope) ?? 0));
   }
 
-  async setIfEpoch(
-    key: string,
-    data: unknown,
-    ttlS: number | undefined,
-    scope: string,
-    epoch: string,
-  ): Promise<boolean> {
+  setIfEpoch(key: string, data: unknown, ttlS: number | undefined, scope: string, epoch: string): Promise<boolean> {
     // Check and set with no await between them: nothing can bump the epoch in between.
-    if (String(this.epochs.get(scope) ?? 0) !== epoch) return false;
-    void this.set(key, data, ttlS);
-    return true;
+    if (String(this.epochs.get(scope) ?? 0) !== epoch) return Promise.resolve(false);
+    void this.set(key, data, ttlS); // the Memory cacher stores synchronously; its promise cannot reject
+    return Promise.resolve(true);
   }
 
   async invalidate(scope: string, patterns: readonly string[]): Promise<void> {

@@ -76,7 +76,9 @@ export type DbMethods = {
 
 /** Other nodes running `scope` (their node-local caches hold its answers). */
 function remoteNodesOf(broker: ServiceBroker, scope: string): string[] {
-  const list = broker.registry.getActionEndpoints(`${scope}.cacheInvalidate`);
+  // Undefined when no node runs the scope (moleculer's typing omits it: the registry is a Map).
+  const list = broker.registry.getActionEndpoints(`${scope}.cacheInvalidate`) as
+    ReturnType<ServiceBroker["registry"]["getActionEndpoints"]> | undefined;
   if (!list) return [];
   return list.endpoints.filter((e) => !e.local && e.isAvailable).map((e) => e.id);
 }
@@ -105,10 +107,10 @@ const dbMethods: DbMethods & ThisType<Service & DbMethods> = {
               meta: { user: systemPrincipal("cache invalidation") },
             },
           )
-          .catch((err: Error) => {
+          .catch((err: unknown) => {
             // The write is committed; the node's cache is emptied when it reconnects (Moleculer's Memory cacher).
             this.logger.error(
-              `cache: node ${nodeID} did not invalidate ${scope} (${err.message}); it may serve stale answers until its TTL`,
+              `cache: node ${nodeID} did not invalidate ${scope} (${err instanceof Error ? err.message : String(err)}); it may serve stale answers until its TTL`,
             );
           }),
       ),
@@ -144,6 +146,7 @@ const dbMethods: DbMethods & ThisType<Service & DbMethods> = {
     return rows[0] ?? null;
   },
   /** One query per page: the total rides along as a window count (a second query only past the end). */
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- T: the rows the caller's SQL selects
   async selectPage<T extends object>(select: string, fromWhere: string, bind: Record<string, unknown>, q: PageQuery) {
     const rows = await this.select<T & { __total: string }>(
       `SELECT ${select}, count(*) OVER () AS __total ${fromWhere} ORDER BY ${q.sort.field} ${q.sort.direction}, id ${q.sort.direction} LIMIT $__limit OFFSET $__offset`,

@@ -29,7 +29,8 @@ export type Migrator = Umzug<QueryInterface>;
 function umzugLogger(logger: MigrationLogger) {
   const line = (r: Record<string, unknown>): string => {
     const duration = typeof r.durationSeconds === "number" ? ` (${r.durationSeconds.toFixed(3)} s)` : "";
-    return `migration ${String(r.name ?? "")}: ${String(r.event ?? "")}${duration}`;
+    const text = (v: unknown): string => (typeof v === "string" ? v : "");
+    return `migration ${text(r.name)}: ${text(r.event)}${duration}`;
   };
   return {
     info: (r: Record<string, unknown>) => logger.info(line(r)),

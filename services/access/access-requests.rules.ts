@@ -39,7 +39,7 @@ const VERB: Record<AccessRequestAction, string> = {
 export function nextRequestStatus(current: AccessRequestStatus, action: AccessRequestAction): RequestTransition {
   // Own-property lookup: runtime strings ("toString", junk from a caller) must not hit Object.prototype.
   if (!Object.prototype.hasOwnProperty.call(TARGET, action)) {
-    return { ok: false, code: "INVALID_TRANSITION", detail: `Unknown access request action '${String(action)}'` };
+    return { ok: false, code: "INVALID_TRANSITION", detail: `Unknown access request action '${action}'` };
   }
   if (current !== "pending") {
     return {

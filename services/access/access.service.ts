@@ -17,6 +17,7 @@ import { ACCESS_REQUESTS_CHANGED_EVENT, type AccessRequestChanged } from "./acce
 import { COURSE_EVENTS, assignStudents, type CourseStudentChanged } from "../courses/courses.contract";
 import type { Service, ServiceSchema } from "moleculer";
 import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
+import { broadcastCommitted } from "../../platform/broadcast";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
 import { ANY_USER, STAFF, STUDENT_ONLY, type Decision } from "../../lib/access.rules";
 import { conflict, forbidden, notFound, validationError } from "../../platform/errors";
@@ -99,10 +100,10 @@ const VIEW_COLUMNS =
 
 /** The PostgreSQL error under Sequelize's wrapper: branch on SQLSTATE and constraint, not on classes. */
 function pgErrorOf(err: unknown): { code?: string; constraint?: string } {
-  const e = err as {
-    parent?: { code?: string; constraint?: string };
-    original?: { code?: string; constraint?: string };
-  };
+  const e = err as
+    | { parent?: { code?: string; constraint?: string }; original?: { code?: string; constraint?: string } }
+    | null
+    | undefined;
   return e?.parent ?? e?.original ?? {};
 }
 
@@ -269,12 +270,12 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods> 
         const created = await this.viewById(id, p);
         // The student was removed in between: nothing left to show.
         if (!created) throw notFound("Access request");
-        this.broker.broadcast<AccessRequestChanged>(ACCESS_REQUESTS_CHANGED_EVENT, {
+        broadcastCommitted(this, ACCESS_REQUESTS_CHANGED_EVENT, {
           request_id: id,
           course_id: courseId,
           student_id: p.id,
           status: "pending",
-        });
+        } satisfies AccessRequestChanged);
         ctx.meta.$statusCode = 201;
         ctx.meta.$location = `/api/v1/access-requests/${id}`;
         return created;
@@ -285,7 +286,7 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods> 
       rest: "GET /access-requests/:id",
       access: { roles: ANY_USER, ...REQUEST_ACCESS, decide: rule("view") },
       params: { id: ID_PARAM },
-      async handler(ctx: Ctx<IdParams>) {
+      handler(ctx: Ctx<IdParams>) {
         return entityOf<AccessRequestView>(ctx);
       },
     },
@@ -405,17 +406,17 @@ const AccessService: ServiceSchema<{ rest: string }, AccessMethods & DbMethods> 
         // The write to course_students happened here, not in the courses service, so what reads that table
         // (a student's GET /courses, GET /courses/{id}, their permission decisions) is dropped here, on every node.
         await this.tablesChanged("course_students");
-        this.broker.broadcast<CourseStudentChanged>(COURSE_EVENTS.studentAssigned, {
+        broadcastCommitted(this, COURSE_EVENTS.studentAssigned, {
           course_id: outcome.course_id,
           student_id: outcome.student_id,
-        });
+        } satisfies CourseStudentChanged);
       }
-      this.broker.broadcast<AccessRequestChanged>(ACCESS_REQUESTS_CHANGED_EVENT, {
+      broadcastCommitted(this, ACCESS_REQUESTS_CHANGED_EVENT, {
         request_id: outcome.id,
         course_id: outcome.course_id,
         student_id: outcome.student_id,
         status: next.status,
-      });
+      } satisfies AccessRequestChanged);
       const view = await this.viewById(outcome.id, p);
       if (!view) throw notFound("Access request");
       return view;

@@ -32,7 +32,8 @@ interface GatewayRequest extends IncomingMessage {
   body?: unknown;
 }
 
-type Check = "ok" | "embedded" | string;
+/** "ok", "embedded", or what is wrong. */
+type Check = string;
 
 interface HealthReport {
   status: "healthy" | "unhealthy";
@@ -214,8 +215,9 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
           bodyParsers: false,
           aliases: {
             "GET metrics"(this: Service, _req: IncomingMessage, res: ServerResponse) {
-              const reporter = this.broker.metrics?.reporter?.find((r: unknown) => r instanceof PrometheusText) as
-                PrometheusText | undefined;
+              // `reporter` is unset when no reporter is configured (moleculer's typing says always).
+              const reporters = this.broker.metrics.reporter as unknown[] | undefined;
+              const reporter = reporters?.find((r): r is PrometheusText => r instanceof PrometheusText);
               res.setHeader("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
               res.end(reporter ? reporter.text() : "");
             },
@@ -234,7 +236,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
           },
         },
       ],
-      onError(request: IncomingMessage, res: ServerResponse, err: Error) {
+      onError(this: Service, request: IncomingMessage, res: ServerResponse, err: Error) {
         const req = request as GatewayRequest;
         const answer = toHttpAnswer(err, { method: req.method ?? "GET", pathParams: pathParamsOf(req) });
         const requestId = req.$ctx?.requestID ?? "-";
@@ -345,7 +347,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
         }
         return baseMethods.httpHandler.call(this, req, res, next);
       },
-      resolveAlias(url: string, method = "GET") {
+      resolveAlias(url: string, method: string = "GET") {
         return baseMethods.resolveAlias.call(this, url, resolvedMethod(method));
       },
       logRequest(req: IncomingMessage) {
@@ -489,7 +491,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
       await Promise.all([this.redis?.connect().catch(() => undefined), this.rateLimiter.start()]);
     },
 
-    async stopped() {
+    stopped() {
       // Runs before moleculer-web closes the server, which would otherwise wait for the open streams.
       this.streams.closeAll();
       this.redis?.disconnect();

@@ -38,7 +38,7 @@ interface FastestValidatorProblem {
   message?: string;
 }
 
-const FV_TYPE_MAP: Record<string, string> = {
+const FV_TYPE_MAP: Partial<Record<string, string>> = {
   required: "missing",
   string: "string_type",
   stringEmpty: "string_too_short",
@@ -60,7 +60,9 @@ const FV_TYPE_MAP: Record<string, string> = {
 };
 
 function locOf(field: string | undefined, req: RequestShape): (string | number)[] {
-  const parts = (field ?? "").split(/\.|\[(\d+)\]/).filter((p) => p !== undefined && p !== "");
+  // The capture group is undefined in the pieces where the dot matched.
+  const pieces = (field ?? "").split(/\.|\[(\d+)\]/) as (string | undefined)[];
+  const parts = pieces.filter((p): p is string => p !== undefined && p !== "");
   const path = parts.map((p) => (/^\d+$/.test(p) ? Number(p) : p));
   const first = String(path[0] ?? "");
   const where = req.pathParams.includes(first)

@@ -21,7 +21,7 @@ export function redactUrl(url: string): string {
       const eq = pair.indexOf("=");
       const name = eq < 0 ? pair : pair.slice(0, eq);
       if (eq < 0 && !all) return pair;
-      let decoded = name;
+      let decoded: string;
       try {
         decoded = decodeURIComponent(name.replace(/\+/g, " "));
       } catch {

@@ -193,7 +193,9 @@ function addressKey(raw: string): string {
 }
 
 function expandIPv6(address: string): string[] {
-  const [head, tail] = address.split("%")[0].split("::");
+  const halves = address.split("%")[0].split("::");
+  const head = halves[0];
+  const tail = halves.at(1); // undefined without "::"
   const left = head ? head.split(":") : [];
   const right = tail ? tail.split(":") : [];
   // An embedded IPv4 tail (::1.2.3.4) stands for two groups; only the first four groups matter here.

@@ -54,7 +54,7 @@ export class MemoryBuckets implements BucketStore {
     return this.buckets.size;
   }
 
-  async take(keys: readonly string[], limits: readonly BucketLimit[]): Promise<Take> {
+  take(keys: readonly string[], limits: readonly BucketLimit[]): Promise<Take> {
     const take = takeAll(
       keys.map((k) => this.buckets.get(k)),
       limits,
@@ -72,7 +72,7 @@ export class MemoryBuckets implements BucketStore {
         }
       }
     }
-    return take;
+    return Promise.resolve(take);
   }
 
   close(): void {

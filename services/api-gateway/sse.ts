@@ -258,9 +258,10 @@ export class LabInstanceStreams {
 
   private async serve(req: StreamRequest, res: ServerResponse, spec: StreamSpec): Promise<void> {
     const ctx = req.$ctx;
-    let done = false;
-    let streaming = false;
-    let clientGone = false;
+    // `as boolean`: the close and finish callbacks flip these while we await; a literal `false` would narrow.
+    let done = false as boolean;
+    let streaming = false as boolean;
+    let clientGone = false as boolean;
     let keepAlive: NodeJS.Timeout | undefined;
     // Subscribe before reading the current state: a change committed between the read and the
     // subscription is then buffered instead of lost.
@@ -334,6 +335,7 @@ export class LabInstanceStreams {
     for (const i of initial) send(i);
     for (const i of early) send(i);
     deliver = send;
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- send() above may have finished
     if (!done) {
       keepAlive = setInterval(() => {
         if (!done) res.write(": keep-alive\n\n");

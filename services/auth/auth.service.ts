@@ -224,8 +224,8 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
           // Not every IdP puts roles into the ID token (Zitadel: "assert roles on authentication" off). The
           // access token then carries them, as Bearer authentication requires anyway: verified like any
           // Bearer token (our audience), and only if it is about the same subject.
-          const access = await this.verifier.verify(tokens.accessToken).catch((err: { code?: unknown }) => {
-            if (err.code === 503) throw err;
+          const access = await this.verifier.verify(tokens.accessToken).catch((err: unknown) => {
+            if ((err as { code?: unknown } | null)?.code === 503) throw err;
             return null;
           });
           if (access && access.sub === claims.sub) merged = { ...claims, [rolesClaim]: access[rolesClaim] };
@@ -351,7 +351,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
   },
 
   methods: {
-    async upsertUser(identity) {
+    async upsertUser(identity: ClaimsIdentity & { role: Role }) {
       const fingerprint = JSON.stringify([identity.externalId, identity.email, identity.name, identity.role]);
       const known = this.knownUsers.get(fingerprint);
       if (known && known.until > Date.now()) return known.principal;
@@ -367,14 +367,14 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
       return principal;
     },
 
-    async syncUserAtLogin(identity) {
+    async syncUserAtLogin(identity: ClaimsIdentity & { role: Role }) {
       const row = await this.writeUser(identity);
       // Always: last_login_at is part of the user's view of itself, and a login is rare enough.
       await this.invalidateUser(row.id);
       return { kind: "user", id: row.id, role: row.role };
     },
 
-    async writeUser(identity) {
+    async writeUser(identity: ClaimsIdentity & { role: Role }) {
       // The stored row is read under its lock, so what the merge keeps and what `changed` compares with is
       // what is there, not what a parallel sign-in of the same user is about to overwrite.
       return this.sequelize().transaction(async (transaction) => {
@@ -395,13 +395,14 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
             return { id: stored.id, role: next.role, changed };
           }
           // DO NOTHING waits for a parallel insert of the same sub to commit; nothing back: read it, locked.
-          const [created] = await this.select<{ id: number; role: Role }>(
+          const inserted = await this.select<{ id: number; role: Role }>(
             `INSERT INTO users (external_id, email, name, role, last_login_at)
              VALUES ($sub, $email, $name, $role, now())
              ON CONFLICT (external_id) DO NOTHING RETURNING id, role`,
             { sub: identity.externalId, ...next },
             transaction,
           );
+          const created = inserted.at(0); // none when a parallel insert won
           if (created) return { ...created, changed };
         }
         // The row was inserted and deleted again between our statements.
@@ -409,7 +410,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
       });
     },
 
-    async verifyIdToken(idToken, nonce) {
+    async verifyIdToken(idToken: string, nonce: string) {
       const { config } = platformOf(this.broker);
       let payload: Record<string, unknown>;
       try {
@@ -432,7 +433,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
       return payload;
     },
 
-    async cachedUser(id) {
+    async cachedUser(id: number) {
       // Wrapped: "no such user" is an answer worth caching too (a bare null would read as a miss).
       const hit = await this.cached(USER_KEY(id), platformOf(this.broker).config.usersCacheTtlS, async () => ({
         row: await this.selectOne<UserRow>(`SELECT ${USER_COLUMNS} FROM users WHERE id = $id`, { id }),
@@ -444,7 +445,7 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
      * On every node before returning (a node-local cache is asked by a call, not an event), and a fill of
      * this user's row computed before the change is refused (platform/coherent-cache.ts).
      */
-    async invalidateUser(id) {
+    async invalidateUser(id: number) {
       await this.invalidateCache("auth", [USER_KEY(id), USER_LIST_KEYS]);
     },
   },

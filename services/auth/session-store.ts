@@ -86,8 +86,9 @@ export function createRedisStore(opts: RedisStoreOptions): AuthStore {
     async start() {
       await redis.connect().catch(() => undefined);
     },
-    async stop() {
+    stop() {
       redis.disconnect();
+      return Promise.resolve();
     },
   };
 }
@@ -114,7 +115,8 @@ export function createMemoryStore(opts: { maxEntries?: number; sweepMs?: number 
 
   return {
     kind: "memory",
-    async put(key, value, ttlS) {
+    // The same promise-returning interface as Redis; nothing here throws.
+    put(key, value, ttlS) {
       entries.delete(key);
       entries.set(key, { value, until: Date.now() + ttlS * 1000 });
       // Map iteration is insertion order: the first keys are the oldest.
@@ -122,28 +124,32 @@ export function createMemoryStore(opts: { maxEntries?: number; sweepMs?: number 
         if (entries.size <= maxEntries) break;
         entries.delete(k);
       }
+      return Promise.resolve();
     },
-    async get(key) {
-      return live(key)?.value ?? null;
+    get(key) {
+      return Promise.resolve(live(key)?.value ?? null);
     },
-    async take(key) {
+    take(key) {
       const e = live(key);
       entries.delete(key);
-      return e?.value ?? null;
+      return Promise.resolve(e?.value ?? null);
     },
-    async del(key) {
+    del(key) {
       entries.delete(key);
+      return Promise.resolve();
     },
-    async start() {
+    start() {
       sweeper = setInterval(() => {
         const now = Date.now();
         for (const [k, e] of entries) if (e.until <= now) entries.delete(k);
       }, opts.sweepMs ?? 60_000);
       sweeper.unref();
+      return Promise.resolve();
     },
-    async stop() {
+    stop() {
       if (sweeper) clearInterval(sweeper);
       entries.clear();
+      return Promise.resolve();
     },
   };
 }

@@ -6,6 +6,7 @@ import { COURSE_EVENTS, assignStudents, type CourseEvent, type CourseEventPayloa
 import type { Service, ServiceSchema } from "moleculer";
 import type { Transaction } from "sequelize";
 import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
+import { broadcastCommitted } from "../../platform/broadcast";
 import { DbMixin, listParams, parseListOrThrow, type CachedTable, type DbMethods } from "../../platform/db.mixin";
 import { ANY_USER, STAFF, courseScopeSql, decideCourse, decideLab, type Decision } from "../../lib/access.rules";
 import { conflict, notFound, validationError } from "../../platform/errors";
@@ -199,7 +200,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
           p.kind === "user" && ownerId === p.id
             ? ""
             : ` WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = $owner AND u.role IN ${OWNER_ROLES_SQL})`;
-        const [created] = await this.select<CourseRow>(
+        const inserted = await this.select<CourseRow>(
           `INSERT INTO courses (name, description, owner_id, listed)
            SELECT $name, $description, $owner, $listed${ownerStillOwner}
            RETURNING ${COURSE_COLUMNS}`,
@@ -210,6 +211,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
             listed: ctx.params.listed ?? false,
           },
         );
+        const created = inserted.at(0); // none when the owner is no longer a teacher or an admin
         if (!created) {
           await this.checkOwner(ownerId);
           throw conflict("The owner changed meanwhile; try again");
@@ -251,7 +253,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
       access: { roles: ANY_USER, ...COURSE_ACCESS, decide: view },
       params: { id: ID_PARAM },
       cache: { keys: ["#user.kind", "#user.id", "#user.role", "id"], ttl: 600 },
-      async handler(ctx: Ctx<IdParams>) {
+      handler(ctx: Ctx<IdParams>) {
         return publicCourse(entityOf<LoadedCourse>(ctx));
       },
     },
@@ -412,7 +414,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         // Caches first: a listener reacting to the event must not read a stale answer.
         if (addedIds.length > 0) await this.tablesChanged("course_students");
         for (const studentId of addedIds) {
-          this.broker.broadcast(COURSE_EVENTS.studentAssigned, { course_id: course.id, student_id: studentId });
+          broadcastCommitted(this, COURSE_EVENTS.studentAssigned, { course_id: course.id, student_id: studentId });
         }
         return { course_id: course.id, added: addedIds, already_assigned: ids.filter((id) => !addedIds.includes(id)) };
       },
@@ -598,7 +600,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
       payload: CourseEventPayloads[E],
     ): Promise<void> {
       await this.tablesChanged(table);
-      this.broker.broadcast(event, payload);
+      broadcastCommitted(this, event, payload);
     },
   },
 };

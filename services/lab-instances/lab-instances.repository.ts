@@ -37,7 +37,7 @@ export async function countActiveInstances(
     `SELECT count(*) AS n FROM lab_instances WHERE ${where} AND status IN ${ACTIVE_SQL}`,
     { bind, type: QueryTypes.SELECT, transaction },
   );
-  return Number(row?.n ?? 0);
+  return Number(row.n); // an aggregate without GROUP BY: always one row
 }
 
 /**

@@ -16,6 +16,7 @@ import { COURSE_EVENTS, type CourseStudentChanged } from "../courses/courses.con
 import type { Context, ServiceSchema } from "moleculer";
 import type { Transaction } from "sequelize";
 import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
+import { broadcastCommitted } from "../../platform/broadcast";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
 import {
   ANY_USER,
@@ -89,11 +90,7 @@ interface Transition {
 }
 
 type Methods = {
-  transition(
-    id: number,
-    event: InstanceEvent,
-    opts?: { start?: StartFields; skip?: (row: LockedRow) => string | null },
-  ): Promise<Transition | null>;
+  transition(id: number, event: InstanceEvent, opts?: TransitionOptions): Promise<Transition | null>;
   applyOutcome(
     t: Transaction,
     row: LockedRow,
@@ -104,6 +101,7 @@ type Methods = {
   sweep(): Promise<SweepReport>;
 };
 type Vars = { sweepTimer: NodeJS.Timeout | null; sweeping: Promise<SweepReport> | null };
+type TransitionOptions = { start?: StartFields; skip?: (row: LockedRow) => string | null };
 
 const COLUMNS = INSTANCE_COLUMNS.join(", ");
 const I_COLUMNS = INSTANCE_COLUMNS.map((c) => `i.${c}`).join(", ");
@@ -164,10 +162,10 @@ export function publicInstance(row: LabInstanceView): LabInstanceView {
 }
 
 function isActiveUniqueViolation(err: unknown): boolean {
-  const e = err as { name?: string; parent?: { code?: string; constraint?: string } };
+  const e = err as { name?: string; parent?: { code?: string; constraint?: string } } | null | undefined;
   return (
     (e?.name === "SequelizeUniqueConstraintError" || e?.parent?.code === "23505") &&
-    e?.parent?.constraint === "lab_instances_one_active_idx"
+    e.parent?.constraint === "lab_instances_one_active_idx"
   );
 }
 
@@ -360,7 +358,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
       rest: "GET /:id",
       access: { roles: ANY_USER, ...INSTANCE_ACCESS, decide: instanceRule("view") },
       params: { id: ID_PARAM },
-      async handler(ctx: Ctx<IdParams>) {
+      handler(ctx: Ctx<IdParams>) {
         return publicInstance(entityOf<LoadedInstance>(ctx));
       },
     },
@@ -389,7 +387,8 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
       rest: "GET /:id/connection",
       access: { roles: ANY_USER, ...INSTANCE_ACCESS, decide: instanceRule("view") },
       params: { id: ID_PARAM },
-      async handler(ctx: Ctx<IdParams>) {
+      // Not async: moleculer wraps every handler (Promise.method), so the throw below still rejects.
+      handler(ctx: Ctx<IdParams>) {
         const inst = entityOf<LoadedInstance>(ctx);
         if (inst.status !== "running") {
           throw conflict(
@@ -491,7 +490,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
 
   methods: {
     /** Lock the instance, decide, write, enqueue; announce after the commit. null: no such instance. */
-    async transition(id, event, opts = {}) {
+    async transition(id: number, event: InstanceEvent, opts: TransitionOptions = {}) {
       const result = await this.sequelize().transaction(async (transaction) => {
         const row = await this.selectOne<LockedRow>(
           `SELECT ${I_COLUMNS}, ${NAME_COLUMNS}, ${OWNER_COLUMN}, l.max_lifetime_s AS lab_max_lifetime_s
@@ -586,12 +585,12 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
     /** After a commit: tell SSE streams (every gateway node) and wake the outbox relay. */
     announce(changed: Announced[], enqueued: boolean) {
       for (const row of changed) {
-        void this.broker.broadcast(STATUS_CHANGED_EVENT, {
+        broadcastCommitted(this, STATUS_CHANGED_EVENT, {
           ...publicInstance(row),
           course_owner_id: row.course_owner_id,
         });
       }
-      if (enqueued) this.broker.broadcast(TASKS_ENQUEUED_EVENT, {});
+      if (enqueued) broadcastCommitted(this, TASKS_ENQUEUED_EVENT, {});
     },
 
     /**
@@ -667,10 +666,12 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
     this.sweeping = null;
   },
 
-  async started() {
+  started() {
     const { config } = platformOf(this.broker);
     this.sweepTimer = setInterval(() => {
-      this.sweep().catch((err: Error) => this.logger.error("Sweep failed:", err.message));
+      this.sweep().catch((err: unknown) =>
+        this.logger.error("Sweep failed:", err instanceof Error ? err.message : String(err)),
+      );
     }, config.labSweepIntervalMs);
     this.sweepTimer.unref();
   },

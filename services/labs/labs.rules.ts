@@ -78,10 +78,10 @@ const TRANSITIONS: Record<LabAction, TransitionRule> = {
 export function nextStatus(current: LabStatus, action: LabAction, actorRole: Role): TransitionResult {
   // Own-property lookup: runtime strings ("toString", junk from a caller) must not hit Object.prototype.
   const rule = Object.prototype.hasOwnProperty.call(TRANSITIONS, action) ? TRANSITIONS[action] : undefined;
-  if (!rule) return { ok: false, code: "INVALID_TRANSITION", detail: `Unknown lab action '${String(action)}'` };
+  if (!rule) return { ok: false, code: "INVALID_TRANSITION", detail: `Unknown lab action '${action}'` };
   if (!rule.roles.includes(actorRole)) return { ok: false, code: "FORBIDDEN", detail: rule.forbidden };
   if (!rule.from.includes(current)) {
-    const label = Object.prototype.hasOwnProperty.call(STATUS_LABEL, current) ? STATUS_LABEL[current] : String(current);
+    const label = Object.prototype.hasOwnProperty.call(STATUS_LABEL, current) ? STATUS_LABEL[current] : current;
     return {
       ok: false,
       code: "INVALID_TRANSITION",
@@ -334,9 +334,7 @@ interface RawQuantity {
 function parseQuantityGrammar(q: string): RawQuantity | undefined {
   const m = NUMBER_RE.exec(q);
   if (!m) return undefined;
-  const sign = m[1] ?? "";
-  const number = m[2] ?? "";
-  const suffix = m[3] ?? "";
+  const [, sign, number, suffix] = m; // every group takes part (possibly empty)
   let pow10 = 0;
   let pow2 = 0;
   let suffixKind: SuffixKind;

@@ -6,6 +6,7 @@ import { countActiveInstances, deleteInstances } from "../lab-instances/lab-inst
 import { LABS_CHANGED_EVENT, type LabChanged } from "./labs.contract";
 import type { ServiceSchema } from "moleculer";
 import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
+import { broadcastCommitted } from "../../platform/broadcast";
 import { DbMixin, listParams, parseListOrThrow, type DbMethods } from "../../platform/db.mixin";
 import { ANY_USER, STAFF, ADMIN_ONLY, decideLab, type Decision, type Need, labScopeSql } from "../../lib/access.rules";
 import { conflict, forbidden, notFound, validationError } from "../../platform/errors";
@@ -199,7 +200,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
           },
         );
         // A new lab is attached to no course yet: no cached answer reads it, nothing to invalidate.
-        this.broker.broadcast<LabChanged>(LABS_CHANGED_EVENT, { lab_id: row.id, status: row.status });
+        broadcastCommitted(this, LABS_CHANGED_EVENT, { lab_id: row.id, status: row.status } satisfies LabChanged);
         ctx.meta.$statusCode = 201;
         ctx.meta.$location = `/api/v1/labs/${row.id}`;
         return row;
@@ -210,7 +211,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
       rest: "GET /:id",
       access: { roles: ANY_USER, ...LAB_ACCESS, decide: decide("view") },
       params: { id: ID_PARAM },
-      async handler(ctx: Ctx<IdParams>) {
+      handler(ctx: Ctx<IdParams>) {
         return publicLab(entityOf<LoadedLab>(ctx));
       },
     },
@@ -372,7 +373,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
      */
     async labChanged(lab: LabRow) {
       await this.tablesChanged("labs", "course_labs");
-      this.broker.broadcast<LabChanged>(LABS_CHANGED_EVENT, { lab_id: lab.id, status: lab.status });
+      broadcastCommitted(this, LABS_CHANGED_EVENT, { lab_id: lab.id, status: lab.status } satisfies LabChanged);
     },
   },
 };

@@ -52,6 +52,7 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string, onLate?: (v: T)
         if (done) return;
         done = true;
         clearTimeout(timer);
+        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- passes on p's own rejection
         reject(e);
       },
     );
@@ -174,7 +175,7 @@ export class AmqpPublisher implements TaskPublisher {
       this.failures += 1;
       this.retryAt = Date.now() + backoffDelayMs(this.failures, CONNECT_BACKOFF, this.opts.random);
       this.setState("down", msg);
-      throw new Error(msg);
+      throw new Error(msg, { cause: e });
     }
   }
 
@@ -240,7 +241,7 @@ export class AmqpPublisher implements TaskPublisher {
         }),
     );
 
-    const settled: (PublishOutcome | undefined)[] = new Array(messages.length).fill(undefined);
+    const settled = new Array<PublishOutcome | undefined>(messages.length).fill(undefined);
     pending.forEach((p, i) => void p.then((o) => (settled[i] = o)));
     let timer: NodeJS.Timeout | undefined;
     const timedOut = await Promise.race([

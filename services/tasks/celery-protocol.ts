@@ -287,7 +287,7 @@ export function parseCeleryResult(raw: string): CeleryResult {
   try {
     parsed = JSON.parse(raw);
   } catch (e) {
-    throw new Error(`celery result: not valid JSON (${(e as Error).message}): ${preview(raw)}`);
+    throw new Error(`celery result: not valid JSON (${(e as Error).message}): ${preview(raw)}`, { cause: e });
   }
   if (!isPlainObject(parsed)) throw new Error(`celery result: expected a JSON object: ${preview(raw)}`);
   const { status, task_id: taskId, traceback } = parsed;
@@ -422,7 +422,9 @@ export function pyJsonDumps(value: unknown, root = "value"): string {
         .map((k) => `${pyJsonString(k)}: ${enc(o[k], `${path}.${k}`)}`)
         .join(", ")}}`;
     } else {
-      throw new TypeError(`${path} is a ${o.constructor?.name ?? "non-plain object"}, not plain JSON data`);
+      // A prototype chain without Object.prototype has no constructor.
+      const ctor = (o as { constructor?: { name?: string } }).constructor;
+      throw new TypeError(`${path} is a ${ctor?.name ?? "non-plain object"}, not plain JSON data`);
     }
     stack.delete(o);
     return out;

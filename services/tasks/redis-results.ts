@@ -59,7 +59,7 @@ export class RedisResultSource implements ResultSource {
     return this.current;
   }
 
-  async start(onResult: (taskId: string, raw: string) => void): Promise<void> {
+  start(onResult: (taskId: string, raw: string) => void): Promise<void> {
     this.subscriber.on("pmessage", (_pattern: string, channel: string, message: string) => {
       const id = taskIdFromResultChannel(channel);
       if (id !== null) onResult(id, message);
@@ -68,6 +68,7 @@ export class RedisResultSource implements ResultSource {
     this.commands.connect().catch(() => undefined);
     this.subscriber.connect().catch(() => undefined);
     void this.subscriber.psubscribe(RESULT_CHANNEL_PATTERN).catch(() => undefined);
+    return Promise.resolve();
   }
 
   async get(taskIds: readonly string[]): Promise<(string | null)[]> {
@@ -76,10 +77,11 @@ export class RedisResultSource implements ResultSource {
     return this.commands.mget(...taskIds.map(resultKey));
   }
 
-  async close(): Promise<void> {
+  close(): Promise<void> {
     // disconnect(), not quit(): quit waits for a reply that never comes while Redis is down.
     this.closed = true;
     this.commands.disconnect();
     this.subscriber.disconnect();
+    return Promise.resolve();
   }
 }

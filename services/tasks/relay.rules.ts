@@ -58,7 +58,9 @@ export function errorText(err: unknown): string {
   } else if (typeof err === "string") s = err;
   else {
     try {
-      s = JSON.stringify(err) ?? String(err);
+      // undefined for undefined, functions and symbols (the typing says string).
+      const json = JSON.stringify(err) as string | undefined;
+      s = json ?? String(err);
     } catch {
       s = String(err);
     }

@@ -39,11 +39,16 @@ function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
+/** Compared as plain strings: a message may come from anywhere, whatever its type says. */
+function expectOption(what: string, actual: string, expected: string): void {
+  if (actual !== expected) throw new Error(`unsupported ${what} ${actual}`);
+}
+
 /** What a Celery worker reads from a protocol v2 message; throws on anything a worker would reject. */
 export function decodeCeleryMessage(msg: EncodedCeleryTask): DecodedCeleryMessage {
   const { options } = msg;
-  if (options.contentType !== "application/json") throw new Error(`unsupported content type ${options.contentType}`);
-  if (options.contentEncoding !== "utf-8") throw new Error(`unsupported content encoding ${options.contentEncoding}`);
+  expectOption("content type", options.contentType, "application/json");
+  expectOption("content encoding", options.contentEncoding, "utf-8");
   const headers: Record<string, unknown> = { ...options.headers };
   if (headers.lang !== "py") throw new Error("not a protocol v2 message (lang header)");
   const { id, task } = headers;
@@ -54,7 +59,7 @@ export function decodeCeleryMessage(msg: EncodedCeleryTask): DecodedCeleryMessag
   try {
     body = JSON.parse(msg.content.toString("utf8"));
   } catch (e) {
-    throw new Error(`body is not JSON: ${errorText(e)}`);
+    throw new Error(`body is not JSON: ${errorText(e)}`, { cause: e });
   }
   if (!Array.isArray(body) || body.length !== 3) throw new Error("body is not [args, kwargs, embed]");
   const [args, kwargs, embed] = body as [unknown, unknown, unknown];
@@ -155,8 +160,10 @@ export class MemoryResultStore implements ResultSource {
     return "simulated";
   }
 
-  async start(onResult: (taskId: string, raw: string) => void): Promise<void> {
+  // The Redis source's interface; nothing here awaits or throws.
+  start(onResult: (taskId: string, raw: string) => void): Promise<void> {
     this.listener = onResult;
+    return Promise.resolve();
   }
 
   /** SET + PUBLISH, as the Redis backend does. */
@@ -167,14 +174,15 @@ export class MemoryResultStore implements ResultSource {
     this.listener?.(taskId, raw);
   }
 
-  async get(taskIds: readonly string[]): Promise<(string | null)[]> {
+  get(taskIds: readonly string[]): Promise<(string | null)[]> {
     this.evict();
-    return taskIds.map((id) => this.results.get(id)?.raw ?? null);
+    return Promise.resolve(taskIds.map((id) => this.results.get(id)?.raw ?? null));
   }
 
-  async close(): Promise<void> {
+  close(): Promise<void> {
     this.listener = null;
     this.results.clear();
+    return Promise.resolve();
   }
 
   private evict(): void {
@@ -215,40 +223,43 @@ export class SimulatedRunner implements TaskPublisher {
     return null;
   }
 
-  async ready(): Promise<boolean> {
-    if (this.closed) throw new Error("simulated runner stopped");
-    return false;
+  ready(): Promise<boolean> {
+    if (this.closed) return Promise.reject(new Error("simulated runner stopped"));
+    return Promise.resolve(false);
   }
 
   /** "Publishing" is accepting the message into this process; the broker confirm is immediate. */
-  async publishBatch(messages: readonly EncodedCeleryTask[]): Promise<PublishOutcome[]> {
-    return messages.map((m) => {
-      if (this.closed) return { ok: false, error: "simulated runner stopped" };
-      let decoded: DecodedCeleryMessage;
-      try {
-        decoded = decodeCeleryMessage(m);
-      } catch (e) {
-        // A real broker would take it and the worker would drop it: say so loudly, never hide it.
-        this.opts.onError?.(`simulated runner cannot read message ${m.options.correlationId}: ${errorText(e)}`);
+  publishBatch(messages: readonly EncodedCeleryTask[]): Promise<PublishOutcome[]> {
+    return Promise.resolve(
+      messages.map((m) => {
+        if (this.closed) return { ok: false, error: "simulated runner stopped" };
+        let decoded: DecodedCeleryMessage;
+        try {
+          decoded = decodeCeleryMessage(m);
+        } catch (e) {
+          // A real broker would take it and the worker would drop it: say so loudly, never hide it.
+          this.opts.onError?.(`simulated runner cannot read message ${m.options.correlationId}: ${errorText(e)}`);
+          return { ok: true };
+        }
+        const timer = setTimeout(() => {
+          this.timers.delete(timer);
+          if (this.closed) return;
+          const outcome = simulateTask(decoded, this.opts.taskPrefix, this.opts.publicUrl);
+          this.opts.store.put(decoded.id, celeryResultJson(decoded.id, outcome));
+        }, this.opts.delayMs);
+        // The "worker" must not keep the process alive on its own.
+        timer.unref();
+        this.timers.add(timer);
         return { ok: true };
-      }
-      const timer = setTimeout(() => {
-        this.timers.delete(timer);
-        if (this.closed) return;
-        const outcome = simulateTask(decoded, this.opts.taskPrefix, this.opts.publicUrl);
-        this.opts.store.put(decoded.id, celeryResultJson(decoded.id, outcome));
-      }, this.opts.delayMs);
-      // The "worker" must not keep the process alive on its own.
-      timer.unref();
-      this.timers.add(timer);
-      return { ok: true };
-    });
+      }),
+    );
   }
 
   /** Tasks not finished are dropped; on the next start the service sends them again (requeueUnfinished). */
-  async close(): Promise<void> {
+  close(): Promise<void> {
     this.closed = true;
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
+    return Promise.resolve();
   }
 }

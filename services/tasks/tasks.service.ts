@@ -169,7 +169,7 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
         try {
           const [row] = await platformOf(this.broker).sequelize.query<{
             unpublished: string;
-            oldest_s: number | null;
+            oldest_s: string | null; // extract() is numeric: pg hands it over as a string
             awaiting: string;
           }>(
             // Both counts walk the partial indexes only (rows in flight), not the whole history.
@@ -178,13 +178,12 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
                     (SELECT count(*) FROM task_outbox WHERE published_at IS NOT NULL AND result_applied_at IS NULL) AS awaiting`,
             { type: QueryTypes.SELECT },
           );
-          if (row) {
-            outbox = {
-              unpublished: Number(row.unpublished),
-              oldest_unpublished_s: Math.max(0, Math.round(Number(row.oldest_s ?? 0))),
-              awaiting_result: Number(row.awaiting),
-            };
-          }
+          // Scalar subqueries only: always one row.
+          outbox = {
+            unpublished: Number(row.unpublished),
+            oldest_unpublished_s: Math.max(0, Math.round(Number(row.oldest_s ?? 0))),
+            awaiting_result: Number(row.awaiting),
+          };
         } catch (e) {
           this.logger.warn(`tasks.health: cannot read the outbox: ${errorText(e)}`);
         }
@@ -387,7 +386,7 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
           await Promise.all(found.slice(i, i + r.concurrency).map((f) => this.consumeResult(f.id, f.raw)));
         }
         if (page.length < r.pageSize) break;
-        cursor = page[page.length - 1]!;
+        cursor = page[page.length - 1]; // not empty: a short page ended the loop above
       }
       return false;
     },
@@ -398,32 +397,32 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
     // instance of a mixin-less schema the same settings object.
     this.settings = structuredClone(this.settings);
     const { config } = platformOf(this.broker);
+    const { celeryBrokerUrl, celeryResultBackend } = config; // consts: their narrowing reaches the callbacks
     this.applying = new Map();
     this.relayTotals = { published: 0, failed: 0 };
     this.confirmedUnrecorded = new Set();
 
-    if (config.celeryBrokerUrl) {
+    if (celeryBrokerUrl) {
       this.publisher = new AmqpPublisher({
-        url: config.celeryBrokerUrl,
+        url: celeryBrokerUrl,
         connectionName: `autolabs tasks relay ${this.broker.nodeID}`,
         connectTimeoutMs: this.settings.relay.connectTimeoutMs,
         publishTimeoutMs: this.settings.relay.publishTimeoutMs,
         onStateChange: (state, error) => {
-          if (state === "connected")
-            this.logger.info(`Celery broker connected (${redactUrl(config.celeryBrokerUrl!)})`);
+          if (state === "connected") this.logger.info(`Celery broker connected (${redactUrl(celeryBrokerUrl)})`);
           else if (state === "down")
             this.logger.warn(`Celery broker unavailable: ${error ?? "?"}; tasks wait in the outbox`);
           else if (state === "blocked")
             this.logger.warn(`Celery broker ${error ?? "blocks publishing"}; tasks wait in the outbox`);
         },
       });
-      if (config.celeryResultBackend) {
+      if (celeryResultBackend) {
         this.results = new RedisResultSource({
-          url: config.celeryResultBackend,
+          url: celeryResultBackend,
           connectionName: `autolabs-tasks-results-${this.broker.nodeID}`,
           onStateChange: (state, error) => {
             if (state === "connected")
-              this.logger.info(`Celery result backend connected (${redactUrl(config.celeryResultBackend!)})`);
+              this.logger.info(`Celery result backend connected (${redactUrl(celeryResultBackend)})`);
             else if (state === "down")
               this.logger.warn(
                 `Celery result backend unavailable: ${error ?? "?"}; results are applied once it is back`,
