@@ -268,7 +268,8 @@ export function putStatus(
     const next = nextStatus(afterEdit, "submit", actorRole);
     return next.ok ? { ok: true, submit: true } : next;
   }
-  const how = requested === "draft" ? "only pending_approval (a submit)" : `use POST /labs/{id}/${ACTION_OF[requested]}`;
+  const how =
+    requested === "draft" ? "only pending_approval (a submit)" : `use POST /labs/{id}/${ACTION_OF[requested]}`;
   return {
     ok: false,
     code: "INVALID_TRANSITION",

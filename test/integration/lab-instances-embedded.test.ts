@@ -122,8 +122,11 @@ it("start → running by the simulated runner → stop → stopped, streamed ove
 it("the simulated connection URL serves a placeholder page naming the lab and instance (HTTP and Chromium)", async () => {
   const inst = must("start", await w.start(w.labs[1], "student2"), 202).json<Instance>();
   await until("running", async () => (await w.get(inst.id)).status === "running", 20_000);
-  const conn = must("connection", await p.api("GET", `/lab-instances/${inst.id}/connection`, { as: "student2" }), 200)
-    .json<{ connection_url: string; port: number }>();
+  const conn = must(
+    "connection",
+    await p.api("GET", `/lab-instances/${inst.id}/connection`, { as: "student2" }),
+    200,
+  ).json<{ connection_url: string; port: number }>();
   const url = new URL(conn.connection_url);
   expect(url.pathname).toBe(`/simulated-lab/${inst.id}/${inst.celery_task_id}`);
   // PUBLIC_URL's own port (the node listens on a free one here).

@@ -84,7 +84,6 @@ beforeAll(async () => {
     });
     const text = await res.text();
     const parsed: unknown = text ? JSON.parse(text) : null;
-    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- ApiResponse.json's own signature
     return { status: res.status, headers: res.headers, body: parsed, json: <T>() => parsed as T };
   };
   const p = {

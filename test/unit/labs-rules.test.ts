@@ -790,7 +790,10 @@ describe("putStatus", () => {
     expect(putStatus("approved", "pending_approval", "approved", "teacher")).toEqual({ ok: true, submit: false });
     expect(putStatus("draft", "draft", undefined, "teacher")).toEqual({ ok: true, submit: false });
     expect(putStatus("approved", "approved", "approved", "teacher")).toEqual({ ok: true, submit: false });
-    expect(putStatus("pending_approval", "pending_approval", "pending_approval", "teacher")).toEqual({ ok: true, submit: false });
+    expect(putStatus("pending_approval", "pending_approval", "pending_approval", "teacher")).toEqual({
+      ok: true,
+      submit: false,
+    });
   });
 
   it("pending_approval from draft or rejected is a submit", () => {
@@ -812,7 +815,10 @@ describe("putStatus", () => {
       code: "INVALID_TRANSITION",
       detail: "A PUT cannot make a pending approval lab approved; use POST /labs/{id}/approve",
     });
-    expect(putStatus("draft", "draft", "rejected", "admin")).toMatchObject({ code: "INVALID_TRANSITION", detail: /reject$/ });
+    expect(putStatus("draft", "draft", "rejected", "admin")).toMatchObject({
+      code: "INVALID_TRANSITION",
+      detail: /reject$/,
+    });
     expect(putStatus("rejected", "rejected", "draft", "teacher")).toMatchObject({ code: "INVALID_TRANSITION" });
     expect(putStatus("draft", "draft", "pending_approval", "student")).toMatchObject({ code: "FORBIDDEN" });
   });
