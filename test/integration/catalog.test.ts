@@ -67,7 +67,7 @@ describe("listed", () => {
       expect(res.status).toBe(422);
       expect(locs(res)).toEqual(["body.listed"]);
     }
-    // Not the owner: the same 404 as for any other change; an assigned student: 403.
+    // Not the owner: the same 404 as for any other change of the course.
     expect((await api("PUT", `/courses/${id}`, { as: "teacher2", body: { listed: true } })).status).toBe(404);
     expect(await f.row("courses", id)).toMatchObject({ listed: false });
   });
