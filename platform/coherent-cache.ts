@@ -95,7 +95,8 @@ export class CacheStats {
     this.metrics?.increment(METRICS.dropped, { scope });
   }
 
-  snapshot(): { total: ScopeCounts; scopes: Record<string, ScopeCounts> } {
+  /** `scopes` names only the scopes seen so far. */
+  snapshot(): { total: ScopeCounts; scopes: Partial<Record<string, ScopeCounts>> } {
     const total: ScopeCounts = { hits: 0, misses: 0, dropped: 0 };
     const scopes: Record<string, ScopeCounts> = {};
     for (const [name, c] of this.scopes) {
@@ -202,7 +203,7 @@ export function coherentMiddleware(cacher: PlatformCacher): Middleware {
         );
       };
     },
-  } as unknown as Middleware;
+  } as Middleware;
 }
 
 /** The embedded mode's cacher: this process's memory, with epochs kept beside it. */

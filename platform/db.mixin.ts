@@ -158,7 +158,7 @@ const dbMethods: DbMethods & ThisType<Service & DbMethods> = {
       const c = await this.selectOne<{ n: string }>(`SELECT count(*) AS n ${fromWhere}`, bind);
       total = Number(c?.n ?? 0);
     }
-    const items = rows.map(({ __total: _t, ...rest }) => rest as unknown as T);
+    const items = rows.map(({ __total: _t, ...rest }) => rest as T);
     return { items, total, offset: q.offset, limit: q.limit };
   },
 };

@@ -27,6 +27,6 @@ export class PrometheusText extends MetricReporters.Prometheus {
 
   /** The Prometheus exposition text of this node's metrics. */
   text(): string {
-    return (this as unknown as { generatePrometheusResponse(): string }).generatePrometheusResponse();
+    return (this as { generatePrometheusResponse(): string }).generatePrometheusResponse();
   }
 }

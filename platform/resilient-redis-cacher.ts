@@ -64,7 +64,7 @@ export class ResilientRedisCacher extends Cachers.Redis implements CoherentCache
   }
 
   private get redis(): RedisClient {
-    return (this as unknown as { client: RedisClient }).client;
+    return (this as { client: RedisClient }).client;
   }
 
   async epochOf(scope: string): Promise<string | null> {
@@ -126,13 +126,13 @@ export class ResilientRedisCacher extends Cachers.Redis implements CoherentCache
     this.stats.bind(broker.metrics);
     // The base logs every reconnect failure with a stack (every 2 s during an outage): one warning per window is enough.
     const client = (
-      this as unknown as {
+      this as {
         client: { removeAllListeners(e: string): void; on(e: string, f: (err: Error) => void): void };
       }
     ).client;
     client.removeAllListeners("error");
     client.on("error", (err) => {
-      (this as unknown as { connected: boolean }).connected = false;
+      (this as { connected: boolean }).connected = false;
       this.degraded("connection", err);
     });
   }
@@ -143,7 +143,7 @@ export class ResilientRedisCacher extends Cachers.Redis implements CoherentCache
       await super.close();
     } catch {
       // QUIT cannot reach a dead Redis; without this the client would go on reconnecting after the broker stopped.
-      (this as unknown as { client: { disconnect(): void } }).client.disconnect();
+      (this as { client: { disconnect(): void } }).client.disconnect();
     }
   }
 

@@ -99,7 +99,7 @@ function hasBody(req: IncomingMessage): boolean {
 }
 
 /** moleculer-web's own methods, called by the overrides below. */
-const baseMethods = ApiGateway.methods as unknown as {
+const baseMethods = ApiGateway.methods as {
   httpHandler(this: unknown, req: IncomingMessage, res: ServerResponse, next?: unknown): unknown;
   resolveAlias(this: unknown, url: string, method?: string): unknown;
   regenerateAutoAliases(this: unknown, route: unknown): void;
@@ -107,6 +107,17 @@ const baseMethods = ApiGateway.methods as unknown as {
   logRequest(this: unknown, req: IncomingMessage): void;
   logResponse(this: unknown, req: IncomingMessage, res: ServerResponse, data: unknown): void;
 };
+
+/** moleculer-web's own state on the gateway service, which its typings leave out. */
+interface WebInternals {
+  aliases: (RoutedAlias & { fullPath: string; action?: string | null })[];
+  routes: { opts: { autoAliases?: boolean } }[];
+  regenerateAutoAliases(route: unknown): void;
+  sendError(req: IncomingMessage, res: ServerResponse, err: Error): void;
+  /** A debounced function (lodash): present once moleculer-web started. */
+  regenerateAllAutoAliases?: { cancel?: () => void };
+}
+const webInternals = (gateway: object): WebInternals => gateway as unknown as WebInternals;
 
 /** `req` as the request log sees it: its URL without secrets (see log-redaction.ts). */
 function loggableRequest(req: IncomingMessage): IncomingMessage {
@@ -276,8 +287,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
       openapi: {
         access: PUBLIC,
         handler() {
-          const aliases = (this as unknown as { aliases: { method: string; fullPath: string; action?: string }[] })
-            .aliases;
+          const { aliases } = webInternals(this);
           const actions = new Map(
             (
               this.broker.registry.getActionList({ skipInternal: true }) as {
@@ -291,7 +301,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
             return {
               method: a.method,
               path: a.fullPath,
-              action: a.action,
+              action: a.action ?? undefined, // null for a handler alias
               params: action?.params as Record<string, unknown> | undefined,
               access: (action?.access as RouteDescription["access"]) ?? (a.action ? undefined : { roles: ANY_USER }),
             };
@@ -328,7 +338,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
       httpHandler(req: IncomingMessage, res: ServerResponse, next?: unknown) {
         const isPreflight = req.headers["access-control-request-method"] !== undefined;
         if ((req.method === "OPTIONS" && !isPreflight) || req.method === "HEAD") {
-          const aliases = (this as unknown as { aliases: RoutedAlias[] }).aliases;
+          const { aliases } = webInternals(this);
           const path = routedPath(req.url ?? "");
           const allow = allowedMethods(
             aliases,
@@ -358,9 +368,9 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
       },
       regenerateAutoAliases(route: unknown) {
         baseMethods.regenerateAutoAliases.call(this, route);
-        const aliases = (this as unknown as { aliases: { fullPath?: string; action?: string | null }[] }).aliases;
+        const { aliases } = webInternals(this);
         for (const alias of aliases) {
-          const segment = segmentOf(alias.fullPath ?? "");
+          const segment = segmentOf(alias.fullPath);
           const service = alias.action?.split(".")[0];
           if (segment && service) routedServices.set(segment, service);
         }
@@ -371,20 +381,16 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
         const service = routedServices.get(segmentOf(url) ?? "");
         // No alias of that service right now: its node is away, or it is back and the aliases are not yet
         // regenerated (debounced). Either way the path exists; the service is what's missing.
-        const aliases = (this as unknown as { aliases: { action?: string | null }[] }).aliases;
-        if (service !== undefined && !aliases.some((a) => a.action?.startsWith(`${service}.`))) {
-          const self = this as unknown as { sendError(req: IncomingMessage, res: ServerResponse, err: Error): void };
-          self.sendError(req, res, serviceUnavailable("Service temporarily unavailable, try again"));
+        const web = webInternals(this);
+        if (service !== undefined && !web.aliases.some((a) => a.action?.startsWith(`${service}.`))) {
+          web.sendError(req, res, serviceUnavailable("Service temporarily unavailable, try again"));
           return;
         }
         baseMethods.send404.call(this, req, res);
       },
       refreshAliases() {
-        const self = this as unknown as {
-          routes: { opts: { autoAliases?: boolean } }[];
-          regenerateAutoAliases(r: unknown): void;
-        };
-        for (const route of self.routes) if (route.opts.autoAliases) self.regenerateAutoAliases(route);
+        const web = webInternals(this);
+        for (const route of web.routes) if (route.opts.autoAliases) web.regenerateAutoAliases(route);
       },
       /**
        * Bearer JWT, else the session cookie → the small principal; neither → anonymous (the access rule then
@@ -498,7 +504,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
       this.rateLimiter.close();
       // moleculer-web regenerates aliases on a debounce timer it never cancels: a service change just before the
       // stop would regenerate (and log) after it.
-      (this as unknown as { regenerateAllAutoAliases?: { cancel?: () => void } }).regenerateAllAutoAliases?.cancel?.();
+      webInternals(this).regenerateAllAutoAliases?.cancel?.();
     },
   };
 }
@@ -510,6 +516,6 @@ export default createGateway;
  * and answers the requests it has, within timeoutMs.
  */
 export async function drainGateway(broker: ServiceBroker, timeoutMs: number): Promise<void> {
-  const gateway = broker.getLocalService("api-gateway") as unknown as Partial<GatewayMethods> | undefined;
+  const gateway = broker.getLocalService("api-gateway") as Partial<GatewayMethods> | undefined;
   await gateway?.drainHttp?.(timeoutMs);
 }

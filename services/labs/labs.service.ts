@@ -49,7 +49,8 @@ export interface LoadedLab extends LabRow {
 type LabsMethods = {
   validateBody(body: LabBody, partial: boolean): { changes: LabChanges; problems: ValidationProblem[] };
   transition(ctx: Ctx<IdParams>, action: LabAction, reason?: string): Promise<LabRow>;
-  labChanged(lab: LabRow): Promise<void>;
+  /** `status` may be "deleted", which no row has. */
+  labChanged(lab: LabChanged): Promise<void>;
   lostRace(id: number): Promise<never>;
 };
 
@@ -248,7 +249,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
         if (outcome.reapproval_required) {
           this.logger.info(`Lab ${lab.id} changed ${outcome.changed.join(", ")}: back to pending_approval`);
         }
-        await this.labChanged(row);
+        await this.labChanged({ lab_id: row.id, status: row.status });
         return row;
       },
     },
@@ -275,7 +276,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
           await deleteInstances(this.sequelize(), { lab_id: lab.id }, "all", transaction);
           await this.sequelize().query("DELETE FROM labs WHERE id = $id", { bind: { id: lab.id }, transaction });
         });
-        await this.labChanged({ ...lab, status: "deleted" } as unknown as LabRow);
+        await this.labChanged({ lab_id: lab.id, status: "deleted" });
         ctx.meta.$statusCode = 204;
         return null;
       },
@@ -356,7 +357,7 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
         },
       );
       const row = rows[0] ?? (await this.lostRace(lab.id));
-      await this.labChanged(row);
+      await this.labChanged({ lab_id: row.id, status: row.status });
       return row;
     },
 
@@ -371,9 +372,9 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
      * Courses' cached lab lists and permission decisions read labs (and a deleted lab's course_labs rows):
      * invalidated on every node before the write answers; then listeners are told.
      */
-    async labChanged(lab: LabRow) {
+    async labChanged(change: LabChanged) {
       await this.tablesChanged("labs", "course_labs");
-      broadcastCommitted(this, LABS_CHANGED_EVENT, { lab_id: lab.id, status: lab.status } satisfies LabChanged);
+      broadcastCommitted(this, LABS_CHANGED_EVENT, change);
     },
   },
 };

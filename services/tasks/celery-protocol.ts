@@ -71,7 +71,7 @@ export function canonicalKwargs<N extends CeleryTaskName>(name: N, kwargs: unkno
     }
     out[key] = v;
   }
-  return out as unknown as CeleryTaskKwargs[N];
+  return out as CeleryTaskKwargs[N];
 }
 
 // ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import {
   type ScopeSql,
 } from "../../lib/access.rules";
 import type { Principal } from "../../lib/principal";
+import { ifAssigned } from "../support/cleanup";
 
 interface Course {
   id: number;
@@ -89,8 +90,8 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  await db?.end();
-  await testDb?.drop();
+  await ifAssigned(db)?.end();
+  await ifAssigned(testDb)?.drop();
 });
 
 /** pg binds $1, $2…: the scope's named binds ($scope_me) in order. */

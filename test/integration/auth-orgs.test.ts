@@ -10,6 +10,7 @@ import { runCodeFlow } from "../../dev/oidc-code-flow";
 import { TestBrowser, setCookieNamed } from "../support/browser";
 import { startIdp, type TestIdp } from "../support/idp";
 import { createTestDatabase, startNode, type PlatformNode, type TestDatabase } from "../support/platform";
+import { ifAssigned } from "../support/cleanup";
 
 const OUR_ORG = "300000000000000001";
 const PARTNER_ORG = "300000000000000777";
@@ -41,8 +42,8 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await Promise.allSettled([ourOnly?.stop(), withPartner?.stop()]);
-  await Promise.allSettled([db?.drop(), idp?.stop()]);
+  await Promise.allSettled([ifAssigned(ourOnly)?.stop(), ifAssigned(withPartner)?.stop()]);
+  await Promise.allSettled([ifAssigned(db)?.drop(), ifAssigned(idp)?.stop()]);
 });
 
 async function userCount(): Promise<number> {

@@ -11,6 +11,7 @@ import { createHmac, createPublicKey, generateKeyPairSync, randomUUID } from "no
 import { decodeJwt, exportJWK, SignJWT, type JWTPayload } from "jose";
 import { startTestPlatform, type TestPlatform } from "../support/platform";
 import { checkedApi, now, ROLES_CLAIM, rolesClaim, signWithIdpKey, validClaims, type Api } from "../support/http-api";
+import { ifAssigned } from "../support/cleanup";
 
 let p: TestPlatform;
 let api: Api;
@@ -20,7 +21,7 @@ beforeAll(async () => {
   api = checkedApi(p);
 });
 afterAll(async () => {
-  await p?.stop();
+  await ifAssigned(p)?.stop();
 });
 
 const b64json = (o: object) => Buffer.from(JSON.stringify(o)).toString("base64url");

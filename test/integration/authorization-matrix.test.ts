@@ -25,6 +25,7 @@ import {
   type MatrixRow,
   type Scope,
 } from "./authorization-matrix.table";
+import { ifAssigned } from "../support/cleanup";
 
 jest.setTimeout(120_000);
 
@@ -227,14 +228,14 @@ async function makeFresh(kind: FreshKind): Promise<Record<string, number>> {
 
 /* ───────────────────────────── placeholders, routes ───────────────────────────── */
 
-function resolvePath(template: string, ids: Record<string, number>): string {
+function resolvePath(template: string, ids: Partial<Record<string, number>>): string {
   return template.replace(/\{([\w.]+)\}/g, (_, name: string) => {
     if (ids[name] === undefined) throw new Error(`unknown placeholder {${name}} in ${template}`);
     return String(ids[name]);
   });
 }
 
-function resolveBody(body: unknown, ids: Record<string, number>): unknown {
+function resolveBody(body: unknown, ids: Partial<Record<string, number>>): unknown {
   if (typeof body === "string") {
     const m = /^\{([\w.]+)\}$/.exec(body);
     if (!m) return body;
@@ -510,7 +511,7 @@ afterAll(async () => {
     `authorization matrix: ${MATRIX.length} routes, ${cases} cases, ${stats.calls} HTTP calls (${stats.refused} refused, each compared ` +
       `before/after), ${stats.snapshots} snapshots, ${((Date.now() - stats.started) / 1000).toFixed(1)} s`,
   );
-  await p?.stop();
+  await ifAssigned(p)?.stop();
 });
 
 // Reads first, on the world as built; then the writes (each on its own fresh objects where it changes them).

@@ -66,7 +66,7 @@ it("logs in through the embedded IdP's page and sees its own user at /api/v1/aut
 
   // 2. A click, as a person would.
   const loaded = page.nextLoad();
-  await page.evaluate<void>(
+  await page.evaluate<undefined>(
     "[...document.querySelectorAll('button')].find(b => b.textContent.trim().startsWith('Sign in as teacher —')).click()",
   );
   await loaded;

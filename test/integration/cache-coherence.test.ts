@@ -12,6 +12,7 @@
 import type { PermissionAnswer, PermissionQuery } from "../../lib/permission.rules";
 import type { Role } from "../../lib/principal";
 import { holdQuery, startCacheCluster, type CacheCluster } from "../support/cache-nodes";
+import { ifAssigned } from "../support/cleanup";
 
 const ROLE: Record<string, Role> = {
   admin: "admin",
@@ -109,8 +110,8 @@ async function eachCallerOwnAnswer(c: CacheCluster, w: World, node: number) {
 
     // Teachers see the pending lab of their course, students only approved ones.
     const labsOf = async (as: string) =>
-      (await twice<Page<{ id: number }>>(c, node, `/courses/${w.c1}/labs`, as)).body.items?.map((l) => l.id);
-    expect((await labsOf("teacher"))?.sort()).toEqual([w.labA, w.labB].sort());
+      (await twice<Page<{ id: number }>>(c, node, `/courses/${w.c1}/labs`, as)).body.items.map((l) => l.id);
+    expect((await labsOf("teacher")).sort()).toEqual([w.labA, w.labB].sort());
     expect(await labsOf("student")).toEqual([w.labA]);
     expect(await labsOf("student2")).toBeUndefined();
 
@@ -269,7 +270,7 @@ describe("one node, Redis cacher", () => {
     c = await startCacheCluster({ nodes: 1, cacher: "redis" });
     w = await seed(c);
   });
-  afterAll(() => c?.stop());
+  afterAll(() => ifAssigned(c)?.stop());
 
   it("never serves one caller's cached answer to another", () => eachCallerOwnAnswer(c, w, 0));
 
@@ -375,7 +376,7 @@ describe("one node, Redis cacher", () => {
     console.log(
       `Cache hit ratio, 400 operations (${writes} writes), Redis cacher: ${(100 * ratio).toFixed(1)} %\n` +
         Object.entries(scopes)
-          .map(([n, s]) => line(n, s))
+          .map(([n, s]) => line(n, s!))
           .join("\n"),
     );
     expect(ratio).toBeGreaterThan(0.5);
@@ -393,7 +394,7 @@ describe("two nodes over RabbitMQ, shared Redis cacher", () => {
     c = await startCacheCluster({ nodes: 2, cacher: "redis" });
     w = await seed(c);
   });
-  afterAll(() => c?.stop());
+  afterAll(() => ifAssigned(c)?.stop());
 
   it("never serves one caller's cached answer to another, on the other node", () => eachCallerOwnAnswer(c, w, 1));
   it("makes a write on one node visible on the next read through the other", () => writesVisibleEverywhere(c, w, 0, 1));
@@ -406,7 +407,7 @@ describe("two nodes over RabbitMQ, node-local Memory caches", () => {
     c = await startCacheCluster({ nodes: 2, cacher: "memory" });
     w = await seed(c);
   });
-  afterAll(() => c?.stop());
+  afterAll(() => ifAssigned(c)?.stop());
 
   it("never serves one caller's cached answer to another", () => eachCallerOwnAnswer(c, w, 1));
 

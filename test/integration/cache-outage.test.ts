@@ -6,6 +6,7 @@
 import Redis from "ioredis";
 import { startTestPlatform, type TestPlatform } from "../support/platform";
 import { startOwnRedis, type OwnRedis } from "../support/redis-server";
+import { ifAssigned } from "../support/cleanup";
 
 let redis: OwnRedis;
 let p: TestPlatform;
@@ -32,8 +33,8 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await p?.stop();
-  await redis?.kill();
+  await ifAssigned(p)?.stop();
+  await ifAssigned(redis)?.kill();
 });
 
 it("keeps answering correctly while Redis is frozen, and drops what it could not invalidate", async () => {

@@ -19,6 +19,7 @@ import {
   resultKey,
 } from "../../services/tasks/celery-protocol";
 import { CeleryWorker, FAILING_LAB_ID, FAILING_LAB_MESSAGE, startCeleryWorker } from "../support/celery-worker";
+import { ifAssigned } from "../support/cleanup";
 
 const AMQP_URL = process.env.TEST_AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
 const REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379/5";
@@ -55,12 +56,12 @@ afterAll(async () => {
   await worker?.stop();
   // Each step guarded: cleanup must not mask the real failure.
   const steps: (() => Promise<unknown>)[] = [
-    async () => ch && (await ch.deleteQueue(QUEUE)),
-    async () => ch && (await ch.deleteExchange(QUEUE)),
-    async () => conn && (await conn.close()),
-    async () => redis && usedKeys.length > 0 && (await redis.del(...usedKeys)),
-    async () => redis && (await redis.quit()),
-    async () => sub && (await sub.quit()),
+    async () => ifAssigned(ch)?.deleteQueue(QUEUE),
+    async () => ifAssigned(ch)?.deleteExchange(QUEUE),
+    async () => ifAssigned(conn)?.close(),
+    async () => (usedKeys.length > 0 ? ifAssigned(redis)?.del(...usedKeys) : undefined),
+    async () => ifAssigned(redis)?.quit(),
+    async () => ifAssigned(sub)?.quit(),
   ];
   for (const step of steps) {
     try {
@@ -73,7 +74,9 @@ afterAll(async () => {
 
 function publish(msg: ReturnType<typeof encodeCeleryTask>): Promise<void> {
   return new Promise((resolve, reject) => {
-    ch.publish(msg.exchange, msg.routingKey, msg.content, msg.options, (err) => (err ? reject(err) : resolve()));
+    ch.publish(msg.exchange, msg.routingKey, msg.content, msg.options, (err: Error | null) =>
+      err ? reject(err) : resolve(),
+    );
   });
 }
 

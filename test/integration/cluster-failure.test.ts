@@ -19,6 +19,8 @@ import { freePort } from "../support/net";
 import { REDIS_URL } from "../support/platform";
 import { spawnNode, type SpawnedNode } from "../support/spawned-nodes";
 import { startThrowawayPostgres, startThrowawayRabbit, type ThrowawayServer } from "../support/throwaway-servers";
+import { ifAssigned } from "../support/cleanup";
+import { errorText } from "../../services/tasks/relay.rules";
 
 jest.setTimeout(240_000);
 
@@ -82,10 +84,16 @@ async function routed(gateway: { url: string }, token: string): Promise<void> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function waitFor<T>(what: string, fn: () => Promise<T | false | undefined>, timeoutMs: number): Promise<T> {
+async function waitFor<T>(
+  what: string,
+  fn: () => T | false | undefined | Promise<T | false | undefined>,
+  timeoutMs: number,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const v = await fn().catch(() => undefined);
+    const v = await Promise.resolve()
+      .then(fn)
+      .catch(() => undefined);
     if (v) return v;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(100);
@@ -354,11 +362,11 @@ async function expectNothingLost(accepted: number[]): Promise<void> {
       return r.every((x) => x.published && x.start_task_id && queue.firstDeliveries.has(x.start_task_id)) && r;
     },
     30_000,
-  ).catch(async (err: Error) => {
+  ).catch(async (err: unknown) => {
     const r = await audit();
     const missing = r.filter((x) => !x.published || !x.start_task_id || !queue.firstDeliveries.has(x.start_task_id));
     const sample = JSON.stringify(missing.slice(0, 5));
-    throw new Error(`${err.message}: ${missing.length} of ${r.length} not delivered: ${sample}`);
+    throw new Error(`${errorText(err)}: ${missing.length} of ${r.length} not delivered: ${sample}`, { cause: err });
   });
   const ids = new Set(rows.map((r) => r.id));
   expect(accepted.filter((id) => !ids.has(id))).toEqual([]);
@@ -451,9 +459,11 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.allSettled([...gateways, ...domains].map((n) => n.stop(5_000)));
-  await queue?.close();
-  await db?.close().catch(() => undefined);
-  await Promise.allSettled([pg?.destroy(), rabbit?.destroy(), idp?.stop()]);
+  await ifAssigned(queue)?.close();
+  await ifAssigned(db)
+    ?.close()
+    .catch(() => undefined);
+  await Promise.allSettled([ifAssigned(pg)?.destroy(), ifAssigned(rabbit)?.destroy(), ifAssigned(idp)?.stop()]);
 });
 
 /* ───────────────────────────── the drills ───────────────────────────── */
@@ -542,8 +552,8 @@ it("RabbitMQ restarted under load: 503 while unreachable, reconnects, every star
       return answers.every((a) => a?.status === 200) && Date.now();
     },
     60_000,
-  ).catch((err: Error) => {
-    throw new Error(`${err.message}\n${gateways.map((g) => `${g.name}:\n${g.output().slice(-4000)}`).join("\n")}`);
+  ).catch((err: unknown) => {
+    throw new Error(`${errorText(err)}\n${gateways.map((g) => `${g.name}:\n${g.output().slice(-4000)}`).join("\n")}`);
   });
   await sleep(3_000);
   const outcomes = await load.stop();
@@ -571,7 +581,7 @@ it("PostgreSQL restarted under load: 503 while it is down, the pool recovers, no
   const upAt = Date.now();
   const recoveredAt = await waitFor(
     "starts to be accepted again",
-    async () => {
+    () => {
       const pending = load.outcomes.filter((o) => o.kind === "start" && o.sentAt > upAt && o.status === 202);
       return pending.length > 0 && pending[0].doneAt;
     },

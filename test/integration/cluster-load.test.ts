@@ -13,6 +13,7 @@ import {
   type TestDatabase,
 } from "../support/platform";
 import { startIdp, type TestIdp } from "../support/idp";
+import { ifAssigned } from "../support/cleanup";
 
 const CONCURRENT_REQUESTS = 400;
 
@@ -37,9 +38,9 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await gateway?.stop();
-  await domain?.stop();
-  await Promise.allSettled([db?.drop(), idp?.stop()]);
+  await ifAssigned(gateway)?.stop();
+  await ifAssigned(domain)?.stop();
+  await Promise.allSettled([ifAssigned(db)?.drop(), ifAssigned(idp)?.stop()]);
 });
 
 it("uses the configured prefetch, not Moleculer's 1", () => {

@@ -11,6 +11,7 @@ import {
   type TestDatabase,
 } from "../support/platform";
 import { startIdp, type TestIdp } from "../support/idp";
+import { ifAssigned } from "../support/cleanup";
 
 let db: TestDatabase;
 let idp: TestIdp;
@@ -39,9 +40,9 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await gateway?.stop();
-  if (!domainStopped) await domain?.stop();
-  await Promise.allSettled([db?.drop(), idp?.stop()]);
+  await ifAssigned(gateway)?.stop();
+  if (!domainStopped) await ifAssigned(domain)?.stop();
+  await Promise.allSettled([ifAssigned(db)?.drop(), ifAssigned(idp)?.stop()]);
 });
 
 it("runs the services on another node than the gateway", () => {
@@ -64,6 +65,7 @@ it("serves the teacher's and admin's workflow across nodes", async () => {
 
   const course = await api("POST", "/courses", teacher, { name: "Distributed systems" });
   expect(course.status).toBe(201);
+  const courseId = course.body.id as number;
   const list = await api("GET", "/courses", teacher);
   expect(list.status).toBe(200);
   expect(list.body.total).toBe(1);
@@ -74,15 +76,16 @@ it("serves the teacher's and admin's workflow across nodes", async () => {
     resources: { cpu: "500m", memory: "512Mi", storage: "1Gi" },
   });
   expect(lab.status).toBe(201);
-  expect((await api("POST", `/labs/${lab.body.id}/submit`, teacher)).body.status).toBe("pending_approval");
-  expect((await api("POST", `/labs/${lab.body.id}/approve`, teacher)).status).toBe(403);
-  const approved = await api("POST", `/labs/${lab.body.id}/approve`, admin);
+  const labId = lab.body.id as number;
+  expect((await api("POST", `/labs/${labId}/submit`, teacher)).body.status).toBe("pending_approval");
+  expect((await api("POST", `/labs/${labId}/approve`, teacher)).status).toBe(403);
+  const approved = await api("POST", `/labs/${labId}/approve`, admin);
   expect(approved.status).toBe(200);
   expect(approved.body.status).toBe("approved");
 
   // A cached read on the domain node is invalidated across the cluster by the write.
-  await api("PUT", `/courses/${course.body.id}`, teacher, { name: "Distributed systems II" });
-  const again = await api("GET", `/courses/${course.body.id}`, teacher);
+  await api("PUT", `/courses/${courseId}`, teacher, { name: "Distributed systems II" });
+  const again = await api("GET", `/courses/${courseId}`, teacher);
   expect(again.body.name).toBe("Distributed systems II");
 });
 

@@ -8,6 +8,7 @@
  */
 import { startTestPlatform, type TestPlatform } from "../support/platform";
 import { checkedApi, fixtures, locs, uniqueName, type Api, type Fixtures, type Ids } from "../support/http-api";
+import { ifAssigned } from "../support/cleanup";
 
 let p: TestPlatform;
 let api: Api;
@@ -21,7 +22,7 @@ beforeAll(async () => {
   ids = f.ids;
 });
 afterAll(async () => {
-  await p?.stop();
+  await ifAssigned(p)?.stop();
 });
 
 interface Course {

@@ -90,8 +90,9 @@ it("starts healthy with no configuration and serves the teacher's and admin's fi
     resources: { cpu: "250m", memory: "256Mi", storage: "1Gi" },
   });
   expect(lab.status).toBe(201);
-  expect((await api("POST", `/labs/${lab.body.id}/submit`, teacher)).body.status).toBe("pending_approval");
-  const approved = await api("POST", `/labs/${lab.body.id}/approve`, admin);
+  const labId = lab.body.id as number;
+  expect((await api("POST", `/labs/${labId}/submit`, teacher)).body.status).toBe("pending_approval");
+  const approved = await api("POST", `/labs/${labId}/approve`, admin);
   expect(approved.status).toBe(200);
   expect(approved.body.status).toBe("approved");
 }, 120_000);

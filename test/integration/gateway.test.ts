@@ -13,6 +13,7 @@ import {
   type TestPlatform,
 } from "../support/platform";
 import { checkedApi, expectNoLeak, expectWellFormed, locs, UUID_RE, type Api } from "../support/http-api";
+import { ifAssigned } from "../support/cleanup";
 
 const FRONTEND = "http://frontend.autolabs.test:5173";
 const BODY_LIMIT = 4096;
@@ -31,7 +32,7 @@ beforeAll(async () => {
   api = checkedApi(p);
 });
 afterAll(async () => {
-  await p?.stop();
+  await ifAssigned(p)?.stop();
 });
 
 async function courseCount(): Promise<number> {
@@ -600,7 +601,7 @@ describe("no stack traces", () => {
       try {
         expectWellFormed(res);
       } catch (err) {
-        throw new Error(`${method} ${path} ${body ?? ""}: ${(err as Error).message}`);
+        throw new Error(`${method} ${path} ${body ?? ""}: ${(err as Error).message}`, { cause: err });
       }
       expectNoLeak(res);
       expect(res.status).toBeLessThan(500);

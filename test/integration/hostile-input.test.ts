@@ -7,6 +7,7 @@
 import { gzipSync, deflateSync, brotliCompressSync } from "node:zlib";
 import { startTestPlatform, type ApiResponse, type TestPlatform } from "../support/platform";
 import { checkedApi, expectWellFormed, fixtures, locs, RESOURCES, type Api, type Fixtures } from "../support/http-api";
+import { ifAssigned } from "../support/cleanup";
 
 jest.setTimeout(60_000);
 
@@ -24,7 +25,7 @@ beforeAll(async () => {
   f = await fixtures(p, api);
 });
 afterAll(async () => {
-  await p?.stop();
+  await ifAssigned(p)?.stop();
 });
 
 /** A request with exact headers and a raw body, checked for the invariants of every answer. */
@@ -350,13 +351,13 @@ describe("logs", () => {
     verbose = await startTestPlatform({ SERVICES: "api-gateway,auth,courses", LOGLEVEL: "debug" });
   });
   afterAll(async () => {
-    await verbose?.stop();
+    await ifAssigned(verbose)?.stop();
     for (const m of muted) m.mockRestore();
   });
 
   it("the OIDC callback's code and state (and any token in a query) never reach the request log", async () => {
     type Logger = Record<string, (...a: unknown[]) => void>;
-    const gateway = verbose.broker.getLocalService("api-gateway") as unknown as { logger: Logger };
+    const gateway = verbose.broker.getLocalService("api-gateway") as { logger: Logger };
     const lines: string[] = [];
     const spies = ["info", "debug", "warn", "error"].map((level) =>
       jest.spyOn(gateway.logger, level).mockImplementation((...args: unknown[]) => {

@@ -88,7 +88,7 @@ const tokenBy = (key: Key, sub = "310000000000000002") =>
 const outcome = (p: Promise<unknown>) =>
   p.then(
     () => 200,
-    (e: { code?: number }) => e.code ?? 500,
+    (e: unknown) => (e as { code?: number }).code ?? 500,
   );
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

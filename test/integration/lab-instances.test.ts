@@ -28,6 +28,7 @@ import {
   type Page,
   type World,
 } from "../support/lab-instances";
+import { ifAssigned } from "../support/cleanup";
 
 /* ───────────────────────────── main platform ───────────────────────────── */
 
@@ -43,7 +44,7 @@ describe("lab instances (no task runner)", () => {
     w = await world(p, 4);
   });
   afterAll(async () => {
-    await p?.stop();
+    await ifAssigned(p)?.stop();
   });
   beforeEach(async () => {
     await w.reset();
@@ -734,7 +735,7 @@ describe("sweeper (LAB_START_TIMEOUT_S=1, LAB_SWEEP_INTERVAL_MS=200)", () => {
     w = await world(p, 2);
   });
   afterAll(async () => {
-    await p?.stop();
+    await ifAssigned(p)?.stop();
   });
 
   it("pending past the start timeout → failed ('start timed out') + cleanup_lab, by the timer", async () => {
@@ -869,7 +870,7 @@ describe("embedded end to end (tasks service with its simulated runner)", () => 
   });
   let stopped = false;
   const stopOnce = async () => {
-    if (stopped || !p) return;
+    if (stopped || !ifAssigned(p)) return;
     stopped = true;
     await p.stop();
   };

@@ -8,6 +8,7 @@ import { randomBytes } from "node:crypto";
 import { FAILING_LAB_ID, FAILING_LAB_MESSAGE, startCeleryWorker, type CeleryWorker } from "../support/celery-worker";
 import { openStream, until, world, type Instance, type World } from "../support/lab-instances";
 import { AMQP_URL, startNode, startTestPlatform, type PlatformNode, type TestPlatform } from "../support/platform";
+import { ifAssigned } from "../support/cleanup";
 
 const queue = `lifecycle-${randomBytes(4).toString("hex")}`;
 const RESULTS = "redis://127.0.0.1:6379/9";
@@ -26,8 +27,8 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await worker?.stop();
-  await p?.stop();
+  await ifAssigned(worker)?.stop();
+  await ifAssigned(p)?.stop();
 });
 
 const status = async (id: number) => (await w.get(id)).status;

@@ -9,6 +9,7 @@
  */
 import { startTestPlatform, type TestPlatform } from "../support/platform";
 import { checkedApi, fixtures, locs, RESOURCES, type Api, type Fixtures, type Ids } from "../support/http-api";
+import { ifAssigned } from "../support/cleanup";
 
 let p: TestPlatform;
 let api: Api;
@@ -22,7 +23,7 @@ beforeAll(async () => {
   ids = f.ids;
 });
 afterAll(async () => {
-  await p?.stop();
+  await ifAssigned(p)?.stop();
 });
 
 interface Lab {
@@ -220,8 +221,8 @@ describe("POST /labs", () => {
     ],
   ])("%s → 422 at its loc, nothing written", async (_name, change, expected) => {
     const before = await f.count("labs");
-    const body: Record<string, unknown> = { name: "Validated", docker_image: IMAGE, resources: RESOURCES, ...change };
-    for (const k of Object.keys(body)) if (body[k] === undefined) delete body[k];
+    const all: Record<string, unknown> = { name: "Validated", docker_image: IMAGE, resources: RESOURCES, ...change };
+    const body = Object.fromEntries(Object.entries(all).filter(([, v]) => v !== undefined));
     const res = await api("POST", "/labs", { as: "teacher", body });
     expect(res.status).toBe(422);
     expect(locs(res).sort()).toEqual([...expected].sort());

@@ -7,6 +7,7 @@
  */
 import { startTestPlatform, type TestPlatform } from "../support/platform";
 import { countQueries } from "../support/cache-nodes";
+import { ifAssigned } from "../support/cleanup";
 
 let p: TestPlatform;
 let c1: number;
@@ -59,7 +60,7 @@ beforeAll(async () => {
   );
 });
 
-afterAll(() => p?.stop());
+afterAll(() => ifAssigned(p)?.stop());
 
 const ENDPOINTS: ReadonlyArray<[path: string, callers: readonly string[]]> = [
   ["/courses", ["admin", "teacher", "student"]],

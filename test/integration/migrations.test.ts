@@ -16,6 +16,7 @@ import { startEmbeddedPostgres, type EmbeddedPostgres } from "../../dev/embedded
 import { MIGRATION_LOCK, migrateDown, migrateUp, migrationStatus } from "../../platform/migrator";
 import { migrations } from "../../platform/migrations";
 import { freePort } from "../support/net";
+import { ifAssigned } from "../support/cleanup";
 
 const ALL_MIGRATIONS = migrations.map((m) => m.name);
 
@@ -131,9 +132,13 @@ describe.each([
   });
 
   afterAll(async () => {
-    await db?.end().catch(() => undefined);
-    await sequelize?.close().catch(() => undefined);
-    await backend?.teardown();
+    await ifAssigned(db)
+      ?.end()
+      .catch(() => undefined);
+    await ifAssigned(sequelize)
+      ?.close()
+      .catch(() => undefined);
+    await ifAssigned(backend)?.teardown();
   });
 
   async function tables(): Promise<string[]> {
@@ -402,8 +407,10 @@ describe("migration lock on PostgreSQL", () => {
     sequelize = createSequelize(backend.url, { poolMax: 2 });
   });
   afterAll(async () => {
-    await sequelize?.close().catch(() => undefined);
-    await backend?.teardown();
+    await ifAssigned(sequelize)
+      ?.close()
+      .catch(() => undefined);
+    await ifAssigned(backend)?.teardown();
   });
 
   test("migrateUp waits while another session holds the migration lock", async () => {

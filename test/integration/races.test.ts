@@ -13,6 +13,7 @@ import { Client } from "pg";
 import { startTestPlatform, type ApiResponse, type TestPlatform } from "../support/platform";
 import { systemPrincipal } from "../../lib/principal";
 import { checkedApi, fixtures, RESOURCES, uniqueName, type Api, type Fixtures, type Ids } from "../support/http-api";
+import { ifAssigned } from "../support/cleanup";
 
 let p: TestPlatform;
 let api: Api;
@@ -38,7 +39,7 @@ beforeAll(async () => {
   ids = f.ids;
 });
 afterAll(async () => {
-  await p?.stop();
+  await ifAssigned(p)?.stop();
 });
 
 /** A teacher's course with three assigned students and an approved lab attached. */

@@ -12,6 +12,7 @@ import { takeAll, type BucketLimit, type BucketState } from "../../services/api-
 import { EXTRA_ACCOUNTS, tokenFor } from "../support/http-api";
 import { REDIS_URL, startNode, startTestPlatform, type PlatformNode, type TestPlatform } from "../support/platform";
 import { startOwnRedis, type OwnRedis } from "../support/redis-server";
+import { ifAssigned } from "../support/cleanup";
 
 const namespace = () => `rl-${randomBytes(4).toString("hex")}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -89,7 +90,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const n of nodes) await n.stop();
-  await p?.stop();
+  await ifAssigned(p)?.stop();
 });
 
 describe.each([
@@ -207,7 +208,7 @@ it("turns each limit off with 0", async () => {
 describe("Redis outage", () => {
   let redis: OwnRedis;
   afterAll(async () => {
-    await redis?.kill();
+    await ifAssigned(redis)?.kill();
   });
 
   it("lets requests through (2xx, logged once per outage), enforces the limits again once Redis is back", async () => {
@@ -219,10 +220,10 @@ describe("Redis outage", () => {
       RATE_LIMIT_BURST: "2",
     });
     type Log = { warn(m: string): void; info(m: string): void };
-    const gateway = n.broker.getLocalService("api-gateway") as unknown as { logger: Log };
+    const gateway = n.broker.getLocalService("api-gateway") as { logger: Log };
     const warn = jest.spyOn(gateway.logger, "warn");
     const info = jest.spyOn(gateway.logger, "info");
-    const outageReports = () => warn.mock.calls.filter(([m]) => /^Rate limits not enforced/.test(String(m))).length;
+    const outageReports = () => warn.mock.calls.filter(([m]) => /^Rate limits not enforced/.test(m)).length;
     const token = await p.token("teacher");
     const get = () => call(n.url, "GET", "/courses", { token });
     await untilEnforced(n.url, await p.token("admin"));
@@ -248,7 +249,7 @@ describe("Redis outage", () => {
       back = await get();
       expect(back.status).toBe(200);
     } while (back.headers.get("ratelimit-limit") === null);
-    expect(info.mock.calls.some(([m]) => /^Rate limits enforced again/.test(String(m)))).toBe(true);
+    expect(info.mock.calls.some(([m]) => /^Rate limits enforced again/.test(m))).toBe(true);
     let refused: Answer | undefined;
     for (let i = 0; i < 3 && !refused; i++) {
       const a = await get();

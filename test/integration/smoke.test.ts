@@ -1,11 +1,12 @@
 import { startTestPlatform, type TestPlatform } from "../support/platform";
+import { ifAssigned } from "../support/cleanup";
 
 let p: TestPlatform;
 beforeAll(async () => {
   p = await startTestPlatform({ SERVICES: "api-gateway,auth,courses,labs" });
 });
 afterAll(async () => {
-  await p?.stop();
+  await ifAssigned(p)?.stop();
 });
 
 it("teacher creates a course", async () => {

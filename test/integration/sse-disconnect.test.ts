@@ -18,6 +18,7 @@ import {
 } from "../support/lab-instances";
 import { startTestPlatform, type TestPlatform } from "../support/platform";
 import type { LabInstanceStreams } from "../../services/api-gateway/sse";
+import { ifAssigned } from "../support/cleanup";
 
 let p: TestPlatform;
 let w: World;
@@ -33,8 +34,8 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await Promise.allSettled([locker?.end(), observer?.end()]);
-  await p?.stop();
+  await Promise.allSettled([ifAssigned(locker)?.end(), ifAssigned(observer)?.end()]);
+  await ifAssigned(p)?.stop();
 });
 
 const streams = () => (p.broker.getLocalService("api-gateway") as unknown as { streams: LabInstanceStreams }).streams;
@@ -77,7 +78,7 @@ it("a client that disconnects during the access lookup leaves no subscriber", as
   expect(streams().openStreams).toBe(1);
 
   leaving.req.destroy();
-  await until("the subscription of the departed client to go", async () => streams().openStreams === 0);
+  await until("the subscription of the departed client to go", () => streams().openStreams === 0);
 
   await locker.query("ROLLBACK");
   await until("the held lookup to finish", async () => (await lookupsWaiting()) === 0);
@@ -107,5 +108,5 @@ it("a client that disconnects during the access lookup leaves no subscriber", as
   expect(statusOf(s.events[0])).toBe("running");
   expect(streams().openStreams).toBe(1);
   s.close();
-  await until("the closed stream to go", async () => streams().openStreams === 0);
+  await until("the closed stream to go", () => streams().openStreams === 0);
 });

@@ -7,6 +7,7 @@
 import { QueryTypes, type Sequelize } from "sequelize";
 import { createSequelize, statementRunnerOf } from "../../platform/db";
 import { createTestDatabase, type TestDatabase } from "../support/platform";
+import { ifAssigned } from "../support/cleanup";
 
 let db: TestDatabase;
 let sequelize: Sequelize;
@@ -21,8 +22,8 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await sequelize?.close();
-  await db?.drop();
+  await ifAssigned(sequelize)?.close();
+  await ifAssigned(db)?.drop();
 });
 
 const viaSequelize = (sql: string, bind: Record<string, unknown>) =>

@@ -26,6 +26,7 @@ import {
 import { DEFAULT_TASKS_SETTINGS, type TasksHealth, type TasksSettings } from "../../services/tasks/tasks.service";
 import { systemPrincipal } from "../../lib/principal";
 import { enqueueTask } from "../../services/tasks/tasks.contract";
+import { ifAssigned } from "../support/cleanup";
 
 const RESULTS_URL = "redis://127.0.0.1:6379/6";
 const RUN = `${process.pid}.${randomUUID().slice(0, 8)}`;
@@ -61,7 +62,7 @@ beforeAll(async () => {
   reader = await QueueReader.open(AMQP_URL);
 });
 afterAll(async () => {
-  await reader?.close();
+  await ifAssigned(reader)?.close();
 });
 
 describe("relay", () => {
@@ -76,8 +77,8 @@ describe("relay", () => {
   });
   afterAll(async () => {
     await b?.stop();
-    await a?.stop();
-    await db?.drop();
+    await ifAssigned(a)?.stop();
+    await ifAssigned(db)?.drop();
   });
 
   it("publishes enqueued rows once, byte for byte in Celery's format, on the event (no poll wait)", async () => {
@@ -176,7 +177,7 @@ describe("relay", () => {
       inst.map((i) => stopLab(i)),
     );
     const tEnqueued = Date.now();
-    a.broker.broadcast("tasks.enqueued");
+    await a.broker.broadcast("tasks.enqueued");
     await waitFor("1000 published", () => allPublished(a.sequelize, ids), 60_000, 10);
     const tPublished = Date.now();
     const msgs = await reader.drain(Q);
@@ -207,7 +208,7 @@ describe("relay", () => {
     await new Promise((r) => setTimeout(r, 1_500));
     expect(await outboxRows(a.sequelize, [stopId])).toMatchObject([{ published_at: null }]);
     await a.sequelize.query(`UPDATE task_outbox SET next_attempt_at = now() WHERE id = $id`, { bind: { id: startId } });
-    a.broker.broadcast("tasks.enqueued");
+    await a.broker.broadcast("tasks.enqueued");
     await waitFor("both published", () => allPublished(a.sequelize, [startId, stopId]));
     const msgs = await reader.drain(Q);
     expect(msgs.map(idOf)).toEqual([startId, stopId]);
@@ -227,8 +228,8 @@ describe("broker outage", () => {
   });
   afterAll(async () => {
     await node?.stop();
-    await relay?.down();
-    await db?.drop();
+    await ifAssigned(relay)?.down();
+    await ifAssigned(db)?.drop();
   });
 
   it("with RabbitMQ unreachable the service starts, rows wait and record their attempts; a node that can reach it publishes each once", async () => {
@@ -329,7 +330,7 @@ describe("result backend outage", () => {
   afterAll(async () => {
     await node?.stop();
     await reader.declare(Q).catch(() => undefined); // registers Q for deletion
-    await db?.drop();
+    await ifAssigned(db)?.drop();
   });
 
   it("with Redis unreachable the service starts, reports it, still publishes, and stops", async () => {
@@ -373,9 +374,9 @@ describe("results from a real Celery worker", () => {
     await worker?.stop();
     await worker2?.stop();
     if (keys.length > 0) await redis.del(...keys).catch(() => undefined);
-    redis?.disconnect();
+    ifAssigned(redis)?.disconnect();
     await reader.declare(Q2).catch(() => undefined); // registers Q2 for deletion
-    await db?.drop();
+    await ifAssigned(db)?.drop();
   });
 
   it("SUCCESS and FAILURE reach lab-instances.applyTaskResult, as the system, and the rows are settled", async () => {
@@ -390,7 +391,7 @@ describe("results from a real Celery worker", () => {
       [node.broker],
     );
     keys.push(...ids.map(resultKey));
-    await waitFor("3 results applied", async () => double!.calls.length >= 3, 30_000, 20);
+    await waitFor("3 results applied", () => double!.calls.length >= 3, 30_000, 20);
     console.log(`enqueue → result applied (real worker, 3 tasks): ${Date.now() - t0} ms`);
     const call = (id: string) => double!.calls.find((c) => c.task_id === id);
     expect(call(ids[0])).toEqual({
@@ -438,7 +439,7 @@ describe("results from a real Celery worker", () => {
     const [id] = await enqueue(node!.sequelize, Q, [startLab(inst)], [node!.broker]);
     keys.push(resultKey(id));
     const t0 = Date.now();
-    await waitFor("applied after refusals", async () => double!.calls.length > before, 30_000, 50);
+    await waitFor("applied after refusals", () => double!.calls.length > before, 30_000, 50);
     console.log(`result applied after 2 refused calls: ${Date.now() - t0} ms`);
     const [row] = await waitFor("row settled", async () => {
       const r = await outboxRows(node!.sequelize, [id]);
@@ -464,7 +465,7 @@ describe("results from a real Celery worker", () => {
     const t0 = Date.now();
     node = await startNode(db.url, nodeEnv(Q, { NODEID: "results-b" }));
     const late = await registerApplierDouble(node.broker);
-    await waitFor("reconciled", async () => late.calls.find((c) => c.task_id === id), 15_000, 50);
+    await waitFor("reconciled", () => late.calls.find((c) => c.task_id === id), 15_000, 50);
     console.log(`restart: missed result applied by the reconcile ${Date.now() - t0} ms after the new node started`);
     expect(late.calls.find((c) => c.task_id === id)).toMatchObject({
       task_name: "start_lab",

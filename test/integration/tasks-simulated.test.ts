@@ -27,6 +27,7 @@ import {
   type ApplierDouble,
 } from "../support/tasks";
 import { freePort } from "../support/net";
+import { ifAssigned } from "../support/cleanup";
 
 jest.setTimeout(120_000);
 
@@ -69,7 +70,7 @@ describe.each([
   });
   afterAll(async () => {
     await node?.stop();
-    await db?.drop();
+    await ifAssigned(db)?.drop();
   });
 
   it("reports itself as simulated", async () => {
@@ -92,7 +93,7 @@ describe.each([
     const [inst] = await seedInstances(node!.sequelize, 1);
     const t0 = Date.now();
     const [id] = await enqueue(node!.sequelize, "celery", [startLab(inst)], [node!.broker]);
-    const call = await waitFor("applied", async () => double.calls.find((c) => c.task_id === id), 6_000, 20);
+    const call = await waitFor("applied", () => double.calls.find((c) => c.task_id === id), 6_000, 20);
     console.log(`${_name}: simulated start_lab: enqueue → applied in ${Date.now() - t0} ms (simulated run time 1.5 s)`);
     expect(call).toEqual({
       task_id: id,
@@ -123,7 +124,7 @@ describe.each([
     );
     await waitFor(
       "both applied",
-      async () => [stopId, failId].every((id) => double.calls.some((c) => c.task_id === id)),
+      () => [stopId, failId].every((id) => double.calls.some((c) => c.task_id === id)),
       6_000,
     );
     expect(double.calls.find((c) => c.task_id === stopId)).toMatchObject({
@@ -143,7 +144,7 @@ describe.each([
     await node!.stop(); // within the 1.5 s the simulated task "runs"
     node = await startNode(db.url, ENV("embedded-2"));
     const again = await registerApplierDouble(node.broker);
-    await waitFor("applied after restart", async () => again.calls.find((c) => c.task_id === id), 8_000, 20);
+    await waitFor("applied after restart", () => again.calls.find((c) => c.task_id === id), 8_000, 20);
     expect(double.calls.find((c) => c.task_id === id)).toBeUndefined();
     const calls = again.calls.filter((c) => c.task_id === id);
     expect(calls).toHaveLength(1);

@@ -17,6 +17,7 @@ import { DEV_CLIENT_SECRET } from "../../services/auth/auth.contract";
 import { runCodeFlow } from "../../dev/oidc-code-flow";
 import { createTokenVerifier, type TokenVerifier, type TokenVerifierOptions } from "../../services/auth/token-verifier";
 import { startIdp, type TestIdp } from "../support/idp";
+import { ifAssigned } from "../support/cleanup";
 
 const ROLES_CLAIM = "urn:zitadel:iam:org:project:roles";
 // Zitadel-style project id: not a URI, so it also exercises the provider's resource-indicator mapping.
@@ -65,7 +66,7 @@ function validClaims(over: JWTPayload = {}): JWTPayload {
 
 /** Signs with the provider's real private key and kid. */
 async function signWithProviderKey(payload: JWTPayload): Promise<string> {
-  const jwk = idp.privateJwks().keys[0];
+  const jwk = idp.privateJwks().keys.at(0);
   if (!jwk) throw new Error("provider has no key");
   const key = await importJWK(jwk, "RS256");
   return new SignJWT(payload).setProtectedHeader({ alg: "RS256", kid: jwk.kid, typ: "at+jwt" }).sign(key);
@@ -77,7 +78,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await idp?.stop();
+  await ifAssigned(idp)?.stop();
 });
 
 describe("real tokens from the embedded IdP", () => {
@@ -175,7 +176,7 @@ describe("forged and tampered tokens are rejected with 401", () => {
   });
 
   it("HS256 signed with the provider's PUBLIC key as HMAC secret", async () => {
-    const jwk = idp.privateJwks().keys[0];
+    const jwk = idp.privateJwks().keys.at(0);
     if (!jwk) throw new Error("no key");
     const publicPem = createPublicKey({ key: { kty: "RSA", n: jwk.n, e: jwk.e }, format: "jwk" }).export({
       type: "spki",
@@ -231,7 +232,7 @@ describe("forged and tampered tokens are rejected with 401", () => {
   });
 
   it("an algorithm outside the allow-list is refused even when the provider's own key verifies it", async () => {
-    const jwk = idp.privateJwks().keys[0];
+    const jwk = idp.privateJwks().keys.at(0);
     if (!jwk) throw new Error("provider has no key");
     // PS256 uses the same RSA key: the signature is genuine, only the algorithm is not allowed.
     const ps256 = await new SignJWT(validClaims())
@@ -278,7 +279,7 @@ describe("forged and tampered tokens are rejected with 401", () => {
   it("payload tampered, original signature kept", async () => {
     const { accessToken } = await idp.getToken("student");
     const [header, payload, signature] = accessToken.split(".");
-    const claims = JSON.parse(Buffer.from(payload ?? "", "base64url").toString()) as JWTPayload;
+    const claims = JSON.parse(Buffer.from(payload, "base64url").toString()) as JWTPayload;
     const escalated = { ...claims, [ROLES_CLAIM]: { admin: { "300000000000000001": "autolabs.local" } } };
     await expectUnauthorized(`${header}.${b64json(escalated)}.${signature}`);
     await expectUnauthorized(`${header}.${b64json({ ...claims, sub: TEACHER_SUB })}.${signature}`);

@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startIdp, type TestIdp } from "../support/idp";
 import { createTestDatabase, startNode, type PlatformNode, type TestDatabase } from "../support/platform";
+import { ifAssigned } from "../support/cleanup";
 
 let db: TestDatabase;
 let idp: TestIdp;
@@ -23,12 +24,7 @@ const EXTRA = {
   student3: { roles: ["student"], name: "Third Student" },
 };
 
-async function call(
-  account: string,
-  method: string,
-  path: string,
-  body?: unknown,
-): Promise<{ status: number; body: any }> {
+async function call(account: string, method: string, path: string, body?: unknown) {
   const { accessToken } = await idp.getToken(account);
   const res = await fetch(`${node.url}/api/v1${path}`, {
     method,
@@ -70,8 +66,8 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await node?.stop();
-  await Promise.allSettled([db?.drop(), idp?.stop()]);
+  await ifAssigned(node)?.stop();
+  await Promise.allSettled([ifAssigned(db)?.drop(), ifAssigned(idp)?.stop()]);
   rmSync(dir, { recursive: true, force: true });
 });
 

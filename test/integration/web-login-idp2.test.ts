@@ -15,6 +15,7 @@ import { TestBrowser, freePort, setCookieNamed } from "../support/browser";
 import { startIdp, type TestIdp } from "../support/idp";
 import { createTestDatabase, startNode, type PlatformNode, type TestDatabase } from "../support/platform";
 import { runCodeFlow } from "../../dev/oidc-code-flow";
+import { ifAssigned } from "../support/cleanup";
 
 const REDIS_URL = process.env.TEST_SESSION_REDIS_URL ?? "redis://127.0.0.1:6379/7";
 const NS = `wl2${randomBytes(4).toString("hex")}`;
@@ -71,8 +72,8 @@ afterAll(async () => {
   const keys = await redis.keys(`${NS}:*`);
   if (keys.length) await redis.del(...keys);
   redis.disconnect();
-  await node?.stop();
-  await Promise.allSettled([db?.drop(), idp?.stop()]);
+  await ifAssigned(node)?.stop();
+  await Promise.allSettled([ifAssigned(db)?.drop(), ifAssigned(idp)?.stop()]);
 });
 
 it("the provider really is different: 127.0.0.1 issuer, ES256 keys only, roles of two orgs, none in the ID token", async () => {

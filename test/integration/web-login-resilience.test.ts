@@ -18,6 +18,7 @@ import { TestBrowser, freePort } from "../support/browser";
 import { startOwnRedis, type OwnRedis } from "../support/redis-server";
 import { startIdp, type TestIdp } from "../support/idp";
 import { createTestDatabase, startNode, type PlatformNode, type TestDatabase } from "../support/platform";
+import { ifAssigned } from "../support/cleanup";
 
 const FRONT = "http://localhost:3000";
 const COOLDOWN_MS = 1000;
@@ -55,9 +56,9 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await node?.stop();
-  await redis?.kill();
-  await Promise.allSettled([db?.drop(), idp?.stop()]);
+  await ifAssigned(node)?.stop();
+  await ifAssigned(redis)?.kill();
+  await Promise.allSettled([ifAssigned(db)?.drop(), ifAssigned(idp)?.stop()]);
   rmSync(idpDir, { recursive: true, force: true });
 });
 

@@ -15,6 +15,7 @@ import { digestOf } from "../../lib/web-session.rules";
 import { TestBrowser, freePort, setCookieNamed } from "../support/browser";
 import { startIdp, type TestIdp } from "../support/idp";
 import { createTestDatabase, startNode, type PlatformNode, type TestDatabase } from "../support/platform";
+import { ifAssigned } from "../support/cleanup";
 
 const REDIS_URL = process.env.TEST_SESSION_REDIS_URL ?? "redis://127.0.0.1:6379/7";
 const FRONT = "http://localhost:3000";
@@ -63,13 +64,13 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  if (redis) {
+  if (ifAssigned(redis)) {
     const keys = await redis.keys(`${NS}:*`);
     if (keys.length) await redis.del(...keys);
     redis.disconnect();
   }
-  await node?.stop();
-  await Promise.allSettled([db?.drop(), idp?.stop()]);
+  await ifAssigned(node)?.stop();
+  await Promise.allSettled([ifAssigned(db)?.drop(), ifAssigned(idp)?.stop()]);
   rmSync(dir, { recursive: true, force: true });
 });
 

@@ -214,8 +214,7 @@ export class TestBrowser {
       accept: "application/json",
       ...headers,
     };
-    if (method !== "GET" && method !== "HEAD" && h["content-type"] === undefined)
-      h["content-type"] = "application/json";
+    if (method !== "GET" && method !== "HEAD" && !("content-type" in h)) h["content-type"] = "application/json";
     return this.request(method, url, { headers: h, body: body === undefined ? undefined : JSON.stringify(body) });
   }
 

@@ -156,7 +156,7 @@ type QueryTarget = { query: QueryFn };
 
 /** Where a node's SQL goes through: Sequelize itself (transactions, migrations) and the statement runner. */
 function queryTargets(sequelize: Sequelize): QueryTarget[] {
-  return [sequelize as unknown as QueryTarget, statementRunnerOf(sequelize) as unknown as QueryTarget];
+  return [sequelize as QueryTarget, statementRunnerOf(sequelize) as QueryTarget];
 }
 
 /** Counts the SQL statements `sequelize` runs until `stop()`; `sql` lists them (for a failing assertion). */

@@ -71,7 +71,7 @@ export async function startCeleryWorker(opts: CeleryWorkerOptions): Promise<Cele
   });
   return {
     pid: child.child.pid ?? -1,
-    output: child.output,
+    output: () => child.output(),
     stop: (timeoutMs = 10_000) => child.stop(timeoutMs),
   };
 }

@@ -61,7 +61,7 @@ export async function signWithIdpKey(
   payload: JWTPayload,
   header: { kid?: string; typ?: string } = {},
 ): Promise<string> {
-  const jwk = p.idp.privateJwks().keys[0];
+  const jwk = p.idp.privateJwks().keys.at(0);
   if (!jwk) throw new Error("the IdP has no signing key");
   const key = await importJWK(jwk, "RS256");
   return new SignJWT(payload)
@@ -137,7 +137,7 @@ export function checkedApi(p: TestPlatform): Api {
   return async (method, path, opts = {}) => {
     let { as } = opts;
     const headers = { ...opts.headers };
-    if (as && EXTRA_ACCOUNTS[as]) {
+    if (as && Object.hasOwn(EXTRA_ACCOUNTS, as)) {
       let t = forged.get(as);
       if (!t) {
         t = await tokenFor(p, EXTRA_ACCOUNTS[as]);

@@ -67,7 +67,7 @@ export async function startIdp(opts: IdpOptions = {}): Promise<TestIdp> {
     dataDir,
     privateJwks: () => JSON.parse(readFileSync(join(dataDir, "idp", "jwks.json"), "utf8")) as PrivateJwks,
     getToken: (account, password) => runCodeFlow({ issuer, account, password }),
-    output: idp.output,
+    output: () => idp.output(),
     async stop() {
       await idp.stop(5000);
       if (ownDir) rmSync(dataDir, { recursive: true, force: true });

@@ -185,7 +185,7 @@ export const startOk = {
 
 export async function until<T>(
   what: string,
-  fn: () => Promise<T | undefined | null | false>,
+  fn: () => T | undefined | null | false | Promise<T | undefined | null | false>,
   timeoutMs = 10_000,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -235,7 +235,7 @@ export async function openStream(
     body: "",
     ended: Promise.resolve(),
     async waitFor(n, timeoutMs = 5000) {
-      await until(`${n} SSE event(s), have ${JSON.stringify(s.events)}`, async () => s.events.length >= n, timeoutMs);
+      await until(`${n} SSE event(s), have ${JSON.stringify(s.events)}`, () => s.events.length >= n, timeoutMs);
       return s.events;
     },
     close: () => ctrl.abort(),

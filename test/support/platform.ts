@@ -73,7 +73,7 @@ export async function startNode(databaseUrl: string, env: Record<string, string>
     ...env,
   });
   // Port 0: any free port, read back below (unless the test needs a known one, e.g. for PUBLIC_URL).
-  if (env.PORT === undefined) config.port = 0;
+  if (!("PORT" in env)) config.port = 0;
   const sequelize = createSequelize(databaseUrl, { poolMax: config.databasePoolMax, preparedStatements: true });
   const broker = createPlatformBroker(config, sequelize);
   await broker.start();

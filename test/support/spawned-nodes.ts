@@ -49,7 +49,7 @@ export async function spawnNode(name: string, env: Record<string, string>): Prom
   return {
     name,
     pid: child.child.pid ?? -1,
-    output: child.output,
+    output: () => child.output(),
     waitForLine(pattern, timeoutMs) {
       return new Promise((res, rej) => {
         const check = () => {

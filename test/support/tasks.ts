@@ -13,12 +13,13 @@ import { QueryTypes, type Sequelize } from "sequelize";
 import type { CeleryTaskKwargs, CeleryTaskName } from "../../services/tasks/celery-protocol";
 import { celeryQueueDeclaration } from "../../services/tasks/celery-protocol";
 import { TASKS_ENQUEUED_EVENT, enqueueTask } from "../../services/tasks/outbox";
+import { errorText } from "../../services/tasks/relay.rules";
 import type { ApplyTaskResultParams } from "../../services/lab-instances/lab-instances.contract";
 import type { Principal } from "../../lib/principal";
 
 export async function waitFor<T>(
   what: string,
-  probe: () => Promise<T | null | undefined | false>,
+  probe: () => T | null | undefined | false | Promise<T | null | undefined | false>,
   timeoutMs = 15_000,
   intervalMs = 50,
 ): Promise<T> {
@@ -32,7 +33,7 @@ export async function waitFor<T>(
       last = e;
     }
     if (Date.now() > deadline)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`);
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${errorText(last)}` : ""}`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
@@ -86,7 +87,7 @@ export async function enqueue(
     }
     return out;
   });
-  for (const b of wake) b.broadcast(TASKS_ENQUEUED_EVENT);
+  await Promise.all(wake.map((b) => b.broadcast(TASKS_ENQUEUED_EVENT)));
   return ids;
 }
 

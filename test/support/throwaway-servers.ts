@@ -152,7 +152,7 @@ export async function startThrowawayRabbit(): Promise<ThrowawayServer> {
       });
     } catch (err) {
       killBeam();
-      throw new Error(`${(err as Error).message}\n${logTail()}`);
+      throw new Error(`${(err as Error).message}\n${logTail()}`, { cause: err });
     }
   };
   // The script traps SIGTERM and stops the Erlang node cleanly; if that hangs, the node itself is killed.

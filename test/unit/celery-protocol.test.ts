@@ -20,6 +20,7 @@ import {
 
 // amqplib's own encoder, so we compare the frame bytes amqplib will really send
 // (it has no type declarations for these internals).
+/* eslint-disable @typescript-eslint/no-require-imports -- untyped internals of amqplib, typed right here */
 const apiArgs = require("amqplib/lib/api_args") as {
   publish(exchange: string, routingKey: string, options: object): Record<string, unknown>;
 };
@@ -27,6 +28,7 @@ const defs = require("amqplib/lib/defs") as {
   BasicProperties: number;
   encodeProperties(id: number, channel: number, size: number, fields: Record<string, unknown>): Buffer;
 };
+/* eslint-enable @typescript-eslint/no-require-imports */
 
 const FIXTURES = join(__dirname, "..", "fixtures", "celery");
 

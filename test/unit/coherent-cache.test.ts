@@ -21,7 +21,7 @@ beforeEach(async () => {
     actions: {
       get: {
         cache: { keys: ["#user.id", "id"], ttl: 60 },
-        async handler() {
+        handler() {
           reads++;
           return { value: db.value };
         },

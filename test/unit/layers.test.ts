@@ -44,7 +44,7 @@ function importsOf(file: string): ImportEdge[] {
   };
   const visit = (node: ts.Node): void => {
     if (ts.isImportDeclaration(node) && ts.isStringLiteral(node.moduleSpecifier)) {
-      add(node.moduleSpecifier.text, false, node.importClause?.isTypeOnly ?? false);
+      add(node.moduleSpecifier.text, false, node.importClause?.phaseModifier === ts.SyntaxKind.TypeKeyword);
     } else if (ts.isExportDeclaration(node) && node.moduleSpecifier && ts.isStringLiteral(node.moduleSpecifier)) {
       add(node.moduleSpecifier.text, false, node.isTypeOnly);
     } else if (

@@ -177,7 +177,7 @@ describe("parseListQuery: sort", () => {
   ])("rejects %j naming the allowed fields", (raw) => {
     const [p] = problems({ sort: raw });
     expect(p).toMatchObject({ loc: ["query", "sort"], type: "value_error" });
-    expect(p?.msg).toContain("created_at, name, id");
+    expect(p.msg).toContain("created_at, name, id");
   });
 
   it("rejects a non-string sort", () => {
@@ -188,7 +188,7 @@ describe("parseListQuery: sort", () => {
 
   it("does not echo an endless sort value back", () => {
     const [p] = problems({ sort: "x".repeat(10_000) });
-    expect(p?.msg.length).toBeLessThan(400);
+    expect(p.msg.length).toBeLessThan(400);
   });
 
   it("takes the last of repeated sorts", () => {

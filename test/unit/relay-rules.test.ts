@@ -294,10 +294,10 @@ describe("Pump", () => {
     const pump = new Pump({
       name: "t",
       intervalMs: 60_000,
-      round: async () => {
+      round: () => {
         rounds++;
-        if (rounds === 4) throw new Error("db down");
-        return results.shift() ?? false;
+        if (rounds === 4) return Promise.reject(new Error("db down"));
+        return Promise.resolve(results.shift() ?? false);
       },
       onError: (e) => errors.push(e),
     });

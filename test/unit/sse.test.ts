@@ -4,7 +4,8 @@
  * The HTTP behaviour end to end is in test/integration/lab-instances.test.ts.
  */
 import { EventEmitter } from "node:events";
-import type { IncomingMessage, ServerResponse } from "node:http";
+import { IncomingMessage, type ServerResponse } from "node:http";
+import { Socket } from "node:net";
 import {
   LabInstanceStreams,
   formatEvent,
@@ -331,9 +332,14 @@ describe("LabInstanceStreams: the caller's stream", () => {
   });
 });
 
+/** A real (unconnected) request with just a method and URL. */
+function incoming(method: string, url: string): IncomingMessage {
+  return Object.assign(new IncomingMessage(new Socket()), { method, url });
+}
+
 describe("helpers", () => {
   it("recognises the stream route only", () => {
-    const r = (method: string, url: string) => ({ method, url }) as IncomingMessage;
+    const r = (method: string, url: string) => incoming(method, url);
     expect(isEventStreamRequest(r("GET", "/api/v1/lab-instances/12/events"))).toBe(true);
     expect(isEventStreamRequest(r("GET", "/api/v1/lab-instances/12/events?x=1"))).toBe(true);
     expect(isEventStreamRequest(r("POST", "/api/v1/lab-instances/12/events"))).toBe(false);
@@ -349,10 +355,10 @@ describe("helpers", () => {
       o.requestID = "r";
     });
     const stream: { requestID?: string; timeout?: number; tracking?: boolean } = {};
-    wrap(stream, { method: "GET", url: "/api/v1/lab-instances/1/events" } as IncomingMessage);
+    wrap(stream, incoming("GET", "/api/v1/lab-instances/1/events"));
     expect(stream).toEqual({ requestID: "r", timeout: 0, tracking: false });
     const plain: { requestID?: string; timeout?: number; tracking?: boolean } = {};
-    wrap(plain, { method: "GET", url: "/api/v1/lab-instances/1" } as IncomingMessage);
+    wrap(plain, incoming("GET", "/api/v1/lab-instances/1"));
     expect(plain).toEqual({ requestID: "r" });
   });
 
