@@ -19,6 +19,8 @@ ENV NODE_ENV=production
 COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+# The npm scripts' launcher (`npm run migrate`, `npm run repl`): runs dist/ without a compiler.
+COPY --from=build /app/main/run.js ./main/run.js
 USER node
 EXPOSE 8000
 # exec form: SIGTERM reaches node, which drains in-flight requests before exiting.

@@ -12,6 +12,8 @@ export interface UserPrincipal {
 export interface SystemPrincipal {
   kind: "system";
   reason: string;
+  /** A person acting through the REPL: the serving node logs each of their calls with this name. */
+  operator?: string;
 }
 
 export type Principal = UserPrincipal | SystemPrincipal;

@@ -97,14 +97,13 @@ async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
-if (require.main === module) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err: unknown) => {
-      // A config error already names the variable; anything else: the message, no stack for expected failures.
-      if (err instanceof ConfigError) console.error(err.message);
-      else console.error(`Migration failed: ${err instanceof Error ? err.message : String(err)}`);
-      process.exit(1);
-    },
-  );
-}
+// Runs on load, with no require.main check: main/run.js (the npm scripts' launcher) loads it with require().
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    // A config error already names the variable; anything else: the message, no stack for expected failures.
+    if (err instanceof ConfigError) console.error(err.message);
+    else console.error(`Migration failed: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(1);
+  },
+);

@@ -3,6 +3,9 @@
  * PGlite server and the embedded IdP as child processes, migrations applied, demo data seeded once, all
  * seven services in this process. Each external part set in the environment replaces its stand-in.
  *
+ * Embedded, the node also listens on `<DATA_DIR>/node.sock` (platform/local-socket-transporter.ts) so that
+ * `npm run repl` can join it as a node without services; a cluster's REPL joins through TRANSPORTER.
+ *
  * SIGTERM/SIGINT: the gateway stops taking connections and answers the requests it has, then the broker
  * stops (in-flight calls finish, Moleculer's tracking), then the pool closes, then the child processes stop.
  */
@@ -18,6 +21,7 @@ import { startReadyChild, type ReadyChild } from "../platform/child-process";
 // dev/ is loaded (dynamic import) only when no DATABASE_URL is set: never in production.
 import type { EmbeddedPostgres } from "../dev/embedded-postgres";
 import { migrateUp } from "../platform/migrator";
+import { LocalSocketTransporter, embeddedSocketPath } from "../platform/local-socket-transporter";
 
 const log = (level: "info" | "warn" | "error", msg: string) => {
   const line = `[${new Date().toISOString().substring(11, 23)}] ${level.toUpperCase().padEnd(5)} START: ${msg}`;
@@ -125,13 +129,18 @@ async function main(): Promise<void> {
     }
     if (idpStarting) running.idp = await idpStarting;
 
-    running.broker = createPlatformBroker(config, running.sequelize);
+    running.broker = createPlatformBroker(
+      config,
+      running.sequelize,
+      config.mode === "embedded"
+        ? { transporter: new LocalSocketTransporter({ path: embeddedSocketPath(config.dataDir), role: "hub" }) }
+        : {},
+    );
     await running.broker.start();
     log(
       "info",
       `platform ready in ${Date.now() - started} ms: http://localhost:${config.port}/api/v1/health (services: ${config.services.join(", ")}; identity: ${issuerOf(config)})`,
     );
-    if (process.argv.includes("--repl")) running.broker.repl();
   } catch (err) {
     log("error", `start-up failed: ${err instanceof Error ? err.message : String(err)}`);
     await shutdown("start-up failure", 1);

@@ -74,7 +74,8 @@ export function entityOf<E>(ctx: Context): E {
 function isPrincipal(value: unknown): value is Principal {
   if (!value || typeof value !== "object") return false;
   const v = value as Record<string, unknown>;
-  if (v.kind === "system") return typeof v.reason === "string";
+  if (v.kind === "system")
+    return typeof v.reason === "string" && (v.operator === undefined || typeof v.operator === "string");
   const role = v.role;
   return v.kind === "user" && Number.isInteger(v.id) && (role === "admin" || role === "teacher" || role === "student");
 }
@@ -82,11 +83,15 @@ function isPrincipal(value: unknown): value is Principal {
 /** Calls that carry this access are answered for anyone, even anonymous (health, the login redirect). */
 export const PUBLIC = { public: true, roles: [] } as const satisfies AccessDeclaration;
 
-function guard(decl: AccessDeclaration, service: Service, handler: ActionHandler): ActionHandler {
+function guard(decl: AccessDeclaration, service: Service, handler: ActionHandler, action: string): ActionHandler {
   if (decl.public) return handler;
   return async function (ctx: Context<Record<string, unknown>, RequestMeta>): Promise<unknown> {
     const principal = ctx.meta.user;
     if (!isPrincipal(principal)) throw unauthorized();
+    // The audit trail of operators' calls is on the node that serves them, in its own log stream.
+    if (principal.kind === "system" && principal.operator !== undefined) {
+      service.logger.info(`operator ${principal.operator} calls ${action} from ${ctx.nodeID ?? "?"}`);
+    }
     if (!roleAllowed(principal, decl.roles)) throw forbidden();
     if (decl.check && principal.kind === "user") {
       // ctx.call carries ctx.meta.user: access.check decides for this caller and no one else.
@@ -138,6 +143,6 @@ export const AccessGate: Middleware = {
     if (!service || isBrokerInternal(service.name)) return handler;
     // checkDeclarations ran on this service's schema: a missing declaration never gets here.
     if (!action.access) throw new Errors.ServiceSchemaError(`${String(action.name)} declares no access rule`, {});
-    return guard(action.access, service, handler);
+    return guard(action.access, service, handler, String(action.name));
   },
 };

@@ -80,6 +80,8 @@ export interface Config {
   /** Moleculer's Prometheus reporter on its own port (nodes without a gateway); off by default. */
   metricsPort: number | undefined;
   version: string;
+  /** The operator's name in the REPL's calls and the serving nodes' logs (OPERATOR; default: the OS user). */
+  operator: string | undefined;
 }
 
 export const ALL_SERVICES = ["api-gateway", "auth", "courses", "labs", "lab-instances", "access", "tasks"] as const;
@@ -250,5 +252,15 @@ export function loadConfig(env: Env = process.env): Config {
     },
     metricsPort: str(env, "METRICS_PORT") === undefined ? undefined : int(env, "METRICS_PORT", 0, 1, 65535),
     version: str(env, "APP_VERSION") ?? "0.1.0",
+    operator: operatorName(env),
   };
+}
+
+/** A name that reads unambiguously in a log line. */
+function operatorName(env: Env): string | undefined {
+  const raw = str(env, "OPERATOR");
+  if (raw !== undefined && !/^[\w.@-]{1,64}$/.test(raw)) {
+    throw new ConfigError("OPERATOR", `must be 1-64 letters, digits, '.', '@', '_' or '-', got "${raw}"`);
+  }
+  return raw;
 }

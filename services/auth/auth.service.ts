@@ -10,7 +10,7 @@
  * is re-read through the users cache (USERS_CACHE_TTL_S, 5 min, invalidated on every change), so a deleted
  * or re-roled user is never trusted longer than that.
  */
-import { ANY_USER, STAFF } from "../../lib/access.rules";
+import { ANY_USER, STAFF, SYSTEM_ONLY } from "../../lib/access.rules";
 import { timingSafeEqual, createHash } from "node:crypto";
 import type { ServiceSchema } from "moleculer";
 import { PUBLIC, principalOf, type Ctx } from "../../platform/access-gate";
@@ -346,6 +346,24 @@ const AuthService: ServiceSchema<{ rest: string }, AuthMethods & DbMethods, Auth
           if (mine) return user;
         }
         throw notFound("User");
+      },
+    },
+
+    /** Operators (the REPL's `whois`): a user by id or e-mail (case-insensitive). System only. */
+    findUser: {
+      access: { roles: SYSTEM_ONLY },
+      params: { query: { type: "string", min: 1, max: 320, trim: true } },
+      async handler(ctx: Ctx<{ query: string }>): Promise<UserRow> {
+        const q = ctx.params.query;
+        const user = /^\d{1,9}$/.test(q)
+          ? await this.cachedUser(Number(q))
+          : await this.selectOne<UserRow>(
+              `SELECT id, email, name, role, created_at, updated_at, last_login_at FROM users
+                WHERE lower(email) = lower($email) ORDER BY id LIMIT 1`,
+              { email: q },
+            );
+        if (!user) throw notFound("User");
+        return user;
       },
     },
   },

@@ -38,3 +38,12 @@ export interface CourseEventPayloads {
   "courses.lab-detached": CourseLabChanged;
 }
 export type CourseEvent = keyof CourseEventPayloads;
+
+/** Operator actions (system only): `courses.ofUser {user_id}` answers UserCourse[]. */
+export const COURSES_ACTIONS = { ofUser: "courses.ofUser" } as const;
+
+export interface UserCourse {
+  id: number;
+  name: string;
+  relation: "owner" | "student";
+}

@@ -2,13 +2,27 @@
  * Courses: a teacher's course, its students (course_students) and the labs attached to it (course_labs).
  */
 import { countActiveInstances, deleteInstances } from "../lab-instances/lab-instances.contract";
-import { COURSE_EVENTS, assignStudents, type CourseEvent, type CourseEventPayloads } from "./courses.contract";
+import {
+  COURSE_EVENTS,
+  assignStudents,
+  type CourseEvent,
+  type CourseEventPayloads,
+  type UserCourse,
+} from "./courses.contract";
 import type { Service, ServiceSchema } from "moleculer";
 import type { Transaction } from "sequelize";
 import { entityOf, principalOf, type Ctx } from "../../platform/access-gate";
 import { broadcastCommitted } from "../../platform/broadcast";
 import { DbMixin, listParams, parseListOrThrow, type CachedTable, type DbMethods } from "../../platform/db.mixin";
-import { ANY_USER, STAFF, courseScopeSql, decideCourse, decideLab, type Decision } from "../../lib/access.rules";
+import {
+  ANY_USER,
+  STAFF,
+  SYSTEM_ONLY,
+  courseScopeSql,
+  decideCourse,
+  decideLab,
+  type Decision,
+} from "../../lib/access.rules";
 import { conflict, notFound, validationError } from "../../platform/errors";
 import { containsPattern, type ListSpec } from "../../lib/listing";
 import type { UserPrincipal } from "../../lib/principal";
@@ -166,6 +180,22 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         }
         const fromWhere = `FROM courses c ${where.length ? "WHERE " + where.join(" AND ") : ""}`;
         return this.selectPage<CourseRow>(COURSE_COLUMNS, fromWhere, bind, q);
+      },
+    },
+
+    /** Operators (the REPL's `whois`): the courses a user owns or is assigned to. System only, not cached. */
+    ofUser: {
+      access: { roles: SYSTEM_ONLY },
+      params: { user_id: ID_PARAM },
+      handler(ctx: Ctx<{ user_id: number }>): Promise<UserCourse[]> {
+        return this.select<UserCourse>(
+          `SELECT c.id, c.name, 'owner' AS relation FROM courses c WHERE c.owner_id = $uid
+           UNION ALL
+           SELECT c.id, c.name, 'student' AS relation FROM course_students cs JOIN courses c ON c.id = cs.course_id
+            WHERE cs.student_id = $uid
+           ORDER BY id`,
+          { uid: ctx.params.user_id },
+        );
       },
     },
 

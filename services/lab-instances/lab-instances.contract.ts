@@ -5,6 +5,7 @@
  */
 import type { TaskName, TaskResultState } from "../tasks/tasks.contract";
 import type { InstanceStatus } from "./lab-instances.rules";
+import type { LabInstanceRow } from "./lab-instances.rows";
 
 export { ACTIVE_STATUSES, isFinal, statusRank, type InstanceStatus } from "./lab-instances.rules";
 export type { LabInstanceRow, LabInstanceView } from "./lab-instances.rows";
@@ -15,7 +16,24 @@ export const LAB_INSTANCES_ACTIONS = {
   create: "lab-instances.create",
   get: "lab-instances.get",
   applyTaskResult: "lab-instances.applyTaskResult",
+  stop: "lab-instances.stop",
+  /** System only: one expiry sweep now, answers SweepReport. */
+  sweep: "lab-instances.sweep",
+  /** System only: instances by student, active or stuck, answers InspectedInstance[]. */
+  inspect: "lab-instances.inspect",
 } as const;
+
+export interface SweepReport {
+  /** false: another node holds the sweep lock and swept this round. */
+  swept: boolean;
+  timed_out: number[];
+  expired: number[];
+}
+
+/** An instance as `lab-instances.inspect` shows it: how long it has been in its status. */
+export interface InspectedInstance extends LabInstanceRow {
+  status_age_s: number;
+}
 
 /**
  * Broadcast on every status change, with the instance's public JSON (LabInstanceView) plus `course_owner_id`

@@ -33,7 +33,13 @@ import { conflict, notFound, validationError } from "../../platform/errors";
 import type { ListSpec } from "../../lib/listing";
 import { systemPrincipal, type UserPrincipal } from "../../lib/principal";
 import { TASKS_ENQUEUED_EVENT, TASK_NAMES, TASK_RESULT_STATES, enqueueTask } from "../tasks/tasks.contract";
-import { STATUS_CHANGED_EVENT, type ApplyTaskResultAnswer, type ApplyTaskResultParams } from "./lab-instances.contract";
+import {
+  STATUS_CHANGED_EVENT,
+  type ApplyTaskResultAnswer,
+  type ApplyTaskResultParams,
+  type InspectedInstance,
+  type SweepReport,
+} from "./lab-instances.contract";
 import {
   INSTANCE_COLUMNS,
   INSTANCE_VIEW_COLUMNS,
@@ -61,12 +67,7 @@ interface StartParams {
   lab_id: number;
   course_id: number;
 }
-export interface SweepReport {
-  /** false: another node holds the sweep lock and swept this round. */
-  swept: boolean;
-  timed_out: number[];
-  expired: number[];
-}
+
 /** An instance as the access check loads it: the view plus its course's owner and the worker's port. */
 export interface LoadedInstance extends LabInstanceView {
   course_owner_id: number;
@@ -445,6 +446,44 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
           );
         }
         return { applied: t.wrote, status: t.row.status, ...(note ? { note } : {}) };
+      },
+    },
+
+    /**
+     * Operators (the REPL's `instances`): a student's instances, the active ones, or the stuck ones (pending or
+     * stopping for longer than stuck_after_s: a start the worker never answered, a stop that never ended),
+     * oldest change first, with how long each has been in its status. System only.
+     */
+    inspect: {
+      access: { roles: SYSTEM_ONLY },
+      params: {
+        student_id: { ...ID_PARAM, optional: true },
+        active: { type: "boolean", optional: true },
+        stuck: { type: "boolean", optional: true },
+        stuck_after_s: { type: "number", integer: true, min: 1, max: 86_400, optional: true, convert: true },
+        limit: { type: "number", integer: true, min: 1, max: 500, optional: true, convert: true },
+      },
+      handler(
+        ctx: Ctx<{ student_id?: number; active?: boolean; stuck?: boolean; stuck_after_s?: number; limit?: number }>,
+      ): Promise<InspectedInstance[]> {
+        const p = ctx.params;
+        const where: string[] = [];
+        const bind: Record<string, unknown> = { limit: p.limit ?? 50 };
+        if (p.student_id !== undefined) {
+          where.push("i.student_id = $student");
+          bind.student = p.student_id;
+        }
+        if (p.active) where.push(`i.status IN ${ACTIVE_SQL}`);
+        if (p.stuck) {
+          where.push("i.status IN ('pending', 'stopping') AND i.updated_at < now() - $after * interval '1 second'");
+          bind.after = p.stuck_after_s ?? 60;
+        }
+        return this.select<InspectedInstance>(
+          `SELECT ${I_COLUMNS}, extract(epoch FROM now() - i.updated_at)::integer AS status_age_s
+             FROM lab_instances i ${where.length ? "WHERE " + where.join(" AND ") : ""}
+            ORDER BY i.updated_at, i.id LIMIT $limit`,
+          bind,
+        );
       },
     },
 

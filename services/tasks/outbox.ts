@@ -299,3 +299,61 @@ export async function settleExpiredResults(sequelize: Sequelize, horizonS: numbe
   );
   return rows.length;
 }
+
+// ---------------------------------------------------------------------------
+// Operators (the REPL's `outbox`, `outbox retry`)
+// ---------------------------------------------------------------------------
+
+export interface OutboxEntry {
+  id: string;
+  task_name: string;
+  lab_instance_id: number | null;
+  created_at: Date;
+  /** Seconds since the row was written. */
+  age_s: number;
+  attempts: number;
+  next_attempt_at: Date;
+  last_error: string | null;
+  published_at: Date | null;
+  result_status: string | null;
+  result_error: string | null;
+  result_attempts: number;
+}
+
+/** The newest rows, or (unsent) the unpublished ones oldest first: the backlog an operator looks at. */
+export async function listOutbox(
+  sequelize: Sequelize,
+  opts: { unsent: boolean; limit: number },
+): Promise<OutboxEntry[]> {
+  return sequelize.query<OutboxEntry>(
+    `SELECT id, task_name, lab_instance_id, created_at, extract(epoch FROM now() - created_at)::integer AS age_s,
+            attempts, next_attempt_at, last_error, published_at, result_status, result_error, result_attempts
+       FROM task_outbox
+      WHERE NOT $unsent::boolean OR published_at IS NULL
+      ORDER BY CASE WHEN $unsent::boolean THEN created_at END ASC, created_at DESC
+      LIMIT $limit::integer`,
+    { bind: { unsent: opts.unsent, limit: opts.limit }, type: QueryTypes.SELECT },
+  );
+}
+
+/**
+ * An operator's retry, now: an unpublished row becomes due (the relay publishes it on its next round), a
+ * published row whose result was not applied loses its lease (the reconcile reads its result again).
+ * "done": the row's result is applied, nothing to retry; null: no such row.
+ */
+export async function retryOutboxRow(sequelize: Sequelize, id: string): Promise<"publish" | "result" | "done" | null> {
+  const rows = await sequelize.query<{ unpublished: boolean }>(
+    `UPDATE task_outbox
+        SET next_attempt_at = CASE WHEN published_at IS NULL THEN now() ELSE next_attempt_at END,
+            result_lease_until = CASE WHEN published_at IS NULL THEN result_lease_until END
+      WHERE id = $id AND result_applied_at IS NULL
+      RETURNING published_at IS NULL AS unpublished`,
+    { bind: { id }, type: QueryTypes.SELECT },
+  );
+  if (rows[0]) return rows[0].unpublished ? "publish" : "result";
+  const exists = await sequelize.query(`SELECT 1 FROM task_outbox WHERE id = $id`, {
+    bind: { id },
+    type: QueryTypes.SELECT,
+  });
+  return exists.length ? "done" : null;
+}

@@ -11,3 +11,8 @@ export { SIMULATED_LAB_PATH } from "./simulated-runner";
 /** The final states of a task's result that are applied to its object. */
 export type TaskResultState = "SUCCESS" | "FAILURE" | "REVOKED";
 export const TASK_RESULT_STATES: readonly TaskResultState[] = ["SUCCESS", "FAILURE", "REVOKED"];
+
+/** Operator and health actions, system only. `health` answers TasksHealth (this node's relay and broker). */
+export const TASKS_ACTIONS = { health: "tasks.health", outbox: "tasks.outbox", retry: "tasks.retry" } as const;
+export type { OutboxEntry } from "./outbox";
+export type { TasksHealth } from "./tasks.service";

@@ -15,6 +15,7 @@ import { SYSTEM_ONLY } from "../../lib/access.rules";
 import type { Context, ServiceSchema, Service } from "moleculer";
 import { QueryTypes } from "sequelize";
 import { platformOf } from "../../platform/platform";
+import { conflict, notFound } from "../../platform/errors";
 import { systemPrincipal, type RequestMeta } from "../../lib/principal";
 import { AmqpPublisher } from "./amqp-publisher";
 import {
@@ -31,6 +32,7 @@ import {
   awaitingResults,
   claimDueRows,
   leaseResult,
+  listOutbox,
   makeWaitingRowsDue,
   markApplyFailed,
   markFailed,
@@ -39,8 +41,10 @@ import {
   probeOutbox,
   releaseLease,
   requeueUnfinished,
+  retryOutboxRow,
   settleExpiredResults,
   type AwaitingRow,
+  type OutboxEntry,
   type OutboxRow,
   type PublishFailure,
 } from "./outbox";
@@ -193,6 +197,47 @@ const TasksService: ServiceSchema<TasksSettings, TasksMethods, TasksVars> = {
           result_backend: this.resultsConfigured ? this.results.state() : "not_configured",
           relay: { ...this.relayTotals },
           outbox,
+        };
+      },
+    },
+
+    /** Operators (the REPL's `outbox`): the newest rows, or the unsent ones oldest first. System only. */
+    outbox: {
+      access: { roles: SYSTEM_ONLY },
+      params: {
+        unsent: { type: "boolean", optional: true },
+        limit: { type: "number", integer: true, min: 1, max: 500, optional: true, convert: true },
+      },
+      handler(
+        this: TasksThis,
+        ctx: Context<{ unsent?: boolean; limit?: number }, RequestMeta>,
+      ): Promise<OutboxEntry[]> {
+        return listOutbox(platformOf(this.broker).sequelize, {
+          unsent: ctx.params.unsent ?? false,
+          limit: ctx.params.limit ?? 20,
+        });
+      },
+    },
+
+    /**
+     * Operators (the REPL's `outbox retry`): publish an unsent row now, or read a published row's result again.
+     * 404: no such row; 409: its result is applied already. System only.
+     */
+    retry: {
+      access: { roles: SYSTEM_ONLY },
+      params: { id: { type: "uuid" } },
+      async handler(
+        this: TasksThis,
+        ctx: Context<{ id: string }, RequestMeta>,
+      ): Promise<{ id: string; retry: string }> {
+        const outcome = await retryOutboxRow(platformOf(this.broker).sequelize, ctx.params.id);
+        if (outcome === null) throw notFound("Outbox row");
+        if (outcome === "done") throw conflict(`Outbox row ${ctx.params.id} is done: its result is applied`);
+        // Every relay wakes (SKIP LOCKED keeps them disjoint); a result is re-read by the next reconcile round.
+        if (outcome === "publish") await this.broker.broadcast(TASKS_ENQUEUED_EVENT, {});
+        return {
+          id: ctx.params.id,
+          retry: outcome === "publish" ? "published on the next relay round" : "result read again",
         };
       },
     },

@@ -10,7 +10,7 @@
  */
 import { startNode, startTestPlatform, type TestPlatform } from "../support/platform";
 import { systemPrincipal } from "../../lib/principal";
-import type { SweepReport } from "../../services/lab-instances/lab-instances.service";
+import type { SweepReport } from "../../services/lab-instances/lab-instances.contract";
 import type { ApplyTaskResultParams } from "../../services/lab-instances/lab-instances.contract";
 import {
   RESOURCES,
