@@ -1,6 +1,7 @@
 /**
  * Demo data for embedded mode, written once (when the demo teacher has no row yet): the demo accounts as
- * users, a course owned by `teacher` with `student` assigned, an approved lab attached to it, and a lab
+ * users, a course owned by `teacher` with `student` assigned (listed in the catalog, so `student2` can find it and
+ * ask to join), an approved lab attached to it, and a lab
  * waiting for approval. Users carry the embedded IdP's `sub`, so a demo login maps onto these rows.
  */
 import { QueryTypes, type Sequelize } from "sequelize";
@@ -27,7 +28,7 @@ export async function seedDemoData(sequelize: Sequelize): Promise<boolean> {
       ids[a.login] = row.id;
     }
     const [course] = await q<{ id: number }>(
-      "INSERT INTO courses (name, description, owner_id) VALUES ($name, $description, $owner) RETURNING id",
+      "INSERT INTO courses (name, description, owner_id, listed) VALUES ($name, $description, $owner, true) RETURNING id",
       { name: "Introduction to Linux", description: "Demo course: shell, files and processes.", owner: ids.teacher },
     );
     await q("INSERT INTO course_students (course_id, student_id) VALUES ($course, $student) RETURNING course_id", {

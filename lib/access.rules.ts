@@ -35,7 +35,10 @@ export function roleAllowed(principal: Principal, roles: readonly Role[]): boole
   return principal.kind === "system" || roles.includes(principal.role);
 }
 
-/** owner_of_course manages; assigned_to_course views; admin and system do everything. */
+/**
+ * owner_of_course manages; assigned_to_course views; admin and system do everything (an admin may also own a
+ * course, as the seed's admin-created course is; their role already decides every need).
+ */
 export function decideCourse(p: Principal, course: CourseFacts, need: Need): Decision {
   if (p.kind === "system" || p.role === "admin") return "allow";
   const owner = p.role === "teacher" && course.owner_id === p.id;

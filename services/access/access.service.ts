@@ -78,12 +78,14 @@ const PERMISSIONS_TTL_S = 600;
  *
  * The course counts only if it existed when the request was made (see migrations/0003). A student, who sees
  * only their own requests, sees the course and who decided only while they may see the course itself
- * (assigned, as GET /courses/{id}): before that, a request for a course they cannot see and one for an id
- * that names no course look the same. Redacted in SQL, so a sort by course_name orders by what they see.
+ * (assigned, as GET /courses/{id}) or while it is listed in the catalog (GET /courses/catalog shows it to
+ * everyone anyway): otherwise a request for a course they cannot see and one for an id that names no course
+ * look the same. Redacted in SQL, so a sort by course_name orders by what they see.
  */
 function requestView(viewer: "student" | "staff"): string {
   const forStudent = viewer === "student";
-  const shown = (expr: string) => (forStudent ? `CASE WHEN cs.student_id IS NOT NULL THEN ${expr} END` : expr);
+  const shown = (expr: string) =>
+    forStudent ? `CASE WHEN cs.student_id IS NOT NULL OR c.listed THEN ${expr} END` : expr;
   // Who decided is shown as well when it was the student (a cancel).
   const decider = (expr: string) =>
     forStudent ? `CASE WHEN cs.student_id IS NOT NULL OR ar.decided_by = ar.student_id THEN ${expr} END` : expr;

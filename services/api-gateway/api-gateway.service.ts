@@ -33,11 +33,13 @@ import { newTraceId, parseTraceparent } from "../../platform/tracing";
 import { systemPrincipal } from "../../lib/principal";
 import { TASKS_ACTIONS, type TasksHealth } from "../tasks/tasks.contract";
 import { answerObserver, type ObservedRequest } from "./answer-log";
-import { LabInstanceStreams, withEventStreamCallOptions, type StreamedInstance } from "./sse";
+import { LabInstanceStreams, withEventStreamCallOptions, type StatusChange } from "./sse";
 import { createRateLimiter, type RateLimiter } from "./rate-limit";
 import { bodyParserErrors, verifyJsonShape } from "./body";
 import { allowedMethods, resolvedMethod, routedPath, type RoutedAlias } from "./http-methods";
 import { redactUrl } from "./log-redaction";
+import { simulatedLabHandler } from "./simulated-lab-page";
+import { SIMULATED_LAB_PATH } from "../tasks/tasks.contract";
 
 interface GatewayRequest extends IncomingMessage {
   $ctx?: Context<unknown, RequestMeta>;
@@ -223,6 +225,30 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
         },
       },
     ],
+    [
+      streams.userHandler,
+      {
+        params: {},
+        access: { roles: ANY_USER },
+        docs: {
+          operationId: "labInstancesEventsAll",
+          summary: "Stream the status of every lab instance the caller may see (server-sent events)",
+          description:
+            "Student: their own; teacher: their courses'; admin: all (the rule of GET /lab-instances/{id}). First the " +
+            "caller's active instances (newest 100), then every change. Send `Last-Event-ID` when reconnecting: " +
+            "every visible instance changed since then follows in its current status.",
+          responses: {
+            200: {
+              description: "The stream; it stays open",
+              eventStream:
+                "Each event is `id: <instance id>.<rank>.<updated_at ms>` (rank: 1 pending, 2 running, 3 stopping, " +
+                "4 stopped|failed|expired), `event: status` and `data: <LabInstance JSON>` (see the LabInstance " +
+                "schema). `: keep-alive` comments come every 15 s; `retry: 3000` sets the reconnect delay.",
+            },
+          },
+        },
+      },
+    ],
   ]);
   // moleculer-web logs each request and answer at `logRequest`/`logResponse` (debug, below): under info the lines
   // are dropped, but only after the redacted copy of the request was built. Skip it all then (~5 % of a read's CPU).
@@ -262,6 +288,8 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
             "GET /health": "api-gateway.health",
             "GET /openapi.json": "api-gateway.openapi",
             "GET /lab-instances/:id/events": streams.handler,
+            // Fewer params than /lab-instances/:id: moleculer-web tries it first (optimizeOrder).
+            "GET /lab-instances/events": streams.userHandler,
           },
           // Bodies may be gzip/deflate/br (inflate: body-parser's default): `limit` bounds the inflated size.
           bodyParsers: {
@@ -296,6 +324,10 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
             "GET livez": probes.livez,
             "GET readyz": probes.readyz,
             ...docsAliases("/api/v1/openapi.json"),
+            // The simulated runner's connection URLs (embedded mode only: a real worker's point at real pods).
+            ...(config.celeryBrokerUrl === undefined
+              ? { [`GET ${SIMULATED_LAB_PATH.slice(1)}/:id/:task`]: simulatedLabHandler(broker) }
+              : {}),
           },
         },
       ],
@@ -405,7 +437,7 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
         this.refreshAliases();
       },
       // Feeds the SSE streams of lab instances open on this node (services/api-gateway/sse.ts).
-      [STATUS_CHANGED_EVENT](ctx: Context<StreamedInstance>) {
+      [STATUS_CHANGED_EVENT](ctx: Context<StatusChange>) {
         streams.publish(ctx.params);
       },
     },
@@ -417,7 +449,11 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
         if ((req.method === "OPTIONS" && !isPreflight) || req.method === "HEAD") {
           const { aliases } = webInternals(this);
           const path = routedPath(req.url ?? "");
-          const allow = allowedMethods(aliases, path, (a) => a.handler === streams.handler);
+          const allow = allowedMethods(
+            aliases,
+            path,
+            (a) => a.handler === streams.handler || a.handler === streams.userHandler,
+          );
           if (allow !== null && req.method === "OPTIONS") {
             answerAllow(req, res, 204, allow, assignRequestId);
             return;

@@ -30,8 +30,12 @@ export function allowedMethods(
   noHead: (a: RoutedAlias) => boolean,
 ): string | null {
   const methods = new Set<string>();
+  const routed = new Set<string>();
   for (const alias of aliases) {
-    if (!alias.match(path)) continue;
+    // The first alias of a method takes the request (moleculer-web's order): `/lab-instances/events` is the
+    // stream, not `/lab-instances/:id`, and the latter's HEAD does not apply to it.
+    if (routed.has(alias.method) || !alias.match(path)) continue;
+    routed.add(alias.method);
     const all = alias.method === "*" ? ORDER : [alias.method];
     for (const m of all) methods.add(m);
     if (alias.method === "GET" && !noHead(alias)) methods.add("HEAD");

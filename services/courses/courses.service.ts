@@ -3,10 +3,12 @@
  *
  * Reads of other services' tables (named here, checked by test/unit/table-ownership.test.ts; writes go
  * through the owner):
- * - users (auth): an owner must be a teacher and assigned ids students, read FOR SHARE in the write's
- *   transaction so a role change cannot slip in between; the roster shows the students' names.
+ * - users (auth): an owner must be a teacher or an admin and assigned ids students, read FOR SHARE in the
+ *   write's transaction so a role change cannot slip in between; the roster and the catalog show names.
  * - labs (labs): attached labs listed with their fields (one statement per page); the lab held FOR SHARE while
  *   it is attached (it must be approved and visible to the caller).
+ * - access_requests (access): the catalog shows the caller's own pending request beside each course
+ *   (`membership`), in the page's one statement.
  */
 import { countActiveInstances, deleteInstances } from "../lab-instances/lab-instances.contract";
 import { COURSE_EVENTS, assignStudents, type CourseStudentChanged, type UserCourse } from "./courses.contract";
@@ -27,7 +29,15 @@ import {
 import { conflict, notFound, validationError } from "../../platform/errors";
 import { containsPattern, type ListSpec } from "../../lib/listing";
 import type { UserPrincipal } from "../../lib/principal";
-import { Course, CourseLabLink, CourseStudent, StudentsAssigned, type CourseRow } from "./courses.rows";
+import {
+  CatalogCourse,
+  Course,
+  CourseLabLink,
+  CourseStudent,
+  StudentsAssigned,
+  type CatalogCourseRow,
+  type CourseRow,
+} from "./courses.rows";
 import { Lab } from "../labs/labs.contract";
 import { pageOf } from "../../lib/schema";
 import {
@@ -43,11 +53,13 @@ interface CreateParams {
   name: string;
   description?: string;
   owner_id?: number;
+  listed?: boolean;
 }
 interface UpdateParams extends IdParams {
   name?: string;
   description?: string;
   owner_id?: number;
+  listed?: boolean;
 }
 interface AssignParams extends IdParams {
   student_ids: number[];
@@ -76,11 +88,21 @@ const NAME = nameParam(200);
 const DESCRIPTION = { ...multilineTextParam(5000), optional: true, nullable: true } as const;
 /** courses.owner_id is NOT NULL: absent keeps (or defaults) the owner, null is refused. */
 const OWNER_ID = optionalNotNull(BODY_ID_PARAM);
+/** NOT NULL, default false: absent keeps (or defaults) it, null is refused. */
+const LISTED = optionalNotNull({ type: "boolean" });
+
+/** Who may own a course (the seed's admin creates courses too). Constant SQL text, never input. */
+const OWNER_ROLES_SQL = "('teacher', 'admin')";
 
 const COURSE_LIST: ListSpec<"created_at" | "updated_at" | "name" | "id", { owner_id: "int"; q: "string" }> = {
   sortable: ["created_at", "updated_at", "name", "id"],
   defaultSort: "-created_at",
   filters: { owner_id: "int", q: "string" },
+};
+const CATALOG_LIST: ListSpec<"created_at" | "name" | "id", { q: "string" }> = {
+  sortable: ["created_at", "name", "id"],
+  defaultSort: "name",
+  filters: { q: "string" },
 };
 const STUDENT_LIST: ListSpec<"assigned_at" | "name" | "email" | "id", { q: "string" }> = {
   sortable: ["assigned_at", "name", "email", "id"],
@@ -96,7 +118,19 @@ const COURSE_LAB_LIST: ListSpec<
   filters: { status: "enum:draft|pending_approval|approved|rejected" },
 };
 
-const COURSE_COLUMNS = "id, name, description, owner_id, created_at, updated_at";
+const COURSE_COLUMNS = "id, name, description, owner_id, listed, created_at, updated_at";
+/**
+ * The catalog's one statement. Its cross-table reads, each the point of the join: the owner's name from users
+ * (auth's table), the caller's assignment (course_students) and pending request (access_requests, access's
+ * table; a request counts only if made after the course existed, as in access's own view of requests).
+ */
+const CATALOG_SELECT = `c.id, c.name, c.description, c.owner_id, owner.name AS owner_name, c.created_at,
+  CASE WHEN c.owner_id = $me
+         OR EXISTS (SELECT 1 FROM course_students cs WHERE cs.course_id = c.id AND cs.student_id = $me) THEN 'member'
+       WHEN EXISTS (SELECT 1 FROM access_requests ar WHERE ar.course_id = c.id AND ar.student_id = $me
+                       AND ar.status = 'pending' AND ar.created_at >= c.created_at) THEN 'request_pending'
+       ELSE 'none' END AS membership`;
+const CATALOG_FROM = "FROM courses c JOIN users owner ON owner.id = c.owner_id WHERE c.listed";
 const LAB_COLUMNS =
   "l.id, l.name, l.description, l.docker_image, l.resources, l.network_isolated, l.max_lifetime_s, l.status, l.rejection_reason, l.created_by, l.approved_by, l.created_at, l.updated_at";
 /** Loads the course named by `id` with the caller's assignment, in one query. */
@@ -125,6 +159,7 @@ function publicCourse(c: CourseRow): CourseRow {
     name: c.name,
     description: c.description,
     owner_id: c.owner_id,
+    listed: c.listed,
     created_at: c.created_at,
     updated_at: c.updated_at,
   };
@@ -185,14 +220,15 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
       rest: "POST /",
       openapi: {
         summary: "Create a course",
-        description: "A teacher owns what they create; an admin names the owning teacher in `owner_id`.",
+        description:
+          "A teacher owns what they create; an admin owns it too unless `owner_id` names another teacher or admin.",
         responses: {
           201: { description: "The new course", body: Course, headers: { Location: "The course's URL" } },
         },
         errors: { 409: "The chosen owner stopped being a teacher meanwhile; try again" },
       },
       access: { roles: STAFF },
-      params: { name: NAME, description: DESCRIPTION, owner_id: OWNER_ID },
+      params: { name: NAME, description: DESCRIPTION, owner_id: OWNER_ID, listed: LISTED },
       async handler(ctx: Ctx<CreateParams>) {
         const p = principalOf(ctx);
         let ownerId: number;
@@ -203,25 +239,35 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
             ]);
           }
           ownerId = p.id;
+        } else if (ctx.params.owner_id === undefined && p.kind === "user") {
+          // The seed's "admin creates a course": without owner_id the admin owns it.
+          ownerId = p.id;
         } else {
+          // The system principal (REPL) is nobody who could own a course: it names the owner.
           if (ctx.params.owner_id === undefined) {
             throw validationError([{ loc: ["body", "owner_id"], msg: "Field required", type: "missing" }]);
           }
           await this.checkOwner(ctx.params.owner_id);
           ownerId = ctx.params.owner_id;
         }
-        // One statement: the row as stored (defaults and timestamps included). An admin's chosen owner must still
-        // be a teacher when the row is written, not only when checkOwner looked (a role change in between: 422).
-        const ownerStillTeacher =
-          p.kind === "user" && p.role === "teacher"
+        // One statement: the row as stored (defaults and timestamps included). A chosen owner must still be a
+        // teacher or admin when the row is written, not only when checkOwner looked (a role change in between: 422).
+        const ownerStillOwner =
+          p.kind === "user" && ownerId === p.id
             ? ""
-            : " WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = $owner AND u.role = 'teacher')";
+            : ` WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = $owner AND u.role IN ${OWNER_ROLES_SQL})`;
         const inserted = await this.select<CourseRow>(
-          `INSERT INTO courses (name, description, owner_id) SELECT $name, $description, $owner${ownerStillTeacher}
+          `INSERT INTO courses (name, description, owner_id, listed)
+           SELECT $name, $description, $owner, $listed${ownerStillOwner}
            RETURNING ${COURSE_COLUMNS}`,
-          { name: ctx.params.name, description: ctx.params.description ?? "", owner: ownerId },
+          {
+            name: ctx.params.name,
+            description: ctx.params.description ?? "",
+            owner: ownerId,
+            listed: ctx.params.listed ?? false,
+          },
         );
-        const created = inserted.at(0); // none when the owner is no longer a teacher
+        const created = inserted.at(0); // none when the owner is no longer a teacher or an admin
         if (!created) {
           await this.checkOwner(ownerId);
           throw conflict("The owner changed meanwhile; try again");
@@ -230,6 +276,35 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         ctx.meta.$statusCode = 201;
         ctx.meta.$location = `/api/v1/courses/${created.id}`;
         return created;
+      },
+    },
+
+    /**
+     * Listed courses, to any signed-in user: what a student browses to find a course to ask to join. Not
+     * cached: the caller's standing reads access_requests, which are never cached (a stale "none" would
+     * invite a duplicate request). One statement per page, the owner's name joined (no N+1).
+     */
+    catalog: {
+      rest: "GET /catalog",
+      openapi: {
+        summary: "Browse the course catalog (listed courses, with the caller's standing)",
+        responses: { 200: { description: "One page of listed courses", body: pageOf(CatalogCourse) } },
+      },
+      access: { roles: ANY_USER },
+      params: listParams(CATALOG_LIST),
+      async handler(ctx: Ctx) {
+        const q = parseListOrThrow(ctx.params, CATALOG_LIST);
+        const p = principalOf(ctx);
+        const bind: Record<string, unknown> = { me: p.kind === "user" ? p.id : 0 };
+        let filter = "";
+        if (q.filters.q !== undefined) {
+          filter = " AND c.name ILIKE $q";
+          bind.q = containsPattern(q.filters.q);
+        }
+        return this.selectPage<CatalogCourseRow>(CATALOG_SELECT, CATALOG_FROM + filter, bind, {
+          ...q,
+          sort: { field: `c.${q.sort.field}`, direction: q.sort.direction },
+        });
       },
     },
 
@@ -255,19 +330,26 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         errors: { 409: "The course changed hands meanwhile; reload it and try again" },
       },
       access: { roles: STAFF, ...COURSE_ACCESS, decide: manage },
-      params: { id: ID_PARAM, name: optionalNotNull(NAME), description: DESCRIPTION, owner_id: OWNER_ID },
+      params: {
+        id: ID_PARAM,
+        name: optionalNotNull(NAME),
+        description: DESCRIPTION,
+        owner_id: OWNER_ID,
+        listed: LISTED,
+      },
       async handler(ctx: Ctx<UpdateParams>) {
         const course = entityOf<LoadedCourse>(ctx);
         const p = principalOf(ctx);
         const changes: Partial<CourseRow> = {};
         if (ctx.params.name !== undefined) changes.name = ctx.params.name;
         if (ctx.params.description !== undefined) changes.description = ctx.params.description;
+        if (ctx.params.listed !== undefined) changes.listed = ctx.params.listed;
         if (ctx.params.owner_id !== undefined && ctx.params.owner_id !== course.owner_id) {
           if (p.kind === "user" && p.role !== "admin") {
             throw validationError([
               {
                 loc: ["body", "owner_id"],
-                msg: "Only an admin hands a course to another teacher",
+                msg: "Only an admin hands a course to someone else",
                 type: "value_error",
               },
             ]);
@@ -281,7 +363,7 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
         const newOwnerIsTeacher =
           changes.owner_id === undefined
             ? ""
-            : " AND EXISTS (SELECT 1 FROM users u WHERE u.id = $owner_id AND u.role = 'teacher')";
+            : ` AND EXISTS (SELECT 1 FROM users u WHERE u.id = $owner_id AND u.role IN ${OWNER_ROLES_SQL})`;
         const rows = await this.select<CourseRow>(
           `UPDATE courses SET ${Object.keys(changes)
             .map((k) => `${k} = $${k}`)
@@ -564,12 +646,15 @@ const CoursesService: ServiceSchema<{ rest: string }, CoursesMethods & DbMethods
   // before it answers (a `labs.changed` listener here would run only after that answer).
 
   methods: {
-    /** Admin may give a course to a teacher; the owner must be an existing teacher. */
+    /** Admin may give a course to a teacher or an admin; the owner must be an existing one. */
     async checkOwner(ownerId: number): Promise<void> {
-      const owner = await this.selectOne<{ role: string }>("SELECT role FROM users WHERE id = $id", { id: ownerId });
-      if (!owner || owner.role !== "teacher") {
+      const owner = await this.selectOne<{ ok: boolean }>(
+        `SELECT role IN ${OWNER_ROLES_SQL} AS ok FROM users WHERE id = $id`,
+        { id: ownerId },
+      );
+      if (!owner?.ok) {
         throw validationError([
-          { loc: ["body", "owner_id"], msg: "owner_id must be the id of a teacher", type: "value_error" },
+          { loc: ["body", "owner_id"], msg: "owner_id must be the id of a teacher or an admin", type: "value_error" },
         ]);
       }
     },

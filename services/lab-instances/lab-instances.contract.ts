@@ -5,13 +5,14 @@
  */
 import type { TaskName, TaskResultState } from "../tasks/tasks.contract";
 import type { InstanceStatus } from "./lab-instances.rules";
-import type { LabInstanceRow } from "./lab-instances.rows";
+import type { LabInstanceRow, LabInstanceView } from "./lab-instances.rows";
 
 export { ACTIVE_STATUSES, isFinal, statusRank, type InstanceStatus } from "./lab-instances.rules";
-export type { LabInstanceRow };
+export type { LabInstanceRow, LabInstanceView } from "./lab-instances.rows";
 export { countActiveInstances, deleteInstances, type InstancesOf } from "./lab-instances.repository";
 
 export const LAB_INSTANCES_ACTIONS = {
+  list: "lab-instances.list",
   create: "lab-instances.create",
   get: "lab-instances.get",
   applyTaskResult: "lab-instances.applyTaskResult",
@@ -34,9 +35,12 @@ export interface InspectedInstance extends LabInstanceRow {
   status_age_s: number;
 }
 
-/** Broadcast on every status change, with the instance's public JSON; the gateways' SSE streams listen. */
+/**
+ * Broadcast on every status change, with the instance's public JSON (LabInstanceView) plus `course_owner_id`
+ * (so a gateway decides, with decideLabInstance, which callers' streams show it; not sent to clients).
+ */
 export const STATUS_CHANGED_EVENT = "lab-instances.status-changed";
-export type StatusChanged = LabInstanceRow;
+export type StatusChanged = LabInstanceView & { course_owner_id: number };
 
 /** Params of `lab-instances.applyTaskResult`. */
 export interface ApplyTaskResultParams {

@@ -14,6 +14,10 @@
 
 import type { TaskName, TaskResultState } from "../tasks/tasks.contract";
 
+/**
+ * The seed lists pending, running, stopped, failed; `stopping` (stop_lab sent, the pod not yet gone) and
+ * `expired` (its lifetime ran out) are ours, and every enum a client sees (list filter, rows) has all six.
+ */
 export type InstanceStatus = "pending" | "running" | "stopping" | "stopped" | "failed" | "expired";
 export const INSTANCE_STATUSES: readonly InstanceStatus[] = [
   "pending",
@@ -174,9 +178,47 @@ export const CONNECTION_URL_MAX = 2048;
  */
 export const CONNECTION_URL_SCHEMES = ["http:", "https:", "ws:", "wss:", "ssh:", "vnc:", "rdp:"] as const;
 
-export type StartResult = { ok: true; k8s_pod_name: string; connection_url: string } | { ok: false; problem: string };
+/** What a successful start records: the pod, where to connect, and the worker's port when it sent one. */
+export interface StartFields {
+  k8s_pod_name: string;
+  connection_url: string;
+  /** null: the worker sent none (DESIGN's payload has none); the connection answer derives it from the URL. */
+  port: number | null;
+}
+export type StartResult = ({ ok: true } & StartFields) | { ok: false; problem: string };
 
-/** start_lab's SUCCESS value: `{"status": "running", "k8s_pod_name", "connection_url"}` (DESIGN "Results"). */
+/** Ports a scheme implies when its URL names none (WHATWG URL leaves `port` empty for http/https/ws/wss defaults). */
+const DEFAULT_PORTS: Record<(typeof CONNECTION_URL_SCHEMES)[number], number> = {
+  "http:": 80,
+  "https:": 443,
+  "ws:": 80,
+  "wss:": 443,
+  "ssh:": 22,
+  "vnc:": 5900,
+  "rdp:": 3389,
+};
+
+/**
+ * The port of a connection (the seed: "connection details (URL, port)"): the worker's own when it sent one,
+ * else the URL's explicit port, else its scheme's default. null only for a URL that is not one we store.
+ */
+export function connectionPort(url: string, workerPort: number | null): number | null {
+  if (workerPort !== null) return workerPort;
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return null;
+  }
+  if (parsed.port !== "") return Number(parsed.port);
+  const scheme = CONNECTION_URL_SCHEMES.find((s) => s === parsed.protocol);
+  return scheme === undefined ? null : DEFAULT_PORTS[scheme];
+}
+
+/**
+ * start_lab's SUCCESS value: `{"status": "running", "k8s_pod_name", "connection_url"}` (DESIGN "Results"), and
+ * optionally `port` (an integer 1..65535) when the worker exposes the lab on a port its URL does not name.
+ */
 export function parseStartResult(result: unknown): StartResult {
   if (result === null || typeof result !== "object" || Array.isArray(result)) {
     return { ok: false, problem: "start_lab returned no result object" };
@@ -205,7 +247,12 @@ export function parseStartResult(result: unknown): StartResult {
   if (!(CONNECTION_URL_SCHEMES as readonly string[]).includes(parsed.protocol)) {
     return { ok: false, problem: `start_lab returned a connection_url with scheme ${parsed.protocol.slice(0, 20)}` };
   }
-  return { ok: true, k8s_pod_name: pod.trim(), connection_url: url };
+  const port = r.port ?? null;
+  const validPort = typeof port === "number" && Number.isInteger(port) && port >= 1 && port <= 65535;
+  if (port !== null && !validPort) {
+    return { ok: false, problem: "start_lab returned a port that is not an integer 1..65535" };
+  }
+  return { ok: true, k8s_pod_name: pod.trim(), connection_url: url, port: validPort ? port : null };
 }
 
 /**
@@ -217,14 +264,14 @@ export function resultEvent(
   state: TaskResultState,
   result: unknown,
   error: string | undefined,
-): { event: InstanceEvent; start?: { k8s_pod_name: string; connection_url: string } } {
+): { event: InstanceEvent; start?: StartFields } {
   if (task === "start_lab" && state === "SUCCESS") {
     const parsed = parseStartResult(result);
     if (!parsed.ok)
       return { event: { kind: "result", task, state: "FAILURE", error: `InvalidResult: ${parsed.problem}` } };
     return {
       event: { kind: "result", task, state },
-      start: { k8s_pod_name: parsed.k8s_pod_name, connection_url: parsed.connection_url },
+      start: { k8s_pod_name: parsed.k8s_pod_name, connection_url: parsed.connection_url, port: parsed.port },
     };
   }
   return { event: { kind: "result", task, state, error } };

@@ -38,7 +38,7 @@ import { platformOf } from "../../platform/platform";
 import { METRIC, addCollector, histogram, removeCollector } from "../../platform/metrics";
 import { traceparentOf } from "../../platform/tracing";
 import { advisoryLockKey } from "../../platform/db";
-import { conflict, notFound } from "../../platform/errors";
+import { conflict, notFound, validationError } from "../../platform/errors";
 import type { ListSpec } from "../../lib/listing";
 import { systemPrincipal, type UserPrincipal } from "../../lib/principal";
 import {
@@ -56,11 +56,20 @@ import {
   type InspectedInstance,
   type SweepReport,
 } from "./lab-instances.contract";
-import { INSTANCE_COLUMNS, LabConnection, LabInstance, type LabInstanceRow } from "./lab-instances.rows";
+import {
+  INSTANCE_COLUMNS,
+  INSTANCE_VIEW_COLUMNS,
+  LabConnection,
+  LabInstanceViewSchema,
+  type LabInstanceConnection,
+  type LabInstanceRow,
+  type LabInstanceView,
+} from "./lab-instances.rows";
 import { pageOf } from "../../lib/schema";
 import {
   ACTIVE_STATUSES,
   INSTANCE_STATUSES,
+  connectionPort,
   decide,
   lifetimeSeconds,
   resultEvent,
@@ -68,6 +77,7 @@ import {
   type InstanceEvent,
   type InstanceStatus,
   type Outcome,
+  type StartFields,
 } from "./lab-instances.rules";
 import { decideStart } from "../../lib/permission.rules";
 import { BODY_ID_PARAM, ID_PARAM, type IdParams } from "../../lib/params";
@@ -77,17 +87,22 @@ interface StartParams {
   course_id: number;
 }
 
-/** An instance as the access check loads it: the row plus its course's owner. */
-export interface LoadedInstance extends LabInstanceRow {
+/** An instance as the access check loads it: the view plus its course's owner and the worker's port. */
+export interface LoadedInstance extends LabInstanceView {
+  course_owner_id: number;
+  connection_port: number | null;
+}
+/** A locked row inside a transition, with what a start needs to compute its expiry and whom to tell. */
+interface LockedRow extends LabInstanceView {
+  lab_max_lifetime_s: number | null;
   course_owner_id: number;
 }
-/** A locked row inside a transition, with what a start needs to compute its expiry. */
-interface LockedRow extends LabInstanceRow {
-  lab_max_lifetime_s: number | null;
-}
+/** A status change as broadcast: the public JSON and the course's owner (who may see it: decideLabInstance). */
+type Announced = LabInstanceView & { course_owner_id: number };
 interface Transition {
   before: InstanceStatus;
-  row: LabInstanceRow;
+  row: LabInstanceView;
+  courseOwnerId: number;
   outcome: Outcome;
   changed: boolean;
   enqueued: boolean;
@@ -103,9 +118,13 @@ type Methods = {
     row: LockedRow,
     outcome: Outcome,
     opts?: TransitionOptions,
-  ): Promise<Omit<Transition, "before" | "outcome">>;
-  logTransition(before: InstanceStatus, t: Omit<Transition, "before" | "outcome">, taskId?: string): void;
-  announce(changed: LabInstanceRow[], enqueued: boolean): void;
+  ): Promise<Omit<Transition, "before" | "outcome" | "courseOwnerId">>;
+  logTransition(
+    before: InstanceStatus,
+    t: Omit<Transition, "before" | "outcome" | "courseOwnerId">,
+    taskId?: string,
+  ): void;
+  announce(changed: Announced[], enqueued: boolean): void;
   sweep(): Promise<SweepReport>;
 };
 type Vars = {
@@ -121,28 +140,49 @@ interface TransitionOptions {
   /** W3C trace context for a task the transition enqueues. */
   traceparent?: string | null;
 }
-type StartFields = { k8s_pod_name: string; connection_url: string };
 
 const COLUMNS = INSTANCE_COLUMNS.join(", ");
 const I_COLUMNS = INSTANCE_COLUMNS.map((c) => `i.${c}`).join(", ");
+/** The names an answer carries, from the joins in VIEW_JOINS (labs l, courses c). */
+const NAME_COLUMNS = "l.name AS lab_name, c.name AS course_name";
+/** What a broadcast also needs: the owner of the instance's course (from the same join). */
+const OWNER_COLUMN = "c.owner_id AS course_owner_id";
+/** Reads of labs' and courses' tables: the names are the point of these joins (one statement, no N+1). */
+const VIEW_JOINS = "JOIN labs l ON l.id = i.lab_id JOIN courses c ON c.id = i.course_id";
 const ACTIVE_SQL = `(${ACTIVE_STATUSES.map((s) => `'${s}'`).join(", ")})`;
 const SWEEP_LOCK = advisoryLockKey("lab-instances.sweep").toString();
 /** Rows per sweep statement: a backlog drains over a few ticks instead of one huge transaction. */
 const SWEEP_BATCH = 100;
 
 type SortField = "created_at" | "updated_at" | "started_at" | "expires_at" | "status" | "id";
-type Filters = { status: `enum:${string}`; lab_id: "int"; course_id: "int"; student_id: "int" };
+type Filters = {
+  status: `enum:${string}`;
+  lab_id: "int";
+  course_id: "int";
+  student_id: "int";
+  active: "enum:true|false";
+  updated_since: "string";
+};
 const INSTANCE_LIST: ListSpec<SortField, Filters> = {
   sortable: ["created_at", "updated_at", "started_at", "expires_at", "status", "id"],
   defaultSort: "-created_at",
-  filters: { status: `enum:${INSTANCE_STATUSES.join("|")}`, lab_id: "int", course_id: "int", student_id: "int" },
+  filters: {
+    status: `enum:${INSTANCE_STATUSES.join("|")}`,
+    lab_id: "int",
+    course_id: "int",
+    student_id: "int",
+    // pending|running|stopping (true) or the others: a dashboard's "my running labs" in one call.
+    active: "enum:true|false",
+    // An ISO-8601 time: instances changed since then (what a reconnecting event stream missed).
+    updated_since: "string",
+  },
 };
 
 async function loadInstance(this: unknown, ctx: Ctx): Promise<LoadedInstance | null> {
   const self = this as DbMethods;
   return self.selectOne<LoadedInstance>(
-    `SELECT ${I_COLUMNS}, c.owner_id AS course_owner_id
-       FROM lab_instances i JOIN courses c ON c.id = i.course_id
+    `SELECT ${I_COLUMNS}, ${NAME_COLUMNS}, c.owner_id AS course_owner_id, i.connection_port
+       FROM lab_instances i ${VIEW_JOINS}
       WHERE i.id = $id`,
     { id: Number(ctx.params.id) },
   );
@@ -155,8 +195,8 @@ const instanceRule =
 
 const INSTANCE_ACCESS = { entity: "Lab instance", load: loadInstance } as const;
 
-export function publicInstance(row: LabInstanceRow): LabInstanceRow {
-  return Object.fromEntries(INSTANCE_COLUMNS.map((c) => [c, row[c]])) as unknown as LabInstanceRow;
+export function publicInstance(row: LabInstanceView): LabInstanceView {
+  return Object.fromEntries(INSTANCE_VIEW_COLUMNS.map((c) => [c, row[c]])) as unknown as LabInstanceView;
 }
 
 function isActiveUniqueViolation(err: unknown): boolean {
@@ -179,7 +219,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
       openapi: {
         summary: "List the lab instances the caller may see",
         description: "Student: their own; teacher: those in their courses; admin: all.",
-        responses: { 200: { description: "One page of lab instances", body: pageOf(LabInstance) } },
+        responses: { 200: { description: "One page of lab instances", body: pageOf(LabInstanceViewSchema) } },
       },
       access: { roles: ANY_USER },
       params: listParams(INSTANCE_LIST),
@@ -195,9 +235,25 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
             bind[f] = q.filters[f];
           }
         }
-        return this.selectPage<LabInstanceRow>(
-          I_COLUMNS,
-          `FROM lab_instances i ${where.length ? "WHERE " + where.join(" AND ") : ""}`,
+        if (q.filters.active !== undefined) {
+          where.push(`i.status ${q.filters.active === "true" ? "IN" : "NOT IN"} ${ACTIVE_SQL}`);
+        }
+        if (q.filters.updated_since !== undefined) {
+          const since = Date.parse(q.filters.updated_since);
+          if (!Number.isFinite(since)) {
+            const problem = {
+              loc: ["query", "updated_since"],
+              msg: "Input should be a valid datetime",
+              type: "datetime_parsing",
+            };
+            throw validationError([problem]);
+          }
+          where.push("i.updated_at >= $updated_since");
+          bind.updated_since = new Date(since).toISOString();
+        }
+        return this.selectPage<LabInstanceView>(
+          `${I_COLUMNS}, ${NAME_COLUMNS}`,
+          `FROM lab_instances i ${VIEW_JOINS} ${where.length ? "WHERE " + where.join(" AND ") : ""}`,
           bind,
           { ...q, sort: { field: `i.${q.sort.field}`, direction: q.sort.direction } },
         );
@@ -219,7 +275,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
         responses: {
           202: {
             description: "Accepted: the pending instance",
-            body: LabInstance,
+            body: LabInstanceViewSchema,
             headers: { Location: "The instance's URL" },
           },
         },
@@ -246,7 +302,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
         const { config } = platformOf(this.broker);
         const sequelize = this.sequelize();
         const { lab_id: labId, course_id: courseId } = ctx.params;
-        let created: LabInstanceRow;
+        let created: { row: LabInstanceView; courseOwnerId: number };
         try {
           created = await sequelize.transaction(async (transaction) => {
             // One start of this student at a time, on every node: the "already active" and cap checks below
@@ -257,13 +313,13 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
             // deletion that waited for this start's link locks: a deadlock, answered 500 on one side.
             // KEY SHARE on the course: its deletion waits for this start (edits of its name do not);
             // SHARE on the lab: an edit sending it back to review waits too, so "approved" holds until commit.
-            const course = await this.select(
-              "SELECT id FROM courses WHERE id = $course FOR KEY SHARE",
+            const course = await this.select<{ name: string; owner_id: number }>(
+              "SELECT name, owner_id FROM courses WHERE id = $course FOR KEY SHARE",
               { course: courseId },
               transaction,
             );
-            const lab = await this.selectOne<{ status: string }>(
-              "SELECT status FROM labs WHERE id = $lab FOR SHARE",
+            const lab = await this.selectOne<{ status: string; name: string }>(
+              "SELECT status, name FROM labs WHERE id = $lab FOR SHARE",
               { lab: labId },
               transaction,
             );
@@ -333,7 +389,11 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
               { task: taskId, id: row.id },
               transaction,
             );
-            return withTask;
+            // Both names were read under this transaction's locks: the answer needs no second statement.
+            return {
+              row: { ...withTask, lab_name: lab?.name ?? "", course_name: course[0]?.name ?? "" },
+              courseOwnerId: course[0]?.owner_id ?? 0,
+            };
           });
         } catch (err) {
           if (!isActiveUniqueViolation(err)) throw err;
@@ -347,20 +407,20 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
             { lab_instance_id: other?.id ?? null },
           );
         }
-        this.announce([created], true);
+        this.announce([{ ...created.row, course_owner_id: created.courseOwnerId }], true);
         this.logger.info({
-          msg: `lab start accepted: instance ${created.id}, task ${created.celery_task_id ?? "?"}`,
+          msg: `lab start accepted: instance ${created.row.id}, task ${created.row.celery_task_id ?? "?"}`,
           event: "lab_start_accepted",
-          instance_id: created.id,
-          task_id: created.celery_task_id,
+          instance_id: created.row.id,
+          task_id: created.row.celery_task_id,
           lab_id: labId,
           course_id: courseId,
           user_id: me.id,
         });
         ctx.meta.$statusCode = 202;
         // Where to watch the start (moleculer-web sets $location only for 201 and redirects).
-        ctx.meta.$responseHeaders = { Location: `/api/v1/lab-instances/${created.id}` };
-        return publicInstance(created);
+        ctx.meta.$responseHeaders = { Location: `/api/v1/lab-instances/${created.row.id}` };
+        return publicInstance(created.row);
       },
     },
 
@@ -368,7 +428,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
       rest: "GET /:id",
       openapi: {
         summary: "Get a lab instance",
-        responses: { 200: { description: "The instance", body: LabInstance } },
+        responses: { 200: { description: "The instance", body: LabInstanceViewSchema } },
       },
       access: { roles: ANY_USER, ...INSTANCE_ACCESS, decide: instanceRule("view") },
       params: { id: ID_PARAM },
@@ -386,7 +446,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
       openapi: {
         summary: "Stop a lab instance",
         description: "Idempotent: stopping one that is stopping or stopped answers it unchanged.",
-        responses: { 202: { description: "Accepted: the instance, stopping", body: LabInstance } },
+        responses: { 202: { description: "Accepted: the instance, stopping", body: LabInstanceViewSchema } },
         errors: { 409: "The instance has already ended (failed or expired)" },
       },
       access: { roles: ANY_USER, ...INSTANCE_ACCESS, decide: instanceRule("manage") },
@@ -420,14 +480,16 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
             `Lab instance ${inst.id} is ${inst.status}; connection details exist only while it is running`,
           );
         }
-        return {
+        const answer: LabInstanceConnection = {
           id: inst.id,
           status: inst.status,
           connection_url: inst.connection_url,
+          port: inst.connection_url === null ? null : connectionPort(inst.connection_url, inst.connection_port),
           k8s_pod_name: inst.k8s_pod_name,
           started_at: inst.started_at,
           expires_at: inst.expires_at,
         };
+        return answer;
       },
     },
 
@@ -555,8 +617,8 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
     async transition(id: number, event: InstanceEvent, opts: TransitionOptions = {}) {
       const result = await this.sequelize().transaction(async (transaction) => {
         const row = await this.selectOne<LockedRow>(
-          `SELECT ${I_COLUMNS}, l.max_lifetime_s AS lab_max_lifetime_s
-             FROM lab_instances i JOIN labs l ON l.id = i.lab_id
+          `SELECT ${I_COLUMNS}, ${NAME_COLUMNS}, ${OWNER_COLUMN}, l.max_lifetime_s AS lab_max_lifetime_s
+             FROM lab_instances i ${VIEW_JOINS}
             WHERE i.id = $id FOR UPDATE OF i`,
           { id },
           transaction,
@@ -565,10 +627,11 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
         const skipped = opts.skip?.(row) ?? null;
         const outcome: Outcome = skipped ? { ignored: skipped } : decide(row.status, event);
         const written = await this.applyOutcome(transaction, row, outcome, opts);
-        return { before: row.status, outcome, ...written };
+        return { before: row.status, outcome, courseOwnerId: row.course_owner_id, ...written };
       });
       if (result) {
-        this.announce(result.changed ? [result.row] : [], result.enqueued);
+        const changed = result.changed ? [{ ...result.row, course_owner_id: result.courseOwnerId }] : [];
+        this.announce(changed, result.enqueued);
         if (result.changed) this.logTransition(result.before, result, opts.taskId);
       }
       return result;
@@ -579,7 +642,13 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
       const { start } = opts;
       const sequelize = this.sequelize();
       const { config } = platformOf(this.broker);
-      let current: LabInstanceRow = row;
+      let current: LabInstanceView = row;
+      // The names do not change with the status: carried over from the locked read.
+      const named = (r: LabInstanceRow): LabInstanceView => ({
+        ...r,
+        lab_name: row.lab_name,
+        course_name: row.course_name,
+      });
       let changed = false;
       let wrote = false;
       if (outcome.to) {
@@ -590,12 +659,14 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
           set.push(
             "k8s_pod_name = $pod",
             "connection_url = $url",
+            "connection_port = $port",
             "started_at = now()",
             "expires_at = now() + $lifetime::integer * interval '1 second'",
           );
           Object.assign(bind, {
             pod: start.k8s_pod_name,
             url: start.connection_url,
+            port: start.port,
             lifetime: lifetimeSeconds(row.lab_max_lifetime_s, config.labMaxLifetimeS),
           });
         }
@@ -611,7 +682,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
           t,
         );
         if (rows.length === 0) throw conflict(`Lab instance ${row.id} changed meanwhile; try again`);
-        current = rows[0];
+        current = named(rows[0]);
         changed = true;
         wrote = true;
       } else if (outcome.podGone && row.stopped_at === null) {
@@ -620,7 +691,7 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
           { id: row.id, from: row.status },
           t,
         );
-        if (rows[0]) current = rows[0];
+        if (rows[0]) current = named(rows[0]);
         wrote = rows.length > 0;
       }
       let enqueued = false;
@@ -659,9 +730,13 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
     },
 
     /** After a commit: tell SSE streams (every gateway node) and wake the outbox relay. */
-    announce(changed: LabInstanceRow[], enqueued: boolean) {
-      for (const row of changed)
-        broadcastCommitted(this, STATUS_CHANGED_EVENT, publicInstance(row) satisfies StatusChanged);
+    announce(changed: Announced[], enqueued: boolean) {
+      for (const row of changed) {
+        broadcastCommitted(this, STATUS_CHANGED_EVENT, {
+          ...publicInstance(row),
+          course_owner_id: row.course_owner_id,
+        } satisfies StatusChanged);
+      }
       if (enqueued) broadcastCommitted(this, TASKS_ENQUEUED_EVENT, {} satisfies TasksEnqueued);
     },
 
@@ -676,8 +751,11 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
       const { config } = platformOf(this.broker);
       const run = async (): Promise<SweepReport> => {
         const report: SweepReport = { swept: false, timed_out: [], expired: [] };
-        const changed: LabInstanceRow[] = [];
-        const transitions: { before: InstanceStatus; written: Omit<Transition, "before" | "outcome"> }[] = [];
+        const changed: Announced[] = [];
+        const transitions: {
+          before: InstanceStatus;
+          written: Omit<Transition, "before" | "outcome" | "courseOwnerId">;
+        }[] = [];
         await this.sequelize().transaction(async (transaction) => {
           const lock = await this.selectOne<{ locked: boolean }>(
             "SELECT pg_try_advisory_xact_lock($key::bigint) AS locked",
@@ -688,13 +766,14 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
           report.swept = true;
           const rounds: { sql: string; bind: Record<string, unknown>; event: InstanceEvent; ids: number[] }[] = [
             {
-              sql: `status = 'pending' AND created_at < now() - $timeout::integer * interval '1 second' ORDER BY created_at`,
+              sql: `i.status = 'pending' AND i.created_at < now() - $timeout::integer * interval '1 second'
+                    ORDER BY i.created_at`,
               bind: { timeout: config.labStartTimeoutS },
               event: { kind: "start_timed_out", timeoutS: config.labStartTimeoutS },
               ids: report.timed_out,
             },
             {
-              sql: `status = 'running' AND expires_at < now() ORDER BY expires_at`,
+              sql: `i.status = 'running' AND i.expires_at < now() ORDER BY i.expires_at`,
               bind: {},
               event: { kind: "lifetime_exceeded" },
               ids: report.expired,
@@ -702,15 +781,16 @@ const LabInstancesService: ServiceSchema<{ rest: string }, Methods & DbMethods, 
           ];
           for (const round of rounds) {
             const rows = await this.select<LockedRow>(
-              `SELECT ${COLUMNS}, NULL::integer AS lab_max_lifetime_s FROM lab_instances
-                WHERE ${round.sql} LIMIT ${SWEEP_BATCH} FOR UPDATE SKIP LOCKED`,
+              `SELECT ${I_COLUMNS}, ${NAME_COLUMNS}, ${OWNER_COLUMN}, NULL::integer AS lab_max_lifetime_s
+                 FROM lab_instances i ${VIEW_JOINS}
+                WHERE ${round.sql} LIMIT ${SWEEP_BATCH} FOR UPDATE OF i SKIP LOCKED`,
               round.bind,
               transaction,
             );
             for (const row of rows) {
               const written = await this.applyOutcome(transaction, row, decide(row.status, round.event));
               if (written.changed) {
-                changed.push(written.row);
+                changed.push({ ...written.row, course_owner_id: row.course_owner_id });
                 transitions.push({ before: row.status, written });
                 round.ids.push(row.id);
               }

@@ -54,10 +54,11 @@ const TRANSITIONS: Record<LabAction, TransitionRule> = {
     forbidden: "Only teachers and admins can submit labs for approval",
   },
   approve: {
-    from: ["pending_approval"],
+    // An admin's own review needs no submit first: the seed's flow is create, then approve.
+    from: ["draft", "pending_approval"],
     to: "approved",
     roles: ["admin"],
-    fromLabel: "a lab pending approval",
+    fromLabel: "a draft lab or a lab pending approval",
     verb: "approved",
     forbidden: "Only an admin can approve labs",
   },
@@ -231,6 +232,50 @@ export function statusAfterEdit(lab: LabApprovalState, changes: LabChanges, acto
   if (actorRole !== "admin" && lab.status === "approved" && changed.length > 0)
     return { ok: true, status: "pending_approval", approved_by: null, reapproval_required: true, changed };
   return { ok: true, status: lab.status, approved_by: lab.approved_by, reapproval_required: false, changed };
+}
+
+/**
+ * The `status` of a `PUT /labs/{id}` body. The workflow owns status, so a PUT may only repeat the status it read
+ * (`stored`: a frontend PUTting the object back), name what its edit leaves (`afterEdit`), both no change, or
+ * ask for `pending_approval`, which is a submit (the seed's frontend PUTs it).
+ * Anything else is refused, never silently ignored: not a lab status → 422; approved/rejected/draft → 409
+ * naming the action that does it (or 403 from the submit rule).
+ */
+export type PutStatusResult =
+  | { ok: true; submit: boolean }
+  | { ok: false; code: "INVALID_TRANSITION" | "FORBIDDEN"; detail: string }
+  | { ok: false; code: "INVALID"; problems: ValidationProblem[] };
+
+const ACTION_OF = { approved: "approve", rejected: "reject" } as const;
+
+function isLabStatus(v: unknown): v is LabStatus {
+  return typeof v === "string" && (LAB_STATUSES as readonly string[]).includes(v);
+}
+
+export function putStatus(
+  stored: LabStatus,
+  afterEdit: LabStatus,
+  requested: unknown,
+  actorRole: Role,
+): PutStatusResult {
+  if (requested === undefined) return { ok: true, submit: false };
+  const loc = ["body", "status"];
+  if (!isLabStatus(requested)) {
+    const msg = "Input should be 'draft', 'pending_approval', 'approved' or 'rejected'";
+    return { ok: false, code: "INVALID", problems: [{ loc, msg, type: "enum" }] };
+  }
+  if (requested === stored || requested === afterEdit) return { ok: true, submit: false };
+  if (requested === "pending_approval") {
+    const next = nextStatus(afterEdit, "submit", actorRole);
+    return next.ok ? { ok: true, submit: true } : next;
+  }
+  const how =
+    requested === "draft" ? "only pending_approval (a submit)" : `use POST /labs/{id}/${ACTION_OF[requested]}`;
+  return {
+    ok: false,
+    code: "INVALID_TRANSITION",
+    detail: `A PUT cannot make a ${STATUS_LABEL[afterEdit]} lab ${STATUS_LABEL[requested]}; ${how}`,
+  };
 }
 
 /** List spec for `GET /labs?status=&course_id=` (see lib/listing.ts). */

@@ -34,6 +34,7 @@ import {
   nextStatus,
   parseRejectionReason,
   parseResources,
+  putStatus,
   statusAfterEdit,
   transitionPatch,
   type LabAction,
@@ -50,7 +51,7 @@ interface LabBody {
   network_isolated?: boolean;
   max_lifetime_s?: number | null;
 }
-type UpdateParams = IdParams & LabBody;
+type UpdateParams = IdParams & LabBody & { status?: unknown };
 interface RejectParams extends IdParams {
   reason?: unknown;
 }
@@ -88,6 +89,8 @@ const PARTIAL_BODY_PARAMS = {
   resources: { type: "any", optional: true, openapi: RESOURCES_SCHEMA },
   network_isolated: BODY_PARAMS.network_isolated,
   max_lifetime_s: LIFETIME,
+  // Only what the edit leaves it, or pending_approval (a submit): see putStatus.
+  status: { type: "any", optional: true },
 } as const;
 
 export const LAB_COLUMNS =
@@ -247,9 +250,17 @@ const LabsService: ServiceSchema<{ rest: string }, LabsMethods & DbMethods> = {
         const lab = entityOf<LoadedLab>(ctx);
         const { changes, problems } = this.validateBody(ctx.params, true);
         if (problems.length > 0) throw validationError(problems);
-        const outcome = statusAfterEdit(lab, changes, actorRole(principalOf(ctx)));
+        const role = actorRole(principalOf(ctx));
+        const outcome = statusAfterEdit(lab, changes, role);
         if (!outcome.ok) throw forbidden(outcome.detail);
+        const asked = putStatus(lab.status, outcome.status, ctx.params.status, role);
+        if (!asked.ok) {
+          if (asked.code === "INVALID") throw validationError(asked.problems);
+          throw asked.code === "FORBIDDEN" ? forbidden(asked.detail) : conflict(asked.detail);
+        }
         const set: Record<string, unknown> = { ...changes, status: outcome.status, approved_by: outcome.approved_by };
+        // A submit in the same conditional write as the edit: both decided from the lab as loaded.
+        if (asked.submit) Object.assign(set, transitionPatch("submit", 0));
         if (changes.resources) set.resources = JSON.stringify(changes.resources);
         const columns = Object.keys(set).filter((k) => set[k] !== undefined);
         // Conditional on every fact statusAfterEdit decided from: a concurrent image change (or approval) makes

@@ -3,7 +3,8 @@
  * relay would publish to RabbitMQ (encodeCeleryTask output), decodes them as a worker would (body JSON,
  * headers), "runs" the task after a delay and stores a result in the JSON shape Celery's Redis backend
  * stores, in an in-memory result store the ordinary result consumer reads (push and reconcile alike).
- * Nothing is started anywhere: connection URLs point at the gateway's /simulated-lab/<id>.
+ * Nothing is started anywhere: connection URLs point at the gateway's placeholder page,
+ * /simulated-lab/<instance id>/<start task id> (the task id makes the URL unguessable, as a real lab's is).
  */
 import {
   canonicalKwargs,
@@ -17,6 +18,8 @@ import type { PublishOutcome, ResultSource, ResultSourceState, TaskPublisher } f
 
 /** Like test/celery_worker/labs_worker.py: start_lab of this lab id fails, to exercise FAILURE end to end. */
 export const SIMULATED_FAILING_LAB_ID = 999999;
+/** Where simulated connection URLs point; the gateway serves the placeholder page there (embedded mode only). */
+export const SIMULATED_LAB_PATH = "/simulated-lab";
 export const SIMULATED_FAILURE_MESSAGE = `simulated failure: lab ${SIMULATED_FAILING_LAB_ID} cannot be scheduled`;
 
 // ---------------------------------------------------------------------------
@@ -95,7 +98,11 @@ export function simulateTask(message: DecodedCeleryMessage, prefix: string, publ
     }
     return {
       status: "SUCCESS",
-      result: { status: "running", k8s_pod_name: `lab-${id}`, connection_url: `${publicUrl}/simulated-lab/${id}` },
+      result: {
+        status: "running",
+        k8s_pod_name: `lab-${id}`,
+        connection_url: `${publicUrl}${SIMULATED_LAB_PATH}/${id}/${message.id}`,
+      },
     };
   }
   return { status: "SUCCESS", result: { status: "stopped" } };

@@ -6,6 +6,7 @@
  */
 export { CELERY_TASK_NAMES as TASK_NAMES, type CeleryTaskName as TaskName } from "./celery-protocol";
 export { TASKS_ENQUEUED_EVENT, enqueueTask, type TasksEnqueued } from "./outbox";
+export { SIMULATED_LAB_PATH } from "./simulated-runner";
 
 /** The final states of a task's result that are applied to its object. */
 export type TaskResultState = "SUCCESS" | "FAILURE" | "REVOKED";

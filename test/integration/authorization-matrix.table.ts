@@ -137,7 +137,10 @@ export const MATRIX: readonly MatrixRow[] = [
   ] },
   { route: "POST /courses", cases: [
     { what: "body owner_id=T1 (T2 may not create a course for T1)", path: "/courses", body: { name: "Matrix course", owner_id: "{ownerTeacher}" }, expect: [401, 201, 201, 422, 403, 403] },
-    { what: "no owner_id (a teacher owns it; an admin must name the owner)", path: "/courses", body: { name: "Matrix course" }, expect: [401, 422, 201, 201, 403, 403] },
+    { what: "no owner_id (the caller owns it: teacher or admin)", path: "/courses", body: { name: "Matrix course" }, expect: [401, 201, 201, 201, 403, 403] },
+  ] },
+  { route: "GET /courses/catalog", cases: [
+    { what: "listed courses, to every signed-in user (none of the matrix's courses is listed)", path: "/courses/catalog?limit=100", expect: [401, 200, 200, 200, 200, 200] },
   ] },
   { route: "GET /courses/:id", cases: [
     { what: "courseA (T1's, S1 assigned)", path: "/courses/{courseA}", expect: [401, 200, 200, 404, 200, 404] },
@@ -192,6 +195,7 @@ export const MATRIX: readonly MatrixRow[] = [
   { route: "PUT /labs/:id", cases: [
     { what: "edit a fresh draft of T1", path: "/labs/{fresh.lab}", fresh: "draftLab", body: { description: "edited" }, expect: [401, 200, 200, 404, 403, 403] },
     { what: "edit a fresh approved lab of T1 (T2 sees it in the catalogue, may not change it)", path: "/labs/{fresh.lab}", fresh: "approvedLab", body: { name: "Renamed lab" }, expect: [401, 200, 200, 403, 403, 403] },
+    { what: "status pending_approval on a fresh draft of T1 (a submit)", path: "/labs/{fresh.lab}", fresh: "draftLab", body: { status: "pending_approval" }, expect: [401, 200, 200, 404, 403, 403] },
   ] },
   { route: "DELETE /labs/:id", cases: [
     { what: "a fresh draft of T1", path: "/labs/{fresh.lab}", fresh: "draftLab", expect: [401, 204, 204, 404, 403, 403] },
@@ -202,6 +206,7 @@ export const MATRIX: readonly MatrixRow[] = [
   ] },
   { route: "POST /labs/:id/approve", cases: [
     { what: "approve a fresh pending lab of T1 (admin only, even for its creator)", path: "/labs/{fresh.lab}/approve", fresh: "pendingLab", expect: [401, 200, 403, 403, 403, 403] },
+    { what: "approve a fresh draft of T1 straight away (the seed's create → approve)", path: "/labs/{fresh.lab}/approve", fresh: "draftLab", expect: [401, 200, 403, 403, 403, 403] },
   ] },
   { route: "POST /labs/:id/reject", cases: [
     { what: "reject a fresh pending lab of T1 (admin only)", path: "/labs/{fresh.lab}/reject", fresh: "pendingLab", body: { reason: "Image too large" }, expect: [401, 200, 403, 403, 403, 403] },
@@ -230,6 +235,9 @@ export const MATRIX: readonly MatrixRow[] = [
   { route: "GET /lab-instances/:id/connection", cases: [
     { what: "instS1A (running)", path: "/lab-instances/{instS1A}/connection", expect: [401, 200, 200, 404, 200, 404] },
     { what: "instS2B (running)", path: "/lab-instances/{instS2B}/connection", expect: [401, 200, 404, 200, 404, 200] },
+  ] },
+  { route: "GET /lab-instances/events", cases: [
+    { what: "the caller's stream of every instance they may see (which ones: user-events.test.ts)", path: "/lab-instances/events", stream: true, expect: [401, 200, 200, 200, 200, 200] },
   ] },
   { route: "GET /lab-instances/:id/events", cases: [
     { what: "event stream of instS1A", path: "/lab-instances/{instS1A}/events", stream: true, expect: [401, 200, 200, 404, 200, 404] },

@@ -40,7 +40,7 @@ interface Page<T> {
   limit: number;
 }
 
-const COURSE_KEYS = ["created_at", "description", "id", "name", "owner_id", "updated_at"];
+const COURSE_KEYS = ["created_at", "description", "id", "listed", "name", "owner_id", "updated_at"];
 
 /** The course row as the database has it now (to prove a refused call changed nothing). */
 async function snapshot(id: number) {
@@ -88,12 +88,22 @@ describe("POST /courses", () => {
     expect(await f.count("courses")).toBe(before);
   });
 
-  it("an admin must name an owner, and the owner must be a teacher", async () => {
+  it("an admin without owner_id owns the course (the seed's admin course), and manages it", async () => {
+    const mine = await api("POST", "/courses", { as: "admin", body: { name: "Admin's own" } });
+    expect(mine.status).toBe(201);
+    const course = mine.body as Course;
+    expect(course.owner_id).toBe(ids.admin);
+    expect(await f.row("courses", course.id)).toMatchObject({ owner_id: ids.admin });
+    expect((await api("PUT", `/courses/${course.id}`, { as: "admin", body: { name: "Renamed" } })).status).toBe(200);
+    // An admin may be named as owner too.
+    const named = await api("POST", "/courses", { as: "admin", body: { name: "Named", owner_id: ids.admin } });
+    expect(named.status).toBe(201);
+    expect((named.body as Course).owner_id).toBe(ids.admin);
+  });
+
+  it("an admin's chosen owner must be a teacher or an admin", async () => {
     const before = await f.count("courses");
-    const missing = await api("POST", "/courses", { as: "admin", body: { name: "Ownerless" } });
-    expect(missing.status).toBe(422);
-    expect(missing.body).toEqual({ detail: [{ loc: ["body", "owner_id"], msg: expect.any(String), type: "missing" }] });
-    for (const owner of [ids.student, ids.admin, 987654]) {
+    for (const owner of [ids.student, 987654]) {
       const res = await api("POST", "/courses", { as: "admin", body: { name: "Bad owner", owner_id: owner } });
       expect(res.status).toBe(422);
       expect(locs(res)).toEqual(["body.owner_id"]);
@@ -225,7 +235,7 @@ describe("PUT /courses/{id}", () => {
     // Naming oneself is not a change.
     expect((await api("PUT", `/courses/${id}`, { as: "teacher", body: { owner_id: ids.teacher } })).status).toBe(200);
 
-    for (const owner of [ids.student, ids.admin, 987654]) {
+    for (const owner of [ids.student, 987654]) {
       const bad = await api("PUT", `/courses/${id}`, { as: "admin", body: { owner_id: owner } });
       expect(bad.status).toBe(422);
       expect(locs(bad)).toEqual(["body.owner_id"]);

@@ -81,6 +81,9 @@ it("starts healthy with no configuration and serves the teacher's and admin's fi
   const courses = await api("GET", "/courses", teacher);
   expect(courses.status).toBe(200);
   expect(courses.body).toMatchObject({ total: 1, items: [{ name: "Introduction to Linux" }] });
+  // The demo course is listed: a student outside it finds it in the catalog.
+  const catalog = await api("GET", "/courses/catalog", await token("student2"));
+  expect(catalog.body).toMatchObject({ total: 1, items: [{ name: "Introduction to Linux", membership: "none" }] });
 
   expect((await api("POST", "/courses", teacher, { name: "Operating systems" })).status).toBe(201);
   const lab = await api("POST", "/labs", teacher, {

@@ -293,6 +293,8 @@ describe("OPTIONS and HEAD", () => {
       [`/courses/${course}`, "GET, HEAD, PUT, DELETE, OPTIONS"],
       // A stream has no end to answer HEAD with.
       ["/lab-instances/1/events", "GET, OPTIONS"],
+      // The caller's stream, not GET /lab-instances/:id (whose HEAD would otherwise count).
+      ["/lab-instances/events", "GET, OPTIONS"],
       ["/courses?limit=5", "GET, HEAD, POST, OPTIONS"],
     ] as const) {
       const res = await raw("OPTIONS", path, { headers: { authorization: admin } });
@@ -328,9 +330,11 @@ describe("OPTIONS and HEAD", () => {
       expect(head.headers.get("x-request-id")).toBeTruthy();
       expect(head.body).toBeNull();
     }
-    const stream = await raw("HEAD", "/lab-instances/1/events", { headers: admin });
-    expect(stream.status).toBe(405);
-    expect(stream.headers.get("allow")).toBe("GET, OPTIONS");
+    for (const path of ["/lab-instances/1/events", "/lab-instances/events"]) {
+      const stream = await raw("HEAD", path, { headers: admin });
+      expect([path, stream.status]).toEqual([path, 405]);
+      expect(stream.headers.get("allow")).toBe("GET, OPTIONS");
+    }
     const anonymous = await raw("HEAD", "/courses");
     expect(anonymous.status).toBe(401);
     expect(anonymous.headers.get("www-authenticate")).toBe("Bearer");

@@ -31,6 +31,7 @@ import {
   type WorldPlatform,
 } from "../support/lab-instances";
 import { freePort } from "../support/net";
+import { Chromium } from "../support/chromium";
 
 const dataDir = mkdtempSync(path.join(tmpdir(), "autolabs-li-embedded-"));
 let pg: EmbeddedPostgres | undefined;
@@ -116,4 +117,54 @@ it("start → running by the simulated runner → stop → stopped, streamed ove
   await until("stopped", async () => (await w.get(inst.id)).status === "stopped", 20_000);
   await s.ended;
   expect(s.events.map(statusOf)).toEqual(["pending", "running", "stopping", "stopped"]);
+}, 60_000);
+
+it("the simulated connection URL serves a placeholder page naming the lab and instance (HTTP and Chromium)", async () => {
+  const inst = must("start", await w.start(w.labs[1], "student2"), 202).json<Instance>();
+  await until("running", async () => (await w.get(inst.id)).status === "running", 20_000);
+  const conn = must(
+    "connection",
+    await p.api("GET", `/lab-instances/${inst.id}/connection`, { as: "student2" }),
+    200,
+  ).json<{ connection_url: string; port: number }>();
+  const url = new URL(conn.connection_url);
+  expect(url.pathname).toBe(`/simulated-lab/${inst.id}/${inst.celery_task_id}`);
+  // PUBLIC_URL's own port (the node listens on a free one here).
+  expect(conn.port).toBe(Number(url.port || 80));
+  const local = `${node!.url}${url.pathname}`;
+
+  const page = await fetch(local);
+  expect(page.status).toBe(200);
+  expect(page.headers.get("content-type")).toBe("text/html; charset=utf-8");
+  const html = await page.text();
+  expect(html).toContain(`<h1 id="lab">${inst.lab_name}</h1>`);
+  expect(html).toContain(`<strong id="instance">${inst.id}</strong>`);
+  expect(html).toContain(inst.course_name);
+  // The task id is the capability: another id, a wrong or malformed task id → 404, telling nothing.
+  for (const bad of [
+    `/simulated-lab/${inst.id}/00000000-0000-4000-8000-000000000000`,
+    `/simulated-lab/${inst.id + 1000}/${inst.celery_task_id}`,
+    `/simulated-lab/${inst.id}/x`,
+  ]) {
+    const res = await fetch(`${node!.url}${bad}`);
+    expect([bad, res.status]).toEqual([bad, 404]);
+    expect(await res.text()).not.toContain(inst.lab_name);
+  }
+
+  const chromium = await Chromium.launch();
+  try {
+    const tab = await chromium.newPage();
+    await tab.goto(local);
+    const shown = await tab.evaluate<{ lab: string; instance: string; title: string }>(
+      "({ lab: document.getElementById('lab').textContent, instance: document.getElementById('instance').textContent, title: document.title })",
+    );
+    expect(shown).toEqual({
+      lab: inst.lab_name,
+      instance: String(inst.id),
+      title: `${inst.lab_name}: simulated lab instance ${inst.id}`,
+    });
+  } finally {
+    await chromium.close();
+  }
+  must("stop", await p.api("POST", `/lab-instances/${inst.id}/stop`, { as: "student2" }), 202);
 }, 60_000);

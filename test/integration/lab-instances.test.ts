@@ -72,8 +72,20 @@ describe("lab instances (no task runner)", () => {
         course_id: w.course,
         student_id: w.ids.student,
         status: "pending",
+        lab_name: "Lab 1",
+        course_name: "Networks",
       });
       expect(inst.connection_url).toBeNull();
+      // The same names on the single get and on every list item (joined in the list's one statement).
+      expect((await w.get(inst.id)).lab_name).toBe("Lab 1");
+      const listed = must("list", await p.api("GET", "/lab-instances?limit=100", { as: "teacher" }), 200).json<
+        Page<Instance>
+      >();
+      for (const item of listed.items) {
+        expect(Object.keys(item).sort()).toEqual(STATUS_KEYS);
+        expect(item.course_name).toBe("Networks");
+        expect(item.lab_name).toMatch(/^Lab \d+$/);
+      }
       expect(res.headers.get("location")).toBe(`/api/v1/lab-instances/${inst.id}`);
       const rows = await w.outbox(inst.id);
       expect(rows).toEqual([
@@ -535,12 +547,43 @@ describe("lab instances (no task runner)", () => {
         id: inst.id,
         status: "running",
         connection_url: startOk.connection_url,
+        // No port from the worker, none in the https URL: the scheme's default.
+        port: 443,
         k8s_pod_name: startOk.k8s_pod_name,
       });
       expect(conn.expires_at).toEqual(expect.any(String));
       must("teacher", await p.api("GET", `/lab-instances/${inst.id}/connection`, { as: "teacher" }), 200);
       must("stop", await p.api("POST", `/lab-instances/${inst.id}/stop`, { as: "student" }), 202);
       must("stopping", await p.api("GET", `/lab-instances/${inst.id}/connection`, { as: "student" }), 409);
+    });
+
+    it("port: the worker's when it sends one, else the URL's explicit port", async () => {
+      const ports: [Record<string, unknown>, number][] = [
+        [{ connection_url: "ssh://lab.example.test/", port: 2222 }, 2222],
+        [{ connection_url: "http://lab.example.test:8080/x" }, 8080],
+      ];
+      for (const [result, port] of ports) {
+        const lab = await w.approvedLab();
+        must("attach", await p.api("POST", `/courses/${w.course}/labs`, { as: "teacher", body: { lab_id: lab } }), 201);
+        const inst = must("start", await w.start(lab, "student2"), 202).json<Instance>();
+        await w.apply({
+          task_id: inst.celery_task_id!,
+          task_name: "start_lab",
+          lab_instance_id: inst.id,
+          status: "SUCCESS",
+          result: { ...startOk, ...result },
+        });
+        const conn = must("conn", await p.api("GET", `/lab-instances/${inst.id}/connection`, { as: "student2" }), 200);
+        expect(conn.json<{ port: number }>().port).toBe(port);
+        must("stop", await p.api("POST", `/lab-instances/${inst.id}/stop`, { as: "student2" }), 202);
+        await w.apply({
+          task_id: (await w.outbox(inst.id)).find((r) => r.task_name === "stop_lab")!.id,
+          task_name: "stop_lab",
+          lab_instance_id: inst.id,
+          status: "SUCCESS",
+          result: { status: "stopped" },
+        });
+      }
     });
   });
 

@@ -277,8 +277,51 @@ describe("approval workflow", () => {
     expect((await api("POST", "/labs/2000000000/approve", { as: "admin" })).status).toBe(404);
   });
 
-  it("approving a draft, an approved or a rejected lab → 409, nothing changes", async () => {
-    for (const lab of [await draftLab("teacher"), await approvedLab("teacher"), await rejectedLab("teacher")]) {
+  it("an admin approves a draft straight away (the seed's create → approve)", async () => {
+    const lab = await draftLab("teacher");
+    const approved = await api("POST", `/labs/${lab.id}/approve`, { as: "admin" });
+    expect(approved.status).toBe(200);
+    expect(approved.body).toMatchObject({ id: lab.id, status: "approved", approved_by: ids.admin });
+    expect(await f.row("labs", lab.id)).toMatchObject({ status: "approved", approved_by: ids.admin });
+  });
+
+  it("a teacher's PUT {status: pending_approval} is a submit; other statuses are refused, nothing changes", async () => {
+    const lab = await draftLab("teacher");
+    const state = await snapshot(lab.id);
+    const refused: [unknown, number][] = [
+      ["approved", 409],
+      ["rejected", 409],
+      ["running", 422],
+      [null, 422],
+    ];
+    for (const [status, code] of refused) {
+      const res = await api("PUT", `/labs/${lab.id}`, { as: "teacher", body: { name: "Renamed", status } });
+      expect([status, res.status]).toEqual([status, code]);
+      expect(await snapshot(lab.id)).toBe(state);
+    }
+    // The status it already has is no change (a frontend PUTting the whole object back).
+    const same = await api("PUT", `/labs/${lab.id}`, { as: "teacher", body: { status: "draft" } });
+    expect(same.status).toBe(200);
+    expect(same.body).toMatchObject({ status: "draft" });
+    const submitted = await api("PUT", `/labs/${lab.id}`, {
+      as: "teacher",
+      body: { name: "Submitted by PUT", status: "pending_approval" },
+    });
+    expect(submitted.status).toBe(200);
+    expect(submitted.body).toMatchObject({ name: "Submitted by PUT", status: "pending_approval", approved_by: null });
+    expect(await f.row("labs", lab.id)).toMatchObject({ name: "Submitted by PUT", status: "pending_approval" });
+    // Once approved, pending_approval by PUT is the submit's own 409; /submit stays.
+    expect((await api("POST", `/labs/${lab.id}/approve`, { as: "admin" })).status).toBe(200);
+    const again = await api("PUT", `/labs/${lab.id}`, { as: "teacher", body: { status: "pending_approval" } });
+    expect(again.status).toBe(409);
+    // A student cannot PUT at all.
+    expect((await api("PUT", `/labs/${lab.id}`, { as: "student", body: { status: "pending_approval" } })).status).toBe(
+      403,
+    );
+  });
+
+  it("approving an approved or a rejected lab → 409, nothing changes", async () => {
+    for (const lab of [await approvedLab("teacher"), await rejectedLab("teacher")]) {
       const state = await snapshot(lab.id);
       const res = await api("POST", `/labs/${lab.id}/approve`, { as: "admin" });
       expect(res.status).toBe(409);
@@ -452,16 +495,20 @@ describe("PUT /labs/{id}: edits and re-approval", () => {
     }
   });
 
-  it("status, created_by, approved_by, rejection_reason and id in a PUT body never take effect", async () => {
+  it("created_by, approved_by, rejection_reason and id in a PUT body never take effect; status is no shortcut", async () => {
     const draft = await draftLab("teacher");
     const other = await draftLab("teacher");
     const otherState = await snapshot(other.id);
+    const state = await snapshot(draft.id);
+    const shortcut = await api("PUT", `/labs/${draft.id}`, { as: "teacher", body: { status: "approved" } });
+    expect(shortcut.status).toBe(409);
+    expect(await snapshot(draft.id)).toBe(state);
     const res = await api("PUT", `/labs/${draft.id}`, {
       as: "teacher",
       body: {
         id: other.id,
         name: "Still a draft",
-        status: "approved",
+        status: "draft",
         created_by: ids.teacher2,
         approved_by: ids.admin,
         rejection_reason: "x",

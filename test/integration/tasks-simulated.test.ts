@@ -103,7 +103,7 @@ describe.each([
       result: {
         status: "running",
         k8s_pod_name: `lab-${inst}`,
-        connection_url: `http://localhost:8000/simulated-lab/${inst}`,
+        connection_url: `http://localhost:8000/simulated-lab/${inst}/${id}`,
       },
       principal: { kind: "system", reason: expect.any(String) },
     });

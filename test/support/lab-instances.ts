@@ -18,12 +18,14 @@ export const STATUS_KEYS = [
   "celery_task_id",
   "connection_url",
   "course_id",
+  "course_name",
   "created_at",
   "error",
   "expires_at",
   "id",
   "k8s_pod_name",
   "lab_id",
+  "lab_name",
   "started_at",
   "status",
   "stopped_at",
@@ -46,6 +48,8 @@ export interface Instance {
   stopped_at: string | null;
   expires_at: string | null;
   updated_at: string;
+  lab_name: string;
+  course_name: string;
 }
 export interface Page<T> {
   items: T[];

@@ -7,6 +7,7 @@ import {
   isFinal,
   lifetimeSeconds,
   parseStartResult,
+  connectionPort,
   resultEvent,
   statusRank,
   stopAnswer,
@@ -172,7 +173,29 @@ describe("worker results", () => {
   it("accepts the DESIGN start result", () => {
     expect(
       parseStartResult({ status: "running", k8s_pod_name: "lab-12", connection_url: "https://labs.example.test/i/12" }),
-    ).toEqual({ ok: true, k8s_pod_name: "lab-12", connection_url: "https://labs.example.test/i/12" });
+    ).toEqual({ ok: true, k8s_pod_name: "lab-12", connection_url: "https://labs.example.test/i/12", port: null });
+  });
+
+  it("takes the worker's port when it sends one (an integer 1..65535), refuses a bad one", () => {
+    const base = { status: "running", k8s_pod_name: "p", connection_url: "ssh://lab.example.test" };
+    expect(parseStartResult({ ...base, port: 2222 })).toMatchObject({ ok: true, port: 2222 });
+    expect(parseStartResult({ ...base, port: null })).toMatchObject({ ok: true, port: null });
+    for (const port of [0, 65536, 22.5, "22", true]) expect(parseStartResult({ ...base, port }).ok).toBe(false);
+  });
+
+  it("connection port: the worker's, else the URL's explicit one, else the scheme's default", () => {
+    expect(connectionPort("https://x.test/i/1", 8443)).toBe(8443);
+    expect(connectionPort("https://x.test:9443/i/1", null)).toBe(9443);
+    expect(connectionPort("http://x.test:8080", null)).toBe(8080);
+    expect(connectionPort("https://x.test/i/1", null)).toBe(443);
+    expect(connectionPort("http://x.test", null)).toBe(80);
+    expect(connectionPort("https://x.test:443/", null)).toBe(443);
+    expect(connectionPort("wss://x.test", null)).toBe(443);
+    expect(connectionPort("ssh://x.test", null)).toBe(22);
+    expect(connectionPort("ssh://x.test:2200", null)).toBe(2200);
+    expect(connectionPort("vnc://x.test", null)).toBe(5900);
+    expect(connectionPort("rdp://x.test", null)).toBe(3389);
+    expect(connectionPort("not a url", null)).toBeNull();
   });
 
   it("refuses unusable or unsafe start results", () => {

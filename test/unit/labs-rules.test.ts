@@ -17,6 +17,7 @@ import {
   parseRejectionReason,
   parseResources,
   parseStorage,
+  putStatus,
   resourcesEqual,
   statusAfterEdit,
   transitionPatch,
@@ -40,7 +41,7 @@ describe("nextStatus", () => {
   // The legal transitions, written out independently of the implementation's table.
   const LEGAL: Record<LabAction, { from: LabStatus[]; to: LabStatus; roles: Role[] }> = {
     submit: { from: ["draft", "rejected"], to: "pending_approval", roles: ["teacher", "admin"] },
-    approve: { from: ["pending_approval"], to: "approved", roles: ["admin"] },
+    approve: { from: ["draft", "pending_approval"], to: "approved", roles: ["admin"] },
     reject: { from: ["pending_approval"], to: "rejected", roles: ["admin"] },
   };
 
@@ -74,14 +75,18 @@ describe("nextStatus", () => {
     expect(nextStatus("pending_approval", "reject", "admin")).toEqual({ ok: true, status: "rejected" });
   });
 
+  it("lets an admin approve a draft straight away (the seed's create → approve)", () => {
+    expect(nextStatus("draft", "approve", "admin")).toEqual({ ok: true, status: "approved" });
+  });
+
   it("explains an illegal approval in words", () => {
-    expect(nextStatus("draft", "approve", "admin")).toEqual({
+    expect(nextStatus("approved", "approve", "admin")).toEqual({
       ok: false,
       code: "INVALID_TRANSITION",
-      detail: "Lab is draft; only a lab pending approval can be approved",
+      detail: "Lab is approved; only a draft lab or a lab pending approval can be approved",
     });
-    expect(nextStatus("approved", "approve", "admin")).toMatchObject({
-      detail: "Lab is approved; only a lab pending approval can be approved",
+    expect(nextStatus("draft", "reject", "admin")).toMatchObject({
+      detail: "Lab is draft; only a lab pending approval can be rejected",
     });
     expect(nextStatus("rejected", "reject", "admin")).toMatchObject({
       detail: "Lab is rejected; only a lab pending approval can be rejected",
@@ -777,6 +782,63 @@ describe("dockerImageProblems", () => {
       { loc: ["body", "docker_image"], msg: "Input should be a valid string", type: "string_type" },
     ]);
     expect(dockerImageProblems(undefined, ["body", "image"])[0]?.loc).toEqual(["body", "image"]);
+  });
+});
+
+/* ───────────────────────────── status in a PUT ───────────────────────────── */
+
+describe("putStatus", () => {
+  it("absent, the status read, or what the edit leaves: no change", () => {
+    expect(putStatus("approved", "pending_approval", "approved", "teacher")).toEqual({ ok: true, submit: false });
+    expect(putStatus("draft", "draft", undefined, "teacher")).toEqual({ ok: true, submit: false });
+    expect(putStatus("approved", "approved", "approved", "teacher")).toEqual({ ok: true, submit: false });
+    expect(putStatus("pending_approval", "pending_approval", "pending_approval", "teacher")).toEqual({
+      ok: true,
+      submit: false,
+    });
+  });
+
+  it("pending_approval from draft or rejected is a submit", () => {
+    expect(putStatus("draft", "draft", "pending_approval", "teacher")).toEqual({ ok: true, submit: true });
+    expect(putStatus("rejected", "rejected", "pending_approval", "admin")).toEqual({ ok: true, submit: true });
+  });
+
+  it("pending_approval from approved is the submit's own 409", () => {
+    expect(putStatus("approved", "approved", "pending_approval", "teacher")).toMatchObject({
+      ok: false,
+      code: "INVALID_TRANSITION",
+      detail: /^Lab is approved;/,
+    });
+  });
+
+  it("any other lab status is a 409 naming the action; a student never submits (403)", () => {
+    expect(putStatus("pending_approval", "pending_approval", "approved", "teacher")).toEqual({
+      ok: false,
+      code: "INVALID_TRANSITION",
+      detail: "A PUT cannot make a pending approval lab approved; use POST /labs/{id}/approve",
+    });
+    expect(putStatus("draft", "draft", "rejected", "admin")).toMatchObject({
+      code: "INVALID_TRANSITION",
+      detail: /reject$/,
+    });
+    expect(putStatus("rejected", "rejected", "draft", "teacher")).toMatchObject({ code: "INVALID_TRANSITION" });
+    expect(putStatus("draft", "draft", "pending_approval", "student")).toMatchObject({ code: "FORBIDDEN" });
+  });
+
+  it("not a lab status: 422 at body.status", () => {
+    for (const bad of ["running", "", null, 3, ["draft"], "toString"]) {
+      expect(putStatus("draft", "draft", bad, "teacher")).toEqual({
+        ok: false,
+        code: "INVALID",
+        problems: [
+          {
+            loc: ["body", "status"],
+            msg: "Input should be 'draft', 'pending_approval', 'approved' or 'rejected'",
+            type: "enum",
+          },
+        ],
+      });
+    }
   });
 });
 

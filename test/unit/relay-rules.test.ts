@@ -207,7 +207,11 @@ describe("simulated runner: decoding our own messages", () => {
     const msg = decodeCeleryMessage(encoded);
     expect(simulateTask(msg, "celery_workers", "http://localhost:8000")).toEqual({
       status: "SUCCESS",
-      result: { status: "running", k8s_pod_name: "lab-7", connection_url: "http://localhost:8000/simulated-lab/7" },
+      result: {
+        status: "running",
+        k8s_pod_name: "lab-7",
+        connection_url: `http://localhost:8000/simulated-lab/7/${msg.id}`,
+      },
     });
     const stop = { ...msg, task: "celery_workers.stop_lab", kwargs: { lab_instance_id: 7 } };
     expect(simulateTask(stop, "celery_workers", "x")).toEqual({ status: "SUCCESS", result: { status: "stopped" } });

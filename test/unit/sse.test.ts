@@ -13,9 +13,13 @@ import {
   formatEvent,
   isEventStreamRequest,
   lastEventRank,
+  lastUserEvent,
+  userEventId,
   withEventStreamCallOptions,
+  type StatusChange,
   type StreamedInstance,
 } from "../../services/api-gateway/sse";
+import type { Principal } from "../../lib/principal";
 
 class FakeResponse extends EventEmitter {
   status = 0;
@@ -237,6 +241,114 @@ describe("LabInstanceStreams", () => {
   });
 });
 
+/** A request of `GET /lab-instances/events` by `user`, whose first page (the snapshot) is `items`. */
+function userRequest(user: Principal | null, items: StreamedInstance[], headers: Record<string, string> = {}) {
+  const req = new EventEmitter() as unknown as IncomingMessage & Record<string, unknown>;
+  const calls: { action: string; params: unknown }[] = [];
+  Object.assign(req, {
+    method: "GET",
+    url: "/api/v1/lab-instances/events",
+    headers,
+    socket: { setNoDelay: () => undefined, setTimeout: () => undefined },
+    $params: {},
+    $ctx: {
+      requestID: "rid-2",
+      meta: { user },
+      call: (action: string, params: unknown) => {
+        calls.push({ action, params });
+        return Promise.resolve({ items, total: items.length, offset: 0, limit: 100 });
+      },
+    },
+  });
+  return { req, calls };
+}
+
+const change = (
+  id: number,
+  status: StatusChange["status"],
+  student_id: number,
+  course_owner_id: number,
+): StatusChange => ({
+  id,
+  status,
+  student_id,
+  course_owner_id,
+  updated_at: new Date(1_700_000_000_000 + id),
+});
+
+describe("LabInstanceStreams: the caller's stream", () => {
+  const student: Principal = { kind: "user", id: 5, role: "student" };
+  const teacher: Principal = { kind: "user", id: 9, role: "teacher" };
+
+  it("sends the active instances first (oldest first), then the changes the caller may view, and stays open", async () => {
+    const hub = new LabInstanceStreams();
+    const res = new FakeResponse();
+    const { req, calls } = userRequest(student, [change(2, "running", 5, 9), change(1, "pending", 5, 9)]);
+    hub.userHandler(req, res as unknown as ServerResponse, () => undefined);
+    await until("the stream started", () => res.status === 200);
+    expect(calls).toEqual([
+      { action: "lab-instances.list", params: { active: "true", sort: "-updated_at", limit: 100 } },
+    ]);
+    expect(res.status).toBe(200);
+    hub.publish(change(3, "pending", 6, 9)); // another student's
+    hub.publish(change(1, "running", 5, 9));
+    hub.publish(change(1, "pending", 5, 9)); // overtaken
+    hub.publish(change(2, "stopped", 5, 9));
+    hub.publish({ id: 4, status: "pending" }); // no routing facts: nobody's
+    const events = [...res.text().matchAll(/^id: (.*)\nevent: status\ndata: (.*)$/gm)].map((m) => [
+      m[1],
+      JSON.parse(m[2]) as Record<string, unknown>,
+    ]);
+    expect(events.map(([id]) => id)).toEqual([
+      "1.1.1700000000001",
+      "2.2.1700000000002",
+      "1.2.1700000000001",
+      "2.4.1700000000002",
+    ]);
+    // The course owner routes the broadcast; it is not part of what the client gets.
+    for (const [, data] of events) expect(data).not.toHaveProperty("course_owner_id");
+    expect(res.writableEnded).toBe(false);
+    expect(hub.openStreams).toBe(1);
+    hub.closeAll();
+    expect(res.writableEnded).toBe(true);
+    expect(hub.openStreams).toBe(0);
+  });
+
+  it("a teacher gets their courses' instances; a Last-Event-ID resumes from its time, skipping what it saw", async () => {
+    const hub = new LabInstanceStreams();
+    const res = new FakeResponse();
+    const { req, calls } = userRequest(teacher, [change(7, "running", 5, 9)], { "last-event-id": "7.2.1700000000007" });
+    hub.userHandler(req, res as unknown as ServerResponse, () => undefined);
+    await until("the stream started", () => res.status === 200);
+    expect(calls[0]?.params).toEqual({
+      updated_since: new Date(1_700_000_000_007 - 60_000).toISOString(),
+      sort: "-updated_at",
+      limit: 100,
+    });
+    expect(res.ids()).toEqual([]);
+    hub.publish(change(8, "pending", 6, 10)); // another teacher's course
+    hub.publish(change(7, "stopping", 5, 9));
+    expect(res.text()).toContain("id: 7.3.");
+    expect(res.text()).not.toContain('"id":8');
+    res.disconnect();
+    expect(hub.openStreams).toBe(0);
+  });
+
+  it("an anonymous caller's list call fails: the error goes to moleculer-web, no stream", async () => {
+    const hub = new LabInstanceStreams();
+    const res = new FakeResponse();
+    const { req } = userRequest(null, []);
+    (req.$ctx as { call: () => Promise<never> }).call = () =>
+      Promise.reject(Object.assign(new Error("Not signed in"), { code: 401 }));
+    const errors: unknown[] = [];
+    hub.userHandler(req, res as unknown as ServerResponse, (e) => errors.push(e));
+    await until("the error reached moleculer-web", () => errors.length === 1);
+    expect(errors).toMatchObject([{ code: 401 }]);
+    expect(res.headersSent).toBe(false);
+    expect(hub.openStreams).toBe(0);
+  });
+});
+
 /** A real (unconnected) request with just a method and URL. */
 function incoming(method: string, url: string): IncomingMessage {
   return Object.assign(new IncomingMessage(new Socket()), { method, url });
@@ -250,6 +362,9 @@ describe("helpers", () => {
     expect(isEventStreamRequest(r("POST", "/api/v1/lab-instances/12/events"))).toBe(false);
     expect(isEventStreamRequest(r("GET", "/api/v1/lab-instances/12"))).toBe(false);
     expect(isEventStreamRequest(r("GET", "/api/v1/lab-instances/12/events/more"))).toBe(false);
+    expect(isEventStreamRequest(r("GET", "/api/v1/lab-instances/events"))).toBe(true);
+    expect(isEventStreamRequest(r("GET", "/api/v1/lab-instances/events?x=1"))).toBe(true);
+    expect(isEventStreamRequest(r("GET", "/api/v1/lab-instances"))).toBe(false);
   });
 
   it("marks only stream requests as untracked and without timeout", () => {
@@ -271,6 +386,16 @@ describe("helpers", () => {
     expect(lastEventRank("abc")).toBe(0);
     expect(lastEventRank("0")).toBe(0);
     expect(lastEventRank(["1", "2"])).toBe(2);
+  });
+
+  it("reads the caller's stream's Last-Event-ID strictly, and names its events the same on every node", () => {
+    expect(lastUserEvent("12.2.1700000000000")).toEqual({ instanceId: 12, rank: 2, atMs: 1_700_000_000_000 });
+    for (const bad of [undefined, "2", "12.2", "0.1.5", "x.2.3", "12.2.3.4"]) expect(lastUserEvent(bad)).toBeNull();
+    expect(userEventId({ id: 3, status: "running", updated_at: new Date(5000) })).toBe("3.2.5000");
+    // Over the transporter a Date arrives as its ISO string.
+    expect(userEventId({ id: 3, status: "running", updated_at: "1970-01-01T00:00:05.000Z" as unknown as Date })).toBe(
+      "3.2.5000",
+    );
   });
 
   it("formats one event per status", () => {
