@@ -17,6 +17,7 @@ import {
   type TestDatabase,
 } from "../support/platform";
 import { startIdp, type TestIdp } from "../support/idp";
+import { STATUS_CHANGED_EVENT } from "../../services/lab-instances/lab-instances.contract";
 import {
   must,
   openStream,
@@ -64,7 +65,7 @@ beforeAll(async () => {
   gatewayB = await startNode(db.url, {
     ...common,
     TRANSPORTER: AMQP_URL,
-    NODEID: `${namespace}-gateway-b`,
+    NODEID: `${namespace}-second-gateway`,
     SERVICES: "api-gateway",
   });
   await gatewayB.broker.waitForServices(["lab-instances"], 20_000);
@@ -100,6 +101,16 @@ beforeAll(async () => {
   w = await world(p, 2);
   // Gateway B routes lab-instances (its aliases regenerate once the remote service is known).
   await until("gateway B routes", async () => (await fetch(`${gatewayB.url}/api/v1/lab-instances`)).status === 401);
+  // And the domain node knows gateway B's listener (B's INFO reached it), or a broadcast skips B.
+  const listeners = () =>
+    (
+      domain.broker.registry as unknown as {
+        events: { getAllEndpoints(event: string): { id: string }[] };
+      }
+    ).events.getAllEndpoints(STATUS_CHANGED_EVENT);
+  await until("the domain node knows gateway B", () =>
+    Promise.resolve(listeners().some((e) => e.id === gatewayB.broker.nodeID)),
+  );
 }, 120_000);
 
 afterAll(async () => {
