@@ -27,9 +27,10 @@ import {
   type PlatformNode,
   type TestDatabase,
 } from "../support/platform";
+import { redisUrl } from "../support/servers";
 
 const namespace = `obs-${randomBytes(4).toString("hex")}`;
-const RESULTS = "redis://127.0.0.1:6379/9";
+const RESULTS = redisUrl(9);
 
 /** Prometheus text → "name{labels}" → value (samples only). */
 function samples(text: string): Map<string, number> {

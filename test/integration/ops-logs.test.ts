@@ -77,9 +77,10 @@ beforeAll(async () => {
     startOwnRedis(),
     startZipkinCollector(),
   ]);
-  relay = await TcpRelay.create({ host: "127.0.0.1", port: 5432 });
-  await relay.up();
+  // The relay stands between the node and whichever PostgreSQL the test database lives on.
   const dbUrl = new URL(db.url);
+  relay = await TcpRelay.create({ host: dbUrl.hostname, port: Number(dbUrl.port || 5432) });
+  await relay.up();
   dbUrl.port = String(relay.port);
   const [port, metricsPort] = [await freePort(), await freePort()];
   node = await spawnNode("logs", {

@@ -139,7 +139,12 @@ describe("Dockerfile", () => {
     ).toEqual([expect.stringMatching(/^npm ci --omit=dev --ignore-scripts .*&& npm cache clean --force$/)]);
     const copies = runtime.steps.filter((i) => i.op === "COPY" || i.op === "ADD").map((i) => i.args);
     expect(copies.sort()).toEqual(
-      ["--from=build /app/dist ./dist", "--from=deps /app/node_modules ./node_modules", "package.json ./"].sort(),
+      [
+        "--from=build /app/dist ./dist",
+        "--from=build /app/main/run.js ./main/run.js",
+        "--from=deps /app/node_modules ./node_modules",
+        "package.json ./",
+      ].sort(),
     );
   });
 
@@ -189,7 +194,8 @@ describe("Dockerfile", () => {
       packages: Record<string, { dev?: boolean; devOptional?: boolean; hasInstallScript?: boolean }>;
     };
     // Reviewed: es5-ext (via moleculer-repl's clui) has a postinstall that only prints a message; nothing to build.
-    const reviewed = ["node_modules/es5-ext"];
+    // @scarf/scarf (via swagger-ui-dist) posts install analytics: skipping it is what we want.
+    const reviewed = ["node_modules/es5-ext", "node_modules/@scarf/scarf"];
     const withScripts = Object.entries(lock.packages)
       .filter(([name, p]) => name !== "" && !p.dev && !p.devOptional && p.hasInstallScript)
       .map(([name]) => name);

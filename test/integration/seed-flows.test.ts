@@ -9,9 +9,10 @@ import { randomBytes } from "node:crypto";
 import { startCeleryWorker, type CeleryWorker } from "../support/celery-worker";
 import { openStream, statusOf, until, type Instance } from "../support/lab-instances";
 import { AMQP_URL, startTestPlatform, type ApiResponse, type TestPlatform } from "../support/platform";
+import { redisUrl } from "../support/servers";
 
 const queue = `seed-flows-${randomBytes(4).toString("hex")}`;
-const RESULTS = "redis://127.0.0.1:6379/9";
+const RESULTS = redisUrl(9);
 
 let p: TestPlatform;
 let worker: CeleryWorker;
