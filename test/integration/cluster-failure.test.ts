@@ -8,6 +8,7 @@
  * queue exactly once (counted by task id by a consumer of the queue).
  */
 import { randomBytes } from "node:crypto";
+import { PROBE_HEADERS } from "../support/answer-recorder-env";
 import amqp from "amqplib";
 import { importJWK, SignJWT } from "jose";
 import { QueryTypes, type Sequelize } from "sequelize";
@@ -76,7 +77,9 @@ async function startDomain(): Promise<SpawnedNode & { nodeId: string }> {
 async function routed(gateway: { url: string }, token: string): Promise<void> {
   const deadline = Date.now() + 30_000;
   for (;;) {
-    const res = await fetch(`${gateway.url}/api/v1/courses?limit=1`, { headers: { authorization: `Bearer ${token}` } });
+    const res = await fetch(`${gateway.url}/api/v1/courses?limit=1`, {
+      headers: { authorization: `Bearer ${token}`, ...PROBE_HEADERS },
+    });
     if (res.status === 200) return;
     if (Date.now() > deadline) throw new Error(`gateway ${gateway.url} still answers ${res.status} to /courses`);
     await sleep(100);

@@ -6,6 +6,7 @@
  * The REPL process has no DATABASE_URL: everything it shows came through the services' actions.
  */
 import { randomBytes } from "node:crypto";
+import { PROBE_HEADERS } from "../support/answer-recorder-env";
 import path from "node:path";
 import { QueryTypes, type Sequelize } from "sequelize";
 import { createSequelize } from "../../platform/db";
@@ -94,7 +95,9 @@ beforeAll(async () => {
   await waitFor(
     "the gateway routes the domain services",
     async () => {
-      const res = await fetch(`${gateway.url}/api/v1/courses`, { headers: { authorization: `Bearer ${teacher}` } });
+      const res = await fetch(`${gateway.url}/api/v1/courses`, {
+        headers: { authorization: `Bearer ${teacher}`, ...PROBE_HEADERS },
+      });
       return res.status === 200 ? true : null;
     },
     30_000,

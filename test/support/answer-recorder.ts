@@ -21,7 +21,7 @@ export interface RecordedAnswer {
   file: string;
 }
 
-import { ANSWERS_DIR_ENV } from "./answer-recorder-env";
+import { ANSWERS_DIR_ENV, PROBE_HEADER } from "./answer-recorder-env";
 const API = /^\/api\/v1(\/.*|)$/;
 
 const answers: RecordedAnswer[] = [];
@@ -63,6 +63,7 @@ function record(method: string, url: URL, res: Response): void {
 const realFetch = globalThis.fetch;
 globalThis.fetch = async function recordingFetch(input: string | URL | Request, init?: RequestInit) {
   const res = await realFetch(input, init);
+  if (new Headers(init?.headers).has(PROBE_HEADER)) return res;
   try {
     const url = new URL(input instanceof Request ? input.url : String(input));
     record(init?.method ?? (input instanceof Request ? input.method : "GET"), url, res);

@@ -4,6 +4,7 @@
  * and the HTTP gateway on a free port. Everything is torn down by stop().
  */
 import { randomBytes } from "node:crypto";
+import { PROBE_HEADERS } from "./answer-recorder-env";
 import type { AddressInfo } from "node:net";
 import type { Server } from "node:http";
 import type { ServiceBroker } from "moleculer";
@@ -123,7 +124,7 @@ export async function startGatewayAndDomain(
   await gateway.broker.waitForServices(domainServices, 20_000);
   const probe = domainServices.includes("labs") ? "/labs" : "/courses";
   const deadline = Date.now() + 20_000;
-  while ((await fetch(`${gateway.url}/api/v1${probe}`)).status === 404) {
+  while ((await fetch(`${gateway.url}/api/v1${probe}`, { headers: PROBE_HEADERS })).status === 404) {
     if (Date.now() > deadline) throw new Error("gateway never routed the remote services");
     await new Promise((r) => setTimeout(r, 100));
   }
