@@ -8,7 +8,8 @@ import { INSTANCE_STATUSES } from "./lab-instances.rules";
 const id = s.integer({ minimum: 1 });
 
 /** A lab_instances row, as the API shows it (snake_case, ISO times once serialised). */
-export const LabInstance = s.object(
+/** The table row (the API always answers the view below, which carries the names too). */
+const LabInstanceRowSchema = s.object(
   {
     id,
     lab_id: id,
@@ -25,18 +26,18 @@ export const LabInstance = s.object(
     expires_at: s.nullable(s.dateTime()),
     updated_at: s.dateTime(),
   },
-  { title: "LabInstance" },
+  { title: "LabInstanceRow" },
 );
-export type LabInstanceRow = Infer<typeof LabInstance>;
+export type LabInstanceRow = Infer<typeof LabInstanceRowSchema>;
 
-export const INSTANCE_COLUMNS = Object.keys(LabInstance.properties as object) as (keyof LabInstanceRow)[];
+export const INSTANCE_COLUMNS = Object.keys(LabInstanceRowSchema.properties as object) as (keyof LabInstanceRow)[];
 
 /**
  * What the API answers for an instance (lists, single gets, starts, stops, the status-changed broadcast): the
  * row plus the names a dashboard shows beside it, joined in the same statement (no N+1).
  */
 export const LabInstanceViewSchema = extend(
-  LabInstance,
+  LabInstanceRowSchema,
   { lab_name: s.string(), course_name: s.string() },
   { title: "LabInstance" },
 );
