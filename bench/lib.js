@@ -187,12 +187,21 @@ const list = (raw, sep = ",") =>
 /** A platform node (`node dist/main/start.js`) as its own process. */
 async function startPlatformNode(name, env, root = ROOT) {
   const port = env.PORT ?? String(await freePort());
+  // Every node serves its metrics and probes, as in production; on one machine each needs a port of its own.
+  const metricsPort = env.METRICS_PORT ?? String(await freePort());
   const child = await startReadyChild({
     name: `platform node ${name}`,
     command: process.execPath,
     // BENCH_NODE_ARGS: node flags for the platform nodes, e.g. --cpu-prof --cpu-prof-dir=/tmp/prof.
     args: [...list(process.env.BENCH_NODE_ARGS ?? "", " "), path.join(root, "dist/main/start.js")],
-    env: { PATH: process.env.PATH, NODE_ENV: "production", LOGLEVEL: "warn", ...env, PORT: port },
+    env: {
+      PATH: process.env.PATH,
+      NODE_ENV: "production",
+      LOGLEVEL: "warn",
+      ...env,
+      PORT: port,
+      METRICS_PORT: metricsPort,
+    },
     ready: /platform ready in (\d+) ms/,
     timeoutMs: 60_000,
     onLine: (line) => process.env.BENCH_VERBOSE && console.error(`  [${name}] ${line}`),
