@@ -294,7 +294,8 @@ async function startBaseline({ dbUrl, issuer, poolMax = 10, maxActive }) {
   const child = await startReadyChild({
     name: "baseline server",
     command: process.execPath,
-    args: [path.join(__dirname, "baseline-server.js")],
+    // BENCH_BASELINE_NODE_ARGS: node flags for the baseline, e.g. --cpu-prof to profile it beside the platform.
+    args: [...list(process.env.BENCH_BASELINE_NODE_ARGS ?? "", " "), path.join(__dirname, "baseline-server.js")],
     env: {
       PATH: process.env.PATH,
       DATABASE_URL: dbUrl,
