@@ -1,7 +1,8 @@
 /**
  * `node bench/check-baseline.js` (after `npm run build`): the baseline must answer what the platform answers.
  * One embedded platform node and the baseline on identically seeded databases; every benchmarked route as the
- * same student on both; the bodies must match apart from timestamps and task ids. Exit code 1 on a difference.
+ * same student on both; the bodies must match apart from timestamps and task ids. Exit code 1 on a difference
+ * (or a failure); the last line counts the routes compared (test/integration/bench-baseline.test.ts runs this).
  */
 const lib = require("./lib");
 lib.runMain(async () => {
@@ -16,12 +17,15 @@ lib.runMain(async () => {
     const r = await fetch(url + "/api/v1" + path, { method, headers, body: body && JSON.stringify(body) });
     return { status: r.status, body: await r.json() };
   };
+  const counted = { compared: 0, different: 0 };
   const strip = (x) => JSON.stringify(x, (k, v) => (/_at$|celery_task_id/.test(k) ? "<t>" : v));
   const compare = (what, x, y) => {
     const same = x.status === y.status && strip(x.body) === strip(y.body);
+    counted.compared++;
     console.log(`${what}: platform ${x.status}, baseline ${y.status}: ${same ? "same" : "DIFFERENT"}`);
     if (!same) {
       console.log(`  platform: ${strip(x.body).slice(0, 500)}\n  baseline: ${strip(y.body).slice(0, 500)}`);
+      counted.different++;
       process.exitCode = 1;
     }
   };
@@ -35,4 +39,5 @@ lib.runMain(async () => {
   const t1 = await get(p.gateways[0], `/lab-instances/${s1.body.id}/stop`, "POST");
   const t2 = await get(base.url, `/lab-instances/${s2.body.id}/stop`, "POST");
   compare("POST /lab-instances/{id}/stop", t1, t2);
+  console.log(`baseline check: ${counted.compared} routes compared, ${counted.different} different`);
 });
