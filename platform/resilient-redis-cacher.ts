@@ -13,6 +13,7 @@
 import { createHash } from "node:crypto";
 import { Cachers, type Middleware } from "moleculer";
 import { CacheStats, coherentMiddleware, type CoherentCacher } from "./coherent-cache";
+import { rememberAnswerBytes } from "./answer-bytes";
 
 const COMMAND_TIMEOUT_MS = 500;
 const WARN_EVERY_MS = 10_000;
@@ -85,7 +86,9 @@ export class ResilientRedisCacher extends Cachers.Redis implements CoherentCache
       this.broker.metrics.increment(GET_TOTAL);
       if (entry === null) return { data: this.miss, epoch: epoch?.toString() ?? "0" };
       this.broker.metrics.increment(FOUND_TOTAL);
-      return { data: (this as unknown as { serializer: Serializer }).serializer.deserialize(entry), epoch: null };
+      const data = (this as unknown as { serializer: Serializer }).serializer.deserialize(entry);
+      rememberAnswerBytes(data, entry);
+      return { data, epoch: null };
     } catch (err) {
       this.degraded("get", err);
       return { data: this.miss, epoch: null };
@@ -102,6 +105,7 @@ export class ResilientRedisCacher extends Cachers.Redis implements CoherentCache
     if (this.dirty) return false;
     try {
       const serialized = (this as unknown as { serializer: Serializer }).serializer.serialize(data);
+      rememberAnswerBytes(data, serialized);
       const ttl = ttlS ?? this.opts.ttl ?? 0;
       const keysAndArgs = [(this.prefix ?? "") + key, this.epochPrefix + scope, serialized, epoch, ttl] as const;
       // EVALSHA: the script's 250 bytes are sent (and hashed by Redis) once per Redis restart, not per fill.

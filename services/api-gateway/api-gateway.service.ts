@@ -10,6 +10,7 @@ import type { CallingOptions, Context, Service, ServiceBroker, ServiceSchema } f
 import ApiGateway, { type ApiSettingsSchema } from "moleculer-web";
 import Redis from "ioredis";
 import { platformOf } from "../../platform/platform";
+import { answerBytes } from "../../platform/answer-bytes";
 import { unauthorized, unsupportedMediaType, badRequest, forbidden, serviceUnavailable } from "../../platform/errors";
 import type { Principal, RequestMeta } from "../../lib/principal";
 import { STATUS_CHANGED_EVENT } from "../lab-instances/lab-instances.contract";
@@ -75,6 +76,7 @@ type GatewayMethods = {
   refreshAliases(): void;
   httpHandler(req: IncomingMessage, res: ServerResponse, next?: unknown): unknown;
   resolveAlias(url: string, method?: string): unknown;
+  encodeResponse(req: IncomingMessage, res: ServerResponse, data: unknown): string | Buffer;
   logRequest(req: IncomingMessage): void;
   logResponse(req: IncomingMessage, res: ServerResponse, data: unknown): void;
   authenticate(ctx: Context<unknown, RequestMeta>, route: unknown, req: IncomingMessage): Promise<Principal | null>;
@@ -465,6 +467,10 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
           }
         }
         return baseMethods.httpHandler.call(this, req, res, next);
+      },
+      /** JSON of an answer; bytes the cache already holds for it are sent as they are (platform/answer-bytes.ts). */
+      encodeResponse(_req: IncomingMessage, _res: ServerResponse, data: unknown): string | Buffer {
+        return answerBytes(data) ?? JSON.stringify(data);
       },
       resolveAlias(url: string, method: string = "GET") {
         return baseMethods.resolveAlias.call(this, url, resolvedMethod(method));
