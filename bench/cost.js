@@ -69,11 +69,26 @@ lib.runMain(async () => {
   await lib.waitRouted([baseline.url], ["/courses"], tokens[0]);
   if (previous) await lib.waitRouted(previous.gateways, ["/courses", "/labs", "/lab-instances"], tokens[0]);
   const sides = {
-    platform: { targets: platform.gateways, pids: platform.nodes.map((n) => n.pid), courseId: platformDb.courseId },
-    baseline: { targets: [baseline.url], pids: [baseline.pid], courseId: baselineDb.courseId },
+    platform: {
+      targets: platform.gateways,
+      pids: platform.nodes.map((n) => n.pid),
+      courseId: platformDb.courseId,
+      labIds: platformDb.labIds,
+    },
+    baseline: {
+      targets: [baseline.url],
+      pids: [baseline.pid],
+      courseId: baselineDb.courseId,
+      labIds: baselineDb.labIds,
+    },
   };
   if (previous) {
-    sides.before = { targets: previous.gateways, pids: previous.nodes.map((n) => n.pid), courseId: beforeDb.courseId };
+    sides.before = {
+      targets: previous.gateways,
+      pids: previous.nodes.map((n) => n.pid),
+      courseId: beforeDb.courseId,
+      labIds: beforeDb.labIds,
+    };
   }
   // Cache-cold keys must never repeat across rounds: each side's sequence continues where its last run ended.
   const offsets = { platform: 0, baseline: 0, before: 0 };
@@ -110,7 +125,7 @@ lib.runMain(async () => {
             warmupRequests: WARMUP,
             tokens,
             courseId: side.courseId,
-            labIds: [],
+            labIds: side.labIds,
             startOffset: offsets[name],
           },
           async (phase) => {

@@ -10,7 +10,7 @@
  *   connection: never wait on connection B while holding a transaction open on connection A (it hangs).
  */
 import { Client, type ClientConfig } from "pg";
-import { Sequelize, type Options } from "sequelize";
+import { Sequelize, type Options, type Transaction } from "sequelize";
 
 export interface CreateSequelizeOptions {
   /** Pool size of this node. */
@@ -229,8 +229,18 @@ export function statementRunnerOf(sequelize: Sequelize): StatementRunner {
 }
 
 export interface StatementRunner {
-  /** Rows of a statement without a transaction: same SQL dialect, binds, rows and errors as `sequelize.query`. */
-  query<T extends object>(sql: string, bind: Record<string, unknown>): Promise<T[]>;
+  /**
+   * Rows of a statement: same SQL dialect, binds, rows and errors as `sequelize.query` with QueryTypes.SELECT
+   * (RETURNING rows for a write). Inside `transaction` it runs on that transaction's connection.
+   */
+  query<T extends object>(sql: string, bind: Record<string, unknown>, transaction?: Transaction): Promise<T[]>;
+}
+
+/** Sequelize's transaction as the runner uses it: its connection, and whether it already ended (untyped). */
+interface TransactionInternals {
+  id: string;
+  connection?: PgConnection;
+  finished?: string;
 }
 
 /**
@@ -262,7 +272,7 @@ export function createStatementRunner(sequelize: Sequelize, opts: { named: boole
   }
 
   return {
-    async query<T extends object>(sql: string, bind: Record<string, unknown>): Promise<T[]> {
+    async query<T extends object>(sql: string, bind: Record<string, unknown>, transaction?: Transaction): Promise<T[]> {
       const statement = compile(sql);
       count.n++;
       const values = statement.names.map((key) => {
@@ -270,7 +280,14 @@ export function createStatementRunner(sequelize: Sequelize, opts: { named: boole
         if (v === undefined) throw new Error(`Named bind parameter "$${key}" has no value in the given object.`);
         return typeof v === "string" && v.includes("\0") ? v.replace(/\0/g, "\\0") : v;
       });
-      const connection = await internals.connectionManager.getConnection({ type: "SELECT" });
+      const tx = transaction as unknown as TransactionInternals | undefined;
+      if (tx?.finished !== undefined) {
+        // sequelize.query's own refusal: a statement after commit/rollback would run outside the transaction.
+        const e = new Error(`${tx.finished} has been called on this transaction(${tx.id}), you can no longer use it.`);
+        throw Object.assign(e, { sql: statement.text });
+      }
+      const owned = tx?.connection === undefined;
+      const connection = tx?.connection ?? (await internals.connectionManager.getConnection({ type: "SELECT" }));
       try {
         const result = await connection.query({ name: statement.name, text: statement.text, values });
         return result.rows as T[];
@@ -283,7 +300,8 @@ export function createStatementRunner(sequelize: Sequelize, opts: { named: boole
         e.parameters = values;
         throw new internals.dialect.Query(connection, sequelize, {}).formatError(e, e.stack);
       } finally {
-        internals.connectionManager.releaseConnection(connection);
+        // A transaction's connection goes back to the pool when the transaction ends, not after each statement.
+        if (owned) internals.connectionManager.releaseConnection(connection);
       }
     },
   };

@@ -6,11 +6,12 @@
  * computed when the row is published, so rows waiting out a broker outage go out under the prefix the
  * workers of the moment register, and the result mapping needs no prefix arithmetic.
  *
- * PGlite caveat: inside a transaction every query passes `{ transaction }` (a query on another pooled
+ * PGlite caveat: inside a transaction every query passes the transaction (a query on another pooled
  * connection would wait for the transaction to end, which waits for it: a hang).
  */
 import { randomUUID } from "node:crypto";
-import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
+import type { Sequelize, Transaction } from "sequelize";
+import { statementRunnerOf } from "../../platform/db";
 import { canonicalKwargs, type CeleryTaskKwargs, type CeleryTaskName } from "./celery-protocol";
 
 /** Emit (broadcast) after the enqueuing transaction committed: relays wake at once instead of at their next poll. */
@@ -45,23 +46,34 @@ export async function enqueueTask<N extends CeleryTaskName>(
   }
   if (typeof task.queue !== "string" || task.queue === "") throw new TypeError("queue must be a non-empty string");
   const id = randomUUID();
-  await sequelize.query(
+  await run(
+    sequelize,
     `INSERT INTO task_outbox (id, task_name, kwargs, queue, lab_instance_id, traceparent)
      VALUES ($id, $name, $kwargs::jsonb, $queue, $labInstanceId, $traceparent)`,
     {
-      bind: {
-        id,
-        name: task.name,
-        kwargs: JSON.stringify(kwargs),
-        queue: task.queue,
-        labInstanceId: task.labInstanceId,
-        traceparent: task.traceparent ?? null,
-      },
-      type: QueryTypes.INSERT,
-      transaction,
+      id,
+      name: task.name,
+      kwargs: JSON.stringify(kwargs),
+      queue: task.queue,
+      labInstanceId: task.labInstanceId,
+      traceparent: task.traceparent ?? null,
     },
+    transaction,
   );
   return id;
+}
+
+/**
+ * Every statement here goes through the platform's statement runner (named prepared statements on the pool's
+ * connections, the transaction's connection when given): Sequelize's query path cost more than the statement.
+ */
+function run<T extends object>(
+  sequelize: Sequelize,
+  sql: string,
+  bind: Record<string, unknown>,
+  transaction?: Transaction,
+): Promise<T[]> {
+  return statementRunnerOf(sequelize).query<T>(sql, bind, transaction);
 }
 
 // ---------------------------------------------------------------------------
@@ -96,11 +108,12 @@ export interface OutboxBacklog {
 /** The outbox in numbers (health, readiness, metrics). Both counts walk the partial indexes of rows in flight. */
 export async function outboxBacklog(sequelize: Sequelize): Promise<OutboxBacklog> {
   // extract() is numeric and counts are bigint: pg hands them over as strings.
-  const [row] = await sequelize.query<{ unpublished: string; oldest_s: string | null; awaiting: string }>(
+  const [row] = await run<{ unpublished: string; oldest_s: string | null; awaiting: string }>(
+    sequelize,
     `SELECT (SELECT count(*) FROM task_outbox WHERE published_at IS NULL) AS unpublished,
             (SELECT extract(epoch FROM now() - min(created_at)) FROM task_outbox WHERE published_at IS NULL) AS oldest_s,
             (SELECT count(*) FROM task_outbox WHERE published_at IS NOT NULL AND result_applied_at IS NULL) AS awaiting`,
-    { type: QueryTypes.SELECT },
+    {},
   );
   // Scalar subqueries only: always one row.
   return {
@@ -112,10 +125,11 @@ export async function outboxBacklog(sequelize: Sequelize): Promise<OutboxBacklog
 
 /** Cheap look before taking a transaction (and before connecting to a broker for nothing). */
 export async function probeOutbox(sequelize: Sequelize): Promise<OutboxProbe> {
-  const rows = await sequelize.query<{ due: boolean; waiting: boolean }>(
+  const rows = await run<{ due: boolean; waiting: boolean }>(
+    sequelize,
     `SELECT EXISTS (SELECT 1 FROM task_outbox WHERE published_at IS NULL AND next_attempt_at <= now()) AS due,
             EXISTS (SELECT 1 FROM task_outbox WHERE published_at IS NULL) AS waiting`,
-    { type: QueryTypes.SELECT },
+    {},
   );
   return { due: rows[0]?.due, waiting: rows[0]?.waiting };
 }
@@ -132,7 +146,8 @@ export async function claimDueRows(
   transaction: Transaction,
   limit: number,
 ): Promise<OutboxRow[]> {
-  return sequelize.query<OutboxRow>(
+  return run<OutboxRow>(
+    sequelize,
     `SELECT t.id, t.task_name, t.kwargs, t.queue, t.attempts, t.lab_instance_id, t.traceparent
        FROM task_outbox t
       WHERE t.published_at IS NULL
@@ -144,7 +159,8 @@ export async function claimDueRows(
       ORDER BY t.created_at
       LIMIT $limit::integer
       FOR UPDATE OF t SKIP LOCKED`,
-    { bind: { limit }, type: QueryTypes.SELECT, transaction },
+    { limit },
+    transaction,
   );
 }
 
@@ -154,11 +170,12 @@ export async function markPublished(
   ids: readonly string[],
 ): Promise<void> {
   if (ids.length === 0) return;
-  await sequelize.query(`UPDATE task_outbox SET published_at = now(), last_error = NULL WHERE id = ANY($ids::uuid[])`, {
-    bind: { ids: [...ids] },
-    type: QueryTypes.UPDATE,
+  await run(
+    sequelize,
+    `UPDATE task_outbox SET published_at = now(), last_error = NULL WHERE id = ANY($ids::uuid[])`,
+    { ids: [...ids] },
     transaction,
-  });
+  );
 }
 
 export interface PublishFailure {
@@ -174,7 +191,8 @@ export async function markFailed(
   failures: readonly PublishFailure[],
 ): Promise<void> {
   if (failures.length === 0) return;
-  await sequelize.query(
+  await run(
+    sequelize,
     `UPDATE task_outbox t
         SET attempts = t.attempts + 1,
             last_error = f.error,
@@ -182,14 +200,11 @@ export async function markFailed(
        FROM unnest($ids::uuid[], $errors::text[], $delays::integer[]) AS f(id, error, delay_ms)
       WHERE t.id = f.id`,
     {
-      bind: {
-        ids: failures.map((f) => f.id),
-        errors: failures.map((f) => f.error),
-        delays: failures.map((f) => f.delayMs),
-      },
-      type: QueryTypes.UPDATE,
-      transaction,
+      ids: failures.map((f) => f.id),
+      errors: failures.map((f) => f.error),
+      delays: failures.map((f) => f.delayMs),
     },
+    transaction,
   );
 }
 
@@ -198,11 +213,12 @@ export async function markFailed(
  * Returns how many rows were made due.
  */
 export async function makeWaitingRowsDue(sequelize: Sequelize): Promise<number> {
-  const rows = await sequelize.query<{ id: string }>(
+  const rows = await run<{ id: string }>(
+    sequelize,
     `UPDATE task_outbox SET next_attempt_at = now()
       WHERE published_at IS NULL AND next_attempt_at > now()
       RETURNING id`,
-    { type: QueryTypes.SELECT },
+    {},
   );
   return rows.length;
 }
@@ -212,12 +228,13 @@ export async function makeWaitingRowsDue(sequelize: Sequelize): Promise<number> 
  * when the process ended are gone. Send them again, as a durable queue would redeliver them.
  */
 export async function requeueUnfinished(sequelize: Sequelize, horizonS: number): Promise<number> {
-  const rows = await sequelize.query<{ id: string }>(
+  const rows = await run<{ id: string }>(
+    sequelize,
     `UPDATE task_outbox SET published_at = NULL, next_attempt_at = now()
       WHERE published_at IS NOT NULL AND result_applied_at IS NULL
         AND published_at > now() - $horizon::integer * interval '1 second'
       RETURNING id`,
-    { bind: { horizon: horizonS }, type: QueryTypes.SELECT },
+    { horizon: horizonS },
   );
   return rows.length;
 }
@@ -239,14 +256,15 @@ export interface LeasedTask {
  * transaction is held across the remote call.
  */
 export async function leaseResult(sequelize: Sequelize, id: string, leaseS: number): Promise<LeasedTask | null> {
-  const rows = await sequelize.query<LeasedTask>(
+  const rows = await run<LeasedTask>(
+    sequelize,
     `UPDATE task_outbox
         SET result_lease_until = now() + $lease::integer * interval '1 second'
       WHERE id = $id
         AND result_applied_at IS NULL
         AND (result_lease_until IS NULL OR result_lease_until <= now())
       RETURNING id, task_name, lab_instance_id, result_attempts`,
-    { bind: { id, lease: leaseS }, type: QueryTypes.SELECT },
+    { id, lease: leaseS },
   );
   return rows[0] ?? null;
 }
@@ -258,30 +276,33 @@ export async function markResultApplied(
   status: string,
   note: string | null,
 ): Promise<void> {
-  await sequelize.query(
+  await run(
+    sequelize,
     `UPDATE task_outbox
         SET result_applied_at = now(), result_status = $status, result_error = $note, result_lease_until = NULL
       WHERE id = $id AND result_applied_at IS NULL`,
-    { bind: { id, status, note }, type: QueryTypes.UPDATE },
+    { id, status, note },
   );
 }
 
 /** The apply call failed: keep the row waiting, retry after `delayMs` (the lease paces the reconcile). */
 export async function markApplyFailed(sequelize: Sequelize, id: string, error: string, delayMs: number): Promise<void> {
-  await sequelize.query(
+  await run(
+    sequelize,
     `UPDATE task_outbox
         SET result_attempts = result_attempts + 1, result_error = $error,
             result_lease_until = now() + $delay::integer * interval '1 millisecond'
       WHERE id = $id AND result_applied_at IS NULL`,
-    { bind: { id, error, delay: delayMs }, type: QueryTypes.UPDATE },
+    { id, error, delay: delayMs },
   );
 }
 
 /** Releases a lease taken for a result that turned out not to be final (nothing applied, no failure). */
 export async function releaseLease(sequelize: Sequelize, id: string): Promise<void> {
-  await sequelize.query(
+  await run(
+    sequelize,
     `UPDATE task_outbox SET result_lease_until = NULL WHERE id = $id AND result_applied_at IS NULL`,
-    { bind: { id }, type: QueryTypes.UPDATE },
+    { id },
   );
 }
 
@@ -301,7 +322,8 @@ export async function awaitingResults(
   limit: number,
   cursor: AwaitingRow | null,
 ): Promise<AwaitingRow[]> {
-  return sequelize.query<AwaitingRow>(
+  return run<AwaitingRow>(
+    sequelize,
     `SELECT id, published_at::text AS published_key FROM task_outbox
       WHERE published_at IS NOT NULL AND result_applied_at IS NULL
         AND published_at > now() - $horizon::integer * interval '1 second'
@@ -309,10 +331,7 @@ export async function awaitingResults(
         AND ($afterAt::timestamptz IS NULL OR (published_at, id) > ($afterAt::timestamptz, $afterId::uuid))
       ORDER BY published_at, id
       LIMIT $limit::integer`,
-    {
-      bind: { horizon: horizonS, limit, afterAt: cursor?.published_key ?? null, afterId: cursor?.id ?? null },
-      type: QueryTypes.SELECT,
-    },
+    { horizon: horizonS, limit, afterAt: cursor?.published_key ?? null, afterId: cursor?.id ?? null },
   );
 }
 
@@ -321,13 +340,14 @@ export async function awaitingResults(
  * expired. lab-instances' own timeouts have long since failed their instances; stop polling for them.
  */
 export async function settleExpiredResults(sequelize: Sequelize, horizonS: number): Promise<number> {
-  const rows = await sequelize.query<{ id: string }>(
+  const rows = await run<{ id: string }>(
+    sequelize,
     `UPDATE task_outbox
         SET result_applied_at = now(), result_status = 'NO_RESULT', result_error = $note, result_lease_until = NULL
       WHERE published_at IS NOT NULL AND result_applied_at IS NULL
         AND published_at <= now() - $horizon::integer * interval '1 second'
       RETURNING id`,
-    { bind: { horizon: horizonS, note: `no result within ${horizonS} s of publishing` }, type: QueryTypes.SELECT },
+    { horizon: horizonS, note: `no result within ${horizonS} s of publishing` },
   );
   return rows.length;
 }
@@ -357,14 +377,15 @@ export async function listOutbox(
   sequelize: Sequelize,
   opts: { unsent: boolean; limit: number },
 ): Promise<OutboxEntry[]> {
-  return sequelize.query<OutboxEntry>(
+  return run<OutboxEntry>(
+    sequelize,
     `SELECT id, task_name, lab_instance_id, created_at, extract(epoch FROM now() - created_at)::integer AS age_s,
             attempts, next_attempt_at, last_error, published_at, result_status, result_error, result_attempts
        FROM task_outbox
       WHERE NOT $unsent::boolean OR published_at IS NULL
       ORDER BY CASE WHEN $unsent::boolean THEN created_at END ASC, created_at DESC
       LIMIT $limit::integer`,
-    { bind: { unsent: opts.unsent, limit: opts.limit }, type: QueryTypes.SELECT },
+    { unsent: opts.unsent, limit: opts.limit },
   );
 }
 
@@ -374,18 +395,16 @@ export async function listOutbox(
  * "done": the row's result is applied, nothing to retry; null: no such row.
  */
 export async function retryOutboxRow(sequelize: Sequelize, id: string): Promise<"publish" | "result" | "done" | null> {
-  const rows = await sequelize.query<{ unpublished: boolean }>(
+  const rows = await run<{ unpublished: boolean }>(
+    sequelize,
     `UPDATE task_outbox
         SET next_attempt_at = CASE WHEN published_at IS NULL THEN now() ELSE next_attempt_at END,
             result_lease_until = CASE WHEN published_at IS NULL THEN result_lease_until END
       WHERE id = $id AND result_applied_at IS NULL
       RETURNING published_at IS NULL AS unpublished`,
-    { bind: { id }, type: QueryTypes.SELECT },
+    { id },
   );
   if (rows[0]) return rows[0].unpublished ? "publish" : "result";
-  const exists = await sequelize.query(`SELECT 1 FROM task_outbox WHERE id = $id`, {
-    bind: { id },
-    type: QueryTypes.SELECT,
-  });
+  const exists = await run(sequelize, `SELECT 1 FROM task_outbox WHERE id = $id`, { id });
   return exists.length ? "done" : null;
 }
