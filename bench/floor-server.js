@@ -16,11 +16,13 @@ const http = require("node:http");
 const SIDE = process.env.FLOOR_SIDE ?? "raw";
 const PORT = Number(process.env.PORT ?? 0);
 const PATH = "/api/v1/floor";
+/** Rows on the page (bench/floor.js BENCH_FLOOR_ROWS): 50 fills a page; bench:cost's seeded students list 5. */
+const ROWS = Number(process.env.FLOOR_ROWS ?? 50);
 
-/** One page of GET /lab-instances?limit=50: 50 views (row + lab and course names: 17 fields), Dates as pg gives them. */
+/** One page of GET /lab-instances?limit=50: ROWS views (row + lab and course names: 17 fields), Dates as pg gives them. */
 function buildPage() {
   const t0 = Date.parse("2026-11-30T08:00:00.000Z");
-  const items = Array.from({ length: 50 }, (_, i) => {
+  const items = Array.from({ length: ROWS }, (_, i) => {
     const created = new Date(t0 + i * 61_000);
     return {
       id: 1000 + i,
@@ -41,7 +43,7 @@ function buildPage() {
       course_name: "Course 7",
     };
   });
-  return { items, total: 50, offset: 0, limit: 50 };
+  return { items, total: ROWS, offset: 0, limit: 50 };
 }
 const PAGE = buildPage();
 

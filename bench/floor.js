@@ -16,6 +16,7 @@
  * connections. Rounds rotate the order of the sides; min and median are printed.
  *
  * Env: BENCH_COST_REQUESTS (5000), BENCH_COST_WARMUP (1000), BENCH_COST_ROUNDS (3), BENCH_CONNECTIONS (10),
+ * BENCH_FLOOR_ROWS (50: a full page; bench:cost's seeded students each list 5 instances, so 5 is its answer),
  * BENCH_FLOOR_SIDES (raw,moleculer-web,moleculer-web+2calls,platform-broker), BENCH_NODE_ARGS (node flags for
  * the servers, e.g. --cpu-prof --cpu-prof-dir=/tmp/prof).
  */
@@ -35,6 +36,7 @@ const REQUESTS = Number(process.env.BENCH_COST_REQUESTS ?? 5000);
 const WARMUP = Number(process.env.BENCH_COST_WARMUP ?? 1000);
 const ROUNDS = Number(process.env.BENCH_COST_ROUNDS ?? 3);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
+const ROWS = Number(process.env.BENCH_FLOOR_ROWS ?? 50);
 /** Linux reports process CPU in clock ticks of 1/100 s (getconf CLK_TCK). */
 const TICK_US = 10_000;
 const TOKENS = ["floor-token-a", "floor-token-b", "floor-token-c", "floor-token-d"];
@@ -58,6 +60,7 @@ async function startSide(side) {
       PATH: process.env.PATH,
       NODE_ENV: "production",
       FLOOR_SIDE: side,
+      FLOOR_ROWS: String(ROWS),
       PORT: "0",
       METRICS_PORT: String(await lib.freePort()),
     },
@@ -89,8 +92,9 @@ lib.runMain(async () => {
         .loadavg()
         .map((l) => l.toFixed(2))
         .join(" ")}`,
-    `GET /api/v1/floor (${Buffer.byteLength(expected)} B JSON, no database): CPU µs per request over ${REQUESTS} ` +
-      `requests (after ${WARMUP} unrecorded), ${CONNECTIONS} connections, ${ROUNDS} rounds`,
+    `GET /api/v1/floor (${ROWS} rows, ${Buffer.byteLength(expected)} B JSON, no database): ` +
+      `CPU µs per request over ${REQUESTS} requests (after ${WARMUP} unrecorded), ` +
+      `${CONNECTIONS} connections, ${ROUNDS} rounds`,
     "",
     "| side | µs/req min · median | req/s median | overhead over raw (µs, median) | raw ÷ side |",
     "|---|---|---|---|---|",
