@@ -8,7 +8,7 @@
  * - platform-broker: the same two calls, the broker built by the platform's createPlatformBroker (dist/main/
  *   broker.js: brokerOptions(config) with its middlewares — AccessGate, RequestContext, OpsServer, Metrics,
  *   DatabaseOutage — and the platform attached), embedded config, no transporter, no services of ours, no
- *   database (nothing here queries it).
+ *   database (nothing here queries it); platform-broker-no:<part>+… leaves parts of it out (see WITHOUT below).
  * Prints "floor listening on http://127.0.0.1:<port>" once it serves.
  */
 const http = require("node:http");
@@ -128,9 +128,52 @@ async function moleculer(auth) {
   await broker.start();
 }
 
+/**
+ * platform-broker-no:<part>[+<part>…]: the platform's broker without some of its parts, to see what each costs.
+ * Parts: its middlewares (AccessGate, RequestContext, OpsServer, Metrics, DatabaseOutage) and broker options
+ * (requestTimeout: 0, tracking: off, validator: off).
+ */
+const WITHOUT = new Set(
+  SIDE.startsWith("platform-broker-no:") ? SIDE.slice("platform-broker-no:".length).split("+") : [],
+);
+
+function platformOverrides(options) {
+  const dist = (m) => require(`../dist/platform/${m}.js`);
+  const middlewares = {
+    AccessGate: dist("access-gate").AccessGate,
+    RequestContext: dist("request-context").RequestContextMiddleware,
+    OpsServer: dist("ops-server").OpsServerMiddleware,
+    Metrics: dist("metrics").MetricsMiddleware,
+    DatabaseOutage: dist("database-outage").DatabaseOutageMiddleware,
+  };
+  const settings = {
+    requestTimeout: { requestTimeout: 0 },
+    tracking: { tracking: { enabled: false } },
+    validator: { validator: false },
+  };
+  const overrides = {};
+  for (const part of WITHOUT) {
+    if (!middlewares[part] && !settings[part]) {
+      throw new Error(
+        `FLOOR_SIDE: unknown part "${part}" (${[...Object.keys(middlewares), ...Object.keys(settings)].join(", ")})`,
+      );
+    }
+    Object.assign(overrides, settings[part]);
+  }
+  const omitted = Object.entries(middlewares)
+    .filter(([name]) => WITHOUT.has(name))
+    .map(([, mw]) => mw);
+  // As createPlatformBroker builds the list: brokerOptions' middlewares, then DatabaseOutage.
+  if (omitted.length) {
+    overrides.middlewares = [...options.middlewares, middlewares.DatabaseOutage].filter((mw) => !omitted.includes(mw));
+  }
+  return overrides;
+}
+
 async function platformBroker() {
   const ApiGateway = require("moleculer-web");
   const { loadConfig } = require("../dist/platform/config.js");
+  const { brokerOptions } = require("../dist/platform/moleculer.config.js");
   const { createPlatformBroker } = require("../dist/main/broker.js");
   const { PUBLIC } = require("../dist/platform/access-gate.js");
   // Embedded mode (no DATABASE_URL, no TRANSPORTER): Memory cacher, no transporter; METRICS_PORT on, as in
@@ -140,7 +183,7 @@ async function platformBroker() {
     services: [],
   };
   // Nothing here touches the database (only /readyz would, and nothing asks it).
-  const broker = createPlatformBroker(config, /** @type {any} */ ({}));
+  const broker = createPlatformBroker(config, /** @type {any} */ ({}), platformOverrides(brokerOptions(config)));
   broker.createService({
     name: "floor",
     actions: {
@@ -170,6 +213,7 @@ const sides = {
   "moleculer-web+2calls": () => moleculer(true),
   "platform-broker": platformBroker,
 };
+if (WITHOUT.size) sides[SIDE] = platformBroker;
 if (!sides[SIDE]) throw new Error(`FLOOR_SIDE: unknown side "${SIDE}" (${Object.keys(sides).join(", ")})`);
 Promise.resolve(sides[SIDE]()).catch((err) => {
   console.error(err);
