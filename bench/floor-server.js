@@ -178,6 +178,7 @@ async function platformBroker() {
   const { PUBLIC } = require("../dist/platform/access-gate.js");
   // Embedded mode (no DATABASE_URL, no TRANSPORTER): Memory cacher, no transporter; METRICS_PORT on, as in
   // production (the ops server and the metrics middleware run). No service of ours: only the floor ones below.
+  // PORT is our gateway's (not started here); set only so METRICS_PORT can never equal it (loadConfig refuses).
   const config = {
     ...loadConfig({ LOGLEVEL: "warn", METRICS_PORT: process.env.METRICS_PORT, NAMESPACE: "floor", PORT: "1" }),
     services: [],
