@@ -7,7 +7,7 @@
  *         courseId, labIds: number[], startOffset?: number, requests?: number, warmupRequests?: number }
  * With `requests` the run is a fixed number of units of work (after `warmupRequests` unrecorded ones) instead of
  * a duration: bench/cost.js compares CPU per request, so both sides must serve the same requests.
- * Scenarios: courses-cached, courses-cold, labs, lab-instances, me, start-stop, mixed.
+ * Scenarios: courses-cached, courses-cold, labs, lab-instances, me, floor (bench/floor.js), start-stop, mixed.
  */
 const http = require("node:http");
 
@@ -62,6 +62,8 @@ const SCENARIOS = {
   labs: (w) => [["GET", "/api/v1/labs?offset=0&limit=50", tokenOf(w), undefined, 200]],
   "lab-instances": (w) => [["GET", "/api/v1/lab-instances?offset=0&limit=50", tokenOf(w), undefined, 200]],
   me: (w) => [["GET", "/api/v1/auth/me", tokenOf(w), undefined, 200]],
+  // bench/floor.js: a fixed page, no database (the framework's floor per request).
+  floor: (w) => [["GET", "/api/v1/floor", tokenOf(w), undefined, 200]],
 };
 
 // start+stop: every start uses a (student, lab) pair not used before, so neither the one-active-instance rule nor

@@ -1,0 +1,142 @@
+/**
+ * `npm run bench:floor`: the framework's fixed floor per request. CPU µs per request of servers that all answer
+ * `GET /api/v1/floor` with the same fixed JSON page (one page of GET /lab-instances: 50 rows, Dates serialised per
+ * request), no database, each its own process (bench/floor-server.js):
+ * - raw: node:http + JSON.stringify;
+ * - moleculer-web: a default ServiceBroker + moleculer-web, one action call per request;
+ * - moleculer-web+2calls: + route authentication calling an action (as our gateway calls auth.authenticate):
+ *   two action calls per request, as a real read;
+ * - platform-broker: the same two calls on the broker the platform builds (createPlatformBroker: brokerOptions
+ *   and its middlewares, the platform attached), the page action behind AccessGate's role check.
+ * What a side costs over raw is what it adds on every request whatever our code does; bench:cost's platform
+ * µs/request minus this floor is ours.
+ *
+ * Per round, each side: `BENCH_COST_WARMUP` unrecorded requests, then the CPU time (utime + stime from
+ * /proc/<pid>/stat) of the server across `BENCH_COST_REQUESTS` requests from `BENCH_CONNECTIONS` keep-alive
+ * connections. Rounds rotate the order of the sides; min and median are printed.
+ *
+ * Env: BENCH_COST_REQUESTS (5000), BENCH_COST_WARMUP (1000), BENCH_COST_ROUNDS (3), BENCH_CONNECTIONS (10),
+ * BENCH_FLOOR_ROWS (50: a full page; bench:cost's seeded students each list 5 instances, so 5 is its answer),
+ * BENCH_FLOOR_SIDES (raw,moleculer-web,moleculer-web+2calls,platform-broker), BENCH_NODE_ARGS (node flags for
+ * the servers, e.g. --cpu-prof --cpu-prof-dir=/tmp/prof).
+ */
+const os = require("node:os");
+const path = require("node:path");
+const { readFileSync } = require("node:fs");
+const lib = require("./lib");
+const { startReadyChild } = require("../dist/platform/child-process.js");
+
+const list = (raw, sep = ",") =>
+  raw
+    .split(sep)
+    .map((s) => s.trim())
+    .filter(Boolean);
+const SIDES = list(process.env.BENCH_FLOOR_SIDES ?? "raw,moleculer-web,moleculer-web+2calls,platform-broker");
+const REQUESTS = Number(process.env.BENCH_COST_REQUESTS ?? 5000);
+const WARMUP = Number(process.env.BENCH_COST_WARMUP ?? 1000);
+const ROUNDS = Number(process.env.BENCH_COST_ROUNDS ?? 3);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
+const ROWS = Number(process.env.BENCH_FLOOR_ROWS ?? 50);
+/** Linux reports process CPU in clock ticks of 1/100 s (getconf CLK_TCK). */
+const TICK_US = 10_000;
+const TOKENS = ["floor-token-a", "floor-token-b", "floor-token-c", "floor-token-d"];
+const { fmt } = lib;
+
+/** utime + stime of a process in µs (as bench/cost.js). */
+function cpuUs(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * TICK_US;
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function startSide(side) {
+  const child = await startReadyChild({
+    name: `floor server ${side}`,
+    command: process.execPath,
+    args: [...list(process.env.BENCH_NODE_ARGS ?? "", " "), path.join(__dirname, "floor-server.js")],
+    env: {
+      PATH: process.env.PATH,
+      NODE_ENV: "production",
+      FLOOR_SIDE: side,
+      FLOOR_ROWS: String(ROWS),
+      PORT: "0",
+      METRICS_PORT: String(await lib.freePort()),
+    },
+    ready: /floor listening on (http:\/\/\S+)/,
+    timeoutMs: 30_000,
+    onLine: (line) => process.env.BENCH_VERBOSE && console.error(`  [${side}] ${line}`),
+  });
+  lib.onCleanup(() => child.stop(5000));
+  return { name: side, pid: child.child.pid, url: child.readyValue, stop: () => child.stop(5000) };
+}
+
+lib.runMain(async () => {
+  const sides = [];
+  for (const name of SIDES) sides.push(await startSide(name));
+  // Every side must give the same answer, or the comparison means nothing.
+  let expected;
+  for (const side of sides) {
+    const res = await fetch(`${side.url}/api/v1/floor`, { headers: { authorization: `Bearer ${TOKENS[0]}` } });
+    const body = await res.text();
+    if (res.status !== 200) throw new Error(`${side.name}: ${res.status} ${body}`);
+    if (expected === undefined) expected = body;
+    else if (JSON.stringify(JSON.parse(body)) !== JSON.stringify(JSON.parse(expected))) {
+      throw new Error(`${side.name} answers a different body than ${sides[0].name}`);
+    }
+  }
+  const out = [
+    `${new Date().toISOString()} — node ${process.version}, ${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}, ` +
+      `load average ${os
+        .loadavg()
+        .map((l) => l.toFixed(2))
+        .join(" ")}`,
+    `GET /api/v1/floor (${ROWS} rows, ${Buffer.byteLength(expected)} B JSON, no database): ` +
+      `CPU µs per request over ${REQUESTS} requests (after ${WARMUP} unrecorded), ` +
+      `${CONNECTIONS} connections, ${ROUNDS} rounds`,
+    "",
+    "| side | µs/req min · median | req/s median | overhead over raw (µs, median) | raw ÷ side |",
+    "|---|---|---|---|---|",
+  ];
+  const per = Object.fromEntries(sides.map((s) => [s.name, { us: [], rps: [] }]));
+  for (let round = 0; round < ROUNDS; round++) {
+    // The order of the sides rotates per round, so no side always runs right after the same other one.
+    const k = round % sides.length;
+    for (const side of sides.slice(k).concat(sides.slice(0, k))) {
+      let before = 0;
+      let spent = 0;
+      const r = await lib.runLoad(
+        {
+          targets: [side.url],
+          scenario: "floor",
+          connections: CONNECTIONS,
+          durationS: 0,
+          requests: REQUESTS,
+          warmupRequests: WARMUP,
+          tokens: TOKENS,
+          labIds: [],
+        },
+        async (phase) => {
+          if (phase === "warm") before = cpuUs(side.pid);
+          else spent = cpuUs(side.pid) - before;
+        },
+      );
+      if (r.errors) throw new Error(`${side.name}: unexpected answers ${JSON.stringify(r.statuses)}`);
+      per[side.name].us.push(spent / r.requests);
+      per[side.name].rps.push(r.rps);
+      console.error(`round ${round + 1} ${side.name}: ${fmt(spent / r.requests)} µs/req, ${fmt(r.rps)} req/s`);
+    }
+  }
+  const raw = per.raw ? median(per.raw.us) : NaN;
+  for (const side of sides) {
+    const { us, rps } = per[side.name];
+    const m = median(us);
+    out.push(
+      `| ${side.name} | ${fmt(Math.min(...us))} · ${fmt(m)} | ${fmt(median(rps))} | ` +
+        `${side.name === "raw" ? "—" : fmt(m - raw)} | ${fmt(raw / m, 2)} |`,
+    );
+  }
+  await Promise.all(sides.map((s) => s.stop()));
+  console.log(out.join("\n"));
+});
