@@ -41,6 +41,35 @@ function cpuUs(pid) {
   return (Number(fields[11]) + Number(fields[12])) * TICK_US;
 }
 
+/**
+ * The servers every side leans on, found by process name: a request's cost includes the work it makes them do
+ * (the platform's cache round trips in Redis, the cluster's hops through RabbitMQ, the statements in PostgreSQL).
+ * Sides run one at a time, so each side's phase is charged only with its own work.
+ */
+const SERVERS = { postgres: /^postgres$/, redis: /^redis-server$/, rabbitmq: /^beam\.smp$/ };
+
+function serverCpuUs() {
+  const { readdirSync } = require("node:fs");
+  const sum = { postgres: 0, redis: 0, rabbitmq: 0 };
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    let comm;
+    try {
+      comm = readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+    } catch {
+      continue; // gone meanwhile
+    }
+    for (const [name, re] of Object.entries(SERVERS)) {
+      if (!re.test(comm)) continue;
+      try {
+        sum[name] += cpuUs(pid);
+      } catch {
+        // exited between the two reads
+      }
+    }
+  }
+  return sum;
+}
+
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 lib.runMain(async () => {
@@ -105,8 +134,11 @@ lib.runMain(async () => {
       `throughput-equivalent (baseline ÷ platform, median) |${previous ? " before µs/req min · median |" : ""}`,
     `|---|---|---|---|---|${previous ? "---|" : ""}`,
   ];
+  const serverRows = [];
   for (const scenario of SCENARIOS) {
     const per = { platform: [], baseline: [], before: [] };
+    const noServers = () => ({ postgres: [], redis: [], rabbitmq: [] });
+    const servers = { platform: noServers(), baseline: noServers(), before: noServers() };
     for (let round = 0; round < ROUNDS; round++) {
       // The order of the sides rotates per round, so no side always runs right after the same other one.
       const names = Object.keys(sides);
@@ -114,6 +146,8 @@ lib.runMain(async () => {
         const side = sides[name];
         let before = 0;
         let spent = 0;
+        let serversBefore = serverCpuUs();
+        let serversSpent = serversBefore;
         const total = () => side.pids.reduce((s, pid) => s + cpuUs(pid), 0);
         const r = await lib.runLoad(
           {
@@ -129,13 +163,20 @@ lib.runMain(async () => {
             startOffset: offsets[name],
           },
           async (phase) => {
-            if (phase === "warm") before = total();
-            else spent = total() - before;
+            if (phase === "warm") {
+              before = total();
+              serversBefore = serverCpuUs();
+            } else {
+              spent = total() - before;
+              const now = serverCpuUs();
+              serversSpent = Object.fromEntries(Object.keys(now).map((k) => [k, now[k] - serversBefore[k]]));
+            }
           },
         );
         offsets[name] += REQUESTS + WARMUP + CONNECTIONS;
         if (r.errors) throw new Error(`${name} ${scenario}: unexpected answers ${JSON.stringify(r.statuses)}`);
         per[name].push(spent / r.requests);
+        for (const k of Object.keys(SERVERS)) servers[name][k].push(serversSpent[k] / r.requests);
         console.error(`${scenario} round ${round + 1} ${name}: ${fmt(spent / r.requests)} µs/req, ${fmt(r.rps)} req/s`);
       }
     }
@@ -145,7 +186,23 @@ lib.runMain(async () => {
         `${fmt(p / b, 2)} | **${fmt(b / p, 2)}** |` +
         (previous ? ` ${fmt(Math.min(...per.before))} · ${fmt(median(per.before))} |` : ""),
     );
+    const serverCells = (side) => Object.keys(SERVERS).map((k) => fmt(median(servers[side][k])));
+    const withServers = (side) =>
+      median(per[side]) + Object.keys(SERVERS).reduce((sum, k) => sum + median(servers[side][k]), 0);
+    serverRows.push(
+      `| ${scenario} | ${serverCells("platform").join(" · ")} | ${serverCells("baseline").join(" · ")} | ` +
+        `**${fmt(withServers("baseline") / withServers("platform"), 2)}** |`,
+    );
   }
   await Promise.all([platform.stop(), baseline.stop(), previous?.stop()]);
+  out.push(
+    "",
+    "CPU the servers spent per request (median µs, PostgreSQL · Redis · RabbitMQ, every process of that name on the " +
+      "machine) and the ratio counting them too:",
+    "",
+    "| scenario | platform's servers | baseline's servers | baseline ÷ platform, servers included (median) |",
+    "|---|---|---|---|",
+    ...serverRows,
+  );
   console.log(out.join("\n"));
 });

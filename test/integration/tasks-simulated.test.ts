@@ -58,14 +58,14 @@ async function pglite(): Promise<Backend> {
 describe.each([
   ["PostgreSQL", createTestDatabase],
   ["PGlite", pglite],
-] as const)("simulated runner on %s", (_name, makeDb) => {
+] as const)("simulated runner on %s", (name, makeDb) => {
   let db: Backend;
   let node: PlatformNode | undefined;
   let double: ApplierDouble;
 
   beforeAll(async () => {
     db = await makeDb();
-    node = await startNode(db.url, ENV("embedded"));
+    node = await startNode(db.url, ENV("embedded"), { pglite: name === "PGlite" });
     double = await registerApplierDouble(node.broker);
   });
   afterAll(async () => {
@@ -94,7 +94,7 @@ describe.each([
     const t0 = Date.now();
     const [id] = await enqueue(node!.sequelize, "celery", [startLab(inst)], [node!.broker]);
     const call = await waitFor("applied", () => double.calls.find((c) => c.task_id === id), 6_000, 20);
-    console.log(`${_name}: simulated start_lab: enqueue → applied in ${Date.now() - t0} ms (simulated run time 1.5 s)`);
+    console.log(`${name}: simulated start_lab: enqueue → applied in ${Date.now() - t0} ms (simulated run time 1.5 s)`);
     expect(call).toEqual({
       task_id: id,
       task_name: "start_lab",

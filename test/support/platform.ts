@@ -59,8 +59,15 @@ export interface PlatformNode {
   stop(): Promise<void>;
 }
 
-/** Starts one node with the given env (merged over the test defaults) against `databaseUrl`. */
-export async function startNode(databaseUrl: string, env: Record<string, string> = {}): Promise<PlatformNode> {
+/**
+ * Starts one node with the given env (merged over the test defaults) against `databaseUrl`. `pglite`: the URL is
+ * the embedded PGlite server, whose connections share one session: no named prepared statements (as main/start.ts).
+ */
+export async function startNode(
+  databaseUrl: string,
+  env: Record<string, string> = {},
+  opts: { pglite?: boolean } = {},
+): Promise<PlatformNode> {
   // Unique node ids: several nodes of one test live in one process (Moleculer's default is host-pid).
   // Errors only: the expected warnings of outage tests would bury a failure's own output (TEST_LOGLEVEL to see more).
   // The per-user rate limits are off unless a test sets them (rate-limit.test.ts): a test drives a few users at
@@ -77,7 +84,10 @@ export async function startNode(databaseUrl: string, env: Record<string, string>
   });
   // Port 0: any free port, read back below (unless the test needs a known one, e.g. for PUBLIC_URL).
   if (!("PORT" in env)) config.port = 0;
-  const sequelize = createSequelize(databaseUrl, { poolMax: config.databasePoolMax, preparedStatements: true });
+  const sequelize = createSequelize(databaseUrl, {
+    poolMax: config.databasePoolMax,
+    preparedStatements: opts.pglite !== true,
+  });
   const broker = createPlatformBroker(config, sequelize);
   await broker.start();
   let url = "";
