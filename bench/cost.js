@@ -48,26 +48,31 @@ function cpuUs(pid) {
  */
 const SERVERS = { postgres: /^postgres$/, redis: /^redis-server$/, rabbitmq: /^beam\.smp$/ };
 
-function serverCpuUs() {
+/** CPU µs of each server process now, by pid (name: which server). */
+function serverSnapshot() {
   const { readdirSync } = require("node:fs");
-  const sum = { postgres: 0, redis: 0, rabbitmq: 0 };
+  const snap = new Map();
   for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
-    let comm;
     try {
-      comm = readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+      const comm = readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+      const name = Object.keys(SERVERS).find((k) => SERVERS[k].test(comm));
+      if (name) snap.set(pid, { name, us: cpuUs(pid) });
     } catch {
-      continue; // gone meanwhile
-    }
-    for (const [name, re] of Object.entries(SERVERS)) {
-      if (!re.test(comm)) continue;
-      try {
-        sum[name] += cpuUs(pid);
-      } catch {
-        // exited between the two reads
-      }
+      // exited meanwhile
     }
   }
-  return sum;
+  return snap;
+}
+
+/**
+ * CPU each server spent between two snapshots: per process that is there at the end (a connection's backend
+ * started meanwhile counts from 0). A process that exited in between takes its CPU with it (PostgreSQL backends
+ * of connections the pool closed): an undercount, never a negative figure.
+ */
+function serverCpuSince(start) {
+  const spent = { postgres: 0, redis: 0, rabbitmq: 0 };
+  for (const [pid, { name, us }] of serverSnapshot()) spent[name] += us - (start.get(pid)?.us ?? 0);
+  return spent;
 }
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -146,8 +151,8 @@ lib.runMain(async () => {
         const side = sides[name];
         let before = 0;
         let spent = 0;
-        let serversBefore = serverCpuUs();
-        let serversSpent = serversBefore;
+        let serversBefore = serverSnapshot();
+        let serversSpent = { postgres: 0, redis: 0, rabbitmq: 0 };
         const total = () => side.pids.reduce((s, pid) => s + cpuUs(pid), 0);
         const r = await lib.runLoad(
           {
@@ -165,11 +170,10 @@ lib.runMain(async () => {
           async (phase) => {
             if (phase === "warm") {
               before = total();
-              serversBefore = serverCpuUs();
+              serversBefore = serverSnapshot();
             } else {
               spent = total() - before;
-              const now = serverCpuUs();
-              serversSpent = Object.fromEntries(Object.keys(now).map((k) => [k, now[k] - serversBefore[k]]));
+              serversSpent = serverCpuSince(serversBefore);
             }
           },
         );

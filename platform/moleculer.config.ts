@@ -13,6 +13,7 @@ import { OpsServerMiddleware } from "./ops-server";
 import { MetricsMiddleware, metricsList } from "./metrics";
 import { traceIdOf, tracingOptions } from "./tracing";
 import { CoherentMemoryCacher } from "./coherent-cache";
+import { BatchingAmqpTransporter } from "./amqp-transporter";
 
 type Bindings = { nodeID: string; mod: string };
 type FormatterHelpers = { printArgs: (args: unknown[]) => unknown[] };
@@ -83,7 +84,8 @@ export function withAmqpHeartbeat(urls: string, heartbeatS: number): string[] {
 }
 
 /**
- * AMQP transporter options (node_modules/moleculer/src/transporters/amqp.js), each set on purpose:
+ * The AMQP transporter (platform/amqp-transporter.ts: Moleculer's, with batched socket writes) and its options
+ * (node_modules/moleculer/src/transporters/amqp.js), each set on purpose:
  * - prefetch: how many unacknowledged requests RabbitMQ hands one node's request queue at once (a request is
  *   acked after its handler settles). Moleculer's default 1 runs one request per node at a time: a two-node
  *   cluster served 22 req/s. In the hundreds lets the node's CPU and pool be the limit; the rest waits in RabbitMQ.
@@ -110,7 +112,7 @@ function amqpTransporter(url: string, config: Config): BrokerOptions["transporte
     autoDeleteQueues: config.amqp.queueExpiryS * 1000,
     socketOptions: { noDelay: true },
   };
-  return { type: "AMQP", options };
+  return new BatchingAmqpTransporter(options);
 }
 
 /** Moleculer node heartbeats: a SIGKILLed node is taken out of the balancer after HEARTBEAT_TIMEOUT_S. */
