@@ -1,3 +1,4 @@
+import { BatchingAmqpTransporter } from "../../platform/amqp-transporter";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { loadConfig, ConfigError } from "../../platform/config";
@@ -173,16 +174,15 @@ describe("broker options from the config", () => {
   it("passes the AMQP options to the transporter and adds the connection heartbeat to every URL", () => {
     const config = loadConfig({ TRANSPORTER: "amqp://a:5672;amqp://b:5672/?heartbeat=3", AMQP_PREFETCH: "64" });
     const opts = brokerOptions(config);
-    expect(opts.transporter).toEqual({
-      type: "AMQP",
-      options: {
-        url: ["amqp://a:5672?heartbeat=10", "amqp://b:5672/?heartbeat=3"],
-        prefetch: 64,
-        eventTimeToLive: 60_000,
-        heartbeatTimeToLive: 15_000,
-        autoDeleteQueues: 120_000,
-        socketOptions: { noDelay: true },
-      },
+    // Moleculer's AMQP transporter with batched writes (platform/amqp-transporter.ts), given these options.
+    expect(opts.transporter).toBeInstanceOf(BatchingAmqpTransporter);
+    expect((opts.transporter as BatchingAmqpTransporter).opts).toMatchObject({
+      url: ["amqp://a:5672?heartbeat=10", "amqp://b:5672/?heartbeat=3"],
+      prefetch: 64,
+      eventTimeToLive: 60_000,
+      heartbeatTimeToLive: 15_000,
+      autoDeleteQueues: 120_000,
+      socketOptions: { noDelay: true },
     });
     expect(opts.requestTimeout).toBe(30_000);
     expect(opts.disableBalancer).toBe(false);
