@@ -14,6 +14,7 @@ import { MetricsMiddleware, metricsList } from "./metrics";
 import { traceIdOf, tracingOptions } from "./tracing";
 import { CoherentMemoryCacher } from "./coherent-cache";
 import { BatchingAmqpTransporter } from "./amqp-transporter";
+import { BatchedConsoleLogger } from "./log-output";
 
 type Bindings = { nodeID: string; mod: string };
 type FormatterHelpers = { printArgs: (args: unknown[]) => unknown[] };
@@ -127,14 +128,14 @@ function transporterOf(config: Config): BrokerOptions["transporter"] {
 }
 
 export function brokerOptions(config: Config): BrokerOptions {
-  const logger: LoggerConfig = {
-    type: "Console",
-    options: {
-      level: config.logLevel,
-      colors: config.mode === "embedded",
-      formatter: config.mode === "cluster" ? jsonFormatter(config.tracing.exporter !== "off") : readableFormatter,
-    },
+  const options = {
+    level: config.logLevel,
+    colors: config.mode === "embedded",
+    formatter: config.mode === "cluster" ? jsonFormatter(config.tracing.exporter !== "off") : readableFormatter,
   };
+  // Cluster: JSON lines written in batches (platform/log-output.ts); embedded: Moleculer's console, line by line.
+  const logger: LoggerConfig | BatchedConsoleLogger =
+    config.mode === "cluster" ? new BatchedConsoleLogger(options) : { type: "Console", options };
   return {
     namespace: config.namespace,
     nodeID: config.nodeId,
