@@ -29,17 +29,7 @@ const REQUESTS = Number(process.env.BENCH_COST_REQUESTS ?? 2000);
 const WARMUP = Number(process.env.BENCH_COST_WARMUP ?? 500);
 const ROUNDS = Number(process.env.BENCH_COST_ROUNDS ?? 3);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
-/** Linux reports process CPU in clock ticks of 1/100 s (getconf CLK_TCK). */
-const TICK_US = 10_000;
-const { fmt } = lib;
-
-/** utime + stime of a process in µs. */
-function cpuUs(pid) {
-  // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * TICK_US;
-}
+const { fmt, cpuUs, median } = lib;
 
 /**
  * The servers every side leans on, found by process name: a request's cost includes the work it makes them do
@@ -75,10 +65,7 @@ function serverCpuSince(start) {
   return spent;
 }
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-
 lib.runMain(async () => {
-  const os = require("node:os");
   const idp = await lib.startBenchIdp();
   const subs = Array.from({ length: lib.SEED.students }, (_, i) => `bench-student-${i}`);
   const tokens = await lib.studentTokens(idp, subs);
@@ -127,11 +114,7 @@ lib.runMain(async () => {
   // Cache-cold keys must never repeat across rounds: each side's sequence continues where its last run ended.
   const offsets = { platform: 0, baseline: 0, before: 0 };
   const out = [
-    `${new Date().toISOString()} — node ${process.version}, ${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}, ` +
-      `load average ${os
-        .loadavg()
-        .map((l) => l.toFixed(2))
-        .join(" ")}`,
+    lib.machineLine(),
     `${TOPOLOGY}: CPU µs per request over ${REQUESTS} requests (after ${WARMUP} unrecorded), ` +
       `${CONNECTIONS} connections, ${ROUNDS} rounds; platform CPU summed over ${platform.nodes.length} node(s)`,
     "",

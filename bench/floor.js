@@ -20,9 +20,7 @@
  * BENCH_FLOOR_SIDES (raw,moleculer-web,moleculer-web+2calls,platform-broker), BENCH_NODE_ARGS (node flags for
  * the servers, e.g. --cpu-prof --cpu-prof-dir=/tmp/prof).
  */
-const os = require("node:os");
 const path = require("node:path");
-const { readFileSync } = require("node:fs");
 const lib = require("./lib");
 const { startReadyChild } = require("../dist/platform/child-process.js");
 
@@ -37,19 +35,8 @@ const WARMUP = Number(process.env.BENCH_COST_WARMUP ?? 1000);
 const ROUNDS = Number(process.env.BENCH_COST_ROUNDS ?? 3);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
 const ROWS = Number(process.env.BENCH_FLOOR_ROWS ?? 50);
-/** Linux reports process CPU in clock ticks of 1/100 s (getconf CLK_TCK). */
-const TICK_US = 10_000;
 const TOKENS = ["floor-token-a", "floor-token-b", "floor-token-c", "floor-token-d"];
-const { fmt } = lib;
-
-/** utime + stime of a process in µs (as bench/cost.js). */
-function cpuUs(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * TICK_US;
-}
-
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const { fmt, cpuUs, median } = lib;
 
 async function startSide(side) {
   const child = await startReadyChild({
@@ -87,11 +74,7 @@ lib.runMain(async () => {
     }
   }
   const out = [
-    `${new Date().toISOString()} — node ${process.version}, ${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}, ` +
-      `load average ${os
-        .loadavg()
-        .map((l) => l.toFixed(2))
-        .join(" ")}`,
+    lib.machineLine(),
     `GET /api/v1/floor (${ROWS} rows, ${Buffer.byteLength(expected)} B JSON, no database): ` +
       `CPU µs per request over ${REQUESTS} requests (after ${WARMUP} unrecorded), ` +
       `${CONNECTIONS} connections, ${ROUNDS} rounds`,

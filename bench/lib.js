@@ -344,9 +344,38 @@ function runLoad(spec, onPhase = async () => {}) {
   });
 }
 
+/** Linux reports process CPU in clock ticks of 1/100 s (getconf CLK_TCK). */
+const TICK_US = 10_000;
+
+/** utime + stime of a process in µs. */
+function cpuUs(pid) {
+  // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * TICK_US;
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/** The first line of every report: when, on what, how busy the machine was. */
+function machineLine() {
+  const os = require("node:os");
+  const cpus = os.cpus();
+  return (
+    `${new Date().toISOString()} — node ${process.version}, ${cpus.length} × ${cpus[0]?.model ?? "cpu"}, ` +
+    `${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, load average ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(" ")}`
+  );
+}
+
 const fmt = (n, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : "-");
 
 module.exports = {
+  cpuUs,
+  median,
+  machineLine,
   SEED,
   onCleanup,
   cleanupAll,

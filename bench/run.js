@@ -131,16 +131,11 @@ async function benchTopology(topology, idp, tokens) {
 }
 
 lib.runMain(async () => {
-  const os = require("node:os");
   const idp = await lib.startBenchIdp();
   const subs = Array.from({ length: lib.SEED.students }, (_, i) => `bench-student-${i}`);
   const tokens = await lib.studentTokens(idp, subs);
   const out = [
-    `${new Date().toISOString()} — node ${process.version}, ${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}, ` +
-      `${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, load average ${os
-        .loadavg()
-        .map((l) => l.toFixed(2))
-        .join(" ")}`,
+    lib.machineLine(),
     `${CONNECTIONS} connections, ${WARMUP_S} s warm-up + ${DURATION_S} s per scenario and side, ` +
       `${lib.SEED.students} students (own tokens)`,
   ];
