@@ -22,7 +22,6 @@
  */
 const path = require("node:path");
 const lib = require("./lib");
-const { startReadyChild } = require("../dist/platform/child-process.js");
 
 const list = (raw, sep = ",") =>
   raw
@@ -39,12 +38,11 @@ const TOKENS = ["floor-token-a", "floor-token-b", "floor-token-c", "floor-token-
 const { fmt, cpuUs, median } = lib;
 
 async function startSide(side) {
-  const child = await startReadyChild({
+  const server = await lib.startServerProcess({
     name: `floor server ${side}`,
-    command: process.execPath,
-    args: [...list(process.env.BENCH_NODE_ARGS ?? "", " "), path.join(__dirname, "floor-server.js")],
+    nodeArgs: list(process.env.BENCH_NODE_ARGS ?? "", " "),
+    script: path.join(__dirname, "floor-server.js"),
     env: {
-      PATH: process.env.PATH,
       NODE_ENV: "production",
       FLOOR_SIDE: side,
       FLOOR_ROWS: String(ROWS),
@@ -52,11 +50,8 @@ async function startSide(side) {
       METRICS_PORT: String(await lib.freePort()),
     },
     ready: /floor listening on (http:\/\/\S+)/,
-    timeoutMs: 30_000,
-    onLine: (line) => process.env.BENCH_VERBOSE && console.error(`  [${side}] ${line}`),
   });
-  lib.onCleanup(() => child.stop(5000));
-  return { name: side, pid: child.child.pid, url: child.readyValue, stop: () => child.stop(5000) };
+  return { name: side, pid: server.pid, url: server.readyValue, stop: server.stop };
 }
 
 lib.runMain(async () => {

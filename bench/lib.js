@@ -184,30 +184,40 @@ const list = (raw, sep = ",") =>
     .map((s) => s.trim())
     .filter(Boolean);
 
+/**
+ * A Node server of the benchmarks as its own process, stopped at cleanup: `script` with `nodeArgs`, ready when a
+ * line matches `ready` (its first group, if any, is `readyValue`); BENCH_VERBOSE prints its output.
+ */
+async function startServerProcess({ name, script, env, ready, nodeArgs = [], timeoutMs = 30_000, stopMs = 5000 }) {
+  const child = await startReadyChild({
+    name,
+    command: process.execPath,
+    args: [...nodeArgs, script],
+    env: { PATH: process.env.PATH, ...env },
+    ready,
+    timeoutMs,
+    onLine: (line) => process.env.BENCH_VERBOSE && console.error(`  [${name}] ${line}`),
+  });
+  onCleanup(() => child.stop(stopMs));
+  return { pid: child.child.pid, readyValue: child.readyValue, child, stop: () => child.stop(stopMs) };
+}
+
 /** A platform node (`node dist/main/start.js`) as its own process. */
 async function startPlatformNode(name, env, root = ROOT) {
   const port = env.PORT ?? String(await freePort());
   // Every node serves its metrics and probes, as in production; on one machine each needs a port of its own.
   const metricsPort = env.METRICS_PORT ?? String(await freePort());
-  const child = await startReadyChild({
+  const node = await startServerProcess({
     name: `platform node ${name}`,
-    command: process.execPath,
     // BENCH_NODE_ARGS: node flags for the platform nodes, e.g. --cpu-prof --cpu-prof-dir=/tmp/prof.
-    args: [...list(process.env.BENCH_NODE_ARGS ?? "", " "), path.join(root, "dist/main/start.js")],
-    env: {
-      PATH: process.env.PATH,
-      NODE_ENV: "production",
-      LOGLEVEL: "warn",
-      ...env,
-      PORT: port,
-      METRICS_PORT: metricsPort,
-    },
+    nodeArgs: list(process.env.BENCH_NODE_ARGS ?? "", " "),
+    script: path.join(root, "dist/main/start.js"),
+    env: { NODE_ENV: "production", LOGLEVEL: "warn", ...env, PORT: port, METRICS_PORT: metricsPort },
     ready: /platform ready in (\d+) ms/,
     timeoutMs: 60_000,
-    onLine: (line) => process.env.BENCH_VERBOSE && console.error(`  [${name}] ${line}`),
+    stopMs: 15_000,
   });
-  onCleanup(() => child.stop(15_000));
-  return { name, pid: child.child.pid, url: `http://127.0.0.1:${port}`, child, stop: () => child.stop(15_000) };
+  return { name, pid: node.pid, url: `http://127.0.0.1:${port}`, child: node.child, stop: node.stop };
 }
 
 /**
@@ -291,23 +301,20 @@ async function waitRouted(urls, paths, token, timeoutMs = 60_000) {
 
 /** The raw baseline (bench/baseline-server.js) as its own process. */
 async function startBaseline({ dbUrl, issuer, poolMax = 10, maxActive }) {
-  const child = await startReadyChild({
+  const server = await startServerProcess({
     name: "baseline server",
-    command: process.execPath,
     // BENCH_BASELINE_NODE_ARGS: node flags for the baseline, e.g. --cpu-prof to profile it beside the platform.
-    args: [...list(process.env.BENCH_BASELINE_NODE_ARGS ?? "", " "), path.join(__dirname, "baseline-server.js")],
+    nodeArgs: list(process.env.BENCH_BASELINE_NODE_ARGS ?? "", " "),
+    script: path.join(__dirname, "baseline-server.js"),
     env: {
-      PATH: process.env.PATH,
       DATABASE_URL: dbUrl,
       OIDC_ISSUER: issuer,
       DATABASE_POOL_MAX: String(poolMax),
       MAX_ACTIVE_INSTANCES_PER_STUDENT: String(maxActive),
     },
     ready: /baseline listening on (http:\/\/\S+)/,
-    timeoutMs: 30_000,
   });
-  onCleanup(() => child.stop(5000));
-  return { name: "baseline", pid: child.child.pid, url: child.readyValue, stop: () => child.stop(5000) };
+  return { name: "baseline", pid: server.pid, url: server.readyValue, stop: server.stop };
 }
 
 /**
@@ -373,6 +380,7 @@ function machineLine() {
 const fmt = (n, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : "-");
 
 module.exports = {
+  startServerProcess,
   cpuUs,
   median,
   machineLine,
