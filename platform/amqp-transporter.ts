@@ -4,7 +4,8 @@
  * moleculer.config.ts) each publish and each ack is a syscall and a TCP segment of its own, and on loopback the
  * sender's CPU also runs the receiver's TCP path. In a cluster profile those writes were a quarter of every node's
  * busy time. Corking the socket while the multiplexer drains its queues turns one round of frames into one
- * writev; nothing waits for it (the round itself is already one setImmediate batch).
+ * writev; nothing waits for it (the round itself is already one setImmediate batch). After a reconnect, the
+ * heartbeats missed during our own outage are not held against the peers (forgiveMissedHeartbeats).
  */
 import { Transporters } from "moleculer";
 import type { Writable } from "node:stream";
@@ -41,6 +42,21 @@ export class BatchingAmqpTransporter extends Transporters.AMQP {
     // Every (re)connect makes a new amqplib connection: batch its writes too.
     if (!batchMuxWrites(this.connection)) {
       this.logger.warn("AMQP: amqplib's multiplexer is not the expected one; frames are written one by one");
+    }
+    if (this.connectionCount > 1) this.forgiveMissedHeartbeats();
+  }
+
+  /**
+   * Heartbeats missed while our own connection to RabbitMQ was down say nothing about the peers. Without this, a
+   * RabbitMQ restart of ~10 s or more let the broker's next heartbeat check (moleculer registry/discoverers/
+   * base.js checkRemoteNodes: none for heartbeatTimeout → offline) take every peer out just after the reconnect:
+   * their services' routes answered 503 for seconds though everything was up. A peer that really died meanwhile
+   * is still taken out one heartbeat timeout after the reconnect.
+   */
+  private forgiveMissedHeartbeats(): void {
+    const now = Math.round(process.uptime());
+    for (const node of this.broker.registry.nodes.toArray()) {
+      if (!node.local && node.available) node.lastHeartbeatTime = now;
     }
   }
 }
