@@ -87,7 +87,7 @@ export class ResilientRedisCacher extends Cachers.Redis implements CoherentCache
       if (entry === null) return { data: this.miss, epoch: epoch?.toString() ?? "0" };
       this.broker.metrics.increment(FOUND_TOTAL);
       const data = (this as unknown as { serializer: Serializer }).serializer.deserialize(entry);
-      rememberAnswerBytes(data, entry);
+      rememberAnswerBytes(data, entry, key);
       return { data, epoch: null };
     } catch (err) {
       this.degraded("get", err);
@@ -105,7 +105,7 @@ export class ResilientRedisCacher extends Cachers.Redis implements CoherentCache
     if (this.dirty) return false;
     try {
       const serialized = (this as unknown as { serializer: Serializer }).serializer.serialize(data);
-      rememberAnswerBytes(data, serialized);
+      rememberAnswerBytes(data, serialized, key);
       const ttl = ttlS ?? this.opts.ttl ?? 0;
       const keysAndArgs = [(this.prefix ?? "") + key, this.epochPrefix + scope, serialized, epoch, ttl] as const;
       // EVALSHA: the script's 250 bytes are sent (and hashed by Redis) once per Redis restart, not per fill.

@@ -468,9 +468,9 @@ function createGateway(broker: Service["broker"]): ServiceSchema<ApiSettingsSche
         }
         return baseMethods.httpHandler.call(this, req, res, next);
       },
-      /** JSON of an answer; bytes the cache already holds for it are sent as they are (platform/answer-bytes.ts). */
-      encodeResponse(_req: IncomingMessage, _res: ServerResponse, data: unknown): string | Buffer {
-        return answerBytes(data) ?? JSON.stringify(data);
+      /** JSON of an answer; bytes the routed action's cache holds for it go as they are (platform/answer-bytes.ts). */
+      encodeResponse(req: IncomingMessage, _res: ServerResponse, data: unknown): string | Buffer {
+        return answerBytes(data, (req as GatewayRequest).$alias?.action) ?? JSON.stringify(data);
       },
       resolveAlias(url: string, method: string = "GET") {
         return baseMethods.resolveAlias.call(this, url, resolvedMethod(method));

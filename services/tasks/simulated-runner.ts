@@ -3,7 +3,7 @@
  * relay would publish to RabbitMQ (encodeCeleryTask output), decodes them as a worker would (body JSON,
  * headers), "runs" the task after a delay and stores a result in the JSON shape Celery's Redis backend
  * stores, in an in-memory result store the ordinary result consumer reads (push and reconcile alike).
- * Nothing is started anywhere: connection URLs point at the gateway's placeholder page,
+ * Nothing is started anywhere: connection URLs point at the gateway's simulated-lab page,
  * /simulated-lab/<instance id>/<start task id> (the task id makes the URL unguessable, as a real lab's is).
  */
 import {
@@ -18,7 +18,7 @@ import type { PublishOutcome, ResultSource, ResultSourceState, TaskPublisher } f
 
 /** Like test/celery_worker/labs_worker.py: start_lab of this lab id fails, to exercise FAILURE end to end. */
 export const SIMULATED_FAILING_LAB_ID = 999999;
-/** Where simulated connection URLs point; the gateway serves the placeholder page there (embedded mode only). */
+/** Where simulated connection URLs point; the gateway serves the simulated-lab page there (embedded mode only). */
 export const SIMULATED_LAB_PATH = "/simulated-lab";
 export const SIMULATED_FAILURE_MESSAGE = `simulated failure: lab ${SIMULATED_FAILING_LAB_ID} cannot be scheduled`;
 
